@@ -1,0 +1,393 @@
+//! Trace context: which trace, span and correlation id the current work belongs to.
+//!
+//! The context lives in a thread-local slot. Synchronous code sets it for a scope
+//! ([`TraceContext::in_scope`], [`with_correlation`], [`crate::with_span`]); async code
+//! carries it across `.await` points with [`crate::WithTraceContext`]; spawned tasks and
+//! threads take it along explicitly:
+//!
+//! ```
+//! use dspex_telemetry_core::{context, TraceContext};
+//!
+//! let root = TraceContext::new_root();
+//! root.in_scope(|| {
+//!     // Carry the context into a thread: capture it, then enter it there.
+//!     let ctx = context::current().expect("inside a scope");
+//!     std::thread::spawn(move || {
+//!         ctx.in_scope(|| assert_eq!(context::current().unwrap().trace_id(), ctx.trace_id()))
+//!     })
+//!     .join()
+//!     .unwrap();
+//! });
+//! assert!(context::current().is_none());
+//! ```
+//!
+//! For tokio tasks: `tokio::spawn(future.with_trace_context(context::current()))`.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::{Arc, LazyLock};
+
+use crate::baggage::{Baggage, BaggageError};
+use crate::ids::{CorrelationId, SpanId, TraceFlags, TraceId};
+use crate::traceparent::TraceParent;
+
+/// The baggage key the correlation id travels under.
+pub const CORRELATION_BAGGAGE_KEY: &str = "correlation_id";
+
+/// The context of one unit of work within a trace: W3C ids and flags, plus the correlation id
+/// and baggage shared by every span of the request.
+///
+/// Cloning copies the ids and increments one reference count (when there is a correlation id
+/// or baggage); it never allocates.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_span_id: Option<SpanId>,
+    flags: TraceFlags,
+    shared: Option<Arc<Shared>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Shared {
+    correlation_id: Option<CorrelationId>,
+    baggage: Baggage,
+}
+
+static EMPTY_BAGGAGE: LazyLock<Baggage> = LazyLock::new(Baggage::new);
+
+impl std::fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceContext")
+            .field("trace_id", &format_args!("{}", self.trace_id))
+            .field("span_id", &format_args!("{}", self.span_id))
+            .field(
+                "parent_span_id",
+                &self.parent_span_id.map(|s| s.to_string()),
+            )
+            .field("flags", &self.flags.bits())
+            .field("correlation_id", &self.correlation_id().as_str())
+            .field("baggage_members", &self.baggage().len())
+            .finish()
+    }
+}
+
+impl TraceContext {
+    /// A new trace: random trace and span ids, sampled, no parent. Does not allocate.
+    pub fn new_root() -> Self {
+        TraceContext {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent_span_id: None,
+            flags: TraceFlags::SAMPLED,
+            shared: None,
+        }
+    }
+
+    /// A new trace that carries `correlation_id` instead of one derived from the trace id.
+    pub fn new_root_with_correlation(correlation_id: CorrelationId) -> Self {
+        Self::new_root().with_correlation_id(correlation_id)
+    }
+
+    /// The local side of a request whose caller sent `traceparent`: same trace, a new span
+    /// whose parent is the caller's span, the caller's flags.
+    pub fn continue_from(traceparent: &TraceParent) -> Self {
+        TraceContext {
+            trace_id: traceparent.trace_id,
+            span_id: SpanId::random(),
+            parent_span_id: Some(traceparent.parent_id),
+            flags: traceparent.flags,
+            shared: None,
+        }
+    }
+
+    /// A context with exactly these ids, for code that restores one (a worker's reply).
+    pub fn from_parts(
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_span_id: Option<SpanId>,
+        flags: TraceFlags,
+    ) -> Self {
+        TraceContext {
+            trace_id,
+            span_id,
+            parent_span_id,
+            flags,
+            shared: None,
+        }
+    }
+
+    /// A child span of this one: same trace, correlation id and baggage; a new span id.
+    #[inline]
+    pub fn child(&self) -> Self {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: SpanId::random(),
+            parent_span_id: Some(self.span_id),
+            flags: self.flags,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// This span's id.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The parent span's id; `None` for a trace's root.
+    pub fn parent_span_id(&self) -> Option<SpanId> {
+        self.parent_span_id
+    }
+
+    /// The W3C trace flags.
+    pub fn flags(&self) -> TraceFlags {
+        self.flags
+    }
+
+    /// The correlation id: the one given, or else the trace id's hex (built on each call).
+    pub fn correlation_id(&self) -> CorrelationId {
+        self.explicit_correlation_id()
+            .cloned()
+            .unwrap_or_else(|| CorrelationId::from_trace_id(self.trace_id))
+    }
+
+    /// The correlation id if one was given, rather than derived from the trace id.
+    pub fn explicit_correlation_id(&self) -> Option<&CorrelationId> {
+        self.shared.as_ref().and_then(|s| s.correlation_id.as_ref())
+    }
+
+    /// The baggage.
+    pub fn baggage(&self) -> &Baggage {
+        self.shared.as_ref().map_or(&EMPTY_BAGGAGE, |s| &s.baggage)
+    }
+
+    /// This context with `correlation_id`.
+    pub fn with_correlation_id(mut self, correlation_id: CorrelationId) -> Self {
+        self.shared_mut().correlation_id = Some(correlation_id);
+        self
+    }
+
+    /// This context with `baggage` in place of its baggage.
+    pub fn with_baggage(mut self, baggage: Baggage) -> Self {
+        self.shared_mut().baggage = baggage;
+        self
+    }
+
+    /// Adds one baggage entry to this context (and so to the spans started from it).
+    pub fn add_baggage(&mut self, key: &str, value: &str) -> Result<(), BaggageError> {
+        self.shared_mut().baggage.insert(key, value)
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(self.shared.get_or_insert_with(Default::default))
+    }
+
+    /// The `traceparent` that a call made from this span sends.
+    pub fn traceparent(&self) -> TraceParent {
+        TraceParent {
+            trace_id: self.trace_id,
+            parent_id: self.span_id,
+            flags: self.flags,
+        }
+    }
+
+    /// The `baggage` that a call made from this span sends: the baggage plus the correlation
+    /// id, when one was given, under [`CORRELATION_BAGGAGE_KEY`].
+    pub fn outgoing_baggage(&self) -> Baggage {
+        let mut baggage = self.baggage().clone();
+        if let Some(id) = self.explicit_correlation_id() {
+            // A validated correlation id is a short printable string: it always fits unless
+            // the baggage is already full, and then the baggage goes as it is.
+            let _ = baggage.insert(CORRELATION_BAGGAGE_KEY, id.as_str());
+        }
+        baggage
+    }
+
+    /// Runs `f` with this context as the current one, then restores the previous one.
+    #[inline]
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.clone().attach();
+        f()
+    }
+
+    /// Makes this context the current one on this thread until the guard drops.
+    ///
+    /// Guards must drop in the reverse order of their creation (as scopes do). Do not hold
+    /// one across an `.await`: use [`crate::WithTraceContext`] for futures.
+    #[inline]
+    pub fn attach(self) -> ContextGuard {
+        ContextGuard {
+            previous: replace_current(Some(self)),
+            _not_send: PhantomData,
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<TraceContext>> = const { Cell::new(None) };
+}
+
+/// Puts `ctx` in the current slot, returning what was there.
+#[inline]
+pub(crate) fn replace_current(ctx: Option<TraceContext>) -> Option<TraceContext> {
+    CURRENT.try_with(|c| c.replace(ctx)).unwrap_or(None)
+}
+
+/// Whether a trace context is current on this thread, without cloning it.
+#[inline]
+pub fn is_active() -> bool {
+    CURRENT
+        .try_with(|c| {
+            let ctx = c.take();
+            let active = ctx.is_some();
+            c.set(ctx);
+            active
+        })
+        .unwrap_or(false)
+}
+
+/// Restores the previous context when dropped. Not `Send`: a context belongs to a thread.
+#[must_use = "the context is current only while the guard lives"]
+#[derive(Debug)]
+pub struct ContextGuard {
+    previous: Option<TraceContext>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        replace_current(self.previous.take());
+    }
+}
+
+/// The current trace context, if any.
+#[inline]
+pub fn current() -> Option<TraceContext> {
+    CURRENT
+        .try_with(|c| {
+            let ctx = c.take();
+            let copy = ctx.clone();
+            c.set(ctx);
+            copy
+        })
+        .ok()
+        .flatten()
+}
+
+/// A fresh correlation id (32 random hex digits, like a trace id).
+pub fn generate_correlation_id() -> CorrelationId {
+    CorrelationId::from_trace_id(TraceId::random())
+}
+
+/// Starts a new trace and makes it current until the guard drops.
+///
+/// ```
+/// use dspex_telemetry_core::context;
+/// let trace = context::start_trace();
+/// let ctx = context::current().unwrap();
+/// assert_eq!(ctx.correlation_id().as_str(), ctx.trace_id().to_string());
+/// drop(trace);
+/// assert!(context::current().is_none());
+/// ```
+pub fn start_trace() -> ContextGuard {
+    TraceContext::new_root().attach()
+}
+
+/// Starts a new trace carrying `correlation_id` and makes it current until the guard drops.
+pub fn start_trace_with(correlation_id: CorrelationId) -> ContextGuard {
+    TraceContext::new_root_with_correlation(correlation_id).attach()
+}
+
+/// Runs `f` correlated under `correlation_id`: in the current trace if there is one (its
+/// correlation id replaced for the scope), else in a new trace.
+///
+/// ```
+/// use dspex_telemetry_core::{context, CorrelationId};
+/// let id = CorrelationId::parse("order-1234").unwrap();
+/// context::with_correlation(id.clone(), || {
+///     assert_eq!(context::current().unwrap().correlation_id(), id);
+/// });
+/// ```
+pub fn with_correlation<R>(correlation_id: CorrelationId, f: impl FnOnce() -> R) -> R {
+    let ctx = current().unwrap_or_else(TraceContext::new_root);
+    let _guard = ctx.with_correlation_id(correlation_id).attach();
+    f()
+}
+
+/// Adds a baggage entry to the current context; it travels with every call made from this
+/// scope, and ends with the scope.
+///
+/// ```
+/// use dspex_telemetry_core::context;
+/// let _trace = context::start_trace();
+/// context::add_baggage("error.context", "checkout").unwrap();
+/// assert_eq!(context::current().unwrap().baggage().get("error.context"), Some("checkout"));
+/// ```
+pub fn add_baggage(key: &str, value: &str) -> Result<(), BaggageError> {
+    CURRENT
+        .try_with(|c| {
+            let mut ctx = c.take();
+            let result = match &mut ctx {
+                Some(ctx) => ctx.add_baggage(key, value),
+                None => Err(BaggageError::NoActiveTrace),
+            };
+            c.set(ctx);
+            result
+        })
+        .unwrap_or(Err(BaggageError::NoActiveTrace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_nest_and_restore() {
+        assert!(current().is_none());
+        let root = TraceContext::new_root();
+        root.in_scope(|| {
+            let child = current().unwrap().child();
+            child.in_scope(|| {
+                let now = current().unwrap();
+                assert_eq!(now.trace_id(), root.trace_id());
+                assert_eq!(now.parent_span_id(), Some(root.span_id()));
+            });
+            assert_eq!(current().unwrap(), root);
+        });
+        assert!(current().is_none());
+        assert!(!is_active());
+    }
+
+    #[test]
+    fn baggage_needs_a_trace_and_ends_with_its_scope() {
+        assert_eq!(add_baggage("k", "v"), Err(BaggageError::NoActiveTrace));
+        let root = TraceContext::new_root();
+        root.in_scope(|| {
+            add_baggage("k", "v").unwrap();
+            assert_eq!(current().unwrap().baggage().get("k"), Some("v"));
+            assert_eq!(current().unwrap().child().baggage().get("k"), Some("v"));
+        });
+        assert!(root.baggage().is_empty(), "the caller's copy is unchanged");
+    }
+
+    #[test]
+    fn correlation_defaults_to_the_trace_id_and_travels_as_baggage_when_given() {
+        let root = TraceContext::new_root();
+        assert_eq!(root.correlation_id().as_str(), root.trace_id().to_string());
+        assert!(root.outgoing_baggage().is_empty());
+        let id = CorrelationId::parse("req-1").unwrap();
+        let ctx = root.with_correlation_id(id);
+        assert_eq!(
+            ctx.outgoing_baggage().get(CORRELATION_BAGGAGE_KEY),
+            Some("req-1")
+        );
+        with_correlation(CorrelationId::parse("req-2").unwrap(), || {
+            assert_eq!(current().unwrap().correlation_id().as_str(), "req-2");
+        });
+    }
+}

@@ -1,0 +1,638 @@
+//! The dispatcher: `attach` / `detach` / `execute`, with a lock-free read path.
+//!
+//! Handlers live in an immutable routing table that is rebuilt when a handler is attached or
+//! detached (rare) and published under a generation number. Each thread keeps the tables it
+//! has used in a small cache and checks the generation with one atomic load per `execute`, so
+//! the hot path takes no lock and touches no shared cache line with a write.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::cell::{Cell, UnsafeCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use crate::catalog;
+use crate::event::EventName;
+use crate::value::{Measurements, Metadata};
+
+/// One event as a handler sees it: its name, measurements and metadata.
+///
+/// The trace context of the request that emitted it, if any, is
+/// [`crate::context::current`]: handlers run on the emitting thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'e> {
+    name: &'e EventName,
+    measurements: &'e Measurements<'e>,
+    metadata: &'e Metadata<'e>,
+}
+
+impl<'e> Event<'e> {
+    #[cfg(test)]
+    pub(crate) fn new_for_test(
+        name: &'e EventName,
+        measurements: &'e Measurements<'e>,
+        metadata: &'e Metadata<'e>,
+    ) -> Self {
+        Event {
+            name,
+            measurements,
+            metadata,
+        }
+    }
+
+    /// The event's name.
+    #[inline]
+    pub fn name(&self) -> &'e EventName {
+        self.name
+    }
+
+    /// The event's measurements.
+    #[inline]
+    pub fn measurements(&self) -> &'e Measurements<'e> {
+        self.measurements
+    }
+
+    /// The event's metadata.
+    #[inline]
+    pub fn metadata(&self) -> &'e Metadata<'e> {
+        self.metadata
+    }
+}
+
+/// Something that receives events. Closures `Fn(&Event)` are handlers.
+///
+/// Handlers run on the caller's thread, inside `execute`: they must be quick, must not block
+/// and must not do I/O (queue work for a thread of their own instead). A handler that panics
+/// is detached and a [`catalog::HANDLER_FAILURE`] event reports it; the caller and the other
+/// handlers carry on.
+pub trait Handler: Send + Sync + 'static {
+    /// Receives one event.
+    fn handle(&self, event: &Event<'_>);
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Event<'_>) + Send + Sync + 'static,
+{
+    #[inline]
+    fn handle(&self, event: &Event<'_>) {
+        self(event)
+    }
+}
+
+/// Why `attach` refused a handler.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// A handler with this id is attached already.
+    #[error("a handler with id {0:?} is already attached")]
+    AlreadyExists(String),
+    /// `attach_many` was given no event.
+    #[error("handler {0:?} names no event")]
+    NoEvents(String),
+}
+
+/// Why `detach` did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetachError {
+    /// No handler with this id is attached.
+    #[error("no handler with id {0:?} is attached")]
+    NotFound(String),
+}
+
+/// What a handler listens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Exactly this event.
+    Event(EventName),
+    /// Every event whose name starts with these segments.
+    Prefix(EventName),
+}
+
+impl Subscription {
+    fn matches_prefix(&self, prefix: &EventName) -> bool {
+        match self {
+            Subscription::Event(name) | Subscription::Prefix(name) => name.starts_with(prefix),
+        }
+    }
+}
+
+/// A description of an attached handler, from [`Dispatcher::list_handlers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// The id it was attached under.
+    pub id: String,
+    /// What it listens to.
+    pub subscriptions: Vec<Subscription>,
+}
+
+struct Registration {
+    id: String,
+    subscriptions: Vec<Subscription>,
+    handler: Box<dyn Handler>,
+}
+
+struct Route {
+    name: EventName,
+    handlers: Box<[Arc<Registration>]>,
+}
+
+/// The hash of an [`EventName`] is computed once, so the table's map does not hash again.
+#[derive(Default)]
+struct PrecomputedHasher(u64);
+
+impl Hasher for PrecomputedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// An immutable routing table: exact routes by hash, plus prefix subscriptions.
+#[derive(Default)]
+struct Table {
+    exact: HashMap<u64, Vec<Route>, BuildHasherDefault<PrecomputedHasher>>,
+    prefixes: Vec<(EventName, Arc<Registration>)>,
+}
+
+impl Table {
+    fn build(registrations: &[Arc<Registration>]) -> Table {
+        let mut table = Table::default();
+        for reg in registrations {
+            for sub in &reg.subscriptions {
+                match sub {
+                    Subscription::Event(name) => {
+                        let routes = table.exact.entry(name.precomputed_hash()).or_default();
+                        match routes.iter_mut().find(|r| r.name == *name) {
+                            Some(route) => {
+                                let mut handlers = route.handlers.to_vec();
+                                handlers.push(reg.clone());
+                                route.handlers = handlers.into();
+                            }
+                            None => routes.push(Route {
+                                name: name.clone(),
+                                handlers: Box::new([reg.clone()]),
+                            }),
+                        }
+                    }
+                    Subscription::Prefix(prefix) => {
+                        table.prefixes.push((prefix.clone(), reg.clone()))
+                    }
+                }
+            }
+        }
+        table
+    }
+
+    #[inline]
+    fn exact(&self, name: &EventName) -> &[Arc<Registration>] {
+        match self.exact.get(&name.precomputed_hash()) {
+            Some(routes) => routes
+                .iter()
+                .find(|r| r.name == *name)
+                .map_or(&[], |r| &r.handlers),
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn has_handlers(&self, name: &EventName) -> bool {
+        !self.exact(name).is_empty() || self.prefixes.iter().any(|(p, _)| name.starts_with(p))
+    }
+}
+
+struct State {
+    registrations: Vec<Arc<Registration>>,
+    table: Arc<Table>,
+    generation: u64,
+}
+
+struct Inner {
+    id: u64,
+    /// How many handlers are attached: zero lets `execute` return after one load.
+    attached: AtomicUsize,
+    /// Bumped (under `state`'s lock) whenever `state.table` is replaced.
+    generation: AtomicU64,
+    state: Mutex<State>,
+    failures: AtomicU64,
+}
+
+static NEXT_DISPATCHER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Routes events to the handlers attached to them.
+///
+/// Most code uses the process-wide dispatcher through the free functions of this crate
+/// ([`crate::attach`], [`crate::execute`], [`crate::span`], …). Independent dispatchers
+/// (`Dispatcher::new()`) serve tests and libraries that want handlers of their own. Cloning a
+/// `Dispatcher` gives another handle to the same handlers.
+///
+/// Cost: `execute` with no handler attached anywhere is one atomic load; with handlers it
+/// is one more atomic load, a thread-local lookup and a hash-map probe by a precomputed hash,
+/// then one call per handler. Attaching and detaching take a lock and rebuild the table.
+///
+/// ```
+/// use dspex_telemetry_core::{Dispatcher, EventName, Measurements, Metadata};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// const EVENT: EventName = EventName::from_static(&["myapp", "custom", "operation"]);
+/// let dispatcher = Dispatcher::new();
+/// let total = Arc::new(AtomicU64::new(0));
+/// let seen = total.clone();
+/// dispatcher
+///     .attach("myapp-custom", EVENT, move |event: &dspex_telemetry_core::Event<'_>| {
+///         let d = event.measurements().get("duration").map_or(0, |n| n.as_f64() as u64);
+///         seen.fetch_add(d, Ordering::Relaxed);
+///     })
+///     .unwrap();
+/// dispatcher.execute(&EVENT, &Measurements::new().with("duration", 100), &Metadata::new());
+/// assert_eq!(total.load(Ordering::Relaxed), 100);
+/// ```
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("id", &self.inner.id)
+            .field("attached", &self.inner.attached.load(Ordering::Relaxed))
+            .field("handler_failures", &self.handler_failures())
+            .finish()
+    }
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static GLOBAL: LazyLock<Dispatcher> = LazyLock::new(Dispatcher::new);
+
+impl Dispatcher {
+    /// A dispatcher with no handler, independent of the global one.
+    pub fn new() -> Self {
+        Dispatcher {
+            inner: Arc::new(Inner {
+                id: NEXT_DISPATCHER_ID.fetch_add(1, Ordering::Relaxed),
+                attached: AtomicUsize::new(0),
+                generation: AtomicU64::new(0),
+                state: Mutex::new(State {
+                    registrations: Vec::new(),
+                    table: Arc::new(Table::default()),
+                    generation: 0,
+                }),
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The process-wide dispatcher used by the crate's free functions.
+    #[inline]
+    pub fn global() -> &'static Dispatcher {
+        &GLOBAL
+    }
+
+    /// Attaches `handler` to one event under `id`. Errors if `id` is attached already.
+    pub fn attach(
+        &self,
+        id: impl Into<String>,
+        event: EventName,
+        handler: impl Handler,
+    ) -> Result<(), AttachError> {
+        self.subscribe(id, [Subscription::Event(event)], handler)
+    }
+
+    /// Attaches `handler` to several events under one `id`.
+    pub fn attach_many(
+        &self,
+        id: impl Into<String>,
+        events: impl IntoIterator<Item = EventName>,
+        handler: impl Handler,
+    ) -> Result<(), AttachError> {
+        self.subscribe(id, events.into_iter().map(Subscription::Event), handler)
+    }
+
+    /// Attaches `handler` to every event whose name starts with `prefix` (for example
+    /// `[:dspex]` for all of DSPex's events). Slower to dispatch than exact events: meant for
+    /// debugging and for exporters that want everything.
+    pub fn attach_prefix(
+        &self,
+        id: impl Into<String>,
+        prefix: EventName,
+        handler: impl Handler,
+    ) -> Result<(), AttachError> {
+        self.subscribe(id, [Subscription::Prefix(prefix)], handler)
+    }
+
+    /// Attaches `handler` under `id` to any mix of events and prefixes.
+    pub fn subscribe(
+        &self,
+        id: impl Into<String>,
+        subscriptions: impl IntoIterator<Item = Subscription>,
+        handler: impl Handler,
+    ) -> Result<(), AttachError> {
+        let id = id.into();
+        let subscriptions: Vec<Subscription> = subscriptions.into_iter().collect();
+        if subscriptions.is_empty() {
+            return Err(AttachError::NoEvents(id));
+        }
+        let mut state = self.lock();
+        if state.registrations.iter().any(|r| r.id == id) {
+            return Err(AttachError::AlreadyExists(id));
+        }
+        state.registrations.push(Arc::new(Registration {
+            id,
+            subscriptions,
+            handler: Box::new(handler),
+        }));
+        self.publish(&mut state);
+        Ok(())
+    }
+
+    /// Detaches the handler attached under `id`.
+    pub fn detach(&self, id: &str) -> Result<(), DetachError> {
+        let mut state = self.lock();
+        let before = state.registrations.len();
+        state.registrations.retain(|r| r.id != id);
+        if state.registrations.len() == before {
+            return Err(DetachError::NotFound(id.to_owned()));
+        }
+        self.publish(&mut state);
+        Ok(())
+    }
+
+    /// The handlers listening to an event that starts with `prefix` (all, for `None`).
+    pub fn list_handlers(&self, prefix: Option<&EventName>) -> Vec<HandlerInfo> {
+        let state = self.lock();
+        state
+            .registrations
+            .iter()
+            .filter(|r| prefix.is_none_or(|p| r.subscriptions.iter().any(|s| s.matches_prefix(p))))
+            .map(|r| HandlerInfo {
+                id: r.id.clone(),
+                subscriptions: r.subscriptions.clone(),
+            })
+            .collect()
+    }
+
+    /// How many handler panics this dispatcher has caught.
+    pub fn handler_failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    /// Calls every handler attached to `event`, in attach order, on this thread.
+    ///
+    /// Never panics because of a handler: a panicking handler is detached and reported.
+    #[inline]
+    pub fn execute(
+        &self,
+        event: &EventName,
+        measurements: &Measurements<'_>,
+        metadata: &Metadata<'_>,
+    ) {
+        if self.inner.attached.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.execute_slow(event, measurements, metadata);
+    }
+
+    #[inline(never)]
+    fn execute_slow(
+        &self,
+        name: &EventName,
+        measurements: &Measurements<'_>,
+        metadata: &Metadata<'_>,
+    ) {
+        self.with_table(|table| {
+            let event = Event {
+                name,
+                measurements,
+                metadata,
+            };
+            for reg in table.exact(name) {
+                self.call(reg, &event);
+            }
+            for (prefix, reg) in &table.prefixes {
+                if name.starts_with(prefix) {
+                    self.call(reg, &event);
+                }
+            }
+        });
+    }
+
+    /// Whether `execute(event, …)` would call any handler now.
+    #[inline]
+    pub fn has_handlers(&self, event: &EventName) -> bool {
+        self.inner.attached.load(Ordering::Relaxed) != 0
+            && self.with_table(|t| t.has_handlers(event))
+    }
+
+    /// Whether any of the events has a handler: one table read for all of them.
+    #[inline]
+    pub(crate) fn has_handlers_any(&self, events: [&EventName; 3]) -> bool {
+        self.inner.attached.load(Ordering::Relaxed) != 0
+            && self.with_table(|t| events.iter().any(|e| t.has_handlers(e)))
+    }
+
+    #[inline]
+    fn call(&self, reg: &Arc<Registration>, event: &Event<'_>) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| reg.handler.handle(event))) {
+            self.handler_panicked(reg, event.name, payload);
+        }
+    }
+
+    #[cold]
+    fn handler_panicked(
+        &self,
+        reg: &Arc<Registration>,
+        event: &EventName,
+        payload: Box<dyn Any + Send>,
+    ) {
+        self.inner.failures.fetch_add(1, Ordering::Relaxed);
+        let reason = panic_message(&*payload);
+        // Detach this registration only: a new handler attached under the same id since the
+        // table was read stays.
+        let removed = {
+            let mut state = self.lock();
+            let before = state.registrations.len();
+            state.registrations.retain(|r| !Arc::ptr_eq(r, reg));
+            let removed = state.registrations.len() != before;
+            if removed {
+                self.publish(&mut state);
+            }
+            removed
+        };
+        if !removed {
+            return;
+        }
+        tracing::warn!(handler_id = %reg.id, event = %event, reason = %reason, "telemetry handler panicked and was detached");
+        let event_text = event.to_string();
+        self.execute(
+            &catalog::HANDLER_FAILURE,
+            &Measurements::new().with("system_time", crate::clock::system_time_ns()),
+            &Metadata::new()
+                .with("handler_id", reg.id.as_str())
+                .with("event", event_text)
+                .with("kind", "panic")
+                .with("reason", reason),
+        );
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock is held cannot leave `State` half-updated: `publish` builds
+        // the new table before swapping it in.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, state: &mut State) {
+        state.table = Arc::new(Table::build(&state.registrations));
+        state.generation += 1;
+        self.inner
+            .attached
+            .store(state.registrations.len(), Ordering::Relaxed);
+        self.inner
+            .generation
+            .store(state.generation, Ordering::Release);
+    }
+
+    /// Runs `f` with the current routing table, from this thread's cache when it is fresh.
+    #[inline]
+    fn with_table<R>(&self, f: impl FnOnce(&Table) -> R) -> R {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let mut f = Some(f);
+        let cached = TABLE_CACHE.try_with(|cache| {
+            let table = cache.get(&self.inner, generation)?;
+            let _depth = cache.enter();
+            // SAFETY: `get` returned a pointer into an `Arc<Table>` held by the cache. The
+            // cache replaces (and so may drop) tables only while `depth` is zero, and `enter`
+            // keeps it above zero until `f` returns, so the table outlives this borrow.
+            let table = unsafe { &*table };
+            f.take().map(|f| f(table))
+        });
+        match (cached, f) {
+            (Ok(Some(result)), _) => result,
+            (_, Some(f)) => {
+                // Re-entrant call with a stale cache, or thread teardown: read under the lock.
+                let table = self.lock().table.clone();
+                f(&table)
+            }
+            (_, None) => unreachable!("the closure ran, so it returned a result"),
+        }
+    }
+}
+
+/// The global dispatcher's id space starts at 1; a cache slot with id 0 is empty.
+const CACHE_SLOTS: usize = 4;
+
+struct CacheSlot {
+    dispatcher: u64,
+    generation: u64,
+    table: Option<Arc<Table>>,
+}
+
+struct TableCache {
+    depth: Cell<u32>,
+    next_victim: Cell<usize>,
+    slots: UnsafeCell<[CacheSlot; CACHE_SLOTS]>,
+}
+
+thread_local! {
+    static TABLE_CACHE: TableCache = const {
+        TableCache {
+            depth: Cell::new(0),
+            next_victim: Cell::new(0),
+            slots: UnsafeCell::new([const { CacheSlot { dispatcher: 0, generation: 0, table: None } }; CACHE_SLOTS]),
+        }
+    };
+}
+
+struct DepthGuard<'a>(&'a Cell<u32>);
+
+impl Drop for DepthGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+impl TableCache {
+    fn enter(&self) -> DepthGuard<'_> {
+        self.depth.set(self.depth.get() + 1);
+        DepthGuard(&self.depth)
+    }
+
+    /// A pointer to the fresh table of `inner` at `generation`, refreshing the cache if no
+    /// dispatch is running on this thread; `None` if the cache cannot serve it now.
+    #[inline]
+    fn get(&self, inner: &Inner, generation: u64) -> Option<*const Table> {
+        let slots = self.slots.get();
+        // SAFETY: only this thread touches its cache, and no reference into `slots` lives
+        // across calls: readers keep pointers to the tables, which are separate allocations.
+        unsafe {
+            for slot in (*slots).iter() {
+                if slot.dispatcher == inner.id && slot.generation == generation {
+                    if let Some(table) = &slot.table {
+                        return Some(Arc::as_ptr(table));
+                    }
+                }
+            }
+        }
+        if self.depth.get() != 0 {
+            return None;
+        }
+        self.refresh(inner)
+    }
+
+    #[cold]
+    fn refresh(&self, inner: &Inner) -> Option<*const Table> {
+        let (generation, table) = {
+            let state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            (state.generation, state.table.clone())
+        };
+        let ptr = Arc::as_ptr(&table);
+        let slots = self.slots.get();
+        // SAFETY: depth is zero, so no dispatch on this thread holds a pointer into a table
+        // that replacing a slot could drop; only this thread touches its cache.
+        let old = unsafe {
+            let slots = &mut *slots;
+            let index = slots
+                .iter()
+                .position(|s| s.dispatcher == inner.id)
+                .unwrap_or_else(|| {
+                    let victim = self.next_victim.get();
+                    self.next_victim.set((victim + 1) % CACHE_SLOTS);
+                    victim
+                });
+            let slot = &mut slots[index];
+            slot.dispatcher = inner.id;
+            slot.generation = generation;
+            slot.table.replace(table)
+        };
+        // Dropping a table drops handlers, which may run arbitrary code: do it outside.
+        drop(old);
+        Some(ptr)
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Cow<'static, str> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        Cow::Borrowed(s)
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        Cow::Owned(s.clone())
+    } else {
+        Cow::Borrowed("panic with a non-string payload")
+    }
+}

@@ -1,0 +1,292 @@
+//! HTTP propagation: `x-correlation-id`, `traceparent` and `baggage` on [`http::HeaderMap`],
+//! and a `tower` layer that runs each request in its trace and echoes `x-correlation-id`.
+//!
+//! Incoming headers are untrusted: a malformed one is ignored (a fresh trace or id is used
+//! instead), counted in [`malformed_headers`] and logged at `DEBUG`; it never fails the
+//! request.
+//!
+//! ```
+//! use dspex_telemetry_core::http::{extract, inject, CORRELATION_HEADER};
+//! use http::HeaderMap;
+//!
+//! let mut incoming = HeaderMap::new();
+//! incoming.insert(CORRELATION_HEADER, "req-42".parse().unwrap());
+//! incoming.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+//! let ctx = extract(&incoming);
+//! assert_eq!(ctx.correlation_id().as_str(), "req-42");
+//! assert_eq!(ctx.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//!
+//! let mut outgoing = HeaderMap::new();
+//! inject(&ctx, &mut outgoing);
+//! assert_eq!(outgoing[CORRELATION_HEADER], "req-42");
+//! assert_eq!(outgoing["baggage"], "correlation_id=req-42");
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+
+use crate::baggage::Baggage;
+use crate::context::{CORRELATION_BAGGAGE_KEY, TraceContext};
+use crate::ids::CorrelationId;
+use crate::instrument::{Traced, WithTraceContext};
+use crate::traceparent::TraceParent;
+
+/// `x-correlation-id`.
+pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+/// `traceparent`.
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
+/// `baggage`.
+pub const BAGGAGE_HEADER: HeaderName = HeaderName::from_static("baggage");
+
+static MALFORMED: AtomicU64 = AtomicU64::new(0);
+
+/// How many malformed propagation headers [`extract`] has ignored in this process.
+pub fn malformed_headers() -> u64 {
+    MALFORMED.load(Ordering::Relaxed)
+}
+
+fn malformed(header: &HeaderName, why: &dyn std::fmt::Display) {
+    MALFORMED.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(header = %header, reason = %why, "ignored a malformed trace propagation header");
+}
+
+/// The single value of `name`, as text; several values or non-text count as malformed.
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        malformed(name, &"the header is repeated");
+        return None;
+    }
+    match first.to_str() {
+        Ok(s) if !s.trim().is_empty() => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            malformed(name, &e);
+            None
+        }
+    }
+}
+
+/// The trace context of an incoming request: the caller's trace if `traceparent` is valid
+/// (a new trace otherwise), its baggage if valid, and its correlation id from
+/// `x-correlation-id`, else from the baggage's `correlation_id`, else the trace id.
+pub fn extract(headers: &HeaderMap) -> TraceContext {
+    let mut ctx = match single(headers, &TRACEPARENT_HEADER).map(TraceParent::parse) {
+        Some(Ok(tp)) => TraceContext::continue_from(&tp),
+        Some(Err(e)) => {
+            malformed(&TRACEPARENT_HEADER, &e);
+            TraceContext::new_root()
+        }
+        None => TraceContext::new_root(),
+    };
+    let mut correlation = None;
+    if let Some(raw) = single(headers, &BAGGAGE_HEADER) {
+        match Baggage::parse(raw) {
+            Ok(mut baggage) => {
+                if let Some(id) = baggage.remove(CORRELATION_BAGGAGE_KEY) {
+                    match CorrelationId::parse(&id) {
+                        Ok(id) => correlation = Some(id),
+                        Err(e) => malformed(&BAGGAGE_HEADER, &e),
+                    }
+                }
+                if !baggage.is_empty() {
+                    ctx = ctx.with_baggage(baggage);
+                }
+            }
+            Err(e) => malformed(&BAGGAGE_HEADER, &e),
+        }
+    }
+    if let Some(raw) = single(headers, &CORRELATION_HEADER) {
+        match CorrelationId::parse(raw) {
+            Ok(id) => correlation = Some(id),
+            Err(e) => malformed(&CORRELATION_HEADER, &e),
+        }
+    }
+    match correlation {
+        Some(id) => ctx.with_correlation_id(id),
+        None => ctx,
+    }
+}
+
+/// Writes `ctx` into outgoing headers: `traceparent`, `x-correlation-id` and, when there is
+/// any, `baggage` (which also carries a given correlation id).
+pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.traceparent().to_string()) {
+        headers.insert(TRACEPARENT_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(ctx.correlation_id().as_str()) {
+        headers.insert(CORRELATION_HEADER, v);
+    }
+    let baggage = ctx.outgoing_baggage();
+    if !baggage.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&baggage.to_header()) {
+            headers.insert(BAGGAGE_HEADER, v);
+        }
+    }
+}
+
+/// A `tower` layer: each request runs in the trace its headers carry (or a new one), the
+/// context is in the request's extensions, and the response carries `x-correlation-id`, as
+/// the spec's `assign_correlation_id` plug does.
+///
+/// ```
+/// use dspex_telemetry_core::{context, http::CorrelationLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// let service = CorrelationLayer::new().layer(service_fn(|_req: http::Request<()>| async {
+///     let id = context::current().unwrap().correlation_id();
+///     Ok::<_, std::convert::Infallible>(http::Response::new(id.to_string()))
+/// }));
+/// let request = http::Request::builder().header("x-correlation-id", "abc-123").body(()).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.headers()["x-correlation-id"], "abc-123");
+/// assert_eq!(response.body(), "abc-123");
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CorrelationLayer;
+
+impl CorrelationLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        CorrelationLayer
+    }
+}
+
+impl<S> tower_layer::Layer<S> for CorrelationLayer {
+    type Service = CorrelationService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CorrelationService { inner }
+    }
+}
+
+/// The service [`CorrelationLayer`] wraps around yours.
+#[derive(Debug, Clone)]
+pub struct CorrelationService<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> tower_service::Service<Request<B>> for CorrelationService<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = CorrelationFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let ctx = extract(request.headers());
+        let header = HeaderValue::from_str(ctx.correlation_id().as_str()).ok();
+        request.extensions_mut().insert(ctx.clone());
+        let future = ctx.in_scope(|| self.inner.call(request));
+        CorrelationFuture {
+            future: future.with_trace_context(ctx),
+            header,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CorrelationService`].
+    pub struct CorrelationFuture<F> {
+        #[pin]
+        future: Traced<F>,
+        header: Option<HeaderValue>,
+    }
+}
+
+impl<F, ResB, E> Future for CorrelationFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.future.poll(cx))?;
+        if let Some(value) = this.header.take() {
+            response.headers_mut().insert(CORRELATION_HEADER, value);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn malformed_headers_give_a_fresh_trace_and_are_counted() {
+        let before = malformed_headers();
+        let ctx = extract(&headers(&[
+            ("traceparent", "00-zz-00f067aa0ba902b7-01"),
+            ("baggage", "no-equals"),
+            ("x-correlation-id", "has space"),
+        ]));
+        assert!(ctx.parent_span_id().is_none(), "a new trace");
+        assert!(ctx.explicit_correlation_id().is_none());
+        assert!(ctx.baggage().is_empty());
+        assert!(malformed_headers() >= before + 3);
+    }
+
+    #[test]
+    fn correlation_comes_from_the_header_then_the_baggage() {
+        let ctx = extract(&headers(&[(
+            "baggage",
+            "correlation_id=from-baggage,tier=gold",
+        )]));
+        assert_eq!(ctx.correlation_id().as_str(), "from-baggage");
+        assert_eq!(ctx.baggage().get("tier"), Some("gold"));
+        assert_eq!(ctx.baggage().get(CORRELATION_BAGGAGE_KEY), None);
+        let ctx = extract(&headers(&[
+            ("baggage", "correlation_id=from-baggage"),
+            ("x-correlation-id", "from-header"),
+        ]));
+        assert_eq!(ctx.correlation_id().as_str(), "from-header");
+    }
+
+    #[test]
+    fn repeated_headers_are_ignored() {
+        let ctx = extract(&headers(&[
+            ("x-correlation-id", "a"),
+            ("x-correlation-id", "b"),
+        ]));
+        assert!(ctx.explicit_correlation_id().is_none());
+    }
+
+    #[test]
+    fn inject_then_extract_continues_the_trace() {
+        let parent =
+            TraceContext::new_root().with_correlation_id(CorrelationId::parse("c-1").unwrap());
+        let mut parent = parent;
+        parent.add_baggage("tier", "gold").unwrap();
+        let mut h = HeaderMap::new();
+        inject(&parent, &mut h);
+        let child = extract(&h);
+        assert_eq!(child.trace_id(), parent.trace_id());
+        assert_eq!(child.parent_span_id(), Some(parent.span_id()));
+        assert_eq!(child.correlation_id().as_str(), "c-1");
+        assert_eq!(child.baggage().get("tier"), Some("gold"));
+    }
+}

@@ -1,0 +1,371 @@
+//! Spans: `start`, then `stop` or `exception`, around a piece of work, sync or async.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::catalog;
+use crate::clock::{monotonic_ns_at, system_time_ns};
+use crate::context::{self, TraceContext, replace_current};
+use crate::dispatcher::{Dispatcher, panic_message};
+use crate::event::EventName;
+use crate::value::{Measurements, Metadata};
+
+/// The three event names of a span sharing one prefix: `…:start`, `…:stop`, `…:exception`.
+///
+/// ```
+/// use dspex_telemetry_core::SpanPrefix;
+/// const MY_OP: SpanPrefix = SpanPrefix::from_static(&["myapp", "my_component", "operation"]);
+/// assert_eq!(MY_OP.stop().to_string(), "myapp.my_component.operation.stop");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanPrefix {
+    prefix: EventName,
+    start: EventName,
+    stop: EventName,
+    exception: EventName,
+}
+
+impl SpanPrefix {
+    /// A prefix from static segments; all four names are built at compile time in a `const`.
+    pub const fn from_static(segments: &'static [&'static str]) -> Self {
+        SpanPrefix {
+            prefix: EventName::from_static(segments),
+            start: EventName::from_static_with_phase(segments, "start"),
+            stop: EventName::from_static_with_phase(segments, "stop"),
+            exception: EventName::from_static_with_phase(segments, "exception"),
+        }
+    }
+
+    /// A prefix from a run-time name.
+    pub fn new(prefix: EventName) -> Self {
+        SpanPrefix {
+            start: prefix.with_phase("start"),
+            stop: prefix.with_phase("stop"),
+            exception: prefix.with_phase("exception"),
+            prefix,
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &EventName {
+        &self.prefix
+    }
+    /// `…:start`.
+    pub fn start(&self) -> &EventName {
+        &self.start
+    }
+    /// `…:stop`.
+    pub fn stop(&self) -> &EventName {
+        &self.stop
+    }
+    /// `…:exception`.
+    pub fn exception(&self) -> &EventName {
+        &self.exception
+    }
+
+    fn names(&self) -> [&EventName; 3] {
+        [&self.start, &self.stop, &self.exception]
+    }
+}
+
+/// Whether a span opens a trace context when none is current.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ContextPolicy {
+    /// Only when a handler listens (the span then has ids to export).
+    WhenObserved,
+    /// Always: [`with_span`] promises a current span to the code inside it.
+    Always,
+}
+
+fn span_context() -> TraceContext {
+    context::current().map_or_else(TraceContext::new_root, |parent| parent.child())
+}
+
+fn start_measurements(started: Instant) -> Measurements<'static> {
+    Measurements::new()
+        .with("monotonic_time", monotonic_ns_at(started))
+        .with("system_time", system_time_ns())
+}
+
+fn end_measurements(started: Instant) -> Measurements<'static> {
+    let ended = Instant::now();
+    let duration =
+        i64::try_from(ended.saturating_duration_since(started).as_nanos()).unwrap_or(i64::MAX);
+    Measurements::new()
+        .with("duration", duration)
+        .with("monotonic_time", monotonic_ns_at(ended))
+}
+
+/// Emits the closing event of a span: `stop`, or `exception` with `kind` and `reason`.
+fn finish_span(
+    dispatcher: &Dispatcher,
+    prefix: &SpanPrefix,
+    started: Instant,
+    mut metadata: Metadata<'_>,
+    failure: Option<(&'static str, String)>,
+) {
+    let measurements = end_measurements(started);
+    match failure {
+        None => dispatcher.execute(&prefix.stop, &measurements, &metadata),
+        Some((kind, reason)) => {
+            metadata.insert("kind", kind);
+            metadata.insert("reason", reason);
+            dispatcher.execute(&prefix.exception, &measurements, &metadata);
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Runs `f` as a span: `start` before, then `stop` with `f`'s extra metadata, or
+    /// `exception` (`kind` = `"panic"`, `reason`) if `f` panics, in which case the panic
+    /// continues after the event. Returns `f`'s result.
+    ///
+    /// With no handler on any of the three events, `f` just runs: no clock is read.
+    /// With one, the span runs in a trace context of its own (a child of the current span,
+    /// or a new trace), which handlers see as [`context::current`].
+    ///
+    /// ```
+    /// use dspex_telemetry_core::{metadata, Dispatcher, SpanPrefix};
+    /// const OP: SpanPrefix = SpanPrefix::from_static(&["dspex", "my_component", "operation"]);
+    /// let dispatcher = Dispatcher::new();
+    /// let items = dispatcher.span(&OP, metadata! { "request_id" => "r1" }, || {
+    ///     let items = vec![1, 2, 3];
+    ///     let n = items.len();
+    ///     (items, metadata! { "items_processed" => n, "cache_hit" => false })
+    /// });
+    /// assert_eq!(items.len(), 3);
+    /// ```
+    pub fn span<'m, T>(
+        &self,
+        prefix: &SpanPrefix,
+        metadata: Metadata<'m>,
+        f: impl FnOnce() -> (T, Metadata<'m>),
+    ) -> T {
+        self.run_span(prefix, metadata, f, |_| None, ContextPolicy::WhenObserved)
+    }
+
+    /// As [`Dispatcher::span`], for work that can fail: an `Err` emits `exception` with
+    /// `kind` = `"error"` and `reason` = the error's `Display`, and is returned as is.
+    pub fn try_span<'m, T, E: Display>(
+        &self,
+        prefix: &SpanPrefix,
+        metadata: Metadata<'m>,
+        f: impl FnOnce() -> (Result<T, E>, Metadata<'m>),
+    ) -> Result<T, E> {
+        self.run_span(
+            prefix,
+            metadata,
+            f,
+            error_reason,
+            ContextPolicy::WhenObserved,
+        )
+    }
+
+    fn run_span<'m, R>(
+        &self,
+        prefix: &SpanPrefix,
+        mut metadata: Metadata<'m>,
+        f: impl FnOnce() -> (R, Metadata<'m>),
+        failed: impl FnOnce(&R) -> Option<String>,
+        policy: ContextPolicy,
+    ) -> R {
+        if !self.has_handlers_any(prefix.names()) {
+            return match policy {
+                ContextPolicy::WhenObserved => f().0,
+                ContextPolicy::Always => span_context().in_scope(f).0,
+            };
+        }
+        let _scope = span_context().attach();
+        let started = Instant::now();
+        self.execute(&prefix.start, &start_measurements(started), &metadata);
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok((result, extra)) => {
+                metadata.extend(extra);
+                let failure = failed(&result).map(|reason| ("error", reason));
+                finish_span(self, prefix, started, metadata, failure);
+                result
+            }
+            Err(payload) => {
+                let reason = panic_message(&*payload).into_owned();
+                finish_span(self, prefix, started, metadata, Some(("panic", reason)));
+                resume_unwind(payload)
+            }
+        }
+    }
+
+    /// The async form of [`Dispatcher::span`]: `start` at the first poll, `stop` when
+    /// `future` completes, `exception` if it panics (the panic continues) or is dropped before
+    /// it completes (`kind` = `"cancelled"`). The span's trace context is current during every
+    /// poll of `future`.
+    pub fn span_async<'m, T, F>(
+        &self,
+        prefix: &SpanPrefix,
+        metadata: Metadata<'m>,
+        future: F,
+    ) -> SpanFuture<'m, F, T>
+    where
+        F: Future<Output = (T, Metadata<'m>)>,
+    {
+        SpanFuture::new(self.clone(), prefix.clone(), metadata, future, |_| None)
+    }
+
+    /// The async form of [`Dispatcher::try_span`].
+    pub fn try_span_async<'m, T, E, F>(
+        &self,
+        prefix: &SpanPrefix,
+        metadata: Metadata<'m>,
+        future: F,
+    ) -> SpanFuture<'m, F, Result<T, E>>
+    where
+        E: Display,
+        F: Future<Output = (Result<T, E>, Metadata<'m>)>,
+    {
+        SpanFuture::new(self.clone(), prefix.clone(), metadata, future, error_reason)
+    }
+}
+
+fn error_reason<T, E: Display>(result: &Result<T, E>) -> Option<String> {
+    result.as_ref().err().map(ToString::to_string)
+}
+
+/// Runs `f` in a span named `name` (a child of the current span, or a new trace), emitted as
+/// [`catalog::TRACE_SPAN`] on the global dispatcher with `name` in its metadata. The span is
+/// the current context inside `f`, whether or not a handler listens.
+///
+/// ```
+/// use dspex_telemetry_core::{context, with_span};
+/// let outer = with_span("business.process_request", || {
+///     let ctx = context::current().unwrap();
+///     with_span("business.load", || assert_eq!(context::current().unwrap().parent_span_id(), Some(ctx.span_id())));
+///     ctx
+/// });
+/// assert_eq!(outer.parent_span_id(), None);
+/// ```
+pub fn with_span<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    Dispatcher::global().run_span(
+        &catalog::TRACE_SPAN,
+        Metadata::new().with("name", name),
+        || (f(), Metadata::new()),
+        |_| None,
+        ContextPolicy::Always,
+    )
+}
+
+enum SpanState {
+    NotStarted,
+    Unobserved,
+    Running { started: Instant, ctx: TraceContext },
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// A future run as a span; see [`Dispatcher::span_async`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct SpanFuture<'m, F, T> {
+        #[pin]
+        future: F,
+        dispatcher: Dispatcher,
+        prefix: SpanPrefix,
+        metadata: Option<Metadata<'m>>,
+        state: SpanState,
+        failed: fn(&T) -> Option<String>,
+    }
+
+    impl<'m, F, T> PinnedDrop for SpanFuture<'m, F, T> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let SpanState::Running { started, ctx } = std::mem::replace(this.state, SpanState::Done) {
+                let metadata = this.metadata.take().unwrap_or_default();
+                let reason = String::from("the future was dropped before it completed");
+                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, metadata, Some(("cancelled", reason))));
+            }
+        }
+    }
+}
+
+impl<'m, F, T> SpanFuture<'m, F, T> {
+    fn new(
+        dispatcher: Dispatcher,
+        prefix: SpanPrefix,
+        metadata: Metadata<'m>,
+        future: F,
+        failed: fn(&T) -> Option<String>,
+    ) -> Self {
+        SpanFuture {
+            future,
+            dispatcher,
+            prefix,
+            metadata: Some(metadata),
+            state: SpanState::NotStarted,
+            failed,
+        }
+    }
+}
+
+impl<'m, F, T> Future for SpanFuture<'m, F, T>
+where
+    F: Future<Output = (T, Metadata<'m>)>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.project();
+        if let SpanState::NotStarted = this.state {
+            *this.state = if this.dispatcher.has_handlers_any(this.prefix.names()) {
+                let ctx = span_context();
+                let started = Instant::now();
+                let metadata = this
+                    .metadata
+                    .as_ref()
+                    .map_or_else(Metadata::new, Clone::clone);
+                ctx.in_scope(|| {
+                    this.dispatcher.execute(
+                        &this.prefix.start,
+                        &start_measurements(started),
+                        &metadata,
+                    )
+                });
+                SpanState::Running { started, ctx }
+            } else {
+                SpanState::Unobserved
+            };
+        }
+        let SpanState::Running { ctx, .. } = this.state else {
+            return this.future.poll(cx).map(|(value, _)| value);
+        };
+        let previous = replace_current(Some(ctx.clone()));
+        let polled = catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)));
+        // Keep what the future did to its context (baggage) for the next poll.
+        if let Some(after) = replace_current(previous) {
+            *ctx = after;
+        }
+        let (failure, value, panic) = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready((value, extra))) => {
+                if let Some(metadata) = this.metadata.as_mut() {
+                    metadata.extend(extra);
+                }
+                let failure = (this.failed)(&value).map(|reason| ("error", reason));
+                (failure, Some(value), None)
+            }
+            Err(payload) => {
+                let reason = panic_message(&*payload).into_owned();
+                (Some(("panic", reason)), None, Some(payload))
+            }
+        };
+        if let SpanState::Running { started, ctx } = std::mem::replace(this.state, SpanState::Done)
+        {
+            let metadata = this.metadata.take().unwrap_or_default();
+            ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, metadata, failure));
+        }
+        match (value, panic) {
+            (Some(value), _) => Poll::Ready(value),
+            (None, Some(payload)) => resume_unwind(payload),
+            (None, None) => unreachable!("a span ends with a value or a panic"),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Attaching, detaching, duplicate ids and listing handlers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dspex_telemetry_core::{
+    AttachError, DetachError, Dispatcher, Event, EventName, Measurements, Metadata, Subscription,
+    catalog,
+};
+
+fn counter() -> (
+    Arc<AtomicUsize>,
+    impl Fn(&Event<'_>) + Send + Sync + 'static,
+) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    (count, move |_: &Event<'_>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+const A: EventName = EventName::from_static(&["test", "a"]);
+const B: EventName = EventName::from_static(&["test", "b"]);
+
+#[test]
+fn a_handler_receives_only_its_events_until_detached() {
+    let d = Dispatcher::new();
+    let (count, handler) = counter();
+    d.attach("h", A, handler).unwrap();
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    d.execute(&B, &Measurements::new(), &Metadata::new());
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    d.detach("h").unwrap();
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(d.detach("h"), Err(DetachError::NotFound("h".into())));
+}
+
+#[test]
+fn an_id_attached_twice_is_an_error_and_the_first_handler_stays() {
+    let d = Dispatcher::new();
+    let (first, h1) = counter();
+    let (second, h2) = counter();
+    d.attach("same", A, h1).unwrap();
+    assert_eq!(
+        d.attach("same", B, h2),
+        Err(AttachError::AlreadyExists("same".into()))
+    );
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    d.execute(&B, &Measurements::new(), &Metadata::new());
+    assert_eq!(first.load(Ordering::SeqCst), 1);
+    assert_eq!(second.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn attach_many_and_prefix_subscriptions_receive_every_matching_event() {
+    let d = Dispatcher::new();
+    let (many, h1) = counter();
+    let (prefixed, h2) = counter();
+    d.attach_many("many", [A, B], h1).unwrap();
+    d.attach_prefix("all-test", EventName::from_static(&["test"]), h2)
+        .unwrap();
+    for e in [
+        &A,
+        &B,
+        &EventName::parse("test.c.d").unwrap(),
+        &EventName::parse("other").unwrap(),
+    ] {
+        d.execute(e, &Measurements::new(), &Metadata::new());
+    }
+    assert_eq!(many.load(Ordering::SeqCst), 2);
+    assert_eq!(prefixed.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        d.attach_many("none", [], |_: &Event<'_>| {}),
+        Err(AttachError::NoEvents("none".into()))
+    );
+}
+
+#[test]
+fn dynamic_names_reach_handlers_attached_with_static_names() {
+    let d = Dispatcher::new();
+    let (count, handler) = counter();
+    d.attach("h", catalog::BRIDGE_CALL.stop().clone(), handler)
+        .unwrap();
+    let from_python = EventName::parse("dspex.bridge.call.stop").unwrap();
+    d.execute(&from_python, &Measurements::new(), &Metadata::new());
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn list_handlers_filters_by_prefix() {
+    let d = Dispatcher::new();
+    d.attach(
+        "bridge",
+        catalog::BRIDGE_CALL.stop().clone(),
+        |_: &Event<'_>| {},
+    )
+    .unwrap();
+    d.attach(
+        "tools",
+        catalog::TOOLS_EXECUTE.stop().clone(),
+        |_: &Event<'_>| {},
+    )
+    .unwrap();
+    d.attach_prefix(
+        "everything",
+        EventName::from_static(&["dspex"]),
+        |_: &Event<'_>| {},
+    )
+    .unwrap();
+    let ids = |prefix: Option<&EventName>| -> Vec<String> {
+        d.list_handlers(prefix).into_iter().map(|h| h.id).collect()
+    };
+    assert_eq!(ids(None), ["bridge", "tools", "everything"]);
+    assert_eq!(
+        ids(Some(&EventName::from_static(&["dspex", "bridge"]))),
+        ["bridge"]
+    );
+    assert_eq!(
+        ids(Some(&EventName::from_static(&["dspex"]))),
+        ["bridge", "tools", "everything"]
+    );
+    let info = d.list_handlers(Some(&EventName::from_static(&["dspex", "tools"])));
+    assert_eq!(
+        info[0].subscriptions,
+        [Subscription::Event(catalog::TOOLS_EXECUTE.stop().clone())]
+    );
+}
+
+#[test]
+fn handlers_see_measurements_and_metadata_as_emitted() {
+    let d = Dispatcher::new();
+    let got = Arc::new(std::sync::Mutex::new(None));
+    let sink = got.clone();
+    d.attach("h", A, move |e: &Event<'_>| {
+        *sink.lock().unwrap() = Some((
+            e.name().to_string(),
+            e.measurements().get("size").and_then(|n| n.as_i64()),
+            e.metadata()
+                .get("var_name")
+                .and_then(|v| v.as_str().map(String::from)),
+        ));
+    })
+    .unwrap();
+    let name = String::from("temperature");
+    d.execute(
+        &A,
+        &Measurements::new().with("size", 42),
+        &Metadata::new().with("var_name", name.as_str()),
+    );
+    assert_eq!(
+        *got.lock().unwrap(),
+        Some(("test.a".into(), Some(42), Some("temperature".into())))
+    );
+}
+
+#[test]
+fn independent_dispatchers_do_not_share_handlers() {
+    let d1 = Dispatcher::new();
+    let d2 = Dispatcher::new();
+    let (count, handler) = counter();
+    d1.attach("h", A, handler).unwrap();
+    d2.execute(&A, &Measurements::new(), &Metadata::new());
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+    assert!(d1.has_handlers(&A));
+    assert!(!d2.has_handlers(&A));
+}
+
+#[test]
+fn many_dispatchers_on_one_thread_each_see_their_own_latest_table() {
+    // More dispatchers than the per-thread cache has slots, used alternately.
+    let dispatchers: Vec<Dispatcher> = (0..9).map(|_| Dispatcher::new()).collect();
+    let counts: Vec<_> = dispatchers
+        .iter()
+        .map(|d| {
+            let (count, handler) = counter();
+            d.attach("h", A, handler).unwrap();
+            count
+        })
+        .collect();
+    for round in 0..3 {
+        for d in &dispatchers {
+            d.execute(&A, &Measurements::new(), &Metadata::new());
+        }
+        if round == 1 {
+            dispatchers[3].detach("h").unwrap();
+        }
+    }
+    for (i, count) in counts.iter().enumerate() {
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            if i == 3 { 2 } else { 3 },
+            "dispatcher {i}"
+        );
+    }
+}
