@@ -1,1 +1,125 @@
-fn main() {}
+//! `telemetry_bench`: the cost of the core on the caller's thread, with baselines measured in
+//! the same run.
+//!
+//! Run: `cargo bench -p dspex-telemetry-benches --bench telemetry_bench`, then
+//! `cargo xtask bench-report` to regenerate `docs/benchmarks.md` from criterion's output.
+//!
+//! | bench | what it measures |
+//! |---|---|
+//! | `baseline/atomic_add` | `AtomicU64::fetch_add(1, Relaxed)`: the floor |
+//! | `baseline/instant_now`, `baseline/system_time_now` | one read of each clock (a span reads three) |
+//! | `baseline/tracing_span_no_subscriber` | `tracing::info_span!(..).in_scope(..)` with no subscriber |
+//! | `baseline/metrics_counter_no_recorder` | `metrics::counter!(..).increment(1)` with no recorder |
+//! | `execute/no_handler` | `execute` on a dispatcher with nothing attached |
+//! | `execute/no_handler_for_event` | `execute` of an event nobody listens to, while others have handlers |
+//! | `execute/one_noop_handler`, `execute/four_noop_handlers` | `execute` with handlers that do nothing |
+//! | `span/no_handler` | `span` with no handler and no active trace |
+//! | `span/one_noop_handler` | `span` with one handler on `stop` (clock reads, trace context, two events) |
+//! | `context/scope_enter_exit` | `TraceContext::in_scope` around nothing |
+//! | `context/current` | `context::current()` inside a scope |
+//! | `traceparent/parse`, `traceparent/format` | W3C header decode and encode |
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dspex_telemetry_core::{
+    Dispatcher, Event, EventName, Measurements, Metadata, SpanPrefix, TraceContext, TraceParent, context,
+};
+
+const EVENT: EventName = EventName::from_static(&["dspex", "bridge", "call", "stop"]);
+const OTHER: EventName = EventName::from_static(&["dspex", "tools", "execute", "stop"]);
+const SPAN: SpanPrefix = SpanPrefix::from_static(&["dspex", "bridge", "call"]);
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn noop(_: &Event<'_>) {}
+
+fn baselines(c: &mut Criterion) {
+    let mut g = c.benchmark_group("baseline");
+    let counter = AtomicU64::new(0);
+    g.bench_function("atomic_add", |b| b.iter(|| black_box(&counter).fetch_add(1, Ordering::Relaxed)));
+    g.bench_function("instant_now", |b| b.iter(std::time::Instant::now));
+    g.bench_function("system_time_now", |b| b.iter(std::time::SystemTime::now));
+    g.bench_function("tracing_span_no_subscriber", |b| {
+        b.iter(|| tracing::info_span!("bridge_call", module = "dspy").in_scope(|| black_box(1)))
+    });
+    g.bench_function("metrics_counter_no_recorder", |b| {
+        b.iter(|| metrics::counter!("dspex_bridge_call_method_count", "method" => "predict").increment(1))
+    });
+    g.finish();
+}
+
+fn execute(c: &mut Criterion) {
+    let mut g = c.benchmark_group("execute");
+    let measurements = Measurements::new().with("duration", 1_200_000).with("monotonic_time", 7);
+    let metadata = Metadata::new().with("module", "dspy").with("function", "predict");
+
+    let empty = Dispatcher::new();
+    g.bench_function("no_handler", |b| {
+        b.iter(|| empty.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+    });
+
+    let elsewhere = Dispatcher::new();
+    elsewhere.attach("other", OTHER, noop).expect("attach");
+    g.bench_function("no_handler_for_event", |b| {
+        b.iter(|| elsewhere.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+    });
+
+    let one = Dispatcher::new();
+    one.attach("noop", EVENT, noop).expect("attach");
+    g.bench_function("one_noop_handler", |b| {
+        b.iter(|| one.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+    });
+
+    let four = Dispatcher::new();
+    for i in 0..4 {
+        four.attach(format!("noop-{i}"), EVENT, noop).expect("attach");
+    }
+    g.bench_function("four_noop_handlers", |b| {
+        b.iter(|| four.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+    });
+    g.finish();
+}
+
+fn span(c: &mut Criterion) {
+    let mut g = c.benchmark_group("span");
+    let empty = Dispatcher::new();
+    g.bench_function("no_handler", |b| {
+        b.iter(|| empty.span(&SPAN, Metadata::new(), || (black_box(1), Metadata::new())))
+    });
+    let one = Dispatcher::new();
+    one.attach("noop", SPAN.stop().clone(), noop).expect("attach");
+    g.bench_function("one_noop_handler", |b| {
+        b.iter(|| one.span(&SPAN, Metadata::new(), || (black_box(1), Metadata::new())))
+    });
+    g.finish();
+}
+
+fn trace_context(c: &mut Criterion) {
+    let mut g = c.benchmark_group("context");
+    let ctx = TraceContext::new_root();
+    g.bench_function("scope_enter_exit", |b| b.iter(|| ctx.in_scope(|| black_box(1))));
+    ctx.in_scope(|| g.bench_function("current", |b| b.iter(context::current)));
+    g.finish();
+
+    let mut g = c.benchmark_group("traceparent");
+    g.bench_function("parse", |b| b.iter(|| TraceParent::parse(black_box(TRACEPARENT))));
+    let tp = TraceParent::parse(TRACEPARENT).expect("valid");
+    g.bench_function("format", |b| b.iter(|| black_box(&tp).to_string()));
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = baselines, execute, span, trace_context
+}
+criterion_main!(benches);

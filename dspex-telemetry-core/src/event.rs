@@ -235,12 +235,12 @@ impl PartialEq for EventName {
         if self.hash != other.hash {
             return false;
         }
-        if let (Segments::Static(a), Segments::Static(b)) = (&self.prefix, &other.prefix) {
-            if std::ptr::eq(*a, *b) && self.phase == other.phase {
-                return true;
+        match (&self.prefix, &other.prefix) {
+            (Segments::Static(a), Segments::Static(b)) if self.phase == other.phase => {
+                std::ptr::eq(*a, *b) || a == b
             }
+            _ => self.len() == other.len() && self.segments().eq(other.segments()),
         }
-        self.len() == other.len() && self.segments().eq(other.segments())
     }
 }
 
