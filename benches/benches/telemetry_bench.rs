@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dspex_telemetry_core::{
-    Dispatcher, Event, EventName, Measurements, Metadata, SpanPrefix, TraceContext, TraceParent, context,
+    Dispatcher, Event, EventName, Measurements, Metadata, SpanPrefix, TraceContext, TraceParent,
+    context,
 };
 
 const EVENT: EventName = EventName::from_static(&["dspex", "bridge", "call", "stop"]);
@@ -38,46 +39,79 @@ fn noop(_: &Event<'_>) {}
 fn baselines(c: &mut Criterion) {
     let mut g = c.benchmark_group("baseline");
     let counter = AtomicU64::new(0);
-    g.bench_function("atomic_add", |b| b.iter(|| black_box(&counter).fetch_add(1, Ordering::Relaxed)));
+    g.bench_function("atomic_add", |b| {
+        b.iter(|| black_box(&counter).fetch_add(1, Ordering::Relaxed))
+    });
     g.bench_function("instant_now", |b| b.iter(std::time::Instant::now));
     g.bench_function("system_time_now", |b| b.iter(std::time::SystemTime::now));
     g.bench_function("tracing_span_no_subscriber", |b| {
         b.iter(|| tracing::info_span!("bridge_call", module = "dspy").in_scope(|| black_box(1)))
     });
     g.bench_function("metrics_counter_no_recorder", |b| {
-        b.iter(|| metrics::counter!("dspex_bridge_call_method_count", "method" => "predict").increment(1))
+        b.iter(|| {
+            metrics::counter!("dspex_bridge_call_method_count", "method" => "predict").increment(1)
+        })
     });
     g.finish();
 }
 
 fn execute(c: &mut Criterion) {
     let mut g = c.benchmark_group("execute");
-    let measurements = Measurements::new().with("duration", 1_200_000).with("monotonic_time", 7);
-    let metadata = Metadata::new().with("module", "dspy").with("function", "predict");
+    let measurements = Measurements::new()
+        .with("duration", 1_200_000)
+        .with("monotonic_time", 7);
+    let metadata = Metadata::new()
+        .with("module", "dspy")
+        .with("function", "predict");
 
     let empty = Dispatcher::new();
     g.bench_function("no_handler", |b| {
-        b.iter(|| empty.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+        b.iter(|| {
+            empty.execute(
+                black_box(&EVENT),
+                black_box(&measurements),
+                black_box(&metadata),
+            )
+        })
     });
 
     let elsewhere = Dispatcher::new();
     elsewhere.attach("other", OTHER, noop).expect("attach");
     g.bench_function("no_handler_for_event", |b| {
-        b.iter(|| elsewhere.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+        b.iter(|| {
+            elsewhere.execute(
+                black_box(&EVENT),
+                black_box(&measurements),
+                black_box(&metadata),
+            )
+        })
     });
 
     let one = Dispatcher::new();
     one.attach("noop", EVENT, noop).expect("attach");
     g.bench_function("one_noop_handler", |b| {
-        b.iter(|| one.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+        b.iter(|| {
+            one.execute(
+                black_box(&EVENT),
+                black_box(&measurements),
+                black_box(&metadata),
+            )
+        })
     });
 
     let four = Dispatcher::new();
     for i in 0..4 {
-        four.attach(format!("noop-{i}"), EVENT, noop).expect("attach");
+        four.attach(format!("noop-{i}"), EVENT, noop)
+            .expect("attach");
     }
     g.bench_function("four_noop_handlers", |b| {
-        b.iter(|| four.execute(black_box(&EVENT), black_box(&measurements), black_box(&metadata)))
+        b.iter(|| {
+            four.execute(
+                black_box(&EVENT),
+                black_box(&measurements),
+                black_box(&metadata),
+            )
+        })
     });
     g.finish();
 }
@@ -89,7 +123,8 @@ fn span(c: &mut Criterion) {
         b.iter(|| empty.span(&SPAN, Metadata::new(), || (black_box(1), Metadata::new())))
     });
     let one = Dispatcher::new();
-    one.attach("noop", SPAN.stop().clone(), noop).expect("attach");
+    one.attach("noop", SPAN.stop().clone(), noop)
+        .expect("attach");
     g.bench_function("one_noop_handler", |b| {
         b.iter(|| one.span(&SPAN, Metadata::new(), || (black_box(1), Metadata::new())))
     });
@@ -99,12 +134,16 @@ fn span(c: &mut Criterion) {
 fn trace_context(c: &mut Criterion) {
     let mut g = c.benchmark_group("context");
     let ctx = TraceContext::new_root();
-    g.bench_function("scope_enter_exit", |b| b.iter(|| ctx.in_scope(|| black_box(1))));
+    g.bench_function("scope_enter_exit", |b| {
+        b.iter(|| ctx.in_scope(|| black_box(1)))
+    });
     ctx.in_scope(|| g.bench_function("current", |b| b.iter(context::current)));
     g.finish();
 
     let mut g = c.benchmark_group("traceparent");
-    g.bench_function("parse", |b| b.iter(|| TraceParent::parse(black_box(TRACEPARENT))));
+    g.bench_function("parse", |b| {
+        b.iter(|| TraceParent::parse(black_box(TRACEPARENT)))
+    });
     let tp = TraceParent::parse(TRACEPARENT).expect("valid");
     g.bench_function("format", |b| b.iter(|| black_box(&tp).to_string()));
     g.finish();

@@ -93,6 +93,16 @@ pub fn attach_many(
     Dispatcher::global().attach_many(id, events, handler)
 }
 
+/// Attaches `handler` to every event under `prefix` on the global dispatcher. See
+/// [`Dispatcher::attach_prefix`].
+pub fn attach_prefix(
+    id: impl Into<String>,
+    prefix: EventName,
+    handler: impl Handler,
+) -> Result<(), AttachError> {
+    Dispatcher::global().attach_prefix(id, prefix, handler)
+}
+
 /// Detaches a handler from the global dispatcher. See [`Dispatcher::detach`].
 pub fn detach(id: &str) -> Result<(), DetachError> {
     Dispatcher::global().detach(id)
@@ -159,3 +169,9 @@ where
 {
     Dispatcher::global().try_span_async(prefix, metadata, future)
 }
+
+/// The README's and the guide's samples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../../docs/core.md")]
+struct GuideDoctests;

@@ -4,14 +4,28 @@
 //!   developers. Unit, integration and property tests of every crate (through
 //!   `cargo nextest` when it is installed, `cargo test` otherwise), then the doctests.
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
+//! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
+
+mod bench_report;
 
 use std::env;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let mut args = env::args().skip(1);
     match args.next().as_deref() {
         Some("test") => test(args.collect()),
+        Some("bench-report") => match bench_report::run(&workspace_root()) {
+            Ok(path) => {
+                eprintln!("xtask: wrote {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("help") | Some("--help") | Some("-h") | None => {
             eprintln!(
                 "usage: cargo xtask test [ARGS…]   run every test (ARGS go to the test runner)"
@@ -23,6 +37,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The workspace root: xtask's manifest folder's parent.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or(manifest.clone(), |p| p.to_path_buf())
 }
 
 fn cargo() -> Command {
