@@ -358,20 +358,44 @@ impl Dispatcher {
             subscriptions,
             handler: Box::new(handler),
         }));
-        self.publish(&mut state);
+        let old_table = self.publish(&mut state);
+        drop(state);
+        drop(old_table);
         Ok(())
     }
 
-    /// Detaches the handler attached under `id`.
+    /// Detaches the handler attached under `id`: no dispatch that starts after `detach`
+    /// returns calls it. It is dropped when no thread holds the old routing table any more: at once on
+    /// this thread, at their next dispatch on this dispatcher (or exit) on the others.
     pub fn detach(&self, id: &str) -> Result<(), DetachError> {
-        let mut state = self.lock();
-        let before = state.registrations.len();
-        state.registrations.retain(|r| r.id != id);
-        if state.registrations.len() == before {
-            return Err(DetachError::NotFound(id.to_owned()));
+        self.remove(|r| r.id == id)
+            .then_some(())
+            .ok_or_else(|| DetachError::NotFound(id.to_owned()))
+    }
+
+    /// Removes the registrations `matches` selects; whether there were any. What is removed
+    /// is dropped after the lock is released: a handler's `Drop` may emit events.
+    fn remove(&self, matches: impl Fn(&Registration) -> bool) -> bool {
+        let (removed, old_table) = {
+            let mut state = self.lock();
+            let (removed, kept) = std::mem::take(&mut state.registrations)
+                .into_iter()
+                .partition::<Vec<_>, _>(|r| matches(r));
+            state.registrations = kept;
+            let old_table = (!removed.is_empty()).then(|| self.publish(&mut state));
+            (removed, old_table)
+        };
+        drop(old_table);
+        if !removed.is_empty() {
+            // Let this thread's cached table go now, so what was removed is dropped now when
+            // no other thread holds it (other threads let go at their next dispatch).
+            let evicted = TABLE_CACHE
+                .try_with(|cache| cache.evict(self.inner.id))
+                .ok()
+                .flatten();
+            drop(evicted);
         }
-        self.publish(&mut state);
-        Ok(())
+        !removed.is_empty()
     }
 
     /// The handlers listening to an event that starts with `prefix` (all, for `None`).
@@ -465,17 +489,7 @@ impl Dispatcher {
         let reason = panic_message(&*payload);
         // Detach this registration only: a new handler attached under the same id since the
         // table was read stays.
-        let removed = {
-            let mut state = self.lock();
-            let before = state.registrations.len();
-            state.registrations.retain(|r| !Arc::ptr_eq(r, reg));
-            let removed = state.registrations.len() != before;
-            if removed {
-                self.publish(&mut state);
-            }
-            removed
-        };
-        if !removed {
+        if !self.remove(|r| std::ptr::eq(r, &**reg)) {
             return;
         }
         tracing::warn!(handler_id = %reg.id, event = %event, reason = %reason, "telemetry handler panicked and was detached");
@@ -497,8 +511,13 @@ impl Dispatcher {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, state: &mut State) {
-        state.table = Arc::new(Table::build(&state.registrations));
+    /// Publishes a table built from `state.registrations`; returns the old one, for the caller
+    /// to drop once the lock is released.
+    fn publish(&self, state: &mut State) -> Arc<Table> {
+        let old = std::mem::replace(
+            &mut state.table,
+            Arc::new(Table::build(&state.registrations)),
+        );
         state.generation += 1;
         self.inner
             .attached
@@ -506,6 +525,7 @@ impl Dispatcher {
         self.inner
             .generation
             .store(state.generation, Ordering::Release);
+        old
     }
 
     /// Runs `f` with the current routing table, from this thread's cache when it is fresh.
@@ -514,11 +534,12 @@ impl Dispatcher {
         let generation = self.inner.generation.load(Ordering::Acquire);
         let mut f = Some(f);
         let cached = TABLE_CACHE.try_with(|cache| {
-            let table = cache.get(&self.inner, generation)?;
             let _depth = cache.enter();
+            let table = cache.get(&self.inner, generation)?;
             // SAFETY: `get` returned a pointer into an `Arc<Table>` held by the cache. The
-            // cache replaces (and so may drop) tables only while `depth` is zero, and `enter`
-            // keeps it above zero until `f` returns, so the table outlives this borrow.
+            // cache replaces (and so may drop) tables only in the outermost dispatch on this
+            // thread, before it reads its table; `enter` marks this dispatch until `f`
+            // returns, so no nested dispatch can drop the table under this borrow.
             let table = unsafe { &*table };
             f.take().map(|f| f(table))
         });
@@ -589,10 +610,25 @@ impl TableCache {
                 }
             }
         }
-        if self.depth.get() != 0 {
+        // Only the outermost dispatch (depth 1: the caller's own) may replace a slot.
+        if self.depth.get() != 1 {
             return None;
         }
         self.refresh(inner)
+    }
+
+    /// Takes this thread's cached table of dispatcher `id` out of the cache, unless a
+    /// dispatch is running on this thread (it may be reading that table).
+    fn evict(&self, id: u64) -> Option<Arc<Table>> {
+        if self.depth.get() != 0 {
+            return None;
+        }
+        // SAFETY: no dispatch runs on this thread (depth 0), so no pointer into a cached table
+        // is held; only this thread touches its cache.
+        let slots = unsafe { &mut *self.slots.get() };
+        let slot = slots.iter_mut().find(|s| s.dispatcher == id)?;
+        slot.dispatcher = 0;
+        slot.table.take()
     }
 
     #[cold]
@@ -603,8 +639,9 @@ impl TableCache {
         };
         let ptr = Arc::as_ptr(&table);
         let slots = self.slots.get();
-        // SAFETY: depth is zero, so no dispatch on this thread holds a pointer into a table
-        // that replacing a slot could drop; only this thread touches its cache.
+        // SAFETY: only the outermost dispatch refreshes, before it holds any table pointer, so
+        // no dispatch on this thread holds a pointer into a table that replacing a slot could
+        // drop; only this thread touches its cache.
         let old = unsafe {
             let slots = &mut *slots;
             let index = slots
@@ -620,7 +657,8 @@ impl TableCache {
             slot.generation = generation;
             slot.table.replace(table)
         };
-        // Dropping a table drops handlers, which may run arbitrary code: do it outside.
+        // Dropping a table may drop handlers, which may emit events: nested dispatches see a
+        // depth above 1 and read under the lock instead of touching the cache.
         drop(old);
         Some(ptr)
     }

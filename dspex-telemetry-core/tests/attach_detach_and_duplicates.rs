@@ -194,3 +194,43 @@ fn many_dispatchers_on_one_thread_each_see_their_own_latest_table() {
         );
     }
 }
+
+/// Emits an event on its dispatcher when dropped, as a handler that flushes on drop might.
+struct EmitsOnDrop(Dispatcher);
+
+impl Drop for EmitsOnDrop {
+    fn drop(&mut self) {
+        self.0.execute(&B, &Measurements::new(), &Metadata::new());
+    }
+}
+
+#[test]
+fn a_handler_whose_drop_emits_events_can_be_detached() {
+    let d = Dispatcher::new();
+    let (dropped, on_b) = counter();
+    d.attach("on-b", B, on_b).unwrap();
+    let emitter = EmitsOnDrop(d.clone());
+    d.attach("emitter", A, move |_: &Event<'_>| {
+        let _keep = &emitter;
+    })
+    .unwrap();
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    d.detach("emitter").unwrap();
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the handler was dropped and its event delivered"
+    );
+
+    // The same when the handler is dropped because it panicked, inside a dispatch.
+    let emitter = EmitsOnDrop(d.clone());
+    d.attach("faulty", A, move |_: &Event<'_>| {
+        let _keep = &emitter;
+        panic!("faulty handler");
+    })
+    .unwrap();
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    assert_eq!(dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(d.list_handlers(None).len(), 1);
+}
