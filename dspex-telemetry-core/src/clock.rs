@@ -10,7 +10,15 @@ static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 /// `monotonic_time`): only differences mean something.
 #[inline]
 pub fn monotonic_time_ns() -> i64 {
-    monotonic_ns_at(Instant::now())
+    monotonic_ns_at(now())
+}
+
+/// The current instant, read after the clock's origin is fixed, so
+/// `monotonic_ns_at(now())` never saturates at the origin.
+#[inline]
+pub(crate) fn now() -> Instant {
+    LazyLock::force(&ORIGIN);
+    Instant::now()
 }
 
 /// The monotonic-clock reading of `instant`, in nanoseconds.

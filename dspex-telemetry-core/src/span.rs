@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::catalog;
-use crate::clock::{monotonic_ns_at, system_time_ns};
+use crate::clock::{monotonic_ns_at, now, system_time_ns};
 use crate::context::{self, TraceContext, replace_current};
 use crate::dispatcher::{Dispatcher, panic_message};
 use crate::event::EventName;
@@ -92,7 +92,7 @@ fn start_measurements(started: Instant) -> Measurements<'static> {
 }
 
 fn end_measurements(started: Instant) -> Measurements<'static> {
-    let ended = Instant::now();
+    let ended = now();
     let duration =
         i64::try_from(ended.saturating_duration_since(started).as_nanos()).unwrap_or(i64::MAX);
     Measurements::new()
@@ -180,7 +180,7 @@ impl Dispatcher {
             };
         }
         let _scope = span_context().attach();
-        let started = Instant::now();
+        let started = now();
         self.execute(&prefix.start, &start_measurements(started), &metadata);
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok((result, extra)) => {
@@ -317,7 +317,7 @@ where
         if let SpanState::NotStarted = this.state {
             *this.state = if this.dispatcher.has_handlers_any(this.prefix.names()) {
                 let ctx = span_context();
-                let started = Instant::now();
+                let started = now();
                 let metadata = this
                     .metadata
                     .as_ref()
