@@ -238,17 +238,23 @@ pub(crate) fn replace_current(ctx: Option<TraceContext>) -> Option<TraceContext>
     CURRENT.try_with(|c| c.replace(ctx)).unwrap_or(None)
 }
 
+/// Runs `f` on this thread's current context in place; `None` during thread teardown.
+#[inline]
+fn with_current<R>(f: impl FnOnce(&mut Option<TraceContext>) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            let mut ctx = c.take();
+            let result = f(&mut ctx);
+            c.set(ctx);
+            result
+        })
+        .ok()
+}
+
 /// Whether a trace context is current on this thread, without cloning it.
 #[inline]
 pub fn is_active() -> bool {
-    CURRENT
-        .try_with(|c| {
-            let ctx = c.take();
-            let active = ctx.is_some();
-            c.set(ctx);
-            active
-        })
-        .unwrap_or(false)
+    with_current(|ctx| ctx.is_some()).unwrap_or(false)
 }
 
 /// Restores the previous context when dropped. Not `Send`: a context belongs to a thread.
@@ -268,15 +274,7 @@ impl Drop for ContextGuard {
 /// The current trace context, if any.
 #[inline]
 pub fn current() -> Option<TraceContext> {
-    CURRENT
-        .try_with(|c| {
-            let ctx = c.take();
-            let copy = ctx.clone();
-            c.set(ctx);
-            copy
-        })
-        .ok()
-        .flatten()
+    with_current(|ctx| ctx.clone()).flatten()
 }
 
 /// A fresh correlation id (32 random hex digits, like a trace id).
@@ -329,17 +327,11 @@ pub fn with_correlation<R>(correlation_id: CorrelationId, f: impl FnOnce() -> R)
 /// assert_eq!(context::current().unwrap().baggage().get("error.context"), Some("checkout"));
 /// ```
 pub fn add_baggage(key: &str, value: &str) -> Result<(), BaggageError> {
-    CURRENT
-        .try_with(|c| {
-            let mut ctx = c.take();
-            let result = match &mut ctx {
-                Some(ctx) => ctx.add_baggage(key, value),
-                None => Err(BaggageError::NoActiveTrace),
-            };
-            c.set(ctx);
-            result
-        })
-        .unwrap_or(Err(BaggageError::NoActiveTrace))
+    with_current(|ctx| match ctx {
+        Some(ctx) => ctx.add_baggage(key, value),
+        None => Err(BaggageError::NoActiveTrace),
+    })
+    .unwrap_or(Err(BaggageError::NoActiveTrace))
 }
 
 #[cfg(test)]
