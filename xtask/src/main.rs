@@ -51,16 +51,87 @@ fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Runs `command`, echoing it; false when it failed or could not start.
-fn run(mut command: Command) -> bool {
+/// Tests passed and failed, as the runners' closing lines report them.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// The number just before `word` in `line` (`"57 passed"` → 57).
+fn count_before(line: &str, word: &str) -> u64 {
+    let Some(at) = line.find(word) else { return 0 };
+    line[..at]
+        .trim_end()
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads a runner's closing lines: libtest's `test result: …` and nextest's `Summary […]`.
+fn tally_line(line: &str, tally: &mut Tally) {
+    let line = line.trim();
+    if line.starts_with("test result:") || line.starts_with("Summary [") {
+        tally.passed += count_before(line, " passed");
+        tally.failed += count_before(line, " failed");
+    }
+}
+
+/// Runs `command`, echoing its output while counting the tests its closing lines report.
+fn run_counting(mut command: Command, tally: &mut Tally) -> bool {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
     eprintln!("xtask: running {command:?}");
-    match command.status() {
-        Ok(status) => status.success(),
+    let mut child = match command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
         Err(e) => {
             eprintln!("xtask: could not start {command:?}: {e}");
-            false
+            return false;
         }
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .enumerate()
+    .map(|(i, stream)| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if i == 0 {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                let _ = tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    for line in rx {
+        tally_line(&line, tally);
     }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    child.wait().is_ok_and(|s| s.success())
 }
 
 fn has_nextest() -> bool {
@@ -84,15 +155,40 @@ fn test(extra: Vec<String>) -> ExitCode {
         tests.args(["test", "--all-features", "--no-fail-fast"]);
     }
     tests.args(&scope);
-    if !run(tests) {
-        return ExitCode::FAILURE;
-    }
+    let mut tally = Tally::default();
+    let tests_ok = run_counting(tests, &mut tally);
     let mut doctests = cargo();
     doctests
         .args(["test", "--doc", "--all-features"])
         .args(&scope);
-    if !run(doctests) {
-        return ExitCode::FAILURE;
+    let doctests_ok = run_counting(doctests, &mut tally);
+    println!("\nxtask: {} passed, {} failed", tally.passed, tally.failed);
+    if tests_ok && doctests_ok && tally.passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        if tally.passed == 0 {
+            eprintln!("xtask: no test ran");
+        }
+        ExitCode::FAILURE
     }
-    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_lines_of_both_runners_are_counted() {
+        let mut t = Tally::default();
+        for line in [
+            "test result: ok. 33 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.04s",
+            "     Summary [   1.374s] 56 tests run: 55 passed, 1 failed, 0 skipped",
+            "test result: FAILED. 0 passed; 1 failed; 0 ignored",
+            "test foo ... ok",
+            "     Summary [   0.973s] 57 tests run: 57 passed, 0 skipped",
+        ] {
+            tally_line(line, &mut t);
+        }
+        assert_eq!((t.passed, t.failed), (145, 2));
+    }
 }
