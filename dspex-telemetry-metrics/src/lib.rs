@@ -1,8 +1,25 @@
-//! Metrics for dspex-telemetry: metric definitions, the handler that turns events into
-//! [`metrics`](https://docs.rs/metrics) facade calls, and the sliding-window recorder that
-//! answers p50/p95/p99, error rates and rates per operation.
+//! Metrics for dspex-telemetry: sliding-window p50/p95/p99, error rates and rates per series,
+//! with a proven accuracy bound and fixed memory per series.
 //!
-//! **Status: skeleton.** This crate compiles and reserves its place in the workspace; it
-//! exports nothing yet. The event names it will consume are already defined in
-//! [`dspex_telemetry_core::catalog`].
+//! **Status.** The sliding window ([`SeriesWindow`], [`WindowConfig`]) is implemented and
+//! tested. Metric definitions, the handler that turns events into `metrics` facade calls,
+//! the `metrics::Recorder` over the window and the DSPex metric catalog come next; until then
+//! this crate exports only the window.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dspex_telemetry_metrics::{MonotonicClock, SeriesWindow, WindowConfig, WindowShape};
+//!
+//! let shape = Arc::new(WindowShape::new(WindowConfig { window_size_ms: 30_000, ..Default::default() }).unwrap());
+//! let window = SeriesWindow::new(shape, Arc::new(MonotonicClock));
+//! window.record(12.5);
+//! assert_eq!(window.snapshot().count, 1);
+//! ```
 #![deny(missing_docs)]
+
+mod clock;
+mod sketch;
+mod window;
+
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};
