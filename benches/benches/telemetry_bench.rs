@@ -18,6 +18,9 @@
 //! | `context/scope_enter_exit` | `TraceContext::in_scope` around nothing |
 //! | `context/current` | `context::current()` inside a scope |
 //! | `traceparent/parse`, `traceparent/format` | W3C header decode and encode |
+//! | `window/record` | one sample into a series' sliding window (clock read, bucket, atomics) |
+//! | `window/metrics_util_summary_add` | the same sample into `metrics-util`'s `Summary` (DDSketch) |
+//! | `window/hdrhistogram_record` | the same sample into an `hdrhistogram` (3 significant digits) |
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +152,42 @@ fn trace_context(c: &mut Criterion) {
     g.finish();
 }
 
+fn window(c: &mut Criterion) {
+    use dspex_telemetry_metrics::{MonotonicClock, SeriesWindow, WindowConfig, WindowShape};
+    use std::sync::Arc;
+
+    // Log-spread latencies in milliseconds, cycled.
+    let values: Vec<f64> = (0..1024)
+        .map(|i| 10f64.powf(-1.0 + 4.0 * ((i * 7919) % 1024) as f64 / 1024.0))
+        .collect();
+    let mut g = c.benchmark_group("window");
+    let shape = Arc::new(WindowShape::new(WindowConfig::default()).expect("default config"));
+    let series = SeriesWindow::new(shape, Arc::new(MonotonicClock));
+    let mut i = 0usize;
+    g.bench_function("record", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            series.record(black_box(values[i]))
+        })
+    });
+    let mut summary = metrics_util::storage::Summary::with_defaults();
+    g.bench_function("metrics_util_summary_add", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            summary.add(black_box(values[i]))
+        })
+    });
+    let mut hdr = hdrhistogram::Histogram::<u64>::new(3).expect("valid precision");
+    g.bench_function("hdrhistogram_record", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            // Microseconds, as integers.
+            hdr.saturating_record(black_box((values[i] * 1000.0) as u64))
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -159,6 +198,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, execute, span, trace_context
+    targets = baselines, execute, span, trace_context, window
 }
 criterion_main!(benches);

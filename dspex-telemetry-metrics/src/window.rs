@@ -140,7 +140,6 @@ impl WindowShape {
 struct SubWindow {
     /// Which sub-window of time this slot holds, plus one; 0 when never used.
     epoch: AtomicU64,
-    count: AtomicU64,
     errors: AtomicU64,
     sum: AtomicU64,
     min: AtomicU64,
@@ -155,7 +154,6 @@ impl SubWindow {
     fn new(buckets: usize) -> Self {
         SubWindow {
             epoch: AtomicU64::new(0),
-            count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             sum: AtomicU64::new(0f64.to_bits()),
             min: AtomicU64::new(EMPTY_MIN),
@@ -165,7 +163,6 @@ impl SubWindow {
     }
 
     fn clear(&self) {
-        self.count.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
         self.sum.store(0f64.to_bits(), Ordering::Relaxed);
         self.min.store(EMPTY_MIN, Ordering::Relaxed);
@@ -208,8 +205,9 @@ fn fold_f64(cell: &AtomicU64, value: f64, better: impl Fn(f64, f64) -> bool) {
 
 /// The sliding window of one series.
 ///
-/// Recording is lock-free: a clock read, a bucket index and a few relaxed atomic adds on the
-/// current sub-window. The first record of a new sub-window clears the slot it reuses, under a
+/// Recording is lock-free: a coarse clock read, a bucket index, one relaxed atomic add to the
+/// bucket and one to the sum, on the current sub-window (min and max are only read unless they
+/// move). The first record of a new sub-window clears the slot it reuses, under a
 /// lock that only that moment takes. A read merges the sub-windows still in the window.
 ///
 /// ```
@@ -350,8 +348,8 @@ impl SeriesWindow {
         }
         let (slot, now) = self.current();
         let index = self.shape.mapping.index(value);
+        // The count is the buckets' sum, taken when read: one atomic add fewer per sample.
         slot.buckets[index].fetch_add(count, Ordering::Relaxed);
-        slot.count.fetch_add(u64::from(count), Ordering::Relaxed);
         if value.is_finite() {
             add_f64(&slot.sum, value * f64::from(count));
             fold_f64(&slot.min, value, |v, cur| v < cur);
@@ -398,14 +396,13 @@ impl SeriesWindow {
         let oldest = current.saturating_sub(self.subs.len() as u64 - 1).max(1);
         let mapping = self.shape.mapping.clone();
         let mut counts = vec![0u64; mapping.len() + 1];
-        let (mut count, mut errors, mut sum) = (0u64, 0u64, 0f64);
+        let (mut errors, mut sum) = (0u64, 0f64);
         let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
         for slot in self.subs.iter() {
             let epoch = slot.epoch.load(Ordering::Acquire);
             if epoch < oldest || epoch > current {
                 continue;
             }
-            count += slot.count.load(Ordering::Relaxed);
             errors += slot.errors.load(Ordering::Relaxed);
             sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
             min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
@@ -414,9 +411,7 @@ impl SeriesWindow {
                 *total += u64::from(bucket.load(Ordering::Relaxed));
             }
         }
-        // The bucket counts are the truth for quantiles; `count` may differ by in-flight adds.
-        let counted: u64 = counts.iter().sum();
-        let count = count.max(counted);
+        let count: u64 = counts.iter().sum();
         if !min.is_finite() {
             min = 0.0;
         }

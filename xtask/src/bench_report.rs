@@ -18,6 +18,11 @@ struct Target {
 
 const TARGETS: &[Target] = &[
     Target {
+        bench: "window/record",
+        baseline: "window/metrics_util_summary_add",
+        max_ratio: 0.5,
+    },
+    Target {
         bench: "execute/no_handler",
         baseline: "baseline/atomic_add",
         max_ratio: 1.5,
@@ -37,7 +42,14 @@ const TARGETS: &[Target] = &[
 /// Which suites the report covers, in order, with the benches' folder names.
 const SUITES: &[(&str, &[&str])] = &[(
     "telemetry_bench",
-    &["baseline", "execute", "span", "context", "traceparent"],
+    &[
+        "baseline",
+        "execute",
+        "span",
+        "context",
+        "traceparent",
+        "window",
+    ],
 )];
 
 fn median_ns(dir: &Path) -> Option<f64> {
