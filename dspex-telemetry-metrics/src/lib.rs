@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod ring;
 mod sketch;
 mod window;
 

@@ -1,10 +1,11 @@
 //! The sliding window of one series: a ring of sub-windows, each a relative-error sketch with
 //! count, sum, min, max and errors, recorded with atomics and read by merging.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::clock::Clock;
+use crate::ring::{Ring, Slot};
 use crate::sketch::LogMapping;
 
 /// Why a window configuration was refused; each names the key at fault.
@@ -138,7 +139,6 @@ impl WindowShape {
 }
 
 struct SubWindow {
-    /// Which sub-window of time this slot holds, plus one; 0 when never used.
     epoch: AtomicU64,
     errors: AtomicU64,
     sum: AtomicU64,
@@ -160,6 +160,12 @@ impl SubWindow {
             max: AtomicU64::new(EMPTY_MAX),
             buckets: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+}
+
+impl Slot for SubWindow {
+    fn epoch(&self) -> &AtomicU64 {
+        &self.epoch
     }
 
     fn clear(&self) {
@@ -231,16 +237,15 @@ fn fold_f64(cell: &AtomicU64, value: f64, better: impl Fn(f64, f64) -> bool) {
 pub struct SeriesWindow {
     shape: Arc<WindowShape>,
     clock: Arc<dyn Clock>,
-    subs: Box<[SubWindow]>,
+    ring: Ring<SubWindow>,
     created_ms: u64,
     last_update_ms: AtomicU64,
-    rotation: Mutex<()>,
 }
 
 impl std::fmt::Debug for SeriesWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeriesWindow")
-            .field("sub_windows", &self.subs.len())
+            .field("sub_windows", &self.ring.slots().len())
             .field("sub_window_ms", &self.shape.sub_window_ms)
             .finish()
     }
@@ -302,36 +307,23 @@ impl SeriesWindow {
         let buckets = shape.mapping.len() + 1;
         let now = clock.now_ms();
         SeriesWindow {
-            subs: (0..shape.sub_windows)
-                .map(|_| SubWindow::new(buckets))
-                .collect(),
+            ring: Ring::new(
+                (0..shape.sub_windows)
+                    .map(|_| SubWindow::new(buckets))
+                    .collect(),
+                shape.sub_window_ms,
+            ),
             shape,
             clock,
             created_ms: now,
             last_update_ms: AtomicU64::new(now),
-            rotation: Mutex::new(()),
         }
     }
 
     #[inline]
     fn current(&self) -> (&SubWindow, u64) {
         let now = self.clock.now_ms();
-        let epoch = now / self.shape.sub_window_ms + 1;
-        let slot = &self.subs[(epoch % self.subs.len() as u64) as usize];
-        if slot.epoch.load(Ordering::Acquire) != epoch {
-            self.rotate(slot, epoch);
-        }
-        (slot, now)
-    }
-
-    #[cold]
-    fn rotate(&self, slot: &SubWindow, epoch: u64) {
-        let _guard = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = slot.epoch.load(Ordering::Acquire);
-        if seen < epoch {
-            slot.clear();
-            slot.epoch.store(epoch, Ordering::Release);
-        }
+        (self.ring.current(now), now)
     }
 
     /// Records one sample.
@@ -383,7 +375,8 @@ impl SeriesWindow {
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self
-                .subs
+                .ring
+                .slots()
                 .iter()
                 .map(|s| std::mem::size_of::<SubWindow>() + std::mem::size_of_val(&*s.buckets))
                 .sum::<usize>()
@@ -392,17 +385,12 @@ impl SeriesWindow {
     /// What the window holds now.
     pub fn snapshot(&self) -> WindowSnapshot {
         let now = self.clock.now_ms();
-        let current = now / self.shape.sub_window_ms + 1;
-        let oldest = current.saturating_sub(self.subs.len() as u64 - 1).max(1);
         let mapping = self.shape.mapping.clone();
         let mut counts = vec![0u64; mapping.len() + 1];
         let (mut errors, mut sum) = (0u64, 0f64);
         let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-        for slot in self.subs.iter() {
-            let epoch = slot.epoch.load(Ordering::Acquire);
-            if epoch < oldest || epoch > current {
-                continue;
-            }
+        let (live, oldest_start) = self.ring.live(now);
+        for slot in live {
             errors += slot.errors.load(Ordering::Relaxed);
             sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
             min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
@@ -418,7 +406,7 @@ impl SeriesWindow {
         if !max.is_finite() {
             max = 0.0;
         }
-        let window_start = ((oldest - 1) * self.shape.sub_window_ms).max(self.created_ms);
+        let window_start = oldest_start.max(self.created_ms);
         let span_ms = now
             .saturating_sub(window_start)
             .clamp(1, self.shape.config.window_size_ms);
