@@ -18,9 +18,15 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod counter;
+mod recorder;
 mod ring;
 mod sketch;
 mod window;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use counter::CounterSnapshot;
+pub use recorder::{
+    Description, OVERFLOW_LABEL, RecorderConfig, SeriesSnapshot, SeriesValue, WindowedRecorder,
+};
 pub use window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};

@@ -436,3 +436,13 @@ impl SeriesWindow {
         snap
     }
 }
+
+impl metrics::HistogramFn for SeriesWindow {
+    fn record(&self, value: f64) {
+        SeriesWindow::record(self, value);
+    }
+
+    fn record_many(&self, value: f64, count: usize) {
+        SeriesWindow::record_many(self, value, u32::try_from(count).unwrap_or(u32::MAX));
+    }
+}

@@ -1,0 +1,445 @@
+//! [`WindowedRecorder`]: a `metrics::Recorder` that keeps every series in a sliding window,
+//! for the alerts and the live view to read.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::counter::{CounterSnapshot, GaugeCell, WindowedCounter};
+use crate::window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};
+
+/// The label an overflow series carries: `overflow="true"`.
+pub const OVERFLOW_LABEL: (&str, &str) = ("overflow", "true");
+
+/// How the recorder windows series and bounds their number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecorderConfig {
+    /// The window of every series.
+    pub window: WindowConfig,
+    /// The most label sets one metric name may have; further ones fold into a single series
+    /// labelled `overflow="true"` (default 1 000).
+    pub max_series_per_metric: usize,
+    /// A series nobody has updated for this long, and nobody holds a handle to, is dropped by
+    /// [`WindowedRecorder::sweep`] (default 600 000: ten minutes).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            window: WindowConfig::default(),
+            max_series_per_metric: 1_000,
+            idle_timeout_ms: 600_000,
+        }
+    }
+}
+
+/// `Key`'s hash is computed when the key is built: use it as is.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map<T> = HashMap<Key, Arc<T>, BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+struct Registry {
+    histograms: Map<SeriesWindow>,
+    counters: Map<WindowedCounter>,
+    gauges: Map<GaugeCell>,
+    per_name: HashMap<String, usize>,
+}
+
+/// A metric's unit and description, as given to `describe_*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Description {
+    /// The unit, if one was given.
+    pub unit: Option<Unit>,
+    /// The description (Prometheus's HELP).
+    pub text: String,
+}
+
+struct Inner {
+    shape: Arc<WindowShape>,
+    clock: Arc<dyn Clock>,
+    config: RecorderConfig,
+    registry: RwLock<Registry>,
+    descriptions: RwLock<HashMap<String, Description>>,
+    overflowed: AtomicU64,
+}
+
+/// A `metrics::Recorder` keeping each series in a sliding window: histograms as
+/// [`SeriesWindow`]s (p50/p95/p99, rate), counters with their windowed increments, gauges
+/// with their last value. Clone it to share; install it with `metrics::set_global_recorder`,
+/// alone or beside an exporter's recorder through `metrics-util`'s fanout.
+///
+/// Memory is bounded: each series is fixed-size, and each metric name holds at most
+/// `max_series_per_metric` label sets, plus one overflow series.
+///
+/// ```
+/// use dspex_telemetry_metrics::{RecorderConfig, WindowedRecorder};
+/// use metrics::Recorder;
+///
+/// let recorder = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+/// metrics::with_local_recorder(&recorder, || {
+///     for ms in [12.0, 15.0, 300.0] {
+///         metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict").record(ms);
+///     }
+///     metrics::counter!("dspex_bridge_call_method_errors", "method" => "dspy.Predict").increment(1);
+/// });
+/// let op = recorder.operation("dspex_bridge_call_method", &[("method", "dspy.Predict")]).unwrap();
+/// assert_eq!(op.count, 3);
+/// assert_eq!(op.error_count, 1);
+/// assert!((op.p99 - 300.0).abs() <= 3.0);
+/// ```
+#[derive(Clone)]
+pub struct WindowedRecorder {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WindowedRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedRecorder")
+            .field("series", &self.series_count())
+            .field("overflowed", &self.overflowed())
+            .finish()
+    }
+}
+
+/// One series as [`WindowedRecorder::snapshot`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSnapshot {
+    /// The metric name.
+    pub name: String,
+    /// Its labels, in the order they were recorded with.
+    pub labels: Vec<(String, String)>,
+    /// What it holds.
+    pub value: SeriesValue,
+}
+
+/// The value of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesValue {
+    /// A histogram's window.
+    Histogram(WindowSnapshot),
+    /// A counter.
+    Counter(CounterSnapshot),
+    /// A gauge's last value.
+    Gauge(f64),
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
+        .collect();
+    Key::from_parts(name.to_owned(), labels)
+}
+
+fn labels_of(key: &Key) -> Vec<(String, String)> {
+    key.labels()
+        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+        .collect()
+}
+
+impl WindowedRecorder {
+    /// A recorder on the system's monotonic clock; errors name the configuration key at fault.
+    pub fn new(config: RecorderConfig) -> Result<Self, WindowConfigError> {
+        Self::with_clock(config, Arc::new(MonotonicClock))
+    }
+
+    /// A recorder on `clock` (a [`crate::ManualClock`] in tests).
+    pub fn with_clock(
+        config: RecorderConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, WindowConfigError> {
+        if config.max_series_per_metric == 0 {
+            return Err(WindowConfigError::Invalid {
+                key: "max_series_per_metric",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let shape = Arc::new(WindowShape::new(config.window.clone())?);
+        Ok(WindowedRecorder {
+            inner: Arc::new(Inner {
+                shape,
+                clock,
+                config,
+                registry: RwLock::new(Registry::default()),
+                descriptions: RwLock::new(HashMap::new()),
+                overflowed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Registry> {
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The series for `key` in `map`, created on first use; a label set over the metric's cap
+    /// is folded into the metric's overflow series.
+    fn get_or_create<T: Stored>(&self, key: &Key, make: impl FnOnce() -> T) -> Arc<T> {
+        if let Some(series) = T::map(&self.read()).get(key) {
+            return series.clone();
+        }
+        let mut registry = self.write();
+        if let Some(series) = T::map_mut(&mut registry).get(key) {
+            return series.clone();
+        }
+        let used = registry.per_name.get(key.name()).copied().unwrap_or(0);
+        let key = if used >= self.inner.config.max_series_per_metric {
+            self.inner.overflowed.fetch_add(1, Ordering::Relaxed);
+            let overflow = Key::from_parts(
+                key.name().to_owned(),
+                vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)],
+            );
+            if let Some(series) = T::map_mut(&mut registry).get(&overflow) {
+                return series.clone();
+            }
+            overflow
+        } else {
+            *registry.per_name.entry(key.name().to_owned()).or_insert(0) += 1;
+            key.clone()
+        };
+        let series = Arc::new(make());
+        T::map_mut(&mut registry).insert(key, series.clone());
+        series
+    }
+
+    fn new_counter(&self) -> WindowedCounter {
+        let shape = &self.inner.shape;
+        WindowedCounter::new(
+            shape.sub_windows(),
+            shape.sub_window_ms(),
+            shape.config().window_size_ms,
+            self.inner.clock.clone(),
+        )
+    }
+
+    /// The window of histogram `name` with `labels` (in the order they were recorded with).
+    pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Option<WindowSnapshot> {
+        self.read()
+            .histograms
+            .get(&key(name, labels))
+            .map(|h| h.snapshot())
+    }
+
+    /// Counter `name` with `labels`.
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> Option<CounterSnapshot> {
+        self.read()
+            .counters
+            .get(&key(name, labels))
+            .map(|c| c.snapshot())
+    }
+
+    /// Gauge `name` with `labels`.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.read()
+            .gauges
+            .get(&key(name, labels))
+            .map(|g| g.value())
+    }
+
+    /// An operation's window: histogram `{base}_duration` with the in-window increments of
+    /// counter `{base}_errors` as its errors (so `error_rate` = errors / calls).
+    pub fn operation(&self, base: &str, labels: &[(&str, &str)]) -> Option<WindowSnapshot> {
+        let mut snap = self.histogram(&format!("{base}_duration"), labels)?;
+        if let Some(errors) = self.counter(&format!("{base}_errors"), labels) {
+            snap.error_count += errors.in_window;
+            snap.error_rate = if snap.count > 0 {
+                snap.error_count as f64 / snap.count as f64
+            } else {
+                0.0
+            };
+        }
+        Some(snap)
+    }
+
+    /// Every series, sorted by name then labels.
+    pub fn snapshot(&self) -> Vec<SeriesSnapshot> {
+        let registry = self.read();
+        let mut out: Vec<SeriesSnapshot> = Vec::new();
+        out.extend(registry.histograms.iter().map(|(k, h)| SeriesSnapshot {
+            name: k.name().to_owned(),
+            labels: labels_of(k),
+            value: SeriesValue::Histogram(h.snapshot()),
+        }));
+        out.extend(registry.counters.iter().map(|(k, c)| SeriesSnapshot {
+            name: k.name().to_owned(),
+            labels: labels_of(k),
+            value: SeriesValue::Counter(c.snapshot()),
+        }));
+        out.extend(registry.gauges.iter().map(|(k, g)| SeriesSnapshot {
+            name: k.name().to_owned(),
+            labels: labels_of(k),
+            value: SeriesValue::Gauge(g.value()),
+        }));
+        out.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        out
+    }
+
+    /// The unit and description given for `name`, if any.
+    pub fn description(&self, name: &str) -> Option<Description> {
+        self.inner
+            .descriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// How many series exist.
+    pub fn series_count(&self) -> usize {
+        let r = self.read();
+        r.histograms.len() + r.counters.len() + r.gauges.len()
+    }
+
+    /// How many registrations were folded into an overflow series because their metric had
+    /// reached `max_series_per_metric` label sets.
+    pub fn overflowed(&self) -> u64 {
+        self.inner.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Drops series idle for `idle_timeout_ms` that no handle refers to; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = self.inner.clock.now_ms();
+        let idle = self.inner.config.idle_timeout_ms;
+        let stale = |last: u64, refs: usize| refs == 1 && now.saturating_sub(last) >= idle;
+        let mut registry = self.write();
+        let mut dropped: Vec<String> = Vec::new();
+        registry.histograms.retain(|k, h| {
+            let keep = !stale(h.last_update_ms(), Arc::strong_count(h));
+            if !keep {
+                dropped.push(k.name().to_owned());
+            }
+            keep
+        });
+        registry.counters.retain(|k, c| {
+            let keep = !stale(
+                c.last_update_ms.load(Ordering::Relaxed),
+                Arc::strong_count(c),
+            );
+            if !keep {
+                dropped.push(k.name().to_owned());
+            }
+            keep
+        });
+        registry.gauges.retain(|k, g| {
+            let keep = !stale(
+                g.last_update_ms.load(Ordering::Relaxed),
+                Arc::strong_count(g),
+            );
+            if !keep {
+                dropped.push(k.name().to_owned());
+            }
+            keep
+        });
+        for name in &dropped {
+            if let Some(n) = registry.per_name.get_mut(name) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        dropped.len()
+    }
+
+    fn describe(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.inner
+            .descriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.as_str().to_owned(),
+                Description {
+                    unit,
+                    text: text.to_string(),
+                },
+            );
+    }
+}
+
+/// Which of the registry's maps holds a kind of series.
+trait Stored: Sized {
+    fn map(registry: &Registry) -> &Map<Self>;
+    fn map_mut(registry: &mut Registry) -> &mut Map<Self>;
+}
+
+impl Stored for SeriesWindow {
+    fn map(r: &Registry) -> &Map<Self> {
+        &r.histograms
+    }
+    fn map_mut(r: &mut Registry) -> &mut Map<Self> {
+        &mut r.histograms
+    }
+}
+
+impl Stored for WindowedCounter {
+    fn map(r: &Registry) -> &Map<Self> {
+        &r.counters
+    }
+    fn map_mut(r: &mut Registry) -> &mut Map<Self> {
+        &mut r.counters
+    }
+}
+
+impl Stored for GaugeCell {
+    fn map(r: &Registry) -> &Map<Self> {
+        &r.gauges
+    }
+    fn map_mut(r: &mut Registry) -> &mut Map<Self> {
+        &mut r.gauges
+    }
+}
+
+impl Recorder for WindowedRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.describe(key, unit, description);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.describe(key, unit, description);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.describe(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.get_or_create(key, || self.new_counter()))
+    }
+
+    fn register_gauge(&self, key: &Key, _metadata: &Metadata<'_>) -> Gauge {
+        let clock = self.inner.clock.clone();
+        Gauge::from_arc(self.get_or_create(key, || GaugeCell::new(clock)))
+    }
+
+    fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
+        let (shape, clock) = (self.inner.shape.clone(), self.inner.clock.clone());
+        Histogram::from_arc(self.get_or_create(key, || SeriesWindow::new(shape, clock)))
+    }
+}
