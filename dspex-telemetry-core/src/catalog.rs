@@ -19,27 +19,27 @@ use crate::span::SpanPrefix;
 ///
 /// Metadata: `module`, `function`, `args` (never a label), `session_id` (never a label);
 /// on stop `success` (bool) and `result_type`; on exception `kind`, `reason`, `error`.
-pub const BRIDGE_CALL: SpanPrefix = SpanPrefix::from_static(BRIDGE_CALL_SEGMENTS);
+pub static BRIDGE_CALL: SpanPrefix = SpanPrefix::from_static(BRIDGE_CALL_SEGMENTS);
 const BRIDGE_CALL_SEGMENTS: &[&str] = &["dspex", "bridge", "call"];
 
 /// Tool execution span, `[:dspex, :tools, :execute, …]`.
 ///
 /// Metadata: `tool_name`, `session_id` (never a label), `caller`; on stop `result_type`;
 /// on exception `kind` (`error`, `panic`, `timeout`), `reason`.
-pub const TOOLS_EXECUTE: SpanPrefix = SpanPrefix::from_static(TOOLS_EXECUTE_SEGMENTS);
+pub static TOOLS_EXECUTE: SpanPrefix = SpanPrefix::from_static(TOOLS_EXECUTE_SEGMENTS);
 const TOOLS_EXECUTE_SEGMENTS: &[&str] = &["dspex", "tools", "execute"];
 
 /// Contract validation span, `[:dspex, :contract, :validate, …]`: arguments checked against a
 /// declared signature such as `"question -> answer"`.
 ///
 /// Metadata: `signature`, `module`, `function`; on stop `valid` (bool), `violations` (count).
-pub const CONTRACT_VALIDATE: SpanPrefix = SpanPrefix::from_static(CONTRACT_VALIDATE_SEGMENTS);
+pub static CONTRACT_VALIDATE: SpanPrefix = SpanPrefix::from_static(CONTRACT_VALIDATE_SEGMENTS);
 const CONTRACT_VALIDATE_SEGMENTS: &[&str] = &["dspex", "contract", "validate"];
 
 /// Type casting span, `[:dspex, :types, :cast, …]`: a Python result cast to a declared type.
 ///
 /// Metadata: `from_type`, `to_type`; on stop `success` (bool).
-pub const TYPES_CAST: SpanPrefix = SpanPrefix::from_static(TYPES_CAST_SEGMENTS);
+pub static TYPES_CAST: SpanPrefix = SpanPrefix::from_static(TYPES_CAST_SEGMENTS);
 const TYPES_CAST_SEGMENTS: &[&str] = &["dspex", "types", "cast"];
 
 /// A session was created, `[:dspex, :session, :created]`.
@@ -132,7 +132,7 @@ pub const ALERT_RESOLVED: EventName = EventName::from_static(&["dspex", "alerts"
 /// A span opened by [`crate::with_span`], `[:dspex, :trace, :span, …]`.
 ///
 /// Metadata: `name` (the span's name, for example `business.process_request`).
-pub const TRACE_SPAN: SpanPrefix = SpanPrefix::from_static(TRACE_SPAN_SEGMENTS);
+pub static TRACE_SPAN: SpanPrefix = SpanPrefix::from_static(TRACE_SPAN_SEGMENTS);
 const TRACE_SPAN_SEGMENTS: &[&str] = &["dspex", "trace", "span"];
 
 /// Whether a catalog entry is a span (three events) or a single event.

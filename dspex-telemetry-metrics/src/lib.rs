@@ -17,15 +17,24 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod catalog;
 mod clock;
 mod counter;
+mod definition;
+mod handler;
 mod recorder;
 mod ring;
 mod sketch;
+pub mod testing;
 mod window;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use counter::CounterSnapshot;
+pub use definition::{
+    DefinitionError, EventFilter, FORBIDDEN_TAGS, Measurement, MetricDefinition, MetricKind, Tag,
+    TagSource, Unit,
+};
+pub use handler::{MetricsError, MetricsHandler};
 pub use recorder::{
     Description, OVERFLOW_LABEL, RecorderConfig, SeriesSnapshot, SeriesValue, WindowedRecorder,
 };

@@ -1,0 +1,196 @@
+//! The DSPex metric catalog: every metric this stack exports, defined once. The exporters,
+//! the dashboard and the alert rules are built from it.
+//!
+//! Durations are exported in **milliseconds**, converted from the events' nanoseconds here
+//! and nowhere else. Labels come only from the tags below: `args`, `session_id`,
+//! correlation and trace ids never become labels.
+
+use dspex_telemetry_core::catalog as events;
+
+use crate::definition::{MetricDefinition, TagSource, Unit};
+
+/// Bucket boundaries for operation durations, in milliseconds.
+pub const DURATION_BUCKETS_MS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
+    30_000.0, 60_000.0,
+];
+
+/// Bucket boundaries for session lifetimes, in milliseconds (1 s to 4 h).
+pub const LIFETIME_BUCKETS_MS: &[f64] = &[
+    1_000.0,
+    10_000.0,
+    60_000.0,
+    300_000.0,
+    900_000.0,
+    1_800_000.0,
+    3_600_000.0,
+    7_200_000.0,
+    14_400_000.0,
+];
+
+/// Bucket boundaries for time spent queued, in milliseconds.
+pub const QUEUE_TIME_BUCKETS_MS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0,
+];
+
+/// The `method` label of bridge calls: `module.function`.
+pub const METHOD: TagSource = TagSource::Join(&["module", "function"], ".");
+
+/// Duration, count and errors of one span, with the same labels so the window can join them
+/// (`WindowedRecorder::operation(base, labels)`).
+fn operation(
+    base: &str,
+    span: &dspex_telemetry_core::SpanPrefix,
+    what: &str,
+    tag: (&'static str, TagSource),
+) -> [MetricDefinition; 3] {
+    let ends = || [span.stop().clone(), span.exception().clone()];
+    [
+        MetricDefinition::distribution(&format!("{base}_duration"), ends(), DURATION_BUCKETS_MS)
+            .measurement("duration")
+            .unit(Unit::Nanosecond, Unit::Millisecond)
+            .tag(tag.0, tag.1.clone())
+            .description(&format!("Duration of {what}, successful or not")),
+        MetricDefinition::counter(&format!("{base}_count"), ends())
+            .tag(tag.0, tag.1.clone())
+            .description(&format!("{what} completed, successful or not"))
+            .unit(Unit::Count, Unit::Count),
+        MetricDefinition::counter(&format!("{base}_errors"), [span.exception().clone()])
+            .tag(tag.0, tag.1)
+            .description(&format!(
+                "{what} that failed (error, panic, timeout or cancellation)"
+            )),
+    ]
+}
+
+/// Every DSPex metric.
+pub fn dspex_metrics() -> Vec<MetricDefinition> {
+    let mut all = Vec::new();
+    all.extend(operation(
+        "dspex_bridge_call_method",
+        &events::BRIDGE_CALL,
+        "bridge calls",
+        ("method", METHOD),
+    ));
+    all.extend(operation(
+        "dspex_tools_execute",
+        &events::TOOLS_EXECUTE,
+        "tool executions",
+        ("tool_name", TagSource::Metadata("tool_name")),
+    ));
+    all.extend(operation(
+        "dspex_contract_validate",
+        &events::CONTRACT_VALIDATE,
+        "contract validations",
+        ("signature", TagSource::Metadata("signature")),
+    ));
+    all.extend(operation(
+        "dspex_types_cast",
+        &events::TYPES_CAST,
+        "type casts",
+        ("to_type", TagSource::Metadata("to_type")),
+    ));
+    all.extend([
+        MetricDefinition::counter("dspex_session_created_total", [events::SESSION_CREATED])
+            .description("Sessions created"),
+        MetricDefinition::counter("dspex_session_expired_total", [events::SESSION_EXPIRED])
+            .tags(&["reason"])
+            .description("Sessions expired or closed"),
+        MetricDefinition::distribution(
+            "dspex_session_lifetime",
+            [events::SESSION_EXPIRED],
+            LIFETIME_BUCKETS_MS,
+        )
+        .measurement("lifetime_ms")
+        .unit(Unit::Millisecond, Unit::Millisecond)
+        .description("How long sessions lived"),
+        MetricDefinition::counter(
+            "dspex_session_variable_operations_total",
+            [events::SESSION_VARIABLE_SET, events::SESSION_VARIABLE_GET],
+        )
+        .tag("operation", TagSource::Phase)
+        .description("Session variable reads and writes"),
+        MetricDefinition::distribution(
+            "dspex_pool_queue_time",
+            [events::POOL_REQUEST_DISPATCHED],
+            QUEUE_TIME_BUCKETS_MS,
+        )
+        .measurement("queue_time")
+        .unit(Unit::Nanosecond, Unit::Millisecond)
+        .tags(&["pool"])
+        .description("Time requests waited in the worker pool's queue"),
+        MetricDefinition::last_value("dspex_pool_queue_depth", [events::POOL_HEALTH])
+            .measurement("queue_depth")
+            .tags(&["pool"])
+            .description("Requests waiting in the worker pool's queue"),
+        MetricDefinition::last_value("dspex_pool_workers", [events::POOL_HEALTH])
+            .measurement("workers_idle")
+            .tags(&["pool"])
+            .tag("state", TagSource::Constant("idle"))
+            .description("Python workers by state"),
+        MetricDefinition::last_value("dspex_pool_workers", [events::POOL_HEALTH])
+            .measurement("workers_busy")
+            .tags(&["pool"])
+            .tag("state", TagSource::Constant("busy"))
+            .description("Python workers by state"),
+        MetricDefinition::last_value("dspex_pool_workers", [events::POOL_HEALTH])
+            .measurement("workers_starting")
+            .tags(&["pool"])
+            .tag("state", TagSource::Constant("starting"))
+            .description("Python workers by state"),
+        MetricDefinition::counter(
+            "dspex_pool_worker_restarts_total",
+            [events::POOL_WORKER_RESTARTED],
+        )
+        .tags(&["pool", "reason"])
+        .description("Python workers replaced after they exited"),
+        MetricDefinition::counter(
+            "dspex_pool_worker_exits_total",
+            [events::POOL_WORKER_EXITED],
+        )
+        .tags(&["pool", "reason"])
+        .description("Python worker exits"),
+        MetricDefinition::counter("dspex_pool_exhausted_total", [events::POOL_EXHAUSTED])
+            .tags(&["pool"])
+            .description("Requests refused because the pool's queue was full"),
+        MetricDefinition::counter(
+            "dspex_telemetry_handler_failures_total",
+            [events::HANDLER_FAILURE],
+        )
+        .tags(&["handler_id"])
+        .description("Telemetry handlers that panicked and were detached"),
+        MetricDefinition::counter("dspex_alerts_fired_total", [events::ALERT_FIRED])
+            .tags(&["alert_type", "severity"])
+            .description("Alerts that started firing"),
+        MetricDefinition::counter("dspex_alerts_resolved_total", [events::ALERT_RESOLVED])
+            .tags(&["alert_type", "severity"])
+            .description("Alerts that resolved"),
+    ]);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_names_are_there_and_every_definition_is_valid() {
+        let all = dspex_metrics();
+        for def in &all {
+            def.validate().unwrap();
+        }
+        let names: Vec<&str> = all.iter().map(|d| d.name()).collect();
+        for spec in [
+            "dspex_bridge_call_method_duration",
+            "dspex_bridge_call_method_count",
+            "dspex_bridge_call_method_errors",
+            "dspex_tools_execute_duration",
+            "dspex_tools_execute_count",
+            "dspex_session_created_total",
+            "dspex_session_lifetime",
+            "dspex_session_variable_operations_total",
+        ] {
+            assert!(names.contains(&spec), "{spec} missing");
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The handler that turns events into `metrics` facade calls, through cached handles.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName};
+use metrics::{Key, Label};
+
+use crate::definition::{
+    DefinitionError, MetricDefinition, MetricKind, TagPart, for_each_tag_part, render_labels,
+};
+use crate::recorder::OVERFLOW_LABEL;
+
+static METADATA: metrics::Metadata<'static> = metrics::Metadata::new(
+    "dspex_telemetry_metrics",
+    metrics::Level::INFO,
+    Some(module_path!()),
+);
+
+/// Why the metrics handler could not attach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    /// A definition is invalid.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// Two definitions of one name disagree on kind or labels.
+    #[error("metric {0} is defined twice with different kinds or labels")]
+    Conflict(String),
+    /// The dispatcher refused the handler (its id is taken).
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+}
+
+#[derive(Clone)]
+enum Handle {
+    Counter(metrics::Counter),
+    Gauge(metrics::Gauge),
+    Histogram(metrics::Histogram),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum OwnedPart {
+    Str(Box<str>),
+    Int(i64),
+    Float(u64),
+    Bool(bool),
+    Missing,
+}
+
+impl OwnedPart {
+    fn of(part: TagPart<'_>) -> Self {
+        match part {
+            TagPart::Str(s) => OwnedPart::Str(s.into()),
+            TagPart::Int(i) => OwnedPart::Int(i),
+            TagPart::Float(x) => OwnedPart::Float(x.to_bits()),
+            TagPart::Bool(b) => OwnedPart::Bool(b),
+            TagPart::Missing => OwnedPart::Missing,
+        }
+    }
+
+    fn matches(&self, part: TagPart<'_>) -> bool {
+        match (self, part) {
+            (OwnedPart::Str(a), TagPart::Str(b)) => **a == *b,
+            (OwnedPart::Int(a), TagPart::Int(b)) => *a == b,
+            (OwnedPart::Float(a), TagPart::Float(b)) => *a == b.to_bits(),
+            (OwnedPart::Bool(a), TagPart::Bool(b)) => *a == b,
+            (OwnedPart::Missing, TagPart::Missing) => true,
+            _ => false,
+        }
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash
+}
+
+fn hash_part(hash: u64, part: TagPart<'_>) -> u64 {
+    let hash = match part {
+        TagPart::Str(s) => fnv(fnv(hash, b"s"), s.as_bytes()),
+        TagPart::Int(i) => fnv(fnv(hash, b"i"), &i.to_le_bytes()),
+        TagPart::Float(x) => fnv(fnv(hash, b"f"), &x.to_bits().to_le_bytes()),
+        TagPart::Bool(b) => fnv(hash, if b { b"t" } else { b"F" }),
+        TagPart::Missing => fnv(hash, b"m"),
+    };
+    fnv(hash, &[0xff])
+}
+
+#[derive(Default)]
+struct Precomputed(u64);
+
+impl Hasher for Precomputed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv(self.0, bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct Cached {
+    parts: Box<[OwnedPart]>,
+    handle: Handle,
+}
+
+/// One metric with its handle cache: label values seen before find their handle without
+/// allocating or asking the recorder.
+struct CompiledMetric {
+    def: MetricDefinition,
+    cache: RwLock<HashMap<u64, Vec<Cached>, BuildHasherDefault<Precomputed>>>,
+    cached: AtomicUsize,
+    max_series: usize,
+    overflow: OnceLock<Handle>,
+    overflowed: Arc<AtomicU64>,
+}
+
+impl CompiledMetric {
+    fn parts_hash(&self, event: &Event<'_>) -> u64 {
+        let mut hash = FNV_OFFSET;
+        for tag in &self.def.tags {
+            for_each_tag_part(tag, event, |p| hash = hash_part(hash, p));
+        }
+        hash
+    }
+
+    fn matches(&self, cached: &Cached, event: &Event<'_>) -> bool {
+        let mut i = 0;
+        let mut all = true;
+        for tag in &self.def.tags {
+            for_each_tag_part(tag, event, |p| {
+                all &= cached.parts.get(i).is_some_and(|c| c.matches(p));
+                i += 1;
+            });
+        }
+        all && i == cached.parts.len()
+    }
+
+    #[inline]
+    fn handle(&self, event: &Event<'_>) -> Handle {
+        let hash = self.parts_hash(event);
+        {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(found) = cache
+                .get(&hash)
+                .and_then(|v| v.iter().find(|c| self.matches(c, event)))
+            {
+                return found.handle.clone();
+            }
+        }
+        self.register(hash, event)
+    }
+
+    #[cold]
+    fn register(&self, hash: u64, event: &Event<'_>) -> Handle {
+        if self.cached.load(Ordering::Relaxed) >= self.max_series {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            return self
+                .overflow
+                .get_or_init(|| {
+                    let key = Key::from_parts(
+                        self.def.name.clone(),
+                        vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)],
+                    );
+                    self.register_key(&key)
+                })
+                .clone();
+        }
+        let labels: Vec<Label> = render_labels(&self.def, event)
+            .into_iter()
+            .map(|(k, v)| Label::new(k, v))
+            .collect();
+        let handle = self.register_key(&Key::from_parts(self.def.name.clone(), labels));
+        let mut parts = Vec::new();
+        for tag in &self.def.tags {
+            for_each_tag_part(tag, event, |p| parts.push(OwnedPart::of(p)));
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let bucket = cache.entry(hash).or_default();
+        if !bucket.iter().any(|c| self.matches(c, event)) {
+            bucket.push(Cached {
+                parts: parts.into(),
+                handle: handle.clone(),
+            });
+            self.cached.fetch_add(1, Ordering::Relaxed);
+        }
+        handle
+    }
+
+    fn register_key(&self, key: &Key) -> Handle {
+        metrics::with_recorder(|r| match self.def.kind {
+            MetricKind::Counter => Handle::Counter(r.register_counter(key, &METADATA)),
+            MetricKind::Sum | MetricKind::LastValue => {
+                Handle::Gauge(r.register_gauge(key, &METADATA))
+            }
+            MetricKind::Summary | MetricKind::Distribution { .. } => {
+                Handle::Histogram(r.register_histogram(key, &METADATA))
+            }
+        })
+    }
+
+    #[inline]
+    fn record(&self, event: &Event<'_>) {
+        if let Some(keep) = &self.def.keep {
+            if !keep(event) {
+                return;
+            }
+        }
+        let Some(value) = self.def.value(event) else {
+            return;
+        };
+        match (&self.def.kind, self.handle(event)) {
+            (MetricKind::Counter, Handle::Counter(c)) => c.increment(1),
+            (MetricKind::Sum, Handle::Gauge(g)) => g.increment(value),
+            (MetricKind::LastValue, Handle::Gauge(g)) => g.set(value),
+            (_, Handle::Histogram(h)) => h.record(value),
+            _ => {}
+        }
+    }
+}
+
+/// Feeds metric definitions from the dispatcher's events into the `metrics` facade, so every
+/// recorder installed there (the window, Prometheus, StatsD) sees them.
+///
+/// Install the recorder before attaching: handles are registered with the recorder current at
+/// the first event of each label set, and cached. Per event, a metric costs its filter, a hash
+/// of its label values (borrowed from the event's metadata), a shared-lock cache probe and the
+/// recorder's own record; allocation happens only the first time a label set is seen. Each
+/// metric caches at most `max_series_per_metric` label sets; further ones go to one series
+/// labelled `overflow="true"`.
+///
+/// ```
+/// use dspex_telemetry_core::{catalog, metadata, Dispatcher};
+/// use dspex_telemetry_metrics::{catalog as metric_catalog, MetricsHandler, RecorderConfig, WindowedRecorder};
+///
+/// let recorder = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+/// let dispatcher = Dispatcher::new();
+/// metrics::with_local_recorder(&recorder, || {
+///     let _handler = MetricsHandler::attach(&dispatcher, "dspex-metrics", metric_catalog::dspex_metrics(), 1_000).unwrap();
+///     dispatcher.span(&catalog::BRIDGE_CALL, metadata! { "module" => "dspy", "function" => "Predict" }, || ((), metadata! {}));
+/// });
+/// let op = recorder.operation("dspex_bridge_call_method", &[("method", "dspy.Predict")]).unwrap();
+/// assert_eq!(op.count, 1);
+/// ```
+#[derive(Debug)]
+pub struct MetricsHandler {
+    dispatcher: Dispatcher,
+    ids: Vec<String>,
+    overflowed: Arc<AtomicU64>,
+}
+
+impl MetricsHandler {
+    /// Validates `definitions`, describes them to the current recorder, and attaches one
+    /// handler per event under ids `"{id}:{event}"`.
+    pub fn attach(
+        dispatcher: &Dispatcher,
+        id: &str,
+        definitions: Vec<MetricDefinition>,
+        max_series_per_metric: usize,
+    ) -> Result<Self, MetricsError> {
+        let mut seen: HashMap<&str, &MetricDefinition> = HashMap::new();
+        for def in &definitions {
+            def.validate()?;
+            if let Some(other) = seen.insert(def.name(), def) {
+                let same_kind =
+                    std::mem::discriminant(other.kind()) == std::mem::discriminant(def.kind());
+                let names =
+                    |d: &MetricDefinition| d.tag_list().iter().map(|t| t.name).collect::<Vec<_>>();
+                if !same_kind || names(other) != names(def) {
+                    return Err(MetricsError::Conflict(def.name().to_owned()));
+                }
+            }
+        }
+        metrics::with_recorder(|r| {
+            for def in &definitions {
+                let (name, unit, help) = (
+                    def.name().to_owned(),
+                    Some(def.reported_unit().to_metrics()),
+                    def.help(),
+                );
+                match def.kind() {
+                    MetricKind::Counter => r.describe_counter(name.into(), unit, help.into()),
+                    MetricKind::Sum | MetricKind::LastValue => {
+                        r.describe_gauge(name.into(), unit, help.into())
+                    }
+                    _ => r.describe_histogram(name.into(), unit, help.into()),
+                }
+            }
+        });
+        let overflowed = Arc::new(AtomicU64::new(0));
+        let mut by_event: Vec<(EventName, Vec<Arc<CompiledMetric>>)> = Vec::new();
+        for def in definitions {
+            let compiled = Arc::new(CompiledMetric {
+                cache: RwLock::default(),
+                cached: AtomicUsize::new(0),
+                max_series: max_series_per_metric.max(1),
+                overflow: OnceLock::new(),
+                overflowed: overflowed.clone(),
+                def,
+            });
+            for event in compiled.def.events() {
+                match by_event.iter_mut().find(|(e, _)| e == event) {
+                    Some((_, list)) => list.push(compiled.clone()),
+                    None => by_event.push((event.clone(), vec![compiled.clone()])),
+                }
+            }
+        }
+        let mut handler = MetricsHandler {
+            dispatcher: dispatcher.clone(),
+            ids: Vec::new(),
+            overflowed,
+        };
+        for (event, metrics) in by_event {
+            let handler_id = format!("{id}:{event}");
+            let attached = dispatcher.attach(handler_id.clone(), event, move |e: &Event<'_>| {
+                for m in &metrics {
+                    m.record(e);
+                }
+            });
+            if let Err(e) = attached {
+                handler.detach();
+                return Err(e.into());
+            }
+            handler.ids.push(handler_id);
+        }
+        Ok(handler)
+    }
+
+    /// How many label sets went to an overflow series because a metric was full.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// The dispatcher handler ids, one per event.
+    pub fn handler_ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// Detaches every handler.
+    pub fn detach(self) {
+        for id in &self.ids {
+            // Already detached (by hand, or after a panic) is fine.
+            let _ = self.dispatcher.detach(id);
+        }
+    }
+}
