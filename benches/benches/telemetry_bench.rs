@@ -21,6 +21,9 @@
 //! | `window/record` | one sample into a series' sliding window (clock read, bucket, atomics) |
 //! | `window/metrics_util_summary_add` | the same sample into `metrics-util`'s `Summary` (DDSketch) |
 //! | `window/hdrhistogram_record` | the same sample into an `hdrhistogram` (3 significant digits) |
+//! | `event_path/dspex_event_to_window_and_prometheus` | a bridge-call `stop` event through the metrics handler into the window and the Prometheus recorder (fanout) |
+//! | `event_path/histogram_macro_to_prometheus` | `metrics::histogram!(name, "method" => …).record(ms)` into the Prometheus recorder |
+//! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,6 +191,95 @@ fn window(c: &mut Criterion) {
     g.finish();
 }
 
+/// Times `iterations` calls of `f`, draining the Prometheus recorder's buckets (as its upkeep
+/// task does) every 65 536 calls, outside the timed part.
+fn timed_with_upkeep(
+    iterations: u64,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+    mut f: impl FnMut(),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iterations {
+        let batch = (iterations - done).min(65_536);
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        total += start.elapsed();
+        handle.run_upkeep();
+        done += batch;
+    }
+    total
+}
+
+fn event_path(c: &mut Criterion) {
+    use dspex_telemetry_core::{catalog, measurements, metadata};
+    use dspex_telemetry_metrics::{
+        MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
+    };
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    let mut g = c.benchmark_group("event_path");
+    let buckets = metric_catalog::DURATION_BUCKETS_MS;
+
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(buckets)
+        .expect("buckets")
+        .build_recorder();
+    let prometheus_handle = prometheus.handle();
+    let window = WindowedRecorder::new(RecorderConfig::default()).expect("default config");
+    let fanout = metrics_util::layers::FanoutBuilder::default()
+        .add_recorder(window)
+        .add_recorder(prometheus)
+        .build();
+    let d = Dispatcher::new();
+    let measurements = measurements! { "duration" => 2_500_000, "monotonic_time" => 7 };
+    let metadata = metadata! { "module" => "dspy", "function" => "Predict", "session_id" => "s-1" };
+    metrics::with_local_recorder(&fanout, || {
+        let _handler =
+            MetricsHandler::attach(&d, "metrics", metric_catalog::dspex_metrics(), 1_000)
+                .expect("attach");
+        g.bench_function("dspex_event_to_window_and_prometheus", |b| {
+            b.iter_custom(|n| {
+                timed_with_upkeep(n, &prometheus_handle, || {
+                    d.execute(
+                        black_box(catalog::BRIDGE_CALL.stop()),
+                        black_box(&measurements),
+                        black_box(&metadata),
+                    )
+                })
+            })
+        });
+    });
+
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(buckets)
+        .expect("buckets")
+        .build_recorder();
+    let prometheus_handle = prometheus.handle();
+    metrics::with_local_recorder(&prometheus, || {
+        g.bench_function("histogram_macro_to_prometheus", |b| {
+            b.iter_custom(|n| {
+                timed_with_upkeep(n, &prometheus_handle, || {
+                    metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+                        .record(black_box(2.5))
+                })
+            })
+        });
+        g.bench_function("histogram_and_counter_macros_to_prometheus", |b| {
+            b.iter_custom(|n| {
+                timed_with_upkeep(n, &prometheus_handle, || {
+                    metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+                        .record(black_box(2.5));
+                    metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict").increment(1);
+                })
+            })
+        });
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -198,6 +290,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, execute, span, trace_context, window
+    targets = baselines, execute, span, trace_context, window, event_path
 }
 criterion_main!(benches);

@@ -6,9 +6,12 @@ use crate::clock::Clock;
 use crate::ring::{Ring, Slot};
 use std::sync::Arc;
 
+/// A sub-window of a counter holds the total when it opened: the increments in the window
+/// are the total now minus the total when its oldest sub-window opened, so an increment
+/// costs one atomic add.
 pub(crate) struct CounterSlot {
     epoch: AtomicU64,
-    count: AtomicU64,
+    opening_total: AtomicU64,
 }
 
 impl Slot for CounterSlot {
@@ -16,7 +19,7 @@ impl Slot for CounterSlot {
         &self.epoch
     }
     fn clear(&self) {
-        self.count.store(0, Ordering::Relaxed);
+        self.opening_total.store(0, Ordering::Relaxed);
     }
 }
 
@@ -54,7 +57,7 @@ impl WindowedCounter {
                 (0..sub_windows)
                     .map(|_| CounterSlot {
                         epoch: AtomicU64::new(0),
-                        count: AtomicU64::new(0),
+                        opening_total: AtomicU64::new(0),
                     })
                     .collect(),
                 sub_window_ms,
@@ -67,21 +70,31 @@ impl WindowedCounter {
         }
     }
 
-    fn add(&self, n: u64) {
+    /// Opens the current sub-window if needed (recording the total before `n` is added).
+    #[inline]
+    fn tick(&self) {
         let now = self.clock.now_ms();
-        self.ring.current(now).count.fetch_add(n, Ordering::Relaxed);
-        self.last_update_ms.fetch_max(now, Ordering::Relaxed);
+        self.ring.current_with(now, |slot| {
+            slot.opening_total
+                .store(self.total.load(Ordering::Relaxed), Ordering::Relaxed)
+        });
+        if self.last_update_ms.load(Ordering::Relaxed) < now {
+            self.last_update_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let now = self.clock.now_ms();
+        let total = self.total.load(Ordering::Relaxed);
         let (live, oldest_start) = self.ring.live(now);
-        let in_window: u64 = live.map(|s| s.count.load(Ordering::Relaxed)).sum();
+        let opening = live.map(|s| s.opening_total.load(Ordering::Relaxed)).min();
+        // No live sub-window: nothing happened within the window.
+        let in_window = opening.map_or(0, |o| total.saturating_sub(o));
         let span_ms = now
             .saturating_sub(oldest_start.max(self.created_ms))
             .clamp(1, self.window_ms);
         CounterSnapshot {
-            total: self.total.load(Ordering::Relaxed),
+            total,
             in_window,
             rate_per_sec: in_window as f64 * 1000.0 / span_ms as f64,
         }
@@ -90,15 +103,13 @@ impl WindowedCounter {
 
 impl metrics::CounterFn for WindowedCounter {
     fn increment(&self, value: u64) {
+        self.tick();
         self.total.fetch_add(value, Ordering::Relaxed);
-        self.add(value);
     }
 
     fn absolute(&self, value: u64) {
-        let previous = self.total.fetch_max(value, Ordering::Relaxed);
-        if value > previous {
-            self.add(value - previous);
-        }
+        self.tick();
+        self.total.fetch_max(value, Ordering::Relaxed);
     }
 }
 

@@ -146,8 +146,10 @@ impl CompiledMetric {
         all && i == cached.parts.len()
     }
 
+    /// Runs `f` with the handle of `event`'s label set, registering it on first sight. The
+    /// handle is used in place under the shared lock: no reference count moves.
     #[inline]
-    fn handle(&self, event: &Event<'_>) -> Handle {
+    fn with_handle(&self, event: &Event<'_>, f: impl FnOnce(&Handle)) {
         let hash = self.parts_hash(event);
         {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
@@ -155,10 +157,11 @@ impl CompiledMetric {
                 .get(&hash)
                 .and_then(|v| v.iter().find(|c| self.matches(c, event)))
             {
-                return found.handle.clone();
+                f(&found.handle);
+                return;
             }
         }
-        self.register(hash, event)
+        f(&self.register(hash, event));
     }
 
     #[cold]
@@ -219,13 +222,13 @@ impl CompiledMetric {
         let Some(value) = self.def.value(event) else {
             return;
         };
-        match (&self.def.kind, self.handle(event)) {
+        self.with_handle(event, |handle| match (&self.def.kind, handle) {
             (MetricKind::Counter, Handle::Counter(c)) => c.increment(1),
             (MetricKind::Sum, Handle::Gauge(g)) => g.increment(value),
             (MetricKind::LastValue, Handle::Gauge(g)) => g.set(value),
             (_, Handle::Histogram(h)) => h.record(value),
             _ => {}
-        }
+        });
     }
 }
 

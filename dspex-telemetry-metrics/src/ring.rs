@@ -33,19 +33,27 @@ impl<S: Slot> Ring<S> {
     /// reused a whole window after it was last current, so no record is in flight into it then.
     #[inline]
     pub(crate) fn current(&self, now_ms: u64) -> &S {
+        self.current_with(now_ms, |_| {})
+    }
+
+    /// As [`Ring::current`]; `opened` runs on the slot after it is cleared for a new
+    /// sub-window, before any record can reach it.
+    #[inline]
+    pub(crate) fn current_with(&self, now_ms: u64, opened: impl FnOnce(&S)) -> &S {
         let epoch = now_ms / self.sub_window_ms + 1;
         let slot = &self.slots[(epoch % self.slots.len() as u64) as usize];
         if slot.epoch().load(Ordering::Acquire) != epoch {
-            self.rotate(slot, epoch);
+            self.rotate(slot, epoch, opened);
         }
         slot
     }
 
     #[cold]
-    fn rotate(&self, slot: &S, epoch: u64) {
+    fn rotate(&self, slot: &S, epoch: u64, opened: impl FnOnce(&S)) {
         let _guard = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
         if slot.epoch().load(Ordering::Acquire) < epoch {
             slot.clear();
+            opened(slot);
             slot.epoch().store(epoch, Ordering::Release);
         }
     }
