@@ -9,7 +9,7 @@ use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName};
 use metrics::{Key, Label};
 
 use crate::definition::{
-    DefinitionError, MetricDefinition, MetricKind, TagPart, for_each_tag_part, render_labels,
+    DefinitionError, MetricDefinition, MetricKind, Tag, TagPart, for_each_tag_part, render_labels,
 };
 use crate::recorder::OVERFLOW_LABEL;
 
@@ -109,35 +109,37 @@ impl Hasher for Precomputed {
     }
 }
 
-struct Cached {
+struct CachedSet {
     parts: Box<[OwnedPart]>,
-    handle: Handle,
+    /// One handle per metric of the group, in order.
+    handles: Box<[Handle]>,
 }
 
-/// One metric with its handle cache: label values seen before find their handle without
-/// allocating or asking the recorder.
-struct CompiledMetric {
-    def: MetricDefinition,
-    cache: RwLock<HashMap<u64, Vec<Cached>, BuildHasherDefault<Precomputed>>>,
+/// The metrics one event feeds that share a label list: their label values are read, hashed
+/// and looked up once per event, and their handles cached together.
+struct MetricGroup {
+    tags: Vec<Tag>,
+    metrics: Vec<MetricDefinition>,
+    cache: RwLock<HashMap<u64, Vec<CachedSet>, BuildHasherDefault<Precomputed>>>,
     cached: AtomicUsize,
     max_series: usize,
-    overflow: OnceLock<Handle>,
+    overflow: OnceLock<Box<[Handle]>>,
     overflowed: Arc<AtomicU64>,
 }
 
-impl CompiledMetric {
+impl MetricGroup {
     fn parts_hash(&self, event: &Event<'_>) -> u64 {
         let mut hash = FNV_OFFSET;
-        for tag in &self.def.tags {
+        for tag in &self.tags {
             for_each_tag_part(tag, event, |p| hash = hash_part(hash, p));
         }
         hash
     }
 
-    fn matches(&self, cached: &Cached, event: &Event<'_>) -> bool {
+    fn matches(&self, cached: &CachedSet, event: &Event<'_>) -> bool {
         let mut i = 0;
         let mut all = true;
-        for tag in &self.def.tags {
+        for tag in &self.tags {
             for_each_tag_part(tag, event, |p| {
                 all &= cached.parts.get(i).is_some_and(|c| c.matches(p));
                 i += 1;
@@ -146,10 +148,10 @@ impl CompiledMetric {
         all && i == cached.parts.len()
     }
 
-    /// Runs `f` with the handle of `event`'s label set, registering it on first sight. The
-    /// handle is used in place under the shared lock: no reference count moves.
+    /// Runs `f` with the handles of `event`'s label set, registering them on first sight. The
+    /// handles are used in place under the shared lock: no reference count moves.
     #[inline]
-    fn with_handle(&self, event: &Event<'_>, f: impl FnOnce(&Handle)) {
+    fn with_handles(&self, event: &Event<'_>, f: impl FnOnce(&[Handle])) {
         let hash = self.parts_hash(event);
         {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +159,7 @@ impl CompiledMetric {
                 .get(&hash)
                 .and_then(|v| v.iter().find(|c| self.matches(c, event)))
             {
-                f(&found.handle);
+                f(&found.handles);
                 return;
             }
         }
@@ -165,69 +167,82 @@ impl CompiledMetric {
     }
 
     #[cold]
-    fn register(&self, hash: u64, event: &Event<'_>) -> Handle {
+    fn register(&self, hash: u64, event: &Event<'_>) -> Box<[Handle]> {
         if self.cached.load(Ordering::Relaxed) >= self.max_series {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             return self
                 .overflow
                 .get_or_init(|| {
-                    let key = Key::from_parts(
-                        self.def.name.clone(),
-                        vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)],
-                    );
-                    self.register_key(&key)
+                    let labels = vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)];
+                    self.register_all(&labels)
                 })
                 .clone();
         }
-        let labels: Vec<Label> = render_labels(&self.def, event)
+        let labels: Vec<Label> = self
+            .metrics
+            .first()
+            .map(|def| render_labels(def, event))
+            .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| Label::new(k, v))
             .collect();
-        let handle = self.register_key(&Key::from_parts(self.def.name.clone(), labels));
+        let handles = self.register_all(&labels);
         let mut parts = Vec::new();
-        for tag in &self.def.tags {
+        for tag in &self.tags {
             for_each_tag_part(tag, event, |p| parts.push(OwnedPart::of(p)));
         }
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let bucket = cache.entry(hash).or_default();
         if !bucket.iter().any(|c| self.matches(c, event)) {
-            bucket.push(Cached {
+            bucket.push(CachedSet {
                 parts: parts.into(),
-                handle: handle.clone(),
+                handles: handles.clone(),
             });
             self.cached.fetch_add(1, Ordering::Relaxed);
         }
-        handle
+        handles
     }
 
-    fn register_key(&self, key: &Key) -> Handle {
-        metrics::with_recorder(|r| match self.def.kind {
-            MetricKind::Counter => Handle::Counter(r.register_counter(key, &METADATA)),
-            MetricKind::Sum | MetricKind::LastValue => {
-                Handle::Gauge(r.register_gauge(key, &METADATA))
-            }
-            MetricKind::Summary | MetricKind::Distribution { .. } => {
-                Handle::Histogram(r.register_histogram(key, &METADATA))
-            }
+    fn register_all(&self, labels: &[Label]) -> Box<[Handle]> {
+        metrics::with_recorder(|r| {
+            self.metrics
+                .iter()
+                .map(|def| {
+                    let key = Key::from_parts(def.name.clone(), labels.to_vec());
+                    match def.kind {
+                        MetricKind::Counter => Handle::Counter(r.register_counter(&key, &METADATA)),
+                        MetricKind::Sum | MetricKind::LastValue => {
+                            Handle::Gauge(r.register_gauge(&key, &METADATA))
+                        }
+                        MetricKind::Summary | MetricKind::Distribution { .. } => {
+                            Handle::Histogram(r.register_histogram(&key, &METADATA))
+                        }
+                    }
+                })
+                .collect()
         })
     }
 
     #[inline]
     fn record(&self, event: &Event<'_>) {
-        if let Some(keep) = &self.def.keep {
-            if !keep(event) {
-                return;
+        self.with_handles(event, |handles| {
+            for (def, handle) in self.metrics.iter().zip(handles) {
+                if let Some(keep) = &def.keep {
+                    if !keep(event) {
+                        continue;
+                    }
+                }
+                let Some(value) = def.value(event) else {
+                    continue;
+                };
+                match (&def.kind, handle) {
+                    (MetricKind::Counter, Handle::Counter(c)) => c.increment(1),
+                    (MetricKind::Sum, Handle::Gauge(g)) => g.increment(value),
+                    (MetricKind::LastValue, Handle::Gauge(g)) => g.set(value),
+                    (_, Handle::Histogram(h)) => h.record(value),
+                    _ => {}
+                }
             }
-        }
-        let Some(value) = self.def.value(event) else {
-            return;
-        };
-        self.with_handle(event, |handle| match (&self.def.kind, handle) {
-            (MetricKind::Counter, Handle::Counter(c)) => c.increment(1),
-            (MetricKind::Sum, Handle::Gauge(g)) => g.increment(value),
-            (MetricKind::LastValue, Handle::Gauge(g)) => g.set(value),
-            (_, Handle::Histogram(h)) => h.record(value),
-            _ => {}
         });
     }
 }
@@ -301,20 +316,27 @@ impl MetricsHandler {
             }
         });
         let overflowed = Arc::new(AtomicU64::new(0));
-        let mut by_event: Vec<(EventName, Vec<Arc<CompiledMetric>>)> = Vec::new();
+        let mut by_event: Vec<(EventName, Vec<MetricGroup>)> = Vec::new();
         for def in definitions {
-            let compiled = Arc::new(CompiledMetric {
-                cache: RwLock::default(),
-                cached: AtomicUsize::new(0),
-                max_series: max_series_per_metric.max(1),
-                overflow: OnceLock::new(),
-                overflowed: overflowed.clone(),
-                def,
-            });
-            for event in compiled.def.events() {
-                match by_event.iter_mut().find(|(e, _)| e == event) {
-                    Some((_, list)) => list.push(compiled.clone()),
-                    None => by_event.push((event.clone(), vec![compiled.clone()])),
+            for event in def.events() {
+                let groups = match by_event.iter_mut().find(|(e, _)| e == event) {
+                    Some((_, groups)) => groups,
+                    None => {
+                        by_event.push((event.clone(), Vec::new()));
+                        &mut by_event.last_mut().expect("just pushed").1
+                    }
+                };
+                match groups.iter_mut().find(|g| g.tags == def.tag_list()) {
+                    Some(group) => group.metrics.push(def.clone()),
+                    None => groups.push(MetricGroup {
+                        tags: def.tag_list().to_vec(),
+                        metrics: vec![def.clone()],
+                        cache: RwLock::default(),
+                        cached: AtomicUsize::new(0),
+                        max_series: max_series_per_metric.max(1),
+                        overflow: OnceLock::new(),
+                        overflowed: overflowed.clone(),
+                    }),
                 }
             }
         }
@@ -323,11 +345,11 @@ impl MetricsHandler {
             ids: Vec::new(),
             overflowed,
         };
-        for (event, metrics) in by_event {
+        for (event, groups) in by_event {
             let handler_id = format!("{id}:{event}");
             let attached = dispatcher.attach(handler_id.clone(), event, move |e: &Event<'_>| {
-                for m in &metrics {
-                    m.record(e);
+                for group in &groups {
+                    group.record(e);
                 }
             });
             if let Err(e) = attached {
