@@ -194,3 +194,67 @@ mod tests {
         }
     }
 }
+
+/// The catalog as a Markdown table (name, type, labels, unit, events), for the docs; a test
+/// keeps `docs/metrics.md` equal to it.
+pub fn markdown_table() -> String {
+    use crate::definition::MetricKind;
+    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
+    for def in dspex_metrics() {
+        let kind = match def.kind() {
+            MetricKind::Counter => "counter",
+            MetricKind::Sum => "sum",
+            MetricKind::LastValue => "last value",
+            MetricKind::Summary => "summary",
+            MetricKind::Distribution { .. } => "histogram",
+        };
+        let labels = def
+            .tag_list()
+            .iter()
+            .map(|t| format!("`{}`", t.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let events = def
+            .events()
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = (
+            format!("`{}`", def.name()),
+            kind.to_owned(),
+            labels,
+            def.reported_unit().name().to_owned(),
+            events,
+        );
+        // Definitions sharing a name (one per label value source) make one row.
+        match rows.iter_mut().find(|r| r.0 == row.0) {
+            Some(existing) if !existing.4.contains(&row.4) => {
+                existing.4 = format!("{}, {}", existing.4, row.4)
+            }
+            Some(_) => {}
+            None => rows.push(row),
+        }
+    }
+    let mut out =
+        String::from("| metric | type | labels | unit | events |\n|---|---|---|---|---|\n");
+    for (name, kind, labels, unit, events) in rows {
+        out.push_str(&format!(
+            "| {name} | {kind} | {labels} | {unit} | {events} |\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod docs_tests {
+    #[test]
+    fn the_docs_table_matches_the_catalog() {
+        let docs = include_str!("../../docs/metrics.md");
+        let table = super::markdown_table();
+        assert!(
+            docs.contains(&table),
+            "docs/metrics.md is out of date; its catalog table must be:\n{table}"
+        );
+    }
+}

@@ -1,24 +1,38 @@
-//! Metrics for dspex-telemetry: sliding-window p50/p95/p99, error rates and rates per series,
-//! with a proven accuracy bound and fixed memory per series.
+//! Metrics for dspex-telemetry: events into the `metrics` facade, and a recorder that keeps
+//! every series in a sliding window with p50/p95/p99 within 1 %, error rates and rates, in
+//! fixed memory.
 //!
-//! **Status.** The sliding window ([`SeriesWindow`], [`WindowConfig`]) is implemented and
-//! tested. Metric definitions, the handler that turns events into `metrics` facade calls,
-//! the `metrics::Recorder` over the window and the DSPex metric catalog come next; until then
-//! this crate exports only the window.
+//! - [`MetricDefinition`]: counter, sum, last value, summary, distribution, each fed by events,
+//!   with unit conversion (ns → ms), allow-listed labels and keep/drop predicates.
+//! - [`MetricsHandler`]: attaches definitions to a dispatcher and records through the `metrics`
+//!   facade, so every installed recorder (the window, Prometheus, StatsD) sees DSPex metrics.
+//! - [`WindowedRecorder`]: a `metrics::Recorder` keeping each series in a [`SeriesWindow`];
+//!   users' own `metrics::histogram!` calls land there too.
+//! - [`catalog::dspex_metrics`]: the DSPex metrics, with the spec's names.
+//! - [`testing::CapturingRecorder`]: assert on exactly what was emitted.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use dspex_telemetry_metrics::{MonotonicClock, SeriesWindow, WindowConfig, WindowShape};
+//! use dspex_telemetry_core::{catalog, metadata, Dispatcher};
+//! use dspex_telemetry_metrics::{catalog as metric_catalog, MetricsConfig, MetricsHandler, WindowedRecorder};
 //!
-//! let shape = Arc::new(WindowShape::new(WindowConfig { window_size_ms: 30_000, ..Default::default() }).unwrap());
-//! let window = SeriesWindow::new(shape, Arc::new(MonotonicClock));
-//! window.record(12.5);
-//! assert_eq!(window.snapshot().count, 1);
+//! let config: MetricsConfig = toml::from_str("window_size_ms = 60_000").unwrap();
+//! let recorder = WindowedRecorder::new(config.into_recorder_config().unwrap()).unwrap();
+//! // In a service: metrics::set_global_recorder(recorder.clone()), alone or in a fanout.
+//! let dispatcher = Dispatcher::new();
+//! metrics::with_local_recorder(&recorder, || {
+//!     let _metrics = MetricsHandler::attach(&dispatcher, "dspex-metrics", metric_catalog::dspex_metrics(), 1_000).unwrap();
+//!     for _ in 0..3 {
+//!         dispatcher.span(&catalog::TOOLS_EXECUTE, metadata! { "tool_name" => "search" }, || ((), metadata! {}));
+//!     }
+//! });
+//! let tools = recorder.operation("dspex_tools_execute", &[("tool_name", "search")]).unwrap();
+//! assert_eq!((tools.count, tools.error_count), (3, 0));
 //! ```
 #![deny(missing_docs)]
 
 pub mod catalog;
 mod clock;
+mod config;
 mod counter;
 mod definition;
 mod handler;
@@ -29,6 +43,7 @@ pub mod testing;
 mod window;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use config::MetricsConfig;
 pub use counter::CounterSnapshot;
 pub use definition::{
     DefinitionError, EventFilter, FORBIDDEN_TAGS, Measurement, MetricDefinition, MetricKind, Tag,
@@ -39,3 +54,8 @@ pub use recorder::{
     Description, OVERFLOW_LABEL, RecorderConfig, SeriesSnapshot, SeriesValue, WindowedRecorder,
 };
 pub use window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};
+
+/// The guide's samples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/metrics.md")]
+struct GuideDoctests;

@@ -1,0 +1,97 @@
+//! The metrics section of the configuration, with the spec's keys.
+
+use serde::Deserialize;
+
+use crate::recorder::RecorderConfig;
+use crate::window::{WindowConfig, WindowConfigError, WindowShape};
+
+/// The metrics configuration: the spec's `window_size_ms` and `max_samples`, and the bounds
+/// this implementation adds. Every key is optional; unknown keys are refused by name.
+///
+/// ```
+/// use dspex_telemetry_metrics::MetricsConfig;
+/// let config: MetricsConfig = toml::from_str("window_size_ms = 30_000\nmax_samples = 5_000").unwrap();
+/// let recorder_config = config.into_recorder_config().unwrap();
+/// assert_eq!(recorder_config.window.window_size_ms, 30_000);
+/// assert!(toml::from_str::<MetricsConfig>("window_size = 1").unwrap_err().to_string().contains("window_size"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The sliding window's length in milliseconds (default 60 000).
+    pub window_size_ms: u64,
+    /// The most bucket counters one series holds (default 10 000); see [`WindowConfig`].
+    pub max_samples: usize,
+    /// Sub-windows per window (default 6).
+    pub sub_windows: usize,
+    /// Label sets per metric before the overflow series (default 1 000).
+    pub max_series_per_metric: usize,
+    /// Idle time after which an unreferenced series is dropped (default 600 000 ms).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        let recorder = RecorderConfig::default();
+        MetricsConfig {
+            window_size_ms: recorder.window.window_size_ms,
+            max_samples: recorder.window.max_samples,
+            sub_windows: recorder.window.sub_windows,
+            max_series_per_metric: recorder.max_series_per_metric,
+            idle_timeout_ms: recorder.idle_timeout_ms,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The recorder configuration, validated; an error names the key at fault.
+    pub fn into_recorder_config(self) -> Result<RecorderConfig, WindowConfigError> {
+        let window = WindowConfig {
+            window_size_ms: self.window_size_ms,
+            max_samples: self.max_samples,
+            sub_windows: self.sub_windows,
+            ..WindowConfig::default()
+        };
+        WindowShape::new(window.clone())?;
+        if self.max_series_per_metric == 0 {
+            return Err(WindowConfigError::Invalid {
+                key: "max_series_per_metric",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(RecorderConfig {
+            window,
+            max_series_per_metric: self.max_series_per_metric,
+            idle_timeout_ms: self.idle_timeout_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_specs() {
+        let c = MetricsConfig::default();
+        assert_eq!((c.window_size_ms, c.max_samples), (60_000, 10_000));
+        let parsed: MetricsConfig = toml::from_str("").unwrap();
+        assert_eq!(parsed, c);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = toml::from_str::<MetricsConfig>("window_size_ms = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("window_size_ms"), "{err}");
+        let err = toml::from_str::<MetricsConfig>("max_samples = 10")
+            .unwrap()
+            .into_recorder_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_samples"), "{err}");
+        let err = toml::from_str::<MetricsConfig>("max_series_per_metric = 0")
+            .unwrap()
+            .into_recorder_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_series_per_metric"), "{err}");
+    }
+}
