@@ -21,6 +21,7 @@
 //! | `window/record` | one sample into a series' sliding window (clock read, bucket, atomics) |
 //! | `window/metrics_util_summary_add` | the same sample into `metrics-util`'s `Summary` (DDSketch) |
 //! | `window/hdrhistogram_record` | the same sample into an `hdrhistogram` (3 significant digits) |
+//! | `window/prometheus_bucket_push` | the same sample into the Prometheus exporter's histogram storage (`metrics-util`'s `AtomicBucket`, drained every 65 536 samples outside the timing) |
 //! | `event_path/dspex_event_to_window_and_prometheus` | a bridge-call `stop` event through the metrics handler into the window and the Prometheus recorder (fanout) |
 //! | `event_path/histogram_macro_to_prometheus` | `metrics::histogram!(name, "method" => …).record(ms)` into the Prometheus recorder |
 //! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
@@ -186,6 +187,25 @@ fn window(c: &mut Criterion) {
             i = (i + 1) & 1023;
             // Microseconds, as integers.
             hdr.saturating_record(black_box((values[i] * 1000.0) as u64))
+        })
+    });
+    let bucket = metrics_util::storage::AtomicBucket::<f64>::new();
+    g.bench_function("prometheus_bucket_push", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < n {
+                let batch = (n - done).min(65_536);
+                let start = std::time::Instant::now();
+                for _ in 0..batch {
+                    i = (i + 1) & 1023;
+                    bucket.push(black_box(values[i]));
+                }
+                total += start.elapsed();
+                bucket.clear();
+                done += batch;
+            }
+            total
         })
     });
     g.finish();
