@@ -1,7 +1,7 @@
 //! The handler that turns events into `metrics` facade calls, through cached handles.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -11,7 +11,7 @@ use metrics::{Key, Label};
 use crate::definition::{
     DefinitionError, MetricDefinition, MetricKind, Tag, TagPart, for_each_tag_part, render_labels,
 };
-use crate::recorder::OVERFLOW_LABEL;
+use crate::recorder::{OVERFLOW_LABEL, PrecomputedHasher};
 
 static METADATA: metrics::Metadata<'static> = metrics::Metadata::new(
     "dspex_telemetry_metrics",
@@ -94,21 +94,6 @@ fn hash_part(hash: u64, part: TagPart<'_>) -> u64 {
     fnv(hash, &[0xff])
 }
 
-#[derive(Default)]
-struct Precomputed(u64);
-
-impl Hasher for Precomputed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = fnv(self.0, bytes);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 struct CachedSet {
     parts: Box<[OwnedPart]>,
     /// One handle per metric of the group, in order.
@@ -120,7 +105,7 @@ struct CachedSet {
 struct MetricGroup {
     tags: Vec<Tag>,
     metrics: Vec<MetricDefinition>,
-    cache: RwLock<HashMap<u64, Vec<CachedSet>, BuildHasherDefault<Precomputed>>>,
+    cache: RwLock<HashMap<u64, Vec<CachedSet>, BuildHasherDefault<PrecomputedHasher>>>,
     cached: AtomicUsize,
     max_series: usize,
     overflow: OnceLock<Box<[Handle]>>,

@@ -40,11 +40,12 @@ impl Default for RecorderConfig {
     }
 }
 
-/// `Key`'s hash is computed when the key is built: use it as is.
+/// For keys whose hash is computed once (`metrics::Key`, label-value hashes): the map uses it
+/// as is.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct PrecomputedHasher(u64);
 
-impl Hasher for KeyHasher {
+impl Hasher for PrecomputedHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -58,7 +59,7 @@ impl Hasher for KeyHasher {
     }
 }
 
-type Map<T> = HashMap<Key, Arc<T>, BuildHasherDefault<KeyHasher>>;
+type Map<T> = HashMap<Key, Arc<T>, BuildHasherDefault<PrecomputedHasher>>;
 
 #[derive(Default)]
 struct Registry {
@@ -335,33 +336,9 @@ impl WindowedRecorder {
         let stale = |last: u64, refs: usize| refs == 1 && now.saturating_sub(last) >= idle;
         let mut registry = self.write();
         let mut dropped: Vec<String> = Vec::new();
-        registry.histograms.retain(|k, h| {
-            let keep = !stale(h.last_update_ms(), Arc::strong_count(h));
-            if !keep {
-                dropped.push(k.name().to_owned());
-            }
-            keep
-        });
-        registry.counters.retain(|k, c| {
-            let keep = !stale(
-                c.last_update_ms.load(Ordering::Relaxed),
-                Arc::strong_count(c),
-            );
-            if !keep {
-                dropped.push(k.name().to_owned());
-            }
-            keep
-        });
-        registry.gauges.retain(|k, g| {
-            let keep = !stale(
-                g.last_update_ms.load(Ordering::Relaxed),
-                Arc::strong_count(g),
-            );
-            if !keep {
-                dropped.push(k.name().to_owned());
-            }
-            keep
-        });
+        sweep_map(&mut registry.histograms, &stale, &mut dropped);
+        sweep_map(&mut registry.counters, &stale, &mut dropped);
+        sweep_map(&mut registry.gauges, &stale, &mut dropped);
         for name in &dropped {
             if let Some(n) = registry.per_name.get_mut(name) {
                 *n = n.saturating_sub(1);
@@ -385,10 +362,26 @@ impl WindowedRecorder {
     }
 }
 
-/// Which of the registry's maps holds a kind of series.
+/// Which of the registry's maps holds a kind of series, and when a series last changed.
 trait Stored: Sized {
     fn map(registry: &Registry) -> &Map<Self>;
     fn map_mut(registry: &mut Registry) -> &mut Map<Self>;
+    fn last_update_ms(&self) -> u64;
+}
+
+/// Removes the series `stale(last update, references)` selects, noting their names.
+fn sweep_map<T: Stored>(
+    map: &mut Map<T>,
+    stale: &impl Fn(u64, usize) -> bool,
+    dropped: &mut Vec<String>,
+) {
+    map.retain(|key, series| {
+        let keep = !stale(series.last_update_ms(), Arc::strong_count(series));
+        if !keep {
+            dropped.push(key.name().to_owned());
+        }
+        keep
+    });
 }
 
 impl Stored for SeriesWindow {
@@ -397,6 +390,9 @@ impl Stored for SeriesWindow {
     }
     fn map_mut(r: &mut Registry) -> &mut Map<Self> {
         &mut r.histograms
+    }
+    fn last_update_ms(&self) -> u64 {
+        SeriesWindow::last_update_ms(self)
     }
 }
 
@@ -407,6 +403,9 @@ impl Stored for WindowedCounter {
     fn map_mut(r: &mut Registry) -> &mut Map<Self> {
         &mut r.counters
     }
+    fn last_update_ms(&self) -> u64 {
+        self.last_update_ms.load(Ordering::Relaxed)
+    }
 }
 
 impl Stored for GaugeCell {
@@ -415,6 +414,9 @@ impl Stored for GaugeCell {
     }
     fn map_mut(r: &mut Registry) -> &mut Map<Self> {
         &mut r.gauges
+    }
+    fn last_update_ms(&self) -> u64 {
+        self.last_update_ms.load(Ordering::Relaxed)
     }
 }
 
