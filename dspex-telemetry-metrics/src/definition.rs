@@ -1,6 +1,7 @@
 //! Metric definitions in the spirit of Elixir's `telemetry_metrics`: which event feeds which
 //! metric, with which measurement, unit, labels and description.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -109,6 +110,25 @@ pub enum TagSource {
     Phase,
     /// A fixed value.
     Constant(&'static str),
+    /// A metadata value mapped to a label value, for example `success: true` → `"ok"`. The
+    /// map runs once per distinct value, when its series is first registered.
+    Mapped(&'static str, ValueMap),
+}
+
+/// A function from a metadata value (or its absence) to a label value.
+#[derive(Clone, Copy)]
+pub struct ValueMap(pub fn(Option<&Value<'_>>) -> Cow<'static, str>);
+
+impl fmt::Debug for ValueMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ValueMap(..)")
+    }
+}
+
+impl PartialEq for ValueMap {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
 }
 
 /// One label of a metric: its name and where its value comes from.
@@ -367,6 +387,7 @@ impl MetricDefinition {
             let sources: Vec<&str> = match &tag.source {
                 TagSource::Metadata(k) => vec![k],
                 TagSource::Join(keys, _) => keys.to_vec(),
+                TagSource::Mapped(k, _) => vec![k],
                 TagSource::Phase | TagSource::Constant(_) => vec![],
             };
             if let Some(bad) = std::iter::once(tag.name)
@@ -431,6 +452,7 @@ pub(crate) fn for_each_tag_part<'e>(tag: &Tag, event: &Event<'e>, mut f: impl Fn
         }
         TagSource::Phase => f(TagPart::Str(event.name().segments().last().unwrap_or(""))),
         TagSource::Constant(c) => f(TagPart::Str(c)),
+        TagSource::Mapped(k, _) => f(TagPart::of(event.metadata().get(k))),
     }
 }
 
@@ -481,6 +503,9 @@ pub(crate) fn render_labels(
     def.tags
         .iter()
         .map(|tag| {
+            if let TagSource::Mapped(key, map) = &tag.source {
+                return (tag.name, (map.0)(event.metadata().get(key)).into_owned());
+            }
             let mut value = String::new();
             let sep = match &tag.source {
                 TagSource::Join(_, sep) => *sep,

@@ -47,7 +47,7 @@ pub use config::MetricsConfig;
 pub use counter::CounterSnapshot;
 pub use definition::{
     DefinitionError, EventFilter, FORBIDDEN_TAGS, Measurement, MetricDefinition, MetricKind, Tag,
-    TagSource, Unit,
+    TagSource, Unit, ValueMap,
 };
 pub use handler::{MetricsError, MetricsHandler};
 pub use recorder::{

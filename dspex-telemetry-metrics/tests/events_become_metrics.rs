@@ -303,3 +303,77 @@ fn bad_definitions_are_refused_with_the_reason() {
         "nothing stays attached after a refusal"
     );
 }
+
+#[test]
+fn mapped_labels_render_once_per_value() {
+    use dspex_telemetry_metrics::ValueMap;
+    use std::borrow::Cow;
+    fn outcome(v: Option<&dspex_telemetry_core::Value<'_>>) -> Cow<'static, str> {
+        match v {
+            Some(v) if *v == true.into() => Cow::Borrowed("ok"),
+            Some(_) => Cow::Borrowed("error"),
+            None => Cow::Borrowed("unknown"),
+        }
+    }
+    let recorder = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    let d = Dispatcher::new();
+    let def = MetricDefinition::counter(
+        "calls_by_outcome_total",
+        [catalog::BRIDGE_CALL.stop().clone()],
+    )
+    .tag("outcome", TagSource::Mapped("success", ValueMap(outcome)));
+    metrics::with_local_recorder(&recorder, || {
+        let _h = MetricsHandler::attach(&d, "m", vec![def], 10).unwrap();
+        for ok in [true, true, false] {
+            d.execute(
+                catalog::BRIDGE_CALL.stop(),
+                &measurements! {},
+                &metadata! { "success" => ok },
+            );
+        }
+        d.execute(
+            catalog::BRIDGE_CALL.stop(),
+            &measurements! {},
+            &metadata! {},
+        );
+    });
+    let total = |v| {
+        recorder
+            .counter("calls_by_outcome_total", &[("outcome", v)])
+            .map(|c| c.total)
+    };
+    assert_eq!(
+        (total("ok"), total("error"), total("unknown")),
+        (Some(2), Some(1), Some(1))
+    );
+}
+
+#[test]
+fn the_window_composes_with_other_recorders_through_a_fanout() {
+    let window = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    let capture = CapturingRecorder::default();
+    let fanout = metrics_util::layers::FanoutBuilder::default()
+        .add_recorder(window.clone())
+        .add_recorder(capture.clone())
+        .build();
+    let d = Dispatcher::new();
+    metrics::with_local_recorder(&fanout, || {
+        let _h = MetricsHandler::attach(&d, "m", metric_catalog::dspex_metrics(), 100).unwrap();
+        d.execute(
+            catalog::TYPES_CAST.stop(),
+            &measurements! { "duration" => 3_000_000 },
+            &metadata! { "to_type" => "int" },
+        );
+    });
+    assert_eq!(
+        window
+            .operation("dspex_types_cast", &[("to_type", "int")])
+            .unwrap()
+            .max,
+        3.0
+    );
+    assert_eq!(
+        capture.of("dspex_types_cast_duration").last().unwrap().op,
+        Op::Record(3.0)
+    );
+}
