@@ -111,6 +111,15 @@ pub const POOL_EXHAUSTED: EventName = EventName::from_static(&["dspex", "pool", 
 /// `max_queue_depth`. Metadata: `pool`.
 pub const POOL_HEALTH: EventName = EventName::from_static(&["dspex", "pool", "health"]);
 
+/// A span a Python worker timed and returned with its reply, `[:dspex, :python, :span]`,
+/// emitted on the Rust side inside the bridge call it belongs to.
+///
+/// Measurements: `start_time`, `end_time` (nanoseconds since the Unix epoch, on the worker's
+/// clock), `duration` (nanoseconds). Metadata: `name`, `trace_id`, `span_id`,
+/// `parent_span_id`, `status` (`ok` | `error`), `message` (on error), `worker_id`, and the
+/// span's own attributes.
+pub const PYTHON_SPAN: EventName = EventName::from_static(&["dspex", "python", "span"]);
+
 /// A handler panicked and was detached, `[:dspex, :telemetry, :handler, :failure]`.
 ///
 /// Measurements: `system_time`. Metadata: `handler_id`, `event` (dotted name), `kind`
@@ -273,6 +282,20 @@ pub const EVENTS: &[EventSpec] = &[
             "max_queue_depth",
         ],
         &["pool"],
+    ),
+    spec(
+        PYTHON_SPAN,
+        Single,
+        &["start_time", "end_time", "duration"],
+        &[
+            "name",
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "status",
+            "message",
+            "worker_id",
+        ],
     ),
     spec(
         HANDLER_FAILURE,

@@ -1,0 +1,179 @@
+"""The dspex-telemetry Python worker: serves calls from the Rust pool over a framed pipe.
+
+Protocol: each frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON.
+Requests arrive on stdin; replies leave on the process's original stdout, which the worker
+takes for itself at start: anything user code prints goes to stderr and cannot corrupt a frame.
+
+Each request carries the caller's trace (traceparent, baggage, correlation id). The worker
+restores it in context variables, times the call as a span that is a child of the caller's
+span, and returns every span opened meanwhile (the call's own, and those user code opens with
+`dspex_span`) with the reply.
+
+Standard library only.
+"""
+
+import contextlib
+import contextvars
+import importlib
+import json
+import os
+import secrets
+import struct
+import sys
+import time
+import traceback
+
+MAX_FRAME = 64 * 1024 * 1024
+
+_trace_id = contextvars.ContextVar("dspex_trace_id", default=None)
+_span_id = contextvars.ContextVar("dspex_span_id", default=None)
+_correlation_id = contextvars.ContextVar("dspex_correlation_id", default=None)
+_baggage = contextvars.ContextVar("dspex_baggage", default="")
+_spans = contextvars.ContextVar("dspex_spans", default=None)
+
+
+def current_trace():
+    """The trace this worker is serving: trace id, span id, correlation id, baggage header."""
+    return {
+        "trace_id": _trace_id.get(),
+        "span_id": _span_id.get(),
+        "correlation_id": _correlation_id.get(),
+        "baggage": _baggage.get(),
+    }
+
+
+@contextlib.contextmanager
+def dspex_span(name, **attributes):
+    """Times a block as a child span of the current one; it is returned to Rust with the reply."""
+    parent = _span_id.get()
+    span_id = secrets.token_hex(8)
+    token = _span_id.set(span_id)
+    start = time.time_ns()
+    status, message = "ok", None
+    try:
+        yield attributes
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+        status, message = "error", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        end = time.time_ns()
+        _span_id.reset(token)
+        spans = _spans.get()
+        if spans is not None:
+            spans.append(
+                {
+                    "name": name,
+                    "span_id": span_id,
+                    "parent_span_id": parent,
+                    "start_ns": start,
+                    "end_ns": end,
+                    "status": status,
+                    "message": message,
+                    "attributes": {k: _jsonable(v) for k, v in attributes.items()},
+                }
+            )
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def _parse_traceparent(header):
+    parts = (header or "").split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None, None
+    return parts[1], parts[2]
+
+
+def _read_exact(stream, n):
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _write_frame(out, message):
+    body = json.dumps(message, default=repr).encode("utf-8")
+    out.write(struct.pack(">I", len(body)) + body)
+    out.flush()
+
+
+def _call(request):
+    module = importlib.import_module(request["module"])
+    target = module
+    for part in request["function"].split("."):
+        target = getattr(target, part)
+    return target(*request.get("args", []), **request.get("kwargs", {}))
+
+
+def _serve_one(request):
+    trace = request.get("trace") or {}
+    trace_id, parent = _parse_traceparent(trace.get("traceparent"))
+    _trace_id.set(trace_id)
+    _span_id.set(parent)
+    _correlation_id.set(trace.get("correlation_id"))
+    _baggage.set(trace.get("baggage") or "")
+    spans = []
+    _spans.set(spans)
+    reply = {"id": request.get("id"), "trace_seen": current_trace()}
+    try:
+        op = request.get("op")
+        if op == "ping":
+            reply.update(ok=True, result="pong")
+        elif op == "call":
+            name = f"python {request['module']}.{request['function']}"
+            with dspex_span(name, module=request["module"], function=request["function"]):
+                result = _call(request)
+            reply.update(ok=True, result=result)
+        else:
+            reply.update(ok=False, error={"type": "ProtocolError", "message": f"unknown op {op!r}"})
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+        reply.update(
+            ok=False,
+            error={
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(limit=20),
+            },
+        )
+    reply["spans"] = spans
+    return reply
+
+
+_proto_out = None
+
+
+def main():
+    global _proto_out
+    # Take the real stdout for frames; send fd 1 (and so print) to stderr.
+    proto_out = _proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    proto_in = sys.stdin.buffer
+    sys.modules.setdefault("dspex_worker", sys.modules[__name__])
+    _write_frame(proto_out, {"ready": True, "pid": os.getpid()})
+    while True:
+        header = _read_exact(proto_in, 4)
+        if header is None:
+            return
+        (length,) = struct.unpack(">I", header)
+        if length > MAX_FRAME:
+            return
+        body = _read_exact(proto_in, length)
+        if body is None:
+            return
+        try:
+            request = json.loads(body)
+        except ValueError as exc:
+            _write_frame(proto_out, {"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
+            continue
+        contextvars.copy_context().run(lambda: _write_frame(proto_out, _serve_one(request)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+//! Bridge calls: a Python function called through the pool, as a `[:dspex, :bridge, :call]`
+//! span, with the worker's own spans emitted as its children.
+
+use std::borrow::Cow;
+
+use dspex_telemetry_core::{
+    Measurements, Metadata, Value as MetaValue, catalog, context, metadata,
+};
+use serde_json::{Map, Value, json};
+
+use crate::error::BridgeError;
+use crate::pool::{Pool, Reply};
+
+/// The longest `args` text put in event metadata (it goes to traces and logs, never labels).
+const ARGS_TEXT_LIMIT: usize = 256;
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "none",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+fn truncated(text: String) -> String {
+    if text.len() <= ARGS_TEXT_LIMIT {
+        return text;
+    }
+    let mut end = ARGS_TEXT_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+impl Pool {
+    /// Calls `module.function(*args)` in a worker and returns its result.
+    ///
+    /// The call is a `[:dspex, :bridge, :call]` span (metadata `module`, `function`, `args`;
+    /// on stop `success`, `result_type`, `worker_id`; on exception `error`). The current
+    /// trace travels to the worker, which restores it in context variables; the spans the
+    /// worker timed come back as `[:dspex, :python, :span]` events, children of this call.
+    pub async fn call(
+        &self,
+        module: &str,
+        function: &str,
+        args: Vec<Value>,
+    ) -> Result<Value, BridgeError> {
+        self.call_with_kwargs(module, function, args, Map::new())
+            .await
+    }
+
+    /// As [`Pool::call`], with keyword arguments.
+    pub async fn call_with_kwargs(
+        &self,
+        module: &str,
+        function: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, BridgeError> {
+        let args_text = truncated(Value::Array(args.clone()).to_string());
+        let md = metadata! { "module" => module, "function" => function, "args" => args_text };
+        let dispatcher = self.config().dispatcher.clone();
+        dispatcher
+            .try_span_async(&catalog::BRIDGE_CALL, md, async {
+                let mut message = Map::new();
+                message.insert("op".into(), json!("call"));
+                message.insert("module".into(), json!(module));
+                message.insert("function".into(), json!(function));
+                message.insert("args".into(), Value::Array(args));
+                message.insert("kwargs".into(), Value::Object(kwargs));
+                match self.submit("call", message).await {
+                    Ok(reply) => {
+                        self.emit_python_spans(&reply);
+                        let stop = metadata! {
+                            "success" => true,
+                            "result_type" => type_name(&reply.result),
+                            "worker_id" => reply.worker_id,
+                        };
+                        (Ok(reply.result), stop)
+                    }
+                    Err(e) => {
+                        let kind = e.kind();
+                        (Err(e), metadata! { "success" => false, "error" => kind })
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Checks a worker answers; the reply carries the trace the worker saw (for tests).
+    pub async fn ping(&self) -> Result<Value, BridgeError> {
+        let mut message = Map::new();
+        message.insert("op".into(), json!("ping"));
+        self.submit("ping", message).await.map(|r| r.trace_seen)
+    }
+
+    /// Emits the spans a worker returned, inside the current (bridge call) context.
+    fn emit_python_spans(&self, reply: &Reply) {
+        if reply.spans.is_empty() {
+            return;
+        }
+        let dispatcher = &self.config().dispatcher;
+        if !dispatcher.has_handlers(&catalog::PYTHON_SPAN) {
+            return;
+        }
+        let trace_id = context::current()
+            .map(|c| c.trace_id().to_string())
+            .unwrap_or_default();
+        for span in &reply.spans {
+            let num = |k: &str| span.get(k).and_then(Value::as_i64).unwrap_or(0);
+            let text = |k: &str| span.get(k).and_then(Value::as_str).unwrap_or("");
+            let (start, end) = (num("start_ns"), num("end_ns"));
+            let measurements = Measurements::new()
+                .with("start_time", start)
+                .with("end_time", end)
+                .with("duration", end.saturating_sub(start));
+            let mut md = Metadata::new()
+                .with("name", text("name"))
+                .with("trace_id", trace_id.as_str())
+                .with("span_id", text("span_id"))
+                .with("parent_span_id", text("parent_span_id"))
+                .with("status", text("status"))
+                .with("worker_id", reply.worker_id);
+            if let Some(message) = span.get("message").and_then(Value::as_str) {
+                md.insert("message", message);
+            }
+            if let Some(attrs) = span.get("attributes").and_then(Value::as_object) {
+                for (k, v) in attrs {
+                    let value: MetaValue<'_> = match v {
+                        Value::String(s) => s.as_str().into(),
+                        Value::Bool(b) => (*b).into(),
+                        Value::Number(n) if n.is_i64() => n.as_i64().unwrap_or(0).into(),
+                        Value::Number(n) => n.as_f64().unwrap_or(0.0).into(),
+                        other => Cow::<str>::Owned(other.to_string()).into(),
+                    };
+                    md.insert(k.as_str(), value);
+                }
+            }
+            dispatcher.execute(&catalog::PYTHON_SPAN, &measurements, &md);
+        }
+    }
+}

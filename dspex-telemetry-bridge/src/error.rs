@@ -1,0 +1,71 @@
+//! What a bridge call can fail with.
+
+use std::time::Duration;
+
+/// Why a call through the pool failed. Each is also reported as the call's `exception` event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BridgeError {
+    /// The request queue was full; the call was refused at once.
+    #[error("the worker pool's queue is full ({depth} requests waiting)")]
+    QueueFull {
+        /// Requests waiting when this one was refused.
+        depth: usize,
+    },
+    /// The call did not finish within its deadline; its worker was killed and replaced.
+    #[error("the call did not finish within {0:?}; its worker was killed")]
+    DeadlineExceeded(Duration),
+    /// The worker died during the call; it was replaced.
+    #[error("the worker died during the call: {0}")]
+    WorkerCrashed(String),
+    /// The Python code raised.
+    #[error("{kind}: {message}")]
+    Python {
+        /// The exception's type name.
+        kind: String,
+        /// Its message.
+        message: String,
+        /// The Python traceback.
+        traceback: Option<String>,
+    },
+    /// The worker sent something that is not a valid reply; it was replaced.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The pool is shut down.
+    #[error("the worker pool is shut down")]
+    ShutDown,
+}
+
+impl BridgeError {
+    /// A short stable name for the error, used as the `error` metadata of events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BridgeError::QueueFull { .. } => "queue_full",
+            BridgeError::DeadlineExceeded(_) => "timeout",
+            BridgeError::WorkerCrashed(_) => "worker_crashed",
+            BridgeError::Python { .. } => "python_exception",
+            BridgeError::Protocol(_) => "protocol_error",
+            BridgeError::ShutDown => "shut_down",
+        }
+    }
+}
+
+/// Why the pool could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is invalid; names the key.
+    #[error("invalid `{key}`: {reason}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A worker could not be started.
+    #[error("could not start a Python worker ({python}): {reason}")]
+    Spawn {
+        /// The interpreter tried.
+        python: String,
+        /// What went wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,606 @@
+//! The worker pool: Python processes serving framed requests from a bounded queue.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use dspex_telemetry_core::{Dispatcher, Measurements, Metadata, catalog, context};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::{BridgeError, StartError};
+use crate::protocol::{FrameError, read_frame, write_frame};
+
+/// The worker script, shipped inside the crate (standard library only).
+pub const WORKER_SCRIPT: &str = include_str!("../python/dspex_worker.py");
+
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The pool's name, the `pool` label of its metrics (default `"default"`).
+    pub name: String,
+    /// Worker processes (default 2).
+    pub size: usize,
+    /// Requests that may wait for a worker; one more is refused with
+    /// [`BridgeError::QueueFull`] (default 1 000).
+    pub max_queue_depth: usize,
+    /// How long a call may take, queue time included, before its worker is killed (default 30 s).
+    pub call_timeout: Duration,
+    /// The interpreter (default `python3`).
+    pub python: String,
+    /// Folders added to `PYTHONPATH`, where your modules live.
+    pub python_path: Vec<PathBuf>,
+    /// How long a worker may take to start (default 10 s).
+    pub startup_timeout: Duration,
+    /// The largest reply accepted from a worker (default 16 MiB).
+    pub max_frame_bytes: usize,
+    /// How often a `[:dspex, :pool, :health]` event is emitted (default 5 s; `None`: never).
+    pub health_interval: Option<Duration>,
+    /// Where the pool's and the calls' events go (default: the global dispatcher).
+    pub dispatcher: Dispatcher,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: "default".into(),
+            size: 2,
+            max_queue_depth: 1_000,
+            call_timeout: Duration::from_secs(30),
+            python: "python3".into(),
+            python_path: Vec::new(),
+            startup_timeout: Duration::from_secs(10),
+            max_frame_bytes: 16 * 1024 * 1024,
+            health_interval: Some(Duration::from_secs(5)),
+            dispatcher: Dispatcher::global().clone(),
+        }
+    }
+}
+
+/// A reply from a worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub(crate) result: Value,
+    pub(crate) spans: Vec<Value>,
+    pub(crate) trace_seen: Value,
+    pub(crate) worker_id: usize,
+}
+
+struct Job {
+    message: Map<String, Value>,
+    operation: &'static str,
+    enqueued: Instant,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Reply, BridgeError>>,
+}
+
+struct Inner {
+    config: PoolConfig,
+    tx: mpsc::Sender<Job>,
+    rx: Mutex<mpsc::Receiver<Job>>,
+    closing: watch::Sender<bool>,
+    closed: AtomicBool,
+    depth: AtomicUsize,
+    idle: AtomicUsize,
+    busy: AtomicUsize,
+    starting: AtomicUsize,
+    restarts: AtomicU64,
+    next_id: AtomicU64,
+    tasks: StdMutex<Vec<JoinHandle<()>>>,
+}
+
+/// A pool of Python worker processes, instrumented end to end. Clone it to share.
+///
+/// Every request waits in a bounded queue, is served by one worker, and ends with exactly one
+/// outcome: its result, a Python exception, or a pool error (queue full, deadline, worker
+/// crash, protocol error). A worker that crashes, hangs past the deadline or breaks the
+/// protocol is killed and replaced. The pool emits `[:dspex, :pool, …]` events: request
+/// queued and dispatched (with queue time), worker spawned, exited and restarted, pool
+/// exhausted, and periodic health.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.inner.config.name)
+            .field("size", &self.inner.config.size)
+            .field("queue_depth", &self.inner.depth.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Counts of the pool's workers and queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolHealth {
+    /// Workers waiting for a request.
+    pub idle: usize,
+    /// Workers serving a request.
+    pub busy: usize,
+    /// Workers starting.
+    pub starting: usize,
+    /// Requests waiting.
+    pub queue_depth: usize,
+    /// Workers replaced so far.
+    pub restarts: u64,
+}
+
+struct Worker {
+    child: Child,
+    /// `None` once closed, which tells the worker to exit.
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    pid: u32,
+    started: std::time::Instant,
+}
+
+fn emit(
+    dispatcher: &Dispatcher,
+    event: &dspex_telemetry_core::EventName,
+    m: Measurements<'_>,
+    md: Metadata<'_>,
+) {
+    dispatcher.execute(event, &m, &md);
+}
+
+impl Pool {
+    /// Starts the pool: validates the configuration (errors name the key) and starts every
+    /// worker, failing if the first cannot start (no interpreter, say).
+    pub async fn start(config: PoolConfig) -> Result<Pool, StartError> {
+        let invalid = |key, reason: &str| StartError::Config {
+            key,
+            reason: reason.to_owned(),
+        };
+        if config.size == 0 {
+            return Err(invalid("size", "must be at least 1"));
+        }
+        if config.max_queue_depth == 0 {
+            return Err(invalid("max_queue_depth", "must be at least 1"));
+        }
+        if config.call_timeout.is_zero() {
+            return Err(invalid("call_timeout", "must be above zero"));
+        }
+        if config.max_frame_bytes < 1024 {
+            return Err(invalid("max_frame_bytes", "must be at least 1024"));
+        }
+        let (tx, rx) = mpsc::channel(config.max_queue_depth);
+        let inner = Arc::new(Inner {
+            tx,
+            rx: Mutex::new(rx),
+            closing: watch::channel(false).0,
+            closed: AtomicBool::new(false),
+            depth: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            starting: AtomicUsize::new(0),
+            restarts: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            tasks: StdMutex::new(Vec::new()),
+            config,
+        });
+        let mut first = Vec::new();
+        for worker_id in 0..inner.config.size {
+            let worker =
+                spawn_worker(&inner, worker_id)
+                    .await
+                    .map_err(|reason| StartError::Spawn {
+                        python: inner.config.python.clone(),
+                        reason,
+                    })?;
+            first.push(worker);
+        }
+        let mut tasks = Vec::new();
+        for (worker_id, worker) in first.into_iter().enumerate() {
+            tasks.push(tokio::spawn(supervise(inner.clone(), worker_id, worker)));
+        }
+        if let Some(every) = inner.config.health_interval {
+            tasks.push(tokio::spawn(report_health(inner.clone(), every)));
+        }
+        *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        Ok(Pool { inner })
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// Worker and queue counts now.
+    pub fn health(&self) -> PoolHealth {
+        health(&self.inner)
+    }
+
+    /// Sends one request and waits for its reply.
+    pub(crate) async fn submit(
+        &self,
+        operation: &'static str,
+        mut message: Map<String, Value>,
+    ) -> Result<Reply, BridgeError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(BridgeError::ShutDown);
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        message.insert("id".into(), json!(id));
+        message.insert("trace".into(), trace_wire());
+        let (reply, outcome) = oneshot::channel();
+        let now = Instant::now();
+        let deadline = now + inner.config.call_timeout;
+        let job = Job {
+            message,
+            operation,
+            enqueued: now,
+            deadline,
+            reply,
+        };
+        let depth = inner.depth.fetch_add(1, Ordering::AcqRel) + 1;
+        let pool = inner.config.name.as_str();
+        match inner.tx.try_send(job) {
+            Ok(()) => emit(
+                &inner.config.dispatcher,
+                &catalog::POOL_REQUEST_QUEUED,
+                Measurements::new().with("queue_depth", depth),
+                Metadata::new()
+                    .with("pool", pool)
+                    .with("operation", operation),
+            ),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inner.depth.fetch_sub(1, Ordering::AcqRel);
+                emit(
+                    &inner.config.dispatcher,
+                    &catalog::POOL_EXHAUSTED,
+                    Measurements::new()
+                        .with("queue_depth", depth - 1)
+                        .with("max_queue_depth", inner.config.max_queue_depth),
+                    Metadata::new()
+                        .with("pool", pool)
+                        .with("operation", operation),
+                );
+                return Err(BridgeError::QueueFull { depth: depth - 1 });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                inner.depth.fetch_sub(1, Ordering::AcqRel);
+                return Err(BridgeError::ShutDown);
+            }
+        }
+        // The worker enforces the deadline; this guards against a pool that cannot serve.
+        match tokio::time::timeout_at(deadline + Duration::from_secs(1), outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(BridgeError::ShutDown),
+            Err(_) => Err(BridgeError::DeadlineExceeded(inner.config.call_timeout)),
+        }
+    }
+
+    /// Stops taking requests, lets queued and in-flight calls finish, then stops the workers.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        inner.closing.send_replace(true);
+        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        // Anything that slipped in after the workers left gets a clear answer.
+        let mut rx = inner.rx.lock().await;
+        rx.close();
+        while let Ok(job) = rx.try_recv() {
+            inner.depth.fetch_sub(1, Ordering::AcqRel);
+            let _ = job.reply.send(Err(BridgeError::ShutDown));
+        }
+    }
+}
+
+fn health(inner: &Inner) -> PoolHealth {
+    PoolHealth {
+        idle: inner.idle.load(Ordering::Relaxed),
+        busy: inner.busy.load(Ordering::Relaxed),
+        starting: inner.starting.load(Ordering::Relaxed),
+        queue_depth: inner.depth.load(Ordering::Relaxed),
+        restarts: inner.restarts.load(Ordering::Relaxed),
+    }
+}
+
+/// The caller's trace as the worker receives it.
+fn trace_wire() -> Value {
+    match context::current() {
+        Some(ctx) => json!({
+            "traceparent": ctx.traceparent().to_string(),
+            "baggage": ctx.outgoing_baggage().to_header(),
+            "correlation_id": ctx.correlation_id().as_str(),
+        }),
+        None => Value::Null,
+    }
+}
+
+async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, String> {
+    let config = &inner.config;
+    let started = std::time::Instant::now();
+    let mut command = Command::new(&config.python);
+    command
+        .arg("-u")
+        .arg("-c")
+        .arg(WORKER_SCRIPT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if !config.python_path.is_empty() {
+        let mut paths: Vec<PathBuf> = config.python_path.clone();
+        if let Some(existing) = std::env::var_os("PYTHONPATH") {
+            paths.extend(std::env::split_paths(&existing));
+        }
+        let joined = std::env::join_paths(paths).map_err(|e| e.to_string())?;
+        command.env("PYTHONPATH", joined);
+    }
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(mut stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("the worker's pipes were not set up".into());
+    };
+    let pool = config.name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(target: "dspex_telemetry::python", pool = %pool, worker_id, "{line}");
+        }
+    });
+    let ready = tokio::time::timeout(
+        config.startup_timeout,
+        read_frame(&mut stdout, config.max_frame_bytes),
+    )
+    .await;
+    match ready {
+        Ok(Ok(frame)) if frame.get("ready") == Some(&Value::Bool(true)) => {}
+        Ok(Ok(frame)) => return Err(format!("unexpected first frame {frame}")),
+        Ok(Err(e)) => {
+            let status = child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return Err(format!("{e} ({status})"));
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(format!("not ready within {:?}", config.startup_timeout));
+        }
+    }
+    emit(
+        &config.dispatcher,
+        &catalog::POOL_WORKER_SPAWNED,
+        Measurements::new().with("startup_time", started.elapsed().as_nanos() as u64),
+        Metadata::new()
+            .with("pool", config.name.as_str())
+            .with("worker_id", worker_id)
+            .with("os_pid", pid),
+    );
+    Ok(Worker {
+        child,
+        stdin: Some(stdin),
+        stdout,
+        pid,
+        started,
+    })
+}
+
+async fn supervise(inner: Arc<Inner>, worker_id: usize, first: Worker) {
+    let mut next = Some(first);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let worker = match next.take() {
+            Some(w) => w,
+            None => {
+                if inner.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                inner.starting.fetch_add(1, Ordering::Relaxed);
+                let spawned = spawn_worker(&inner, worker_id).await;
+                inner.starting.fetch_sub(1, Ordering::Relaxed);
+                match spawned {
+                    Ok(w) => {
+                        backoff = Duration::from_millis(50);
+                        w
+                    }
+                    Err(reason) => {
+                        tracing::warn!(pool = %inner.config.name, worker_id, %reason, "could not restart a Python worker");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+        };
+        let pid = worker.pid;
+        let started = worker.started;
+        let (reason, exit_code) = serve(&inner, worker_id, worker).await;
+        emit(
+            &inner.config.dispatcher,
+            &catalog::POOL_WORKER_EXITED,
+            Measurements::new().with("uptime", started.elapsed().as_nanos() as u64),
+            Metadata::new()
+                .with("pool", inner.config.name.as_str())
+                .with("worker_id", worker_id)
+                .with("os_pid", pid)
+                .with("reason", reason)
+                .with("exit_code", exit_code),
+        );
+        if reason == "shutdown" {
+            return;
+        }
+        let restarts = inner.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        emit(
+            &inner.config.dispatcher,
+            &catalog::POOL_WORKER_RESTARTED,
+            Measurements::new().with("restarts", restarts),
+            Metadata::new()
+                .with("pool", inner.config.name.as_str())
+                .with("worker_id", worker_id)
+                .with("reason", reason),
+        );
+    }
+}
+
+/// The next job, or `None` once the pool is closing and the queue is empty.
+async fn next_job(inner: &Inner) -> Option<Job> {
+    let mut closing = inner.closing.subscribe();
+    let mut rx = inner.rx.lock().await;
+    tokio::select! {
+        biased;
+        job = rx.recv() => job,
+        _ = closing.wait_for(|c| *c) => rx.try_recv().ok(),
+    }
+}
+
+/// Serves jobs until the worker must go; returns why, and its exit code (-1 if unknown).
+async fn serve(inner: &Inner, worker_id: usize, mut worker: Worker) -> (&'static str, i64) {
+    inner.idle.fetch_add(1, Ordering::Relaxed);
+    let outcome = loop {
+        let Some(job) = next_job(inner).await else {
+            break "shutdown";
+        };
+        let depth = inner.depth.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if job.reply.is_closed() {
+            continue; // the caller gave up
+        }
+        if Instant::now() >= job.deadline {
+            let _ = job.reply.send(Err(BridgeError::DeadlineExceeded(
+                inner.config.call_timeout,
+            )));
+            continue;
+        }
+        emit(
+            &inner.config.dispatcher,
+            &catalog::POOL_REQUEST_DISPATCHED,
+            Measurements::new()
+                .with("queue_time", job.enqueued.elapsed().as_nanos() as u64)
+                .with("queue_depth", depth),
+            Metadata::new()
+                .with("pool", inner.config.name.as_str())
+                .with("operation", job.operation)
+                .with("worker_id", worker_id),
+        );
+        inner.idle.fetch_sub(1, Ordering::Relaxed);
+        inner.busy.fetch_add(1, Ordering::Relaxed);
+        let id = job.message.get("id").cloned();
+        let message = Value::Object(job.message);
+        let max = inner.config.max_frame_bytes;
+        let exchange = async {
+            let stdin = worker.stdin.as_mut().ok_or(FrameError::Closed)?;
+            write_frame(stdin, &message).await?;
+            read_frame(&mut worker.stdout, max).await
+        };
+        let result = tokio::time::timeout_at(job.deadline, exchange).await;
+        inner.busy.fetch_sub(1, Ordering::Relaxed);
+        inner.idle.fetch_add(1, Ordering::Relaxed);
+        let (reply, fatal) = match result {
+            Err(_) => (
+                Err(BridgeError::DeadlineExceeded(inner.config.call_timeout)),
+                Some("killed_deadline"),
+            ),
+            Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => {
+                let status = exit_status(&mut worker.child).await;
+                (Err(BridgeError::WorkerCrashed(status)), Some("crashed"))
+            }
+            Ok(Err(e)) => (
+                Err(BridgeError::Protocol(e.to_string())),
+                Some("protocol_error"),
+            ),
+            Ok(Ok(frame)) if frame.get("id") != id.as_ref() => (
+                Err(BridgeError::Protocol(format!(
+                    "reply for request {:?}, expected {id:?}",
+                    frame.get("id")
+                ))),
+                Some("protocol_error"),
+            ),
+            Ok(Ok(frame)) => (parse_reply(frame, worker_id), None),
+        };
+        let _ = job.reply.send(reply);
+        if let Some(reason) = fatal {
+            break reason;
+        }
+    };
+    inner.idle.fetch_sub(1, Ordering::Relaxed);
+    let exit_code = stop(&mut worker, outcome == "shutdown").await;
+    (outcome, exit_code)
+}
+
+async fn exit_status(child: &mut Child) -> String {
+    match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        _ => "no exit status".into(),
+    }
+}
+
+/// Ends a worker: politely (close its input, wait) on shutdown, else by killing it.
+async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
+    // Closing stdin ends the worker's loop.
+    drop(worker.stdin.take());
+    if !graceful
+        || tokio::time::timeout(Duration::from_secs(2), worker.child.wait())
+            .await
+            .is_err()
+    {
+        let _ = worker.child.kill().await;
+    }
+    match worker.child.try_wait() {
+        Ok(Some(status)) => status.code().map_or(-1, i64::from),
+        _ => -1,
+    }
+}
+
+fn parse_reply(frame: Value, worker_id: usize) -> Result<Reply, BridgeError> {
+    let ok = frame.get("ok").and_then(Value::as_bool).unwrap_or(false);
+    if ok {
+        Ok(Reply {
+            result: frame.get("result").cloned().unwrap_or(Value::Null),
+            spans: frame
+                .get("spans")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            trace_seen: frame.get("trace_seen").cloned().unwrap_or(Value::Null),
+            worker_id,
+        })
+    } else {
+        let error = frame.get("error").cloned().unwrap_or(Value::Null);
+        let text = |k: &str| error.get(k).and_then(Value::as_str).map(str::to_owned);
+        Err(BridgeError::Python {
+            kind: text("type").unwrap_or_else(|| "Error".into()),
+            message: text("message").unwrap_or_default(),
+            traceback: text("traceback"),
+        })
+    }
+}
+
+async fn report_health(inner: Arc<Inner>, every: Duration) {
+    let mut closing = inner.closing.subscribe();
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+        let h = health(&inner);
+        emit(
+            &inner.config.dispatcher,
+            &catalog::POOL_HEALTH,
+            Measurements::new()
+                .with("workers_idle", h.idle)
+                .with("workers_busy", h.busy)
+                .with("workers_starting", h.starting)
+                .with("queue_depth", h.queue_depth)
+                .with("max_queue_depth", inner.config.max_queue_depth),
+            Metadata::new().with("pool", inner.config.name.as_str()),
+        );
+    }
+}

@@ -1,0 +1,53 @@
+"""Functions the bridge tests call in real Python workers."""
+
+import os
+import struct
+import sys
+import time
+
+from dspex_worker import current_trace, dspex_span
+
+
+def add(a, b):
+    return a + b
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def pid():
+    return os.getpid()
+
+
+def chatty(lines):
+    for i in range(lines):
+        print(f"user output line {i}")
+        sys.stdout.write("\x00\x00\x00\x10not a frame at all\n")
+    sys.stdout.flush()
+    return 42
+
+
+def whoami():
+    return current_trace()
+
+
+def nested(k):
+    with dspex_span("retrieve", k=k):
+        with dspex_span("rank"):
+            time.sleep(0.002)
+    return "done"
+
+
+def junk():
+    import dspex_worker
+
+    out = dspex_worker._proto_out
+    out.write(struct.pack(">I", 5) + b"hello")
+    out.flush()
+    time.sleep(10)
