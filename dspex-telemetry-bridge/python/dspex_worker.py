@@ -17,7 +17,7 @@ import contextvars
 import importlib
 import json
 import os
-import secrets
+import random
 import struct
 import sys
 import time
@@ -42,11 +42,28 @@ def current_trace():
     }
 
 
+def _finish_span(name, span_id, parent, start, status, message, attributes):
+    spans = _spans.get()
+    if spans is not None:
+        spans.append(
+            {
+                "name": name,
+                "span_id": span_id,
+                "parent_span_id": parent,
+                "start_ns": start,
+                "end_ns": time.time_ns(),
+                "status": status,
+                "message": message,
+                "attributes": attributes,
+            }
+        )
+
+
 @contextlib.contextmanager
 def dspex_span(name, **attributes):
     """Times a block as a child span of the current one; it is returned to Rust with the reply."""
     parent = _span_id.get()
-    span_id = secrets.token_hex(8)
+    span_id = _new_span_id()
     token = _span_id.set(span_id)
     start = time.time_ns()
     status, message = "ok", None
@@ -56,22 +73,39 @@ def dspex_span(name, **attributes):
         status, message = "error", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        end = time.time_ns()
         _span_id.reset(token)
-        spans = _spans.get()
-        if spans is not None:
-            spans.append(
-                {
-                    "name": name,
-                    "span_id": span_id,
-                    "parent_span_id": parent,
-                    "start_ns": start,
-                    "end_ns": end,
-                    "status": status,
-                    "message": message,
-                    "attributes": {k: _jsonable(v) for k, v in attributes.items()},
-                }
-            )
+        _finish_span(name, span_id, parent, start, status, message, {k: _jsonable(v) for k, v in attributes.items()})
+
+
+def _traced_call(request):
+    """The call as a span, without a context manager's cost: this runs on every traced call."""
+    parent = _span_id.get()
+    span_id = _new_span_id()
+    token = _span_id.set(span_id)
+    start = time.time_ns()
+    status, message = "ok", None
+    try:
+        return _call(request)
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+        status, message = "error", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        _span_id.reset(token)
+        module, function = request["module"], request["function"]
+        _finish_span(
+            f"python {module}.{function}",
+            span_id,
+            parent,
+            start,
+            status,
+            message,
+            {"module": module, "function": function},
+        )
+
+
+def _new_span_id():
+    # Unique, not secret: a seeded generator is enough and costs no system call.
+    return "%016x" % (random.getrandbits(64) or 1)
 
 
 def _jsonable(value):
@@ -118,17 +152,16 @@ def _serve_one(request):
     _span_id.set(parent)
     _correlation_id.set(trace.get("correlation_id"))
     _baggage.set(trace.get("baggage") or "")
-    spans = []
+    # Spans are collected only when the caller traces this call.
+    spans = [] if trace_id else None
     _spans.set(spans)
-    reply = {"id": request.get("id"), "trace_seen": current_trace()}
+    reply = {"id": request.get("id")}
     try:
         op = request.get("op")
         if op == "ping":
-            reply.update(ok=True, result="pong")
+            reply.update(ok=True, result="pong", trace_seen=current_trace())
         elif op == "call":
-            name = f"python {request['module']}.{request['function']}"
-            with dspex_span(name, module=request["module"], function=request["function"]):
-                result = _call(request)
+            result = _call(request) if spans is None else _traced_call(request)
             reply.update(ok=True, result=result)
         else:
             reply.update(ok=False, error={"type": "ProtocolError", "message": f"unknown op {op!r}"})
@@ -141,11 +174,8 @@ def _serve_one(request):
                 "traceback": traceback.format_exc(limit=20),
             },
         )
-    reply["spans"] = spans
+    reply["spans"] = spans or []
     return reply
-
-
-_proto_out = None
 
 
 def main():

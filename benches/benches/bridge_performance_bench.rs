@@ -1,0 +1,172 @@
+//! `bridge_performance_bench`: a call's round trip through the Python worker pool, with
+//! telemetry on and off (the same pool), against a bare Python echo over a pipe (no pool), at
+//! 1, 2 and 8 concurrent callers. Each bench reports the time per call: with N callers,
+//! `elapsed / calls`, so lower is more throughput.
+//!
+//! Run: `cargo bench -p dspex-telemetry-benches --bench bridge_performance_bench`, then
+//! `cargo xtask bench-report`.
+//!
+//! | bench | what it measures |
+//! |---|---|
+//! | `bridge/bare_pipe_echo/1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
+//! | `bridge/uninstrumented/N` | `Pool::call` with no handler attached, N concurrent callers |
+//! | `bridge/traced_noop_handler/N` | `Pool::call` with one no-op handler: the trace travels to Python and its spans come back, nothing is recorded |
+//! | `bridge/instrumented/N` | `Pool::call` with the metrics handler feeding a windowed recorder, N callers |
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dspex_telemetry_bridge::{Pool, PoolConfig};
+use dspex_telemetry_core::Dispatcher;
+use dspex_telemetry_metrics::{
+    MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
+};
+use serde_json::{Value, json};
+
+/// A Python echo server with the pool's framing and JSON work, and nothing else.
+const ECHO: &str = r#"
+import json, struct, sys
+i, o = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    h = i.read(4)
+    if len(h) < 4:
+        break
+    req = json.loads(i.read(struct.unpack(">I", h)[0]))
+    body = json.dumps({"id": req["id"], "ok": True, "result": abs(*req["args"]), "spans": []}).encode()
+    o.write(struct.pack(">I", len(body)) + body)
+    o.flush()
+"#;
+
+fn bare_echo(c: &mut Criterion) {
+    let mut child = Command::new("python3")
+        .arg("-u")
+        .arg("-c")
+        .arg(ECHO)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut id = 0u64;
+    c.benchmark_group("bridge").bench_function("bare_pipe_echo/1", |b| {
+        b.iter(|| {
+            id += 1;
+            let body = serde_json::to_vec(&json!({"id": id, "op": "call", "module": "builtins", "function": "abs", "args": [-3], "kwargs": {}}))
+                .expect("json");
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            stdin.write_all(&frame).expect("write");
+            let mut header = [0u8; 4];
+            stdout.read_exact(&mut header).expect("read");
+            let mut reply = vec![0u8; u32::from_be_bytes(header) as usize];
+            stdout.read_exact(&mut reply).expect("read");
+            let reply: Value = serde_json::from_slice(&reply).expect("json");
+            assert_eq!(reply["result"], json!(3));
+        })
+    });
+    drop(stdin);
+    let _ = child.wait();
+}
+
+/// Runs `calls` calls over `callers` concurrent tasks; returns the elapsed time.
+fn run_calls(rt: &tokio::runtime::Runtime, pool: &Pool, callers: u64, calls: u64) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let pool = pool.clone();
+                let share = calls / callers + u64::from(c < calls % callers);
+                tokio::spawn(async move {
+                    for _ in 0..share {
+                        let v = pool
+                            .call("builtins", "abs", vec![json!(-3)])
+                            .await
+                            .expect("call");
+                        assert_eq!(v, json!(3));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("caller");
+        }
+        start.elapsed()
+    })
+}
+
+fn pool_round_trip(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dispatcher = Dispatcher::new();
+    let pool = rt
+        .block_on(Pool::start(PoolConfig {
+            size: 2,
+            health_interval: None,
+            dispatcher: dispatcher.clone(),
+            ..PoolConfig::default()
+        }))
+        .expect("python3 must be installed");
+    let mut g = c.benchmark_group("bridge");
+    for callers in [1u64, 2, 8] {
+        g.bench_function(format!("uninstrumented/{callers}"), |b| {
+            b.iter_custom(|n| run_calls(&rt, &pool, callers, n))
+        });
+    }
+    // A no-op handler on the call's stop: the trace goes to Python and spans come back, but
+    // nothing is recorded.
+    dispatcher
+        .attach(
+            "noop",
+            dspex_telemetry_core::catalog::BRIDGE_CALL.stop().clone(),
+            |_: &dspex_telemetry_core::Event<'_>| {},
+        )
+        .expect("attach");
+    for callers in [1u64, 2, 8] {
+        g.bench_function(format!("traced_noop_handler/{callers}"), |b| {
+            b.iter_custom(|n| run_calls(&rt, &pool, callers, n))
+        });
+    }
+    dispatcher.detach("noop").expect("attached above");
+    // Calls run on the runtime's threads: the recorder must be the global one.
+    let recorder = WindowedRecorder::new(RecorderConfig::default()).expect("config");
+    metrics::set_global_recorder(recorder.clone()).expect("no recorder installed yet");
+    let handler = MetricsHandler::attach(
+        &dispatcher,
+        "metrics",
+        metric_catalog::dspex_metrics(),
+        1_000,
+    )
+    .expect("attach");
+    for callers in [1u64, 2, 8] {
+        g.bench_function(format!("instrumented/{callers}"), |b| {
+            b.iter_custom(|n| run_calls(&rt, &pool, callers, n))
+        });
+    }
+    g.finish();
+    let calls = recorder
+        .operation("dspex_bridge_call_method", &[("method", "builtins.abs")])
+        .map_or(0, |s| s.count);
+    assert!(calls > 0, "the instrumented runs were recorded");
+    handler.detach();
+    rt.block_on(pool.shutdown());
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bare_echo, pool_round_trip
+}
+criterion_main!(benches);
