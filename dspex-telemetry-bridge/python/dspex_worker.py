@@ -32,6 +32,25 @@ _baggage = contextvars.ContextVar("dspex_baggage", default="")
 _spans = contextvars.ContextVar("dspex_spans", default=None)
 
 
+TOOLS = {}
+
+
+def register_tool(name=None):
+    """Registers a function as a tool the Rust side can execute by name.
+
+    Use it in a module the pool preloads (`PoolConfig::preload`):
+
+        @register_tool("web_search")
+        def search(query): ...
+    """
+
+    def register(function):
+        TOOLS[name or function.__name__] = function
+        return function
+
+    return register
+
+
 def current_trace():
     """The trace this worker is serving: trace id, span id, correlation id, baggage header."""
     return {
@@ -163,6 +182,16 @@ def _serve_one(request):
         elif op == "call":
             result = _call(request) if spans is None else _traced_call(request)
             reply.update(ok=True, result=result)
+        elif op == "tool":
+            tool = TOOLS.get(request["name"])
+            if tool is None:
+                raise LookupError(f"no tool named {request['name']!r} is registered")
+            if spans is None:
+                result = tool(*request.get("args", []), **request.get("kwargs", {}))
+            else:
+                with dspex_span(f"python tool {request['name']}", tool_name=request["name"]):
+                    result = tool(*request.get("args", []), **request.get("kwargs", {}))
+            reply.update(ok=True, result=result)
         else:
             reply.update(ok=False, error={"type": "ProtocolError", "message": f"unknown op {op!r}"})
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
@@ -186,7 +215,13 @@ def main():
     sys.stdout = sys.stderr
     proto_in = sys.stdin.buffer
     sys.modules.setdefault("dspex_worker", sys.modules[__name__])
-    _write_frame(proto_out, {"ready": True, "pid": os.getpid()})
+    for module in sys.argv[1:]:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
+            _write_frame(proto_out, {"ready": False, "error": f"preloading {module}: {type(exc).__name__}: {exc}"})
+            return
+    _write_frame(proto_out, {"ready": True, "pid": os.getpid(), "tools": sorted(TOOLS)})
     while True:
         header = _read_exact(proto_in, 4)
         if header is None:

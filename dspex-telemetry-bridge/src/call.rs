@@ -145,3 +145,57 @@ impl Pool {
         }
     }
 }
+
+/// Who runs a tool, and for how long it may run.
+#[derive(Debug, Clone, Default)]
+pub struct ToolCall<'a> {
+    /// The session the tool runs in (event metadata; never a label).
+    pub session_id: Option<&'a str>,
+    /// Who asked for it (an agent, a program), for the `caller` metadata.
+    pub caller: Option<&'a str>,
+    /// A deadline other than the pool's `call_timeout`; past it the worker is killed and the
+    /// call fails with kind `timeout`.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Pool {
+    /// Executes the tool registered in Python as `name` (with `@register_tool`, in a module
+    /// the pool preloads) as a `[:dspex, :tools, :execute]` span: metadata `tool_name`,
+    /// `session_id`, `caller`; on stop `result_type`; on exception `kind` (`error` or
+    /// `timeout`) and `reason`.
+    pub async fn execute_tool(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        call: ToolCall<'_>,
+    ) -> Result<Value, BridgeError> {
+        let mut md = metadata! { "tool_name" => name };
+        if let Some(s) = call.session_id {
+            md.insert("session_id", s);
+        }
+        if let Some(c) = call.caller {
+            md.insert("caller", c);
+        }
+        let dispatcher = self.config().dispatcher.clone();
+        dispatcher
+            .try_span_async(&catalog::TOOLS_EXECUTE, md, async {
+                let mut message = Map::new();
+                message.insert("op".into(), json!("tool"));
+                message.insert("name".into(), json!(name));
+                message.insert("args".into(), Value::Array(args));
+                match self.submit_with_timeout("tool", message, call.timeout).await {
+                    Ok(reply) => {
+                        self.emit_python_spans(&reply);
+                        let stop = metadata! { "result_type" => type_name(&reply.result), "worker_id" => reply.worker_id };
+                        (Ok(reply.result), stop)
+                    }
+                    Err(e) => {
+                        let kind = if matches!(e, BridgeError::DeadlineExceeded(_)) { "timeout" } else { "error" };
+                        let error = e.kind();
+                        (Err(e), metadata! { "kind" => kind, "error" => error })
+                    }
+                }
+            })
+            .await
+    }
+}

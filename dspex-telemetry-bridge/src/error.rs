@@ -33,6 +33,19 @@ pub enum BridgeError {
     /// The pool is shut down.
     #[error("the worker pool is shut down")]
     ShutDown,
+    /// The inputs break the call's declared signature.
+    #[error("contract violated: {}", .0.join("; "))]
+    Contract(Vec<String>),
+    /// An output could not be cast to its declared type.
+    #[error("cannot cast `{field}` to {to_type}: {reason}")]
+    Cast {
+        /// The output field.
+        field: String,
+        /// The declared type.
+        to_type: &'static str,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl BridgeError {
@@ -45,6 +58,8 @@ impl BridgeError {
             BridgeError::Python { .. } => "python_exception",
             BridgeError::Protocol(_) => "protocol_error",
             BridgeError::ShutDown => "shut_down",
+            BridgeError::Contract(_) => "contract_violation",
+            BridgeError::Cast { .. } => "cast_failed",
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The bridge for dspex-telemetry: a pool of Python worker processes, instrumented end to end,
 //! that carries the trace into Python and brings Python's spans back.
 //!
-//! **Status.** The pool (bounded queue, deadlines, crash and hang recovery, graceful
-//! shutdown, pool events) and bridge calls with trace propagation and Python spans are
-//! implemented. Tools, sessions, contract validation, type casting, instrumentation helpers
-//! for other bridges, the example and the benchmark come next.
+//! - [`Pool`]: Python workers behind a bounded queue, with deadlines, crash and hang recovery,
+//!   graceful shutdown and pool events; [`Pool::call`] (bridge calls),
+//!   [`Pool::execute_tool`] (tools registered in Python), [`Pool::predict`] (contract
+//!   validation, call, output casting).
+//! - [`Sessions`]: session state with variables and a time to live.
+//! - Every request carries the trace into Python; the spans Python timed come back as
+//!   `[:dspex, :python, :span]` events in the same trace.
 //!
 //! ```no_run
 //! use dspex_telemetry_bridge::{Pool, PoolConfig};
@@ -29,9 +32,14 @@
 #![deny(missing_docs)]
 
 mod call;
+mod contract;
 mod error;
 mod pool;
 mod protocol;
+mod session;
 
+pub use call::ToolCall;
+pub use contract::{FieldType, Signature, SignatureError};
 pub use error::{BridgeError, StartError};
 pub use pool::{Pool, PoolConfig, PoolHealth, WORKER_SCRIPT};
+pub use session::{SessionError, Sessions};

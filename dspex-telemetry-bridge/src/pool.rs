@@ -40,6 +40,9 @@ pub struct PoolConfig {
     pub startup_timeout: Duration,
     /// The largest reply accepted from a worker (default 16 MiB).
     pub max_frame_bytes: usize,
+    /// Python modules every worker imports at start (where tools are registered). A module
+    /// that fails to import fails the start, with its error.
+    pub preload: Vec<String>,
     /// How often a `[:dspex, :pool, :health]` event is emitted (default 5 s; `None`: never).
     pub health_interval: Option<Duration>,
     /// Where the pool's and the calls' events go (default: the global dispatcher).
@@ -55,6 +58,7 @@ impl Default for PoolConfig {
             call_timeout: Duration::from_secs(30),
             python: "python3".into(),
             python_path: Vec::new(),
+            preload: Vec::new(),
             startup_timeout: Duration::from_secs(10),
             max_frame_bytes: 16 * 1024 * 1024,
             health_interval: Some(Duration::from_secs(5)),
@@ -77,6 +81,9 @@ struct Job {
     operation: &'static str,
     enqueued: Instant,
     deadline: Instant,
+    timeout: Duration,
+    /// The caller's trace context, for the events the worker's side emits about this job.
+    ctx: Option<dspex_telemetry_core::TraceContext>,
     reply: oneshot::Sender<Result<Reply, BridgeError>>,
 }
 
@@ -222,7 +229,17 @@ impl Pool {
     pub(crate) async fn submit(
         &self,
         operation: &'static str,
+        message: Map<String, Value>,
+    ) -> Result<Reply, BridgeError> {
+        self.submit_with_timeout(operation, message, None).await
+    }
+
+    /// As `submit`, with a deadline other than the pool's `call_timeout`.
+    pub(crate) async fn submit_with_timeout(
+        &self,
+        operation: &'static str,
         mut message: Map<String, Value>,
+        timeout: Option<Duration>,
     ) -> Result<Reply, BridgeError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -233,12 +250,15 @@ impl Pool {
         message.insert("trace".into(), trace_wire());
         let (reply, outcome) = oneshot::channel();
         let now = Instant::now();
-        let deadline = now + inner.config.call_timeout;
+        let timeout = timeout.unwrap_or(inner.config.call_timeout);
+        let deadline = now + timeout;
         let job = Job {
             message,
             operation,
             enqueued: now,
             deadline,
+            timeout,
+            ctx: context::current(),
             reply,
         };
         let depth = inner.depth.fetch_add(1, Ordering::AcqRel) + 1;
@@ -275,7 +295,7 @@ impl Pool {
         match tokio::time::timeout_at(deadline + Duration::from_secs(1), outcome).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(BridgeError::ShutDown),
-            Err(_) => Err(BridgeError::DeadlineExceeded(inner.config.call_timeout)),
+            Err(_) => Err(BridgeError::DeadlineExceeded(timeout)),
         }
     }
 
@@ -328,6 +348,7 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
         .arg("-u")
         .arg("-c")
         .arg(WORKER_SCRIPT)
+        .args(&config.preload)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -361,7 +382,13 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
     .await;
     match ready {
         Ok(Ok(frame)) if frame.get("ready") == Some(&Value::Bool(true)) => {}
-        Ok(Ok(frame)) => return Err(format!("unexpected first frame {frame}")),
+        Ok(Ok(frame)) => {
+            let why = frame
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| frame.to_string(), str::to_owned);
+            return Err(why);
+        }
         Ok(Err(e)) => {
             let status = child
                 .wait()
@@ -473,11 +500,13 @@ async fn serve(inner: &Inner, worker_id: usize, mut worker: Worker) -> (&'static
             continue; // the caller gave up
         }
         if Instant::now() >= job.deadline {
-            let _ = job.reply.send(Err(BridgeError::DeadlineExceeded(
-                inner.config.call_timeout,
-            )));
+            let _ = job
+                .reply
+                .send(Err(BridgeError::DeadlineExceeded(job.timeout)));
             continue;
         }
+        // In the caller's trace: the queue wait belongs to the request.
+        let _scope = job.ctx.clone().map(|ctx| ctx.attach());
         emit(
             &inner.config.dispatcher,
             &catalog::POOL_REQUEST_DISPATCHED,
@@ -489,9 +518,11 @@ async fn serve(inner: &Inner, worker_id: usize, mut worker: Worker) -> (&'static
                 .with("operation", job.operation)
                 .with("worker_id", worker_id),
         );
+        drop(_scope);
         inner.idle.fetch_sub(1, Ordering::Relaxed);
         inner.busy.fetch_add(1, Ordering::Relaxed);
         let id = job.message.get("id").cloned();
+        let job_timeout = job.timeout;
         let message = Value::Object(job.message);
         let max = inner.config.max_frame_bytes;
         let exchange = async {
@@ -504,7 +535,7 @@ async fn serve(inner: &Inner, worker_id: usize, mut worker: Worker) -> (&'static
         inner.idle.fetch_add(1, Ordering::Relaxed);
         let (reply, fatal) = match result {
             Err(_) => (
-                Err(BridgeError::DeadlineExceeded(inner.config.call_timeout)),
+                Err(BridgeError::DeadlineExceeded(job_timeout)),
                 Some("killed_deadline"),
             ),
             Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => {

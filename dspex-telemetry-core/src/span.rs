@@ -112,7 +112,10 @@ fn finish_span(
     match failure {
         None => dispatcher.execute(&prefix.stop, &measurements, &metadata),
         Some((kind, reason)) => {
-            metadata.insert("kind", kind);
+            // An `Err`'s own metadata may name a finer kind (`timeout`, say); a panic's may not.
+            if kind == "panic" || metadata.get("kind").is_none() {
+                metadata.insert("kind", kind);
+            }
             metadata.insert("reason", reason);
             dispatcher.execute(&prefix.exception, &measurements, &metadata);
         }
@@ -149,7 +152,8 @@ impl Dispatcher {
     }
 
     /// As [`Dispatcher::span`], for work that can fail: an `Err` emits `exception` with
-    /// `kind` = `"error"` and `reason` = the error's `Display`, and is returned as is.
+    /// `kind` = `"error"` (or the `kind` the closure's metadata gives, such as `"timeout"`)
+    /// and `reason` = the error's `Display`, and is returned as is.
     pub fn try_span<'m, T, E: Display>(
         &self,
         prefix: &SpanPrefix,

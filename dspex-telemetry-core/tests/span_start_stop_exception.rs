@@ -194,3 +194,16 @@ fn with_span_always_opens_a_context_and_nests() {
     assert!(context::current().is_none());
     assert_eq!(Value::from("x").as_str(), Some("x"));
 }
+
+#[test]
+fn an_error_may_name_a_finer_kind() {
+    let d = Dispatcher::new();
+    let seen = recorder(&d);
+    let out: Result<(), &str> = d.try_span(&OP, Metadata::new(), || {
+        (Err("deadline passed"), metadata! { "kind" => "timeout" })
+    });
+    assert!(out.is_err());
+    let seen = seen.lock().unwrap();
+    assert_eq!(get(&seen[1].metadata, "kind"), Some("timeout"));
+    assert_eq!(get(&seen[1].metadata, "reason"), Some("deadline passed"));
+}
