@@ -8,10 +8,10 @@
 //!
 //! | bench | what it measures |
 //! |---|---|
-//! | `bridge/bare_pipe_echo/1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
-//! | `bridge/uninstrumented/N` | `Pool::call` with no handler attached, N concurrent callers |
-//! | `bridge/traced_noop_handler/N` | `Pool::call` with one no-op handler: the trace travels to Python and its spans come back, nothing is recorded |
-//! | `bridge/instrumented/N` | `Pool::call` with the metrics handler feeding a windowed recorder, N callers |
+//! | `bridge/bare_pipe_echo_1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
+//! | `bridge/uninstrumented_N` | `Pool::call` with no handler attached, N concurrent callers |
+//! | `bridge/traced_noop_handler_N` | `Pool::call` with one no-op handler: the trace travels to Python and its spans come back, nothing is recorded |
+//! | `bridge/instrumented_N` | `Pool::call` with the metrics handler feeding a windowed recorder, N callers |
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};

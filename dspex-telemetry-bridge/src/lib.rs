@@ -6,6 +6,7 @@
 //!   [`Pool::execute_tool`] (tools registered in Python), [`Pool::predict`] (contract
 //!   validation, call, output casting).
 //! - [`Sessions`]: session state with variables and a time to live.
+//! - [`instrument`]: the same events and trace for calls through your own bridge (PyO3, gRPC).
 //! - Every request carries the trace into Python; the spans Python timed come back as
 //!   `[:dspex, :python, :span]` events in the same trace.
 //!
@@ -34,6 +35,7 @@
 mod call;
 mod contract;
 mod error;
+pub mod instrument;
 mod pool;
 mod protocol;
 mod session;
@@ -43,3 +45,8 @@ pub use contract::{FieldType, Signature, SignatureError};
 pub use error::{BridgeError, StartError};
 pub use pool::{Pool, PoolConfig, PoolHealth, WORKER_SCRIPT};
 pub use session::{SessionError, Sessions};
+
+/// The guide's samples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/bridge.md")]
+struct GuideDoctests;
