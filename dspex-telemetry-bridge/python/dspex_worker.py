@@ -33,6 +33,8 @@ _spans = contextvars.ContextVar("dspex_spans", default=None)
 
 
 TOOLS = {}
+INSTANCES = {}
+_next_instance = [0]
 
 
 def register_tool(name=None):
@@ -156,11 +158,15 @@ def _write_frame(out, message):
     out.flush()
 
 
-def _call(request):
-    module = importlib.import_module(request["module"])
-    target = module
-    for part in request["function"].split("."):
+def _call_target(module_name, path):
+    target = importlib.import_module(module_name)
+    for part in path.split("."):
         target = getattr(target, part)
+    return target
+
+
+def _call(request):
+    target = _call_target(request["module"], request["function"])
     return target(*request.get("args", []), **request.get("kwargs", {}))
 
 
@@ -182,6 +188,24 @@ def _serve_one(request):
         elif op == "call":
             result = _call(request) if spans is None else _traced_call(request)
             reply.update(ok=True, result=result)
+        elif op == "create_instance":
+            cls = _call_target(request["module"], request["class"])
+            _next_instance[0] += 1
+            INSTANCES[_next_instance[0]] = cls(*request.get("args", []), **request.get("kwargs", {}))
+            reply.update(ok=True, result=_next_instance[0])
+        elif op == "call_method":
+            instance = INSTANCES.get(request["instance"])
+            if instance is None:
+                raise LookupError(f"no object {request['instance']} in this worker")
+            method = getattr(instance, request["method"])
+            if spans is None:
+                result = method(*request.get("args", []), **request.get("kwargs", {}))
+            else:
+                with dspex_span(f"python {type(instance).__name__}.{request['method']}"):
+                    result = method(*request.get("args", []), **request.get("kwargs", {}))
+            reply.update(ok=True, result=result)
+        elif op == "drop_instance":
+            reply.update(ok=True, result=INSTANCES.pop(request["instance"], None) is not None)
         elif op == "tool":
             tool = TOOLS.get(request["name"])
             if tool is None:

@@ -100,7 +100,7 @@ impl Pool {
     }
 
     /// Emits the spans a worker returned, inside the current (bridge call) context.
-    fn emit_python_spans(&self, reply: &Reply) {
+    pub(crate) fn emit_python_spans(&self, reply: &Reply) {
         if reply.spans.is_empty() {
             return;
         }

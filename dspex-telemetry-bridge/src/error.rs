@@ -30,6 +30,9 @@ pub enum BridgeError {
     /// The worker sent something that is not a valid reply; it was replaced.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The Python object is gone: its worker was replaced, or it was dropped.
+    #[error("the Python object is gone (its worker was replaced, or it was dropped)")]
+    InstanceLost,
     /// The pool is shut down.
     #[error("the worker pool is shut down")]
     ShutDown,
@@ -58,6 +61,7 @@ impl BridgeError {
             BridgeError::Python { .. } => "python_exception",
             BridgeError::Protocol(_) => "protocol_error",
             BridgeError::ShutDown => "shut_down",
+            BridgeError::InstanceLost => "instance_lost",
             BridgeError::Contract(_) => "contract_violation",
             BridgeError::Cast { .. } => "cast_failed",
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`Pool`]: Python workers behind a bounded queue, with deadlines, crash and hang recovery,
 //!   graceful shutdown and pool events; [`Pool::call`] (bridge calls),
+//!   [`Pool::create_instance`] and [`Pool::call_method`] (Python objects held by a worker),
 //!   [`Pool::execute_tool`] (tools registered in Python), [`Pool::predict`] (contract
 //!   validation, call, output casting).
 //! - [`Sessions`]: session state with variables and a time to live.
@@ -35,6 +36,7 @@
 mod call;
 mod contract;
 mod error;
+mod instance;
 pub mod instrument;
 mod pool;
 mod protocol;
@@ -43,6 +45,7 @@ mod session;
 pub use call::ToolCall;
 pub use contract::{FieldType, Signature, SignatureError};
 pub use error::{BridgeError, StartError};
+pub use instance::PyObject;
 pub use pool::{Pool, PoolConfig, PoolHealth, WORKER_SCRIPT};
 pub use session::{SessionError, Sessions};
 

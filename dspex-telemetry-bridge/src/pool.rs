@@ -74,6 +74,8 @@ pub(crate) struct Reply {
     pub(crate) spans: Vec<Value>,
     pub(crate) trace_seen: Value,
     pub(crate) worker_id: usize,
+    /// Which incarnation of the worker slot served it.
+    pub(crate) generation: u64,
 }
 
 struct Job {
@@ -84,6 +86,9 @@ struct Job {
     timeout: Duration,
     /// The caller's trace context, for the events the worker's side emits about this job.
     ctx: Option<dspex_telemetry_core::TraceContext>,
+    /// For a job bound to one worker (a method of an object it holds): the worker generation
+    /// that holds the object. A replaced worker lost its objects.
+    pinned_generation: Option<u64>,
     reply: oneshot::Sender<Result<Reply, BridgeError>>,
 }
 
@@ -100,6 +105,10 @@ struct Inner {
     restarts: AtomicU64,
     next_id: AtomicU64,
     tasks: StdMutex<Vec<JoinHandle<()>>>,
+    /// Per worker slot: a queue of jobs only that worker may serve.
+    pinned: Vec<mpsc::Sender<Job>>,
+    /// Per worker slot: how many times a worker was started in it.
+    generations: Vec<AtomicU64>,
 }
 
 /// A pool of Python worker processes, instrumented end to end. Clone it to share.
@@ -179,7 +188,12 @@ impl Pool {
             return Err(invalid("max_frame_bytes", "must be at least 1024"));
         }
         let (tx, rx) = mpsc::channel(config.max_queue_depth);
+        let (pinned, pinned_rx): (Vec<_>, Vec<_>) = (0..config.size)
+            .map(|_| mpsc::channel(config.max_queue_depth))
+            .unzip();
         let inner = Arc::new(Inner {
+            pinned,
+            generations: (0..config.size).map(|_| AtomicU64::new(0)).collect(),
             tx,
             rx: Mutex::new(rx),
             closing: watch::channel(false).0,
@@ -205,8 +219,13 @@ impl Pool {
             first.push(worker);
         }
         let mut tasks = Vec::new();
-        for (worker_id, worker) in first.into_iter().enumerate() {
-            tasks.push(tokio::spawn(supervise(inner.clone(), worker_id, worker)));
+        for ((worker_id, worker), pinned) in first.into_iter().enumerate().zip(pinned_rx) {
+            tasks.push(tokio::spawn(supervise(
+                inner.clone(),
+                worker_id,
+                worker,
+                pinned,
+            )));
         }
         if let Some(every) = inner.config.health_interval {
             tasks.push(tokio::spawn(report_health(inner.clone(), every)));
@@ -238,8 +257,19 @@ impl Pool {
     pub(crate) async fn submit_with_timeout(
         &self,
         operation: &'static str,
+        message: Map<String, Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, BridgeError> {
+        self.submit_to(operation, message, timeout, None).await
+    }
+
+    /// Sends a job, to any worker or (`pin`: worker slot and generation) to one.
+    pub(crate) async fn submit_to(
+        &self,
+        operation: &'static str,
         mut message: Map<String, Value>,
         timeout: Option<Duration>,
+        pin: Option<(usize, u64)>,
     ) -> Result<Reply, BridgeError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -259,11 +289,16 @@ impl Pool {
             deadline,
             timeout,
             ctx: context::current(),
+            pinned_generation: pin.map(|(_, generation)| generation),
             reply,
         };
         let depth = inner.depth.fetch_add(1, Ordering::AcqRel) + 1;
         let pool = inner.config.name.as_str();
-        match inner.tx.try_send(job) {
+        let queue = match pin {
+            Some((slot, _)) => inner.pinned.get(slot).ok_or(BridgeError::InstanceLost)?,
+            None => &inner.tx,
+        };
+        match queue.try_send(job) {
             Ok(()) => emit(
                 &inner.config.dispatcher,
                 &catalog::POOL_REQUEST_QUEUED,
@@ -420,7 +455,12 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
     })
 }
 
-async fn supervise(inner: Arc<Inner>, worker_id: usize, first: Worker) {
+async fn supervise(
+    inner: Arc<Inner>,
+    worker_id: usize,
+    first: Worker,
+    mut pinned: mpsc::Receiver<Job>,
+) {
     let mut next = Some(first);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -449,7 +489,8 @@ async fn supervise(inner: Arc<Inner>, worker_id: usize, first: Worker) {
         };
         let pid = worker.pid;
         let started = worker.started;
-        let (reason, exit_code) = serve(&inner, worker_id, worker).await;
+        inner.generations[worker_id].fetch_add(1, Ordering::AcqRel);
+        let (reason, exit_code) = serve(&inner, worker_id, worker, &mut pinned).await;
         emit(
             &inner.config.dispatcher,
             &catalog::POOL_WORKER_EXITED,
@@ -478,26 +519,60 @@ async fn supervise(inner: Arc<Inner>, worker_id: usize, first: Worker) {
 }
 
 /// The next job, or `None` once the pool is closing and the queue is empty.
-async fn next_job(inner: &Inner) -> Option<Job> {
+enum Next {
+    Job(Job),
+    /// The pool is closing and nothing is left to serve.
+    Done,
+    /// The worker died while idle.
+    Died,
+}
+
+/// The next job; or the pool closing with the queues empty; or the idle worker dying.
+async fn next_job(inner: &Inner, pinned: &mut mpsc::Receiver<Job>, child: &mut Child) -> Next {
     let mut closing = inner.closing.subscribe();
-    let mut rx = inner.rx.lock().await;
-    tokio::select! {
+    let closed = tokio::select! {
         biased;
-        job = rx.recv() => job,
-        _ = closing.wait_for(|c| *c) => rx.try_recv().ok(),
+        job = pinned.recv() => return job.map_or(Next::Done, Next::Job),
+        job = async { inner.rx.lock().await.recv().await } => return job.map_or(Next::Done, Next::Job),
+        _ = child.wait() => return Next::Died,
+        _ = closing.wait_for(|c| *c) => true,
+    };
+    debug_assert!(closed);
+    // Closing: finish what is queued, then stop.
+    match pinned.try_recv() {
+        Ok(job) => Next::Job(job),
+        Err(_) => inner
+            .rx
+            .lock()
+            .await
+            .try_recv()
+            .ok()
+            .map_or(Next::Done, Next::Job),
     }
 }
 
 /// Serves jobs until the worker must go; returns why, and its exit code (-1 if unknown).
-async fn serve(inner: &Inner, worker_id: usize, mut worker: Worker) -> (&'static str, i64) {
+async fn serve(
+    inner: &Inner,
+    worker_id: usize,
+    mut worker: Worker,
+    pinned: &mut mpsc::Receiver<Job>,
+) -> (&'static str, i64) {
+    let generation = inner.generations[worker_id].load(Ordering::Acquire);
     inner.idle.fetch_add(1, Ordering::Relaxed);
     let outcome = loop {
-        let Some(job) = next_job(inner).await else {
-            break "shutdown";
+        let job = match next_job(inner, pinned, &mut worker.child).await {
+            Next::Job(job) => job,
+            Next::Done => break "shutdown",
+            Next::Died => break "crashed",
         };
         let depth = inner.depth.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
         if job.reply.is_closed() {
             continue; // the caller gave up
+        }
+        if job.pinned_generation.is_some_and(|g| g != generation) {
+            let _ = job.reply.send(Err(BridgeError::InstanceLost));
+            continue;
         }
         if Instant::now() >= job.deadline {
             let _ = job
@@ -553,7 +628,7 @@ async fn serve(inner: &Inner, worker_id: usize, mut worker: Worker) -> (&'static
                 ))),
                 Some("protocol_error"),
             ),
-            Ok(Ok(frame)) => (parse_reply(frame, worker_id), None),
+            Ok(Ok(frame)) => (parse_reply(frame, worker_id, generation), None),
         };
         let _ = job.reply.send(reply);
         if let Some(reason) = fatal {
@@ -589,7 +664,7 @@ async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
     }
 }
 
-fn parse_reply(frame: Value, worker_id: usize) -> Result<Reply, BridgeError> {
+fn parse_reply(frame: Value, worker_id: usize, generation: u64) -> Result<Reply, BridgeError> {
     let ok = frame.get("ok").and_then(Value::as_bool).unwrap_or(false);
     if ok {
         Ok(Reply {
@@ -601,6 +676,7 @@ fn parse_reply(frame: Value, worker_id: usize) -> Result<Reply, BridgeError> {
                 .unwrap_or_default(),
             trace_seen: frame.get("trace_seen").cloned().unwrap_or(Value::Null),
             worker_id,
+            generation,
         })
     } else {
         let error = frame.get("error").cloned().unwrap_or(Value::Null);

@@ -498,3 +498,61 @@ async fn bad_configuration_fails_at_start_naming_the_key() {
     let _ = catalog::POOL_HEALTH;
     let _: Value = json!(null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_objects_keep_state_in_their_worker_and_are_lost_with_it() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |c| c.size = 2).await;
+    let predictor = pool
+        .create_instance(
+            "bridge_fixtures",
+            "Predictor",
+            vec![json!("question -> answer")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(predictor.class(), "bridge_fixtures.Predictor");
+    let mut pids = Vec::new();
+    for n in 1..=5 {
+        let out = pool
+            .call_method(&predictor, "forward", vec![json!("why")])
+            .await
+            .unwrap();
+        assert_eq!(out["calls"], json!(n), "state kept between calls");
+        pids.push(out["pid"].as_i64().unwrap());
+    }
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        1,
+        "every call ran in the worker holding the object"
+    );
+    let starts = events(&log, "dspex.bridge.call.start");
+    assert!(
+        starts.iter().any(
+            |s| s.md("operation") == Some("call_method") && s.md("function") == Some("forward")
+        )
+    );
+
+    kill(pids[0]);
+    until(|| events(&log, "dspex.pool.worker.restarted").len() == 1).await;
+    assert_eq!(
+        pool.call_method(&predictor, "forward", vec![json!("why")])
+            .await,
+        Err(BridgeError::InstanceLost)
+    );
+    assert_eq!(pool.drop_instance(&predictor).await, Ok(false));
+
+    let fresh = pool
+        .create_instance("bridge_fixtures", "Predictor", vec![json!("s")])
+        .await
+        .unwrap();
+    assert_eq!(
+        pool.call_method(&fresh, "forward", vec![json!("q")])
+            .await
+            .unwrap()["calls"],
+        json!(1)
+    );
+    assert_eq!(pool.drop_instance(&fresh).await, Ok(true));
+    pool.shutdown().await;
+}

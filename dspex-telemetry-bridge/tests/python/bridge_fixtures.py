@@ -51,3 +51,18 @@ def junk():
     out.write(struct.pack(">I", 5) + b"hello")
     out.flush()
     time.sleep(10)
+
+
+class Predictor:
+    """A stateful object held by one worker."""
+
+    def __init__(self, signature):
+        self.signature = signature
+        self.calls = 0
+
+    def __call__(self, question):
+        self.calls += 1
+        return {"answer": f"{question}?", "calls": self.calls, "pid": os.getpid()}
+
+    def forward(self, question):
+        return self(question)
