@@ -25,10 +25,9 @@ import traceback
 
 MAX_FRAME = 64 * 1024 * 1024
 
-_trace_id = contextvars.ContextVar("dspex_trace_id", default=None)
+# (trace id, correlation id, baggage header) of the call being served.
+_trace = contextvars.ContextVar("dspex_trace", default=(None, None, ""))
 _span_id = contextvars.ContextVar("dspex_span_id", default=None)
-_correlation_id = contextvars.ContextVar("dspex_correlation_id", default=None)
-_baggage = contextvars.ContextVar("dspex_baggage", default="")
 _spans = contextvars.ContextVar("dspex_spans", default=None)
 
 
@@ -55,29 +54,20 @@ def register_tool(name=None):
 
 def current_trace():
     """The trace this worker is serving: trace id, span id, correlation id, baggage header."""
+    trace_id, correlation_id, baggage = _trace.get()
     return {
-        "trace_id": _trace_id.get(),
+        "trace_id": trace_id,
         "span_id": _span_id.get(),
-        "correlation_id": _correlation_id.get(),
-        "baggage": _baggage.get(),
+        "correlation_id": correlation_id,
+        "baggage": baggage,
     }
 
 
 def _finish_span(name, span_id, parent, start, status, message, attributes):
     spans = _spans.get()
     if spans is not None:
-        spans.append(
-            {
-                "name": name,
-                "span_id": span_id,
-                "parent_span_id": parent,
-                "start_ns": start,
-                "end_ns": time.time_ns(),
-                "status": status,
-                "message": message,
-                "attributes": attributes,
-            }
-        )
+        # Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
+        spans.append([name, span_id, parent, start, time.time_ns(), status, message, attributes])
 
 
 @contextlib.contextmanager
@@ -136,10 +126,10 @@ def _jsonable(value):
 
 
 def _parse_traceparent(header):
-    parts = (header or "").split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+    # The Rust side sends version 00: "00-<32 hex>-<16 hex>-<2 hex>".
+    if not header or len(header) < 55 or header[2] != "-" or header[35] != "-":
         return None, None
-    return parts[1], parts[2]
+    return header[3:35], header[36:52]
 
 
 def _read_exact(stream, n):
@@ -173,10 +163,8 @@ def _call(request):
 def _serve_one(request):
     trace = request.get("trace") or {}
     trace_id, parent = _parse_traceparent(trace.get("traceparent"))
-    _trace_id.set(trace_id)
+    _trace.set((trace_id, trace.get("correlation_id"), trace.get("baggage") or ""))
     _span_id.set(parent)
-    _correlation_id.set(trace.get("correlation_id"))
-    _baggage.set(trace.get("baggage") or "")
     # Spans are collected only when the caller traces this call.
     spans = [] if trace_id else None
     _spans.set(spans)

@@ -112,24 +112,29 @@ impl Pool {
             .map(|c| c.trace_id().to_string())
             .unwrap_or_default();
         for span in &reply.spans {
-            let num = |k: &str| span.get(k).and_then(Value::as_i64).unwrap_or(0);
-            let text = |k: &str| span.get(k).and_then(Value::as_str).unwrap_or("");
-            let (start, end) = (num("start_ns"), num("end_ns"));
+            // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
+            let Some(fields) = span.as_array().filter(|f| f.len() == 8) else {
+                tracing::debug!(%span, "ignored a malformed span from a worker");
+                continue;
+            };
+            let num = |i: usize| fields[i].as_i64().unwrap_or(0);
+            let text = |i: usize| fields[i].as_str().unwrap_or("");
+            let (start, end) = (num(3), num(4));
             let measurements = Measurements::new()
                 .with("start_time", start)
                 .with("end_time", end)
                 .with("duration", end.saturating_sub(start));
             let mut md = Metadata::new()
-                .with("name", text("name"))
+                .with("name", text(0))
                 .with("trace_id", trace_id.as_str())
-                .with("span_id", text("span_id"))
-                .with("parent_span_id", text("parent_span_id"))
-                .with("status", text("status"))
+                .with("span_id", text(1))
+                .with("parent_span_id", text(2))
+                .with("status", text(5))
                 .with("worker_id", reply.worker_id);
-            if let Some(message) = span.get("message").and_then(Value::as_str) {
+            if let Some(message) = fields[6].as_str() {
                 md.insert("message", message);
             }
-            if let Some(attrs) = span.get("attributes").and_then(Value::as_object) {
+            if let Some(attrs) = fields[7].as_object() {
                 for (k, v) in attrs {
                     let value: MetaValue<'_> = match v {
                         Value::String(s) => s.as_str().into(),
