@@ -49,6 +49,7 @@ fn ten_million_samples_into_one_series_stay_under_32_kib() {
     let window = SeriesWindow::new(shape, Arc::new(clock.clone()));
     let series_heap = mine() - before;
     let reported = window.memory_bytes();
+    eprintln!("one series: {reported} bytes reported, {series_heap} bytes allocated");
     assert!(reported <= LIMIT, "memory_bytes {reported} > {LIMIT}");
     assert!(
         series_heap <= LIMIT,
