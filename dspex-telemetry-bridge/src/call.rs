@@ -62,9 +62,17 @@ impl Pool {
         args: Vec<Value>,
         kwargs: Map<String, Value>,
     ) -> Result<Value, BridgeError> {
-        let args_text = truncated(Value::Array(args.clone()).to_string());
-        let md = metadata! { "module" => module, "function" => function, "args" => args_text };
         let dispatcher = self.config().dispatcher.clone();
+        let mut md = metadata! { "module" => module, "function" => function };
+        if dispatcher.has_handlers(catalog::BRIDGE_CALL.start())
+            || dispatcher.has_handlers(catalog::BRIDGE_CALL.stop())
+        {
+            // Only for traces and logs: never a label.
+            md.insert(
+                "args",
+                truncated(serde_json::to_string(&args).unwrap_or_default()),
+            );
+        }
         dispatcher
             .try_span_async(&catalog::BRIDGE_CALL, md, async {
                 let mut message = Map::new();

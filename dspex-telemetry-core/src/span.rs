@@ -322,15 +322,13 @@ where
             *this.state = if this.dispatcher.has_handlers_any(this.prefix.names()) {
                 let ctx = span_context();
                 let started = now();
-                let metadata = this
-                    .metadata
-                    .as_ref()
-                    .map_or_else(Metadata::new, Clone::clone);
+                let empty = Metadata::new();
+                let metadata = this.metadata.as_ref().unwrap_or(&empty);
                 ctx.in_scope(|| {
                     this.dispatcher.execute(
                         &this.prefix.start,
                         &start_measurements(started),
-                        &metadata,
+                        metadata,
                     )
                 });
                 SpanState::Running { started, ctx }
