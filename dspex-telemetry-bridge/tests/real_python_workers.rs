@@ -141,7 +141,11 @@ async fn results_and_python_errors_come_back() {
     assert_eq!(stops.len(), 2);
     assert_eq!(stops[0].md("module"), Some("bridge_fixtures"));
     assert_eq!(stops[0].md("result_type"), Some("int"));
-    assert_eq!(stops[0].md("args"), Some("[2,3]"), "args go to events (never to labels)");
+    assert_eq!(
+        stops[0].md("args"),
+        Some("[2,3]"),
+        "args go to events (never to labels)"
+    );
     let exceptions = events(&log, "dspex.bridge.call.exception");
     assert_eq!(exceptions.len(), 2);
     assert_eq!(exceptions[0].md("error"), Some("python_exception"));

@@ -85,19 +85,22 @@ fn span_context() -> TraceContext {
     context::current().map_or_else(TraceContext::new_root, |parent| parent.child())
 }
 
+// Built in place: chained `with` calls would move the inline array at each step.
 fn start_measurements(started: Instant) -> Measurements<'static> {
-    Measurements::new()
-        .with("monotonic_time", monotonic_ns_at(started))
-        .with("system_time", system_time_ns())
+    let mut m = Measurements::new();
+    m.insert("monotonic_time", monotonic_ns_at(started));
+    m.insert("system_time", system_time_ns());
+    m
 }
 
 fn end_measurements(started: Instant) -> Measurements<'static> {
     let ended = now();
     let duration =
         i64::try_from(ended.saturating_duration_since(started).as_nanos()).unwrap_or(i64::MAX);
-    Measurements::new()
-        .with("duration", duration)
-        .with("monotonic_time", monotonic_ns_at(ended))
+    let mut m = Measurements::new();
+    m.insert("duration", duration);
+    m.insert("monotonic_time", monotonic_ns_at(ended));
+    m
 }
 
 /// Emits the closing event of a span: `stop`, or `exception` with `kind` and `reason`.
@@ -105,19 +108,19 @@ fn finish_span(
     dispatcher: &Dispatcher,
     prefix: &SpanPrefix,
     started: Instant,
-    mut metadata: Metadata<'_>,
+    metadata: &mut Metadata<'_>,
     failure: Option<(&'static str, String)>,
 ) {
     let measurements = end_measurements(started);
     match failure {
-        None => dispatcher.execute(&prefix.stop, &measurements, &metadata),
+        None => dispatcher.execute(&prefix.stop, &measurements, metadata),
         Some((kind, reason)) => {
             // An `Err`'s own metadata may name a finer kind (`timeout`, say); a panic's may not.
             if kind == "panic" || metadata.get("kind").is_none() {
                 metadata.insert("kind", kind);
             }
             metadata.insert("reason", reason);
-            dispatcher.execute(&prefix.exception, &measurements, &metadata);
+            dispatcher.execute(&prefix.exception, &measurements, metadata);
         }
     }
 }
@@ -188,14 +191,22 @@ impl Dispatcher {
         self.execute(&prefix.start, &start_measurements(started), &metadata);
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok((result, extra)) => {
-                metadata.extend(extra);
+                if !extra.is_empty() {
+                    metadata.extend(extra);
+                }
                 let failure = failed(&result).map(|reason| ("error", reason));
-                finish_span(self, prefix, started, metadata, failure);
+                finish_span(self, prefix, started, &mut metadata, failure);
                 result
             }
             Err(payload) => {
                 let reason = panic_message(&*payload).into_owned();
-                finish_span(self, prefix, started, metadata, Some(("panic", reason)));
+                finish_span(
+                    self,
+                    prefix,
+                    started,
+                    &mut metadata,
+                    Some(("panic", reason)),
+                );
                 resume_unwind(payload)
             }
         }
@@ -283,9 +294,9 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let SpanState::Running { started, ctx } = std::mem::replace(this.state, SpanState::Done) {
-                let metadata = this.metadata.take().unwrap_or_default();
+                let mut metadata = this.metadata.take().unwrap_or_default();
                 let reason = String::from("the future was dropped before it completed");
-                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, metadata, Some(("cancelled", reason))));
+                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, Some(("cancelled", reason))));
             }
         }
     }
@@ -361,8 +372,16 @@ where
         };
         if let SpanState::Running { started, ctx } = std::mem::replace(this.state, SpanState::Done)
         {
-            let metadata = this.metadata.take().unwrap_or_default();
-            ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, metadata, failure));
+            let mut metadata = this.metadata.take().unwrap_or_default();
+            ctx.in_scope(|| {
+                finish_span(
+                    this.dispatcher,
+                    this.prefix,
+                    started,
+                    &mut metadata,
+                    failure,
+                )
+            });
         }
         match (value, panic) {
             (Some(value), _) => Poll::Ready(value),
