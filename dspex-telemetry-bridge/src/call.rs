@@ -14,7 +14,8 @@ use crate::pool::{Pool, Reply};
 /// The longest `args` text put in event metadata (it goes to traces and logs, never labels).
 const ARGS_TEXT_LIMIT: usize = 256;
 
-fn type_name(v: &Value) -> &'static str {
+/// The Python-side name of a JSON value's type, for `result_type` and `var_type` metadata.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "none",
         Value::Bool(_) => "bool",

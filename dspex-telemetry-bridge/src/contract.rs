@@ -4,6 +4,7 @@
 use dspex_telemetry_core::{Dispatcher, catalog, metadata};
 use serde_json::{Map, Value};
 
+use crate::call::type_name;
 use crate::error::BridgeError;
 use crate::pool::Pool;
 
@@ -202,18 +203,6 @@ impl Signature {
             *value = cast;
         }
         Ok(result)
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "none",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use dspex_telemetry_core::{Dispatcher, Measurements, Metadata, TraceId, catalog};
 use serde_json::Value;
 
+use crate::call::type_name;
+
 /// Why a session operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -50,18 +52,6 @@ impl std::fmt::Debug for Sessions {
             .field("ttl", &self.ttl)
             .field("live", &self.len())
             .finish()
-    }
-}
-
-fn type_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "none",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
     }
 }
 
@@ -113,7 +103,7 @@ impl Sessions {
     /// Sets a variable. Emits `[:dspex, :session, :variable, :set]` with its size in bytes.
     pub fn set(&self, session_id: &str, name: &str, value: Value) -> Result<(), SessionError> {
         let size = value.to_string().len();
-        let var_type = type_of(&value);
+        let var_type = type_name(&value);
         {
             let mut sessions = self.lock();
             let s = sessions
@@ -152,7 +142,7 @@ impl Sessions {
             &Metadata::new()
                 .with("session_id", session_id)
                 .with("var_name", name)
-                .with("var_type", value.as_ref().map_or("none", type_of))
+                .with("var_type", value.as_ref().map_or("none", type_name))
                 .with("found", value.is_some()),
         );
         Ok(value)
