@@ -1,17 +1,17 @@
 //! The handler that turns events into `metrics` facade calls, through cached handles.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName};
 use metrics::{Key, Label};
 
+use crate::append_only::AppendOnlyMap;
 use crate::definition::{
     DefinitionError, MetricDefinition, MetricKind, Tag, TagPart, for_each_tag_part, render_labels,
 };
-use crate::recorder::{OVERFLOW_LABEL, PrecomputedHasher};
+use crate::recorder::OVERFLOW_LABEL;
 
 static METADATA: metrics::Metadata<'static> = metrics::Metadata::new(
     "dspex_telemetry_metrics",
@@ -105,8 +105,7 @@ struct CachedSet {
 struct MetricGroup {
     tags: Vec<Tag>,
     metrics: Vec<MetricDefinition>,
-    cache: RwLock<HashMap<u64, Vec<CachedSet>, BuildHasherDefault<PrecomputedHasher>>>,
-    cached: AtomicUsize,
+    cache: AppendOnlyMap<CachedSet>,
     max_series: usize,
     overflow: OnceLock<Box<[Handle]>>,
     overflowed: Arc<AtomicU64>,
@@ -134,26 +133,19 @@ impl MetricGroup {
     }
 
     /// Runs `f` with the handles of `event`'s label set, registering them on first sight. The
-    /// handles are used in place under the shared lock: no reference count moves.
+    /// cache is read without a lock and the handles used in place: no reference count moves.
     #[inline]
     fn with_handles(&self, event: &Event<'_>, f: impl FnOnce(&[Handle])) {
         let hash = self.parts_hash(event);
-        {
-            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(found) = cache
-                .get(&hash)
-                .and_then(|v| v.iter().find(|c| self.matches(c, event)))
-            {
-                f(&found.handles);
-                return;
-            }
+        match self.cache.find(hash, |c| self.matches(c, event)) {
+            Some(found) => f(&found.handles),
+            None => f(&self.register(hash, event)),
         }
-        f(&self.register(hash, event));
     }
 
     #[cold]
     fn register(&self, hash: u64, event: &Event<'_>) -> Box<[Handle]> {
-        if self.cached.load(Ordering::Relaxed) >= self.max_series {
+        if self.cache.len() >= self.max_series {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             return self
                 .overflow
@@ -176,16 +168,14 @@ impl MetricGroup {
         for tag in &self.tags {
             for_each_tag_part(tag, event, |p| parts.push(OwnedPart::of(p)));
         }
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        let bucket = cache.entry(hash).or_default();
-        if !bucket.iter().any(|c| self.matches(c, event)) {
-            bucket.push(CachedSet {
-                parts: parts.into(),
-                handles: handles.clone(),
-            });
-            self.cached.fetch_add(1, Ordering::Relaxed);
-        }
-        handles
+        let set = CachedSet {
+            parts: parts.into(),
+            handles,
+        };
+        self.cache
+            .insert(hash, set, |c| self.matches(c, event))
+            .handles
+            .clone()
     }
 
     fn register_all(&self, labels: &[Label]) -> Box<[Handle]> {
@@ -237,7 +227,7 @@ impl MetricGroup {
 ///
 /// Install the recorder before attaching: handles are registered with the recorder current at
 /// the first event of each label set, and cached. Per event, a metric costs its filter, a hash
-/// of its label values (borrowed from the event's metadata), a shared-lock cache probe and the
+/// of its label values (borrowed from the event's metadata), a lock-free cache probe and the
 /// recorder's own record; allocation happens only the first time a label set is seen. Each
 /// metric caches at most `max_series_per_metric` label sets; further ones go to one series
 /// labelled `overflow="true"`.
@@ -316,8 +306,7 @@ impl MetricsHandler {
                     None => groups.push(MetricGroup {
                         tags: def.tag_list().to_vec(),
                         metrics: vec![def.clone()],
-                        cache: RwLock::default(),
-                        cached: AtomicUsize::new(0),
+                        cache: AppendOnlyMap::new(),
                         max_series: max_series_per_metric.max(1),
                         overflow: OnceLock::new(),
                         overflowed: overflowed.clone(),

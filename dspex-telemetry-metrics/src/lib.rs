@@ -30,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod append_only;
 pub mod catalog;
 mod clock;
 mod config;
