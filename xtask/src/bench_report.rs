@@ -25,8 +25,7 @@ const TARGETS: &[Target] = &[
         max_ratio: 1.0,
         if_missed: "for a bridge call's `stop` the catalog records two metrics (duration and count) into two \
                     recorders (the window and Prometheus), where the baseline records one histogram into one; the \
-                    next row compares the same work. Closing the gap needs a cheaper window record (below) and a \
-                    lock-free handle cache.",
+                    next row compares the same work. Closing the gap needs a cheaper window record (below).",
     },
     Target {
         bench: "event_path/dspex_event_to_window_and_prometheus",
