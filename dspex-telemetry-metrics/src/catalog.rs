@@ -36,6 +36,13 @@ pub const QUEUE_TIME_BUCKETS_MS: &[f64] = &[
 /// The `method` label of bridge calls: `module.function`.
 pub const METHOD: TagSource = TagSource::Join(&["module", "function"], ".");
 
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 /// Duration, count and errors of one span, with the same labels so the window can join them
 /// (`WindowedRecorder::operation(base, labels)`).
 fn operation(
@@ -53,12 +60,16 @@ fn operation(
             .description(&format!("Duration of {what}, successful or not")),
         MetricDefinition::counter(&format!("{base}_count"), ends())
             .tag(tag.0, tag.1.clone())
-            .description(&format!("{what} completed, successful or not"))
+            .description(&format!(
+                "{} completed, successful or not",
+                capitalized(what)
+            ))
             .unit(Unit::Count, Unit::Count),
         MetricDefinition::counter(&format!("{base}_errors"), [span.exception().clone()])
             .tag(tag.0, tag.1)
             .description(&format!(
-                "{what} that failed (error, panic, timeout or cancellation)"
+                "{} that failed: errors, panics, timeouts and cancellations",
+                capitalized(what)
             )),
     ]
 }
