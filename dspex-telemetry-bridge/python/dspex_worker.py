@@ -143,7 +143,12 @@ def _read_exact(stream, n):
 
 
 def _write_frame(out, message):
-    body = json.dumps(message, default=repr).encode("utf-8")
+    try:
+        # Strict JSON: NaN and infinities are not JSON, and the Rust side would refuse the frame.
+        body = json.dumps(message, default=repr, allow_nan=False).encode("utf-8")
+    except ValueError as exc:
+        failure = {"type": "ValueError", "message": f"the result cannot be sent as JSON: {exc}"}
+        body = json.dumps({"id": message.get("id"), "ok": False, "error": failure}).encode("utf-8")
     out.write(struct.pack(">I", len(body)) + body)
     out.flush()
 

@@ -132,6 +132,18 @@ async fn results_and_python_errors_come_back() {
         }
         other => panic!("expected a Python error, got {other:?}"),
     }
+    // NaN is not JSON: the call fails as a Python error, and the worker stays.
+    match pool.call("bridge_fixtures", "not_json", vec![]).await {
+        Err(BridgeError::Python { kind, message, .. }) => {
+            assert_eq!(kind, "ValueError");
+            assert!(message.contains("cannot be sent as JSON"), "{message}");
+        }
+        other => panic!("expected a Python error, got {other:?}"),
+    }
+    assert!(
+        events(&log, "dspex.pool.worker.exited").is_empty(),
+        "no worker was replaced"
+    );
     let missing = pool.call("no_such_module", "f", vec![]).await.unwrap_err();
     assert!(
         matches!(missing, BridgeError::Python { ref kind, .. } if kind == "ModuleNotFoundError"),
@@ -147,7 +159,7 @@ async fn results_and_python_errors_come_back() {
         "args go to events (never to labels)"
     );
     let exceptions = events(&log, "dspex.bridge.call.exception");
-    assert_eq!(exceptions.len(), 2);
+    assert_eq!(exceptions.len(), 3);
     assert_eq!(exceptions[0].md("error"), Some("python_exception"));
     assert_eq!(exceptions[0].md("reason"), Some("ValueError: bad input"));
     assert!(

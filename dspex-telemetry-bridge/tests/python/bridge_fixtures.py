@@ -21,6 +21,10 @@ def sleep(seconds):
     return seconds
 
 
+def not_json():
+    return {"score": float("nan"), "when": object()}
+
+
 def pid():
     return os.getpid()
 
