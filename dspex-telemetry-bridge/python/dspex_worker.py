@@ -25,8 +25,8 @@ import traceback
 
 MAX_FRAME = 64 * 1024 * 1024
 
-# (trace id, correlation id, baggage header) of the call being served.
-_trace = contextvars.ContextVar("dspex_trace", default=(None, None, ""))
+# The trace of the call being served, as the Rust side sent it (parsed only when asked for).
+_trace = contextvars.ContextVar("dspex_trace", default=None)
 _span_id = contextvars.ContextVar("dspex_span_id", default=None)
 _spans = contextvars.ContextVar("dspex_spans", default=None)
 
@@ -54,12 +54,15 @@ def register_tool(name=None):
 
 def current_trace():
     """The trace this worker is serving: trace id, span id, correlation id, baggage header."""
-    trace_id, correlation_id, baggage = _trace.get()
+    trace = _trace.get()
+    if not trace:
+        return {"trace_id": None, "span_id": None, "correlation_id": None, "baggage": ""}
+    trace_id, _ = _parse_traceparent(trace.get("traceparent"))
     return {
         "trace_id": trace_id,
         "span_id": _span_id.get(),
-        "correlation_id": correlation_id,
-        "baggage": baggage,
+        "correlation_id": trace.get("correlation_id"),
+        "baggage": trace.get("baggage") or "",
     }
 
 
@@ -86,32 +89,6 @@ def dspex_span(name, **attributes):
     finally:
         _span_id.reset(token)
         _finish_span(name, span_id, parent, start, status, message, {k: _jsonable(v) for k, v in attributes.items()})
-
-
-def _traced_call(request):
-    """The call as a span, without a context manager's cost: this runs on every traced call."""
-    parent = _span_id.get()
-    span_id = _new_span_id()
-    token = _span_id.set(span_id)
-    start = time.time_ns()
-    status, message = "ok", None
-    try:
-        return _call(request)
-    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
-        status, message = "error", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        _span_id.reset(token)
-        module, function = request["module"], request["function"]
-        _finish_span(
-            f"python {module}.{function}",
-            span_id,
-            parent,
-            start,
-            status,
-            message,
-            {"module": module, "function": function},
-        )
 
 
 def _new_span_id():
@@ -165,53 +142,48 @@ def _call(request):
     return target(*request.get("args", []), **request.get("kwargs", {}))
 
 
+def _run(request):
+    op = request.get("op")
+    args, kwargs = request.get("args", []), request.get("kwargs", {})
+    if op == "call":
+        return _call(request)
+    if op == "tool":
+        tool = TOOLS.get(request["name"])
+        if tool is None:
+            raise LookupError(f"no tool named {request['name']!r} is registered")
+        return tool(*args, **kwargs)
+    if op == "call_method":
+        instance = INSTANCES.get(request["instance"])
+        if instance is None:
+            raise LookupError(f"no object {request['instance']} in this worker")
+        return getattr(instance, request["method"])(*args, **kwargs)
+    if op == "create_instance":
+        cls = _call_target(request["module"], request["class"])
+        _next_instance[0] += 1
+        INSTANCES[_next_instance[0]] = cls(*args, **kwargs)
+        return _next_instance[0]
+    if op == "drop_instance":
+        return INSTANCES.pop(request["instance"], None) is not None
+    if op == "ping":
+        return "pong"
+    raise LookupError(f"unknown op {op!r}")
+
+
 def _serve_one(request):
-    trace = request.get("trace") or {}
-    trace_id, parent = _parse_traceparent(trace.get("traceparent"))
-    _trace.set((trace_id, trace.get("correlation_id"), trace.get("baggage") or ""))
-    _span_id.set(parent)
-    # Spans are collected only when the caller traces this call.
-    spans = [] if trace_id else None
+    trace = request.get("trace")
+    # The Rust side names this call's span (its id arrives as `span_id`); nested `dspex_span`
+    # blocks become its children. The call's own span costs two clock reads here.
+    _trace.set(trace)
+    _span_id.set(trace.get("span_id") if trace else None)
+    spans = [] if trace else None
     _spans.set(spans)
     reply = {"id": request.get("id")}
+    start = time.time_ns() if trace else 0
     try:
-        op = request.get("op")
-        if op == "ping":
-            reply.update(ok=True, result="pong", trace_seen=current_trace())
-        elif op == "call":
-            result = _call(request) if spans is None else _traced_call(request)
-            reply.update(ok=True, result=result)
-        elif op == "create_instance":
-            cls = _call_target(request["module"], request["class"])
-            _next_instance[0] += 1
-            INSTANCES[_next_instance[0]] = cls(*request.get("args", []), **request.get("kwargs", {}))
-            reply.update(ok=True, result=_next_instance[0])
-        elif op == "call_method":
-            instance = INSTANCES.get(request["instance"])
-            if instance is None:
-                raise LookupError(f"no object {request['instance']} in this worker")
-            method = getattr(instance, request["method"])
-            if spans is None:
-                result = method(*request.get("args", []), **request.get("kwargs", {}))
-            else:
-                with dspex_span(f"python {type(instance).__name__}.{request['method']}"):
-                    result = method(*request.get("args", []), **request.get("kwargs", {}))
-            reply.update(ok=True, result=result)
-        elif op == "drop_instance":
-            reply.update(ok=True, result=INSTANCES.pop(request["instance"], None) is not None)
-        elif op == "tool":
-            tool = TOOLS.get(request["name"])
-            if tool is None:
-                raise LookupError(f"no tool named {request['name']!r} is registered")
-            if spans is None:
-                result = tool(*request.get("args", []), **request.get("kwargs", {}))
-            else:
-                with dspex_span(f"python tool {request['name']}", tool_name=request["name"]):
-                    result = tool(*request.get("args", []), **request.get("kwargs", {}))
-            reply.update(ok=True, result=result)
-        else:
-            reply.update(ok=False, error={"type": "ProtocolError", "message": f"unknown op {op!r}"})
+        reply.update(ok=True, result=_run(request))
+        status, message = "ok", None
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+        status, message = "error", f"{type(exc).__name__}: {exc}"
         reply.update(
             ok=False,
             error={
@@ -220,8 +192,15 @@ def _serve_one(request):
                 "traceback": traceback.format_exc(limit=20),
             },
         )
-    reply["spans"] = spans or []
+    if trace:
+        reply["call_span"] = [start, time.time_ns(), status, message]
+        reply["spans"] = spans
+    if request.get("op") == "ping":
+        reply["trace_seen"] = current_trace()
     return reply
+
+
+_proto_out = None
 
 
 def main():

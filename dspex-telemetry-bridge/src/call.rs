@@ -84,7 +84,7 @@ impl Pool {
                 message.insert("kwargs".into(), Value::Object(kwargs));
                 match self.submit("call", message).await {
                     Ok(reply) => {
-                        self.emit_python_spans(&reply);
+                        self.emit_python_spans(&reply, || format!("python {module}.{function}"));
                         let stop = metadata! {
                             "success" => true,
                             "result_type" => type_name(&reply.result),
@@ -108,18 +108,44 @@ impl Pool {
         self.submit("ping", message).await.map(|r| r.trace_seen)
     }
 
-    /// Emits the spans a worker returned, inside the current (bridge call) context.
-    pub(crate) fn emit_python_spans(&self, reply: &Reply) {
-        if reply.spans.is_empty() {
-            return;
-        }
+    /// Emits the spans a worker returned, inside the current (bridge call) context: the
+    /// worker's side of the call (`name`, timed by the worker) and the blocks its code timed.
+    pub(crate) fn emit_python_spans(&self, reply: &Reply, name: impl FnOnce() -> String) {
         let dispatcher = &self.config().dispatcher;
         if !dispatcher.has_handlers(&catalog::PYTHON_SPAN) {
             return;
         }
-        let trace_id = context::current()
-            .map(|c| c.trace_id().to_string())
-            .unwrap_or_default();
+        let Some(ctx) = context::current() else {
+            return;
+        };
+        let trace_id = ctx.trace_id().to_string();
+        if let (Some(call), Some(span_id)) = (
+            reply.call_span.as_ref().and_then(Value::as_array),
+            reply.python_span_id,
+        ) {
+            let num = |i: usize| call.get(i).and_then(Value::as_i64).unwrap_or(0);
+            let (start, end) = (num(0), num(1));
+            let span_id = span_id.to_string();
+            let parent = ctx.span_id().to_string();
+            let mut md = Metadata::new()
+                .with("name", name())
+                .with("trace_id", trace_id.as_str())
+                .with("span_id", span_id.as_str())
+                .with("parent_span_id", parent.as_str())
+                .with(
+                    "status",
+                    call.get(2).and_then(Value::as_str).unwrap_or("ok"),
+                )
+                .with("worker_id", reply.worker_id);
+            if let Some(message) = call.get(3).and_then(Value::as_str) {
+                md.insert("message", message);
+            }
+            let m = Measurements::new()
+                .with("start_time", start)
+                .with("end_time", end)
+                .with("duration", end.saturating_sub(start));
+            dispatcher.execute(&catalog::PYTHON_SPAN, &m, &md);
+        }
         for span in &reply.spans {
             // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
             let Some(fields) = span.as_array().filter(|f| f.len() == 8) else {
@@ -199,7 +225,7 @@ impl Pool {
                 message.insert("args".into(), Value::Array(args));
                 match self.submit_with_timeout("tool", message, call.timeout).await {
                     Ok(reply) => {
-                        self.emit_python_spans(&reply);
+                        self.emit_python_spans(&reply, || format!("python tool {name}"));
                         let stop = metadata! { "result_type" => type_name(&reply.result), "worker_id" => reply.worker_id };
                         (Ok(reply.result), stop)
                     }

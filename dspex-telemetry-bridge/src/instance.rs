@@ -97,7 +97,9 @@ impl Pool {
                 let pin = Some((object.worker_id, object.generation));
                 match self.submit_to("call_method", message, None, pin).await {
                     Ok(reply) => {
-                        self.emit_python_spans(&reply);
+                        self.emit_python_spans(&reply, || {
+                            format!("python {}.{method}", object.class)
+                        });
                         (
                             Ok(reply.result),
                             metadata! { "success" => true, "worker_id" => reply.worker_id },

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use dspex_telemetry_core::{Dispatcher, Measurements, Metadata, catalog, context};
+use dspex_telemetry_core::{Dispatcher, Measurements, Metadata, SpanId, catalog, context};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -76,6 +76,10 @@ pub(crate) struct Reply {
     pub(crate) worker_id: usize,
     /// Which incarnation of the worker slot served it.
     pub(crate) generation: u64,
+    /// The worker's side of the call, timed by the worker: `[start_ns, end_ns, status, message]`.
+    pub(crate) call_span: Option<Value>,
+    /// The id the caller gave the worker's side of the call.
+    pub(crate) python_span_id: Option<SpanId>,
 }
 
 struct Job {
@@ -277,7 +281,8 @@ impl Pool {
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         message.insert("id".into(), json!(id));
-        message.insert("trace".into(), trace_wire());
+        let (wire, python_span_id) = trace_wire();
+        message.insert("trace".into(), wire);
         let (reply, outcome) = oneshot::channel();
         let now = Instant::now();
         let timeout = timeout.unwrap_or(inner.config.call_timeout);
@@ -328,7 +333,10 @@ impl Pool {
         }
         // The worker enforces the deadline; this guards against a pool that cannot serve.
         match tokio::time::timeout_at(deadline + Duration::from_secs(1), outcome).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map(|mut reply| {
+                reply.python_span_id = python_span_id;
+                reply
+            }),
             Ok(Err(_)) => Err(BridgeError::ShutDown),
             Err(_) => Err(BridgeError::DeadlineExceeded(timeout)),
         }
@@ -363,15 +371,21 @@ fn health(inner: &Inner) -> PoolHealth {
     }
 }
 
-/// The caller's trace as the worker receives it.
-fn trace_wire() -> Value {
+/// The caller's trace as the worker receives it, with the id of the span the worker's side of
+/// the call will be (the caller's span is its parent).
+fn trace_wire() -> (Value, Option<SpanId>) {
     match context::current() {
-        Some(ctx) => json!({
-            "traceparent": ctx.traceparent().to_string(),
-            "baggage": ctx.outgoing_baggage().to_header(),
-            "correlation_id": ctx.correlation_id().as_str(),
-        }),
-        None => Value::Null,
+        Some(ctx) => {
+            let span_id = SpanId::random();
+            let wire = json!({
+                "traceparent": ctx.traceparent().to_string(),
+                "baggage": ctx.outgoing_baggage().to_header(),
+                "correlation_id": ctx.correlation_id().as_str(),
+                "span_id": span_id.to_string(),
+            });
+            (wire, Some(span_id))
+        }
+        None => (Value::Null, None),
     }
 }
 
@@ -677,6 +691,8 @@ fn parse_reply(frame: Value, worker_id: usize, generation: u64) -> Result<Reply,
             trace_seen: frame.get("trace_seen").cloned().unwrap_or(Value::Null),
             worker_id,
             generation,
+            call_span: frame.get("call_span").cloned(),
+            python_span_id: None,
         })
     } else {
         let error = frame.get("error").cloned().unwrap_or(Value::Null);
