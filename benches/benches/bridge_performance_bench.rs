@@ -10,8 +10,10 @@
 //! |---|---|
 //! | `bridge/bare_pipe_echo_1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
 //! | `bridge/uninstrumented_N` | `Pool::call` with no handler attached, N concurrent callers |
-//! | `bridge/traced_noop_handler_N` | `Pool::call` with one no-op handler: the trace travels to Python and its spans come back, nothing is recorded |
-//! | `bridge/instrumented_N` | `Pool::call` with the metrics handler feeding a windowed recorder, N callers |
+//! | `bridge/instrumented_N` | `Pool::call` with the metrics handler feeding a windowed recorder (so the trace travels to Python and its spans come back), N callers |
+//!
+//! The two pool configurations run as two pools, and each bench interleaves batches of its
+//! own (timed) calls with batches of the other's (untimed), so both see the same conditions.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -97,55 +99,60 @@ fn run_calls(rt: &tokio::runtime::Runtime, pool: &Pool, callers: u64, calls: u64
     })
 }
 
+/// Times `calls` calls on `timed`, interleaved in batches with as many untimed calls on
+/// `other`: both configurations run under the same machine conditions, so drift over the run
+/// (frequency, other load) does not fall on one of them.
+fn run_interleaved(
+    rt: &tokio::runtime::Runtime,
+    timed: &Pool,
+    other: &Pool,
+    callers: u64,
+    calls: u64,
+) -> Duration {
+    const BATCH: u64 = 64;
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < calls {
+        let batch = BATCH.min(calls - done);
+        total += run_calls(rt, timed, callers, batch);
+        run_calls(rt, other, callers, batch);
+        done += batch;
+    }
+    total
+}
+
+fn start_pool(rt: &tokio::runtime::Runtime, dispatcher: &Dispatcher) -> Pool {
+    rt.block_on(Pool::start(PoolConfig {
+        size: 2,
+        health_interval: None,
+        dispatcher: dispatcher.clone(),
+        ..PoolConfig::default()
+    }))
+    .expect("python3 must be installed")
+}
+
 fn pool_round_trip(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let dispatcher = Dispatcher::new();
-    let pool = rt
-        .block_on(Pool::start(PoolConfig {
-            size: 2,
-            health_interval: None,
-            dispatcher: dispatcher.clone(),
-            ..PoolConfig::default()
-        }))
-        .expect("python3 must be installed");
-    let mut g = c.benchmark_group("bridge");
-    for callers in [1u64, 2, 8] {
-        g.bench_function(format!("uninstrumented/{callers}"), |b| {
-            b.iter_custom(|n| run_calls(&rt, &pool, callers, n))
-        });
-    }
-    // A no-op handler on the call's stop: the trace goes to Python and spans come back, but
-    // nothing is recorded.
-    dispatcher
-        .attach(
-            "noop",
-            dspex_telemetry_core::catalog::BRIDGE_CALL.stop().clone(),
-            |_: &dspex_telemetry_core::Event<'_>| {},
-        )
-        .expect("attach");
-    for callers in [1u64, 2, 8] {
-        g.bench_function(format!("traced_noop_handler/{callers}"), |b| {
-            b.iter_custom(|n| run_calls(&rt, &pool, callers, n))
-        });
-    }
-    dispatcher.detach("noop").expect("attached above");
     // Calls run on the runtime's threads: the recorder must be the global one.
     let recorder = WindowedRecorder::new(RecorderConfig::default()).expect("config");
     metrics::set_global_recorder(recorder.clone()).expect("no recorder installed yet");
-    let handler = MetricsHandler::attach(
-        &dispatcher,
-        "metrics",
-        metric_catalog::dspex_metrics(),
-        1_000,
-    )
-    .expect("attach");
+    let off = Dispatcher::new();
+    let on = Dispatcher::new();
+    let handler = MetricsHandler::attach(&on, "metrics", metric_catalog::dspex_metrics(), 1_000)
+        .expect("attach");
+    let plain = start_pool(&rt, &off);
+    let instrumented = start_pool(&rt, &on);
+    let mut g = c.benchmark_group("bridge");
     for callers in [1u64, 2, 8] {
+        g.bench_function(format!("uninstrumented/{callers}"), |b| {
+            b.iter_custom(|n| run_interleaved(&rt, &plain, &instrumented, callers, n))
+        });
         g.bench_function(format!("instrumented/{callers}"), |b| {
-            b.iter_custom(|n| run_calls(&rt, &pool, callers, n))
+            b.iter_custom(|n| run_interleaved(&rt, &instrumented, &plain, callers, n))
         });
     }
     g.finish();
@@ -154,7 +161,8 @@ fn pool_round_trip(c: &mut Criterion) {
         .map_or(0, |s| s.count);
     assert!(calls > 0, "the instrumented runs were recorded");
     handler.detach();
-    rt.block_on(pool.shutdown());
+    rt.block_on(plain.shutdown());
+    rt.block_on(instrumented.shutdown());
 }
 
 fn config() -> Criterion {
