@@ -100,19 +100,26 @@ impl Sessions {
         id
     }
 
+    /// Runs `f` on a live session, counting it as one operation that uses the session now.
+    fn operate<R>(
+        &self,
+        session_id: &str,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Result<R, SessionError> {
+        let mut sessions = self.lock();
+        let s = sessions
+            .get_mut(session_id)
+            .ok_or_else(|| SessionError::NotFound(session_id.to_owned()))?;
+        s.operations += 1;
+        s.last_used = Instant::now();
+        Ok(f(s))
+    }
+
     /// Sets a variable. Emits `[:dspex, :session, :variable, :set]` with its size in bytes.
     pub fn set(&self, session_id: &str, name: &str, value: Value) -> Result<(), SessionError> {
         let size = value.to_string().len();
         let var_type = type_name(&value);
-        {
-            let mut sessions = self.lock();
-            let s = sessions
-                .get_mut(session_id)
-                .ok_or_else(|| SessionError::NotFound(session_id.to_owned()))?;
-            s.operations += 1;
-            s.last_used = Instant::now();
-            s.variables.insert(name.to_owned(), value);
-        }
+        self.operate(session_id, |s| s.variables.insert(name.to_owned(), value))?;
         self.dispatcher.execute(
             &catalog::SESSION_VARIABLE_SET,
             &Measurements::new().with("size", size),
@@ -126,15 +133,7 @@ impl Sessions {
 
     /// Reads a variable. Emits `[:dspex, :session, :variable, :get]` with `found`.
     pub fn get(&self, session_id: &str, name: &str) -> Result<Option<Value>, SessionError> {
-        let value = {
-            let mut sessions = self.lock();
-            let s = sessions
-                .get_mut(session_id)
-                .ok_or_else(|| SessionError::NotFound(session_id.to_owned()))?;
-            s.operations += 1;
-            s.last_used = Instant::now();
-            s.variables.get(name).cloned()
-        };
+        let value = self.operate(session_id, |s| s.variables.get(name).cloned())?;
         let size = value.as_ref().map_or(0, |v| v.to_string().len());
         self.dispatcher.execute(
             &catalog::SESSION_VARIABLE_GET,
