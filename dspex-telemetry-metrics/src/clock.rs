@@ -1,24 +1,147 @@
 //! The clock the window slides on: milliseconds, cheap to read, injectable for tests.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A monotonic millisecond clock. Only differences matter.
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: Any + Send + Sync {
     /// Milliseconds since an arbitrary origin; never goes backwards.
     fn now_ms(&self) -> u64;
 }
 
-/// The system's monotonic clock at coarse resolution (a few milliseconds on Linux), which
-/// reads in a few nanoseconds: enough to choose a sub-window of seconds.
+/// The system's monotonic clock, to within [`MonotonicClock::RESOLUTION_MS`]: enough to choose
+/// a sub-window of seconds, and read in about a nanosecond.
+///
+/// Reading the system clock costs more than the rest of a record, so records read a
+/// millisecond cell that a background thread (`dspex-clock`) sets from the system's coarse
+/// monotonic clock every few milliseconds. The thread runs only while the clock is read: after
+/// a second without a read it parks, and the next read takes the system clock itself and wakes
+/// it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MonotonicClock;
+
+impl MonotonicClock {
+    /// How far behind the system clock a reading may be, in milliseconds (plus however long the
+    /// background thread waits to be scheduled).
+    pub const RESOLUTION_MS: u64 = TICK_MS;
+}
 
 impl Clock for MonotonicClock {
     #[inline]
     fn now_ms(&self) -> u64 {
-        coarse_monotonic_ms()
+        recent_ms()
     }
+}
+
+/// The clock a series reads: the system's, inlined, or another one through its trait.
+#[derive(Clone)]
+pub(crate) enum ClockHandle {
+    System,
+    Other(Arc<dyn Clock>),
+}
+
+impl ClockHandle {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        let any: &dyn Any = &*clock;
+        if any.is::<MonotonicClock>() {
+            ClockHandle::System
+        } else {
+            ClockHandle::Other(clock)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        match self {
+            ClockHandle::System => recent_ms(),
+            ClockHandle::Other(clock) => clock.now_ms(),
+        }
+    }
+}
+
+const TICK_MS: u64 = 4;
+/// Ticks without a read before the clock thread parks (one second).
+const IDLE_TICKS: u32 = 250;
+/// In the cell while the clock thread is parked or not started.
+const ASLEEP: u64 = u64::MAX;
+
+static RECENT_MS: AtomicU64 = AtomicU64::new(ASLEEP);
+static READ_SINCE_TICK: AtomicBool = AtomicBool::new(false);
+/// The clock thread, and the process it was started in (a forked child starts its own).
+static TICKER: Mutex<Option<(u32, std::thread::Thread)>> = Mutex::new(None);
+
+#[inline]
+fn recent_ms() -> u64 {
+    let ms = RECENT_MS.load(Ordering::Relaxed);
+    if ms == ASLEEP {
+        return wake();
+    }
+    // A store only on the first read after a tick: the line stays shared otherwise.
+    if !READ_SINCE_TICK.load(Ordering::Relaxed) {
+        READ_SINCE_TICK.store(true, Ordering::Relaxed);
+    }
+    ms
+}
+
+/// Reads the system clock and (re)starts the clock thread.
+#[cold]
+fn wake() -> u64 {
+    let now = coarse_monotonic_ms();
+    READ_SINCE_TICK.store(true, Ordering::Relaxed);
+    let mut ticker = TICKER.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    match &*ticker {
+        Some((started_in, thread)) if *started_in == pid => thread.unpark(),
+        _ => {
+            let spawned = std::thread::Builder::new()
+                .name("dspex-clock".into())
+                .spawn(tick);
+            // Without a thread every read takes the system clock: slower, still right.
+            if let Ok(handle) = spawned {
+                *ticker = Some((pid, handle.thread().clone()));
+                #[cfg(unix)]
+                forget_in_forked_children();
+            }
+        }
+    }
+    now
+}
+
+fn tick() {
+    let mut idle = 0;
+    loop {
+        RECENT_MS.store(coarse_monotonic_ms(), Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(TICK_MS));
+        if READ_SINCE_TICK.swap(false, Ordering::Relaxed) {
+            idle = 0;
+        } else {
+            idle += 1;
+        }
+        if idle >= IDLE_TICKS {
+            RECENT_MS.store(ASLEEP, Ordering::SeqCst);
+            // A read after the store above wakes us (an unpark before the park is kept).
+            std::thread::park();
+            idle = 0;
+        }
+    }
+}
+
+/// A forked child has no clock thread: the cell must say so, or the child's clock stands still.
+#[cfg(unix)]
+fn forget_in_forked_children() {
+    extern "C" fn in_child() {
+        RECENT_MS.store(ASLEEP, Ordering::SeqCst);
+    }
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic, which is
+        // async-signal-safe as a fork handler must be.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(in_child));
+        }
+    });
 }
 
 #[cfg(target_os = "linux")]

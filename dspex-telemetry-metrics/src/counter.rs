@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clock::Clock;
+use crate::clock::ClockHandle;
 use crate::ring::{Ring, Slot};
-use std::sync::Arc;
+use crate::writer;
 
 /// A sub-window of a counter holds the total when it opened: the increments in the window
 /// are the total now minus the total when its oldest sub-window opened, so an increment
@@ -34,11 +34,22 @@ pub struct CounterSnapshot {
     pub rate_per_sec: f64,
 }
 
-/// A monotonic counter with a sliding window of its increments.
+/// One writer thread's part of a counter's total (see [`crate::writer`]).
+#[repr(align(64))]
+struct CounterShard {
+    total: AtomicU64,
+    /// When the sub-window this thread last saw open ends (ms).
+    end_ms: AtomicU64,
+}
+
+/// A monotonic counter with a sliding window of its increments. Its total is the shared
+/// total plus the writer shards' (each written by one thread, without atomic
+/// read-modify-write).
 pub(crate) struct WindowedCounter {
     ring: Ring<CounterSlot>,
     total: AtomicU64,
-    clock: Arc<dyn Clock>,
+    shards: Box<[CounterShard]>,
+    clock: ClockHandle,
     created_ms: u64,
     window_ms: u64,
     pub(crate) last_update_ms: AtomicU64,
@@ -49,7 +60,8 @@ impl WindowedCounter {
         sub_windows: usize,
         sub_window_ms: u64,
         window_ms: u64,
-        clock: Arc<dyn Clock>,
+        writer_shards: usize,
+        clock: ClockHandle,
     ) -> Self {
         let now = clock.now_ms();
         WindowedCounter {
@@ -63,6 +75,12 @@ impl WindowedCounter {
                 sub_window_ms,
             ),
             total: AtomicU64::new(0),
+            shards: (0..writer_shards)
+                .map(|_| CounterShard {
+                    total: AtomicU64::new(0),
+                    end_ms: AtomicU64::new(0),
+                })
+                .collect(),
             clock,
             created_ms: now,
             window_ms,
@@ -70,22 +88,42 @@ impl WindowedCounter {
         }
     }
 
-    /// Opens the current sub-window if needed (recording the total before `n` is added).
+    /// The total since creation: shared and sharded parts.
+    fn total(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(self.total.load(Ordering::Relaxed), |t, s| {
+                t.wrapping_add(s.total.load(Ordering::Relaxed))
+            })
+    }
+
+    /// Opens the current sub-window if needed (recording the total before this increment).
     #[inline]
-    fn tick(&self) {
-        let now = self.clock.now_ms();
+    fn tick(&self, now: u64) {
         self.ring.current_with(now, |slot| {
-            slot.opening_total
-                .store(self.total.load(Ordering::Relaxed), Ordering::Relaxed)
+            slot.opening_total.store(self.total(), Ordering::Relaxed)
         });
+    }
+
+    #[inline]
+    fn touch(&self, now: u64) {
         if self.last_update_ms.load(Ordering::Relaxed) < now {
             self.last_update_ms.store(now, Ordering::Relaxed);
         }
     }
 
+    #[cold]
+    fn open(&self, shard: &CounterShard, now: u64) {
+        self.tick(now);
+        let sub_window_ms = self.ring.sub_window_ms();
+        shard
+            .end_ms
+            .store((now / sub_window_ms + 1) * sub_window_ms, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let now = self.clock.now_ms();
-        let total = self.total.load(Ordering::Relaxed);
+        let total = self.total();
         let (live, oldest_start) = self.ring.live(now);
         let opening = live.map(|s| s.opening_total.load(Ordering::Relaxed)).min();
         // No live sub-window: nothing happened within the window.
@@ -102,26 +140,51 @@ impl WindowedCounter {
 }
 
 impl metrics::CounterFn for WindowedCounter {
+    #[inline]
     fn increment(&self, value: u64) {
-        self.tick();
-        self.total.fetch_add(value, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        match self.shards.get(writer::slot()) {
+            Some(shard) => {
+                // Only this thread writes the shard, and a sub-window is opened by the first
+                // record in it: until `end_ms` nothing needs opening.
+                if now >= shard.end_ms.load(Ordering::Relaxed) {
+                    self.open(shard, now);
+                }
+                let total = &shard.total;
+                total.store(
+                    total.load(Ordering::Relaxed).wrapping_add(value),
+                    Ordering::Relaxed,
+                );
+            }
+            None => {
+                self.tick(now);
+                self.total.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+        self.touch(now);
     }
 
     fn absolute(&self, value: u64) {
-        self.tick();
-        self.total.fetch_max(value, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        self.tick(now);
+        // Raise the shared part so that the whole total reaches `value` (never lowers it).
+        let current = self.total();
+        if value > current {
+            self.total.fetch_add(value - current, Ordering::Relaxed);
+        }
+        self.touch(now);
     }
 }
 
 /// A gauge: the last value set.
 pub(crate) struct GaugeCell {
     bits: AtomicU64,
-    clock: Arc<dyn Clock>,
+    clock: ClockHandle,
     pub(crate) last_update_ms: AtomicU64,
 }
 
 impl GaugeCell {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: ClockHandle) -> Self {
         let now = clock.now_ms();
         GaugeCell {
             bits: AtomicU64::new(0f64.to_bits()),

@@ -42,6 +42,7 @@ mod ring;
 mod sketch;
 pub mod testing;
 mod window;
+mod writer;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::MetricsConfig;

@@ -10,7 +10,7 @@ use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
 };
 
-use crate::clock::{Clock, MonotonicClock};
+use crate::clock::{Clock, ClockHandle, MonotonicClock};
 use crate::counter::{CounterSnapshot, GaugeCell, WindowedCounter};
 use crate::window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};
 
@@ -80,7 +80,7 @@ pub struct Description {
 
 struct Inner {
     shape: Arc<WindowShape>,
-    clock: Arc<dyn Clock>,
+    clock: ClockHandle,
     config: RecorderConfig,
     registry: RwLock<Registry>,
     descriptions: RwLock<HashMap<String, Description>>,
@@ -182,7 +182,7 @@ impl WindowedRecorder {
         Ok(WindowedRecorder {
             inner: Arc::new(Inner {
                 shape,
-                clock,
+                clock: ClockHandle::new(clock),
                 config,
                 registry: RwLock::new(Registry::default()),
                 descriptions: RwLock::new(HashMap::new()),
@@ -241,6 +241,7 @@ impl WindowedRecorder {
             shape.sub_windows(),
             shape.sub_window_ms(),
             shape.config().window_size_ms,
+            shape.writer_shards(),
             self.inner.clock.clone(),
         )
     }
@@ -442,6 +443,6 @@ impl Recorder for WindowedRecorder {
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
         let (shape, clock) = (self.inner.shape.clone(), self.inner.clock.clone());
-        Histogram::from_arc(self.get_or_create(key, || SeriesWindow::new(shape, clock)))
+        Histogram::from_arc(self.get_or_create(key, || SeriesWindow::with_handle(shape, clock)))
     }
 }

@@ -58,10 +58,32 @@ impl<S: Slot> Ring<S> {
         }
     }
 
-    /// The slots still in the window at `now_ms`, and the time the oldest of them began.
-    pub(crate) fn live(&self, now_ms: u64) -> (impl Iterator<Item = &S> + '_, u64) {
+    /// Runs `f` on the slot holding sub-window `epoch`, if one still does, with rotation held
+    /// off meanwhile (so the slot cannot be cleared for a newer sub-window under `f`).
+    pub(crate) fn with_slot_of(&self, epoch: u64, f: impl FnOnce(&S)) {
+        let _guard = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &self.slots[(epoch % self.slots.len() as u64) as usize];
+        if slot.epoch().load(Ordering::Acquire) == epoch {
+            f(slot);
+        }
+    }
+
+    /// The sub-windows (epochs) still in the window at `now_ms`, oldest first.
+    pub(crate) fn live_epochs(&self, now_ms: u64) -> std::ops::RangeInclusive<u64> {
         let current = now_ms / self.sub_window_ms + 1;
         let oldest = current.saturating_sub(self.slots.len() as u64 - 1).max(1);
+        oldest..=current
+    }
+
+    /// The length of a sub-window.
+    pub(crate) fn sub_window_ms(&self) -> u64 {
+        self.sub_window_ms
+    }
+
+    /// The slots still in the window at `now_ms`, and the time the oldest of them began.
+    pub(crate) fn live(&self, now_ms: u64) -> (impl Iterator<Item = &S> + '_, u64) {
+        let epochs = self.live_epochs(now_ms);
+        let (oldest, current) = (*epochs.start(), *epochs.end());
         let slots = self.slots.iter().filter(move |s| {
             let epoch = s.epoch().load(Ordering::Acquire);
             (oldest..=current).contains(&epoch)

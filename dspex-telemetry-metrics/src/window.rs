@@ -2,11 +2,12 @@
 //! count, sum, min, max and errors, recorded with atomics and read by merging.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockHandle};
 use crate::ring::{Ring, Slot};
 use crate::sketch::LogMapping;
+use crate::writer;
 
 /// Why a window configuration was refused; each names the key at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,11 +34,19 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> WindowConfigError {
 ///
 /// **What `max_samples` bounds.** The window keeps no raw samples: each sub-window counts
 /// samples in log-spaced buckets, so memory does not grow with traffic. `max_samples` is the
-/// most bucket counters one series may hold across its sub-windows, so a series takes at most
-/// `4 × max_samples` bytes of counters plus a fixed few hundred bytes. With the defaults
-/// (`relative_accuracy` 0.99 %, values from 0.001 to 1 000 000, 6 sub-windows) a series
-/// holds 6 × 1 047 counters, about 25 KiB, under the default `max_samples` of 10 000. A
-/// smaller `max_samples` gives fewer sub-windows (a coarser slide), never less accuracy.
+/// most bucket counters one series may hold: those of its sub-windows (4 bytes each) and of its
+/// writer shards (2 bytes each), so a series takes at most `4 × max_samples` bytes of counters
+/// plus a fixed few hundred bytes. With the defaults (`relative_accuracy` 0.99 %, values from
+/// 0.001 to 1 000 000, 6 sub-windows, 2 writer shards) a series holds 6 × 1 048 + 2 × 1 048
+/// counters, about 29 KiB, under the default `max_samples` of 10 000. A smaller
+/// `max_samples` gives fewer writer shards first (slower records from more threads), then
+/// fewer sub-windows (a coarser slide), never less accuracy.
+///
+/// **Writer shards.** The first `writer_shards` threads to record (process-wide; a slot is
+/// given back when its thread exits) each write a shard of every series that no other thread
+/// writes, without atomic read-modify-write instructions; the shard joins its sub-window when
+/// that sub-window ends. Other threads add to the sub-window with atomic instructions. Reads
+/// see both, and are retried if a shard is being joined meanwhile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowConfig {
     /// The window's length (`window_size_ms`, default 60 000).
@@ -53,6 +62,8 @@ pub struct WindowConfig {
     pub min_value: f64,
     /// The largest value told apart from its neighbours (default 1 000 000: 16.7 min in ms).
     pub max_value: f64,
+    /// Threads that record into a shard of their own (default 2); see above.
+    pub writer_shards: usize,
 }
 
 impl Default for WindowConfig {
@@ -64,17 +75,19 @@ impl Default for WindowConfig {
             relative_accuracy: 0.0099,
             min_value: 1e-3,
             max_value: 1e6,
+            writer_shards: 2,
         }
     }
 }
 
 /// A validated configuration with its derived shape, shared by every series of a recorder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WindowShape {
     config: WindowConfig,
     mapping: LogMapping,
     sub_windows: usize,
     sub_window_ms: u64,
+    writer_shards: usize,
 }
 
 impl WindowShape {
@@ -83,17 +96,34 @@ impl WindowShape {
         if config.window_size_ms < 10 {
             return Err(invalid("window_size_ms", "must be at least 10"));
         }
-        if !(config.relative_accuracy > 0.0 && config.relative_accuracy < 0.5) {
-            return Err(invalid("relative_accuracy", "must be in (0, 0.5)"));
+        if !(config.relative_accuracy >= 0.004 && config.relative_accuracy < 0.5) {
+            return Err(invalid("relative_accuracy", "must be in [0.004, 0.5)"));
         }
-        if !(config.min_value > 0.0 && config.min_value.is_finite()) {
-            return Err(invalid("min_value", "must be a positive number"));
+        if !(config.min_value >= f64::MIN_POSITIVE && config.min_value.is_finite()) {
+            return Err(invalid("min_value", "must be a positive normal number"));
         }
         if !(config.max_value > config.min_value && config.max_value.is_finite()) {
             return Err(invalid("max_value", "must be a number above min_value"));
         }
         if config.sub_windows < 2 {
             return Err(invalid("sub_windows", "must be at least 2"));
+        }
+        let gamma = (1.0 + config.relative_accuracy) / (1.0 - config.relative_accuracy);
+        let buckets = (config.max_value / config.min_value).ln() / gamma.ln();
+        if buckets > f64::from(u16::MAX) - 2.0 {
+            return Err(invalid(
+                "max_value",
+                format!(
+                    "{} to {} at this relative_accuracy needs {buckets:.0} buckets; at most 65 533",
+                    config.min_value, config.max_value
+                ),
+            ));
+        }
+        if config.writer_shards > writer::MAX_SLOTS {
+            return Err(invalid(
+                "writer_shards",
+                format!("must be at most {}", writer::MAX_SLOTS),
+            ));
         }
         let mapping = LogMapping::new(config.relative_accuracy, config.min_value, config.max_value);
         let per_sub = mapping.len() + 1;
@@ -109,11 +139,15 @@ impl WindowShape {
         }
         let sub_windows = config.sub_windows.min(affordable);
         let sub_window_ms = (config.window_size_ms / sub_windows as u64).max(1);
+        let writer_shards = config
+            .writer_shards
+            .min((config.max_samples - sub_windows * per_sub) / per_sub);
         Ok(WindowShape {
             config,
             mapping,
             sub_windows,
             sub_window_ms,
+            writer_shards,
         })
     }
 
@@ -132,9 +166,14 @@ impl WindowShape {
         self.sub_window_ms
     }
 
+    /// The number of writer shards each series has.
+    pub fn writer_shards(&self) -> usize {
+        self.writer_shards
+    }
+
     /// Bucket counters per series (what `max_samples` bounds).
     pub fn counters_per_series(&self) -> usize {
-        self.sub_windows * (self.mapping.len() + 1)
+        (self.sub_windows + self.writer_shards) * (self.mapping.len() + 1)
     }
 }
 
@@ -209,12 +248,54 @@ fn fold_f64(cell: &AtomicU64, value: f64, better: impl Fn(f64, f64) -> bool) {
     }
 }
 
+/// One thread's part of the current sub-window of a series. Only the thread holding the
+/// writer slot writes it (plain loads and stores on atomics), so its counters are 16-bit: a
+/// counter about to overflow is moved to the sub-window first.
+#[repr(align(64))]
+struct WriterShard {
+    /// The sub-window the shard's counts belong to, plus one; 0 while it has none or is being
+    /// joined to its sub-window.
+    epoch: AtomicU64,
+    /// When that sub-window ends (ms); only the owner reads it.
+    end_ms: AtomicU64,
+    errors: AtomicU64,
+    sum: AtomicU64,
+    min: AtomicU64,
+    max: AtomicU64,
+    buckets: Box<[AtomicU16]>,
+}
+
+impl WriterShard {
+    fn new(buckets: usize) -> Self {
+        WriterShard {
+            epoch: AtomicU64::new(0),
+            end_ms: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+            min: AtomicU64::new(EMPTY_MIN),
+            max: AtomicU64::new(EMPTY_MAX),
+            buckets: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
+        }
+    }
+}
+
+/// Adds `add` to a cell only this thread writes.
+#[inline]
+fn bump(cell: &AtomicU64, add: u64) {
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(add),
+        Ordering::Relaxed,
+    );
+}
+
 /// The sliding window of one series.
 ///
-/// Recording is lock-free: a coarse clock read, a bucket index, one relaxed atomic add to the
-/// bucket and one to the sum, on the current sub-window (min and max are only read unless they
-/// move). The first record of a new sub-window clears the slot it reuses, under a
-/// lock that only that moment takes. A read merges the sub-windows still in the window.
+/// Recording is lock-free: a coarse clock read, a table lookup for the bucket, and adds to the
+/// bucket and the sum (min and max are only read unless they move). A thread holding a writer
+/// slot adds to its own shard with plain stores; others add to the current sub-window with
+/// relaxed atomic adds. The first record of a new sub-window clears the slot it reuses, under
+/// a lock that only that moment takes; a shard joins its sub-window when its thread first
+/// records in the next one. A read merges the sub-windows and shards still in the window.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -236,8 +317,13 @@ fn fold_f64(cell: &AtomicU64, value: f64, better: impl Fn(f64, f64) -> bool) {
 /// ```
 pub struct SeriesWindow {
     shape: Arc<WindowShape>,
-    clock: Arc<dyn Clock>,
+    clock: ClockHandle,
     ring: Ring<SubWindow>,
+    shards: Box<[WriterShard]>,
+    /// Shards that began and that finished joining their sub-window (or moving a counter to
+    /// it): a read during which these moved is retried.
+    joins_started: AtomicU64,
+    joins_finished: AtomicU64,
     created_ms: u64,
     last_update_ms: AtomicU64,
 }
@@ -279,7 +365,7 @@ pub struct WindowSnapshot {
     /// How much time the snapshot covers, in milliseconds (at most the window's length).
     pub span_ms: u64,
     counts: Vec<u64>,
-    mapping: LogMapping,
+    shape: Arc<WindowShape>,
 }
 
 impl WindowSnapshot {
@@ -294,7 +380,7 @@ impl WindowSnapshot {
         for (index, &c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return self.mapping.value(index).clamp(self.min, self.max);
+                return self.shape.mapping.value(index).clamp(self.min, self.max);
             }
         }
         self.max
@@ -304,6 +390,10 @@ impl WindowSnapshot {
 impl SeriesWindow {
     /// A window of `shape`, sliding on `clock`.
     pub fn new(shape: Arc<WindowShape>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_handle(shape, ClockHandle::new(clock))
+    }
+
+    pub(crate) fn with_handle(shape: Arc<WindowShape>, clock: ClockHandle) -> Self {
         let buckets = shape.mapping.len() + 1;
         let now = clock.now_ms();
         SeriesWindow {
@@ -313,17 +403,16 @@ impl SeriesWindow {
                     .collect(),
                 shape.sub_window_ms,
             ),
+            shards: (0..shape.writer_shards)
+                .map(|_| WriterShard::new(buckets))
+                .collect(),
+            joins_started: AtomicU64::new(0),
+            joins_finished: AtomicU64::new(0),
             shape,
             clock,
             created_ms: now,
             last_update_ms: AtomicU64::new(now),
         }
-    }
-
-    #[inline]
-    fn current(&self) -> (&SubWindow, u64) {
-        let now = self.clock.now_ms();
-        (self.ring.current(now), now)
     }
 
     /// Records one sample.
@@ -338,8 +427,43 @@ impl SeriesWindow {
         if count == 0 {
             return;
         }
-        let (slot, now) = self.current();
+        let now = self.clock.now_ms();
         let index = self.shape.mapping.index(value);
+        match self.shards.get(writer::slot()) {
+            Some(shard) => self.record_owned(shard, now, index, value, count),
+            None => self.record_shared(now, index, value, count),
+        }
+        self.touch(now);
+    }
+
+    /// Records into this thread's own shard: no atomic read-modify-write.
+    #[inline]
+    fn record_owned(&self, shard: &WriterShard, now: u64, index: usize, value: f64, count: u32) {
+        if now >= shard.end_ms.load(Ordering::Relaxed) {
+            self.open(shard, now);
+        }
+        let bucket = &shard.buckets[index];
+        let n = u64::from(bucket.load(Ordering::Relaxed)) + u64::from(count);
+        match u16::try_from(n) {
+            Ok(n) if n < u16::MAX => bucket.store(n, Ordering::Relaxed),
+            _ => self.spill(shard, index, u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+        if value.is_finite() {
+            let sum = f64::from_bits(shard.sum.load(Ordering::Relaxed)) + value * f64::from(count);
+            shard.sum.store(sum.to_bits(), Ordering::Relaxed);
+            if value < f64::from_bits(shard.min.load(Ordering::Relaxed)) {
+                shard.min.store(value.to_bits(), Ordering::Relaxed);
+            }
+            if value > f64::from_bits(shard.max.load(Ordering::Relaxed)) {
+                shard.max.store(value.to_bits(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records into the current sub-window with atomic adds (threads without a shard).
+    #[inline]
+    fn record_shared(&self, now: u64, index: usize, value: f64, count: u32) {
+        let slot = self.ring.current(now);
         // The count is the buckets' sum, taken when read: one atomic add fewer per sample.
         slot.buckets[index].fetch_add(count, Ordering::Relaxed);
         if value.is_finite() {
@@ -347,14 +471,86 @@ impl SeriesWindow {
             fold_f64(&slot.min, value, |v, cur| v < cur);
             fold_f64(&slot.max, value, |v, cur| v > cur);
         }
-        self.touch(now);
+    }
+
+    /// Moves a shard's counter that would overflow (`n` samples) to its sub-window.
+    #[cold]
+    fn spill(&self, shard: &WriterShard, index: usize, n: u32) {
+        let epoch = shard.epoch.load(Ordering::Relaxed);
+        self.joins_started.fetch_add(1, Ordering::AcqRel);
+        // The shard's sub-window is the current one: its slot is open and stays so.
+        self.ring.with_slot_of(epoch, |slot| {
+            slot.buckets[index].fetch_add(n, Ordering::Relaxed);
+        });
+        shard.buckets[index].store(0, Ordering::Relaxed);
+        self.joins_finished.fetch_add(1, Ordering::Release);
+    }
+
+    /// Joins what the shard holds to its sub-window (if that is still in the ring) and opens
+    /// the shard for the sub-window of `now`.
+    #[cold]
+    fn open(&self, shard: &WriterShard, now: u64) {
+        // The ring's slot for the new sub-window is opened now, so that joining this shard to
+        // it later finds it.
+        self.ring.current(now);
+        let sub_window_ms = self.ring.sub_window_ms();
+        let epoch = now / sub_window_ms + 1;
+        let old = shard.epoch.load(Ordering::Relaxed);
+        self.joins_started.fetch_add(1, Ordering::AcqRel);
+        if old != 0 {
+            shard.epoch.store(0, Ordering::Release);
+            self.ring.with_slot_of(old, |slot| {
+                for (to, from) in slot.buckets.iter().zip(shard.buckets.iter()) {
+                    let n = from.load(Ordering::Relaxed);
+                    if n != 0 {
+                        to.fetch_add(u32::from(n), Ordering::Relaxed);
+                    }
+                }
+                let errors = shard.errors.load(Ordering::Relaxed);
+                if errors != 0 {
+                    slot.errors.fetch_add(errors, Ordering::Relaxed);
+                }
+                let (min, max) = (
+                    f64::from_bits(shard.min.load(Ordering::Relaxed)),
+                    f64::from_bits(shard.max.load(Ordering::Relaxed)),
+                );
+                if min <= max {
+                    add_f64(&slot.sum, f64::from_bits(shard.sum.load(Ordering::Relaxed)));
+                    fold_f64(&slot.min, min, |v, cur| v < cur);
+                    fold_f64(&slot.max, max, |v, cur| v > cur);
+                }
+            });
+            for b in shard.buckets.iter() {
+                b.store(0, Ordering::Relaxed);
+            }
+            shard.errors.store(0, Ordering::Relaxed);
+            shard.sum.store(0f64.to_bits(), Ordering::Relaxed);
+            shard.min.store(EMPTY_MIN, Ordering::Relaxed);
+            shard.max.store(EMPTY_MAX, Ordering::Relaxed);
+        }
+        shard.end_ms.store(epoch * sub_window_ms, Ordering::Relaxed);
+        shard.epoch.store(epoch, Ordering::Release);
+        self.joins_finished.fetch_add(1, Ordering::Release);
     }
 
     /// Records one error (a failed operation; its duration is recorded with `record`).
     #[inline]
     pub fn record_error(&self) {
-        let (slot, now) = self.current();
-        slot.errors.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        match self.shards.get(writer::slot()) {
+            Some(shard) => {
+                if now >= shard.end_ms.load(Ordering::Relaxed) {
+                    self.open(shard, now);
+                }
+                bump(&shard.errors, 1);
+            }
+            None => {
+                self.ring
+                    .current(now)
+                    .errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.touch(now);
     }
 
@@ -380,23 +576,56 @@ impl SeriesWindow {
                 .iter()
                 .map(|s| std::mem::size_of::<SubWindow>() + std::mem::size_of_val(&*s.buckets))
                 .sum::<usize>()
+            + self
+                .shards
+                .iter()
+                .map(|s| std::mem::size_of::<WriterShard>() + std::mem::size_of_val(&*s.buckets))
+                .sum::<usize>()
     }
 
     /// What the window holds now.
     pub fn snapshot(&self) -> WindowSnapshot {
         let now = self.clock.now_ms();
-        let mapping = self.shape.mapping.clone();
-        let mut counts = vec![0u64; mapping.len() + 1];
+        let mut counts = vec![0u64; self.shape.mapping.len() + 1];
         let (mut errors, mut sum) = (0u64, 0f64);
         let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-        let (live, oldest_start) = self.ring.live(now);
-        for slot in live {
-            errors += slot.errors.load(Ordering::Relaxed);
-            sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
-            min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
-            max = max.max(f64::from_bits(slot.max.load(Ordering::Relaxed)));
-            for (total, bucket) in counts.iter_mut().zip(slot.buckets.iter()) {
-                *total += u64::from(bucket.load(Ordering::Relaxed));
+        let oldest_start = self.ring.live(now).1;
+        let live = self.ring.live_epochs(now);
+        // A shard joining its sub-window during the read would be counted twice or not at
+        // all: read again (a few times at most; joins happen once per sub-window and thread).
+        for attempt in 0..8 {
+            let started = self.joins_started.load(Ordering::Acquire);
+            if started != self.joins_finished.load(Ordering::Acquire) && attempt < 7 {
+                std::thread::yield_now();
+                continue;
+            }
+            counts.iter_mut().for_each(|c| *c = 0);
+            (errors, sum) = (0, 0.0);
+            (min, max) = (f64::INFINITY, f64::NEG_INFINITY);
+            for slot in self.ring.live(now).0 {
+                errors += slot.errors.load(Ordering::Relaxed);
+                sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
+                min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
+                max = max.max(f64::from_bits(slot.max.load(Ordering::Relaxed)));
+                for (total, bucket) in counts.iter_mut().zip(slot.buckets.iter()) {
+                    *total += u64::from(bucket.load(Ordering::Relaxed));
+                }
+            }
+            for shard in self.shards.iter() {
+                if !live.contains(&shard.epoch.load(Ordering::Acquire)) {
+                    continue;
+                }
+                errors += shard.errors.load(Ordering::Relaxed);
+                sum += f64::from_bits(shard.sum.load(Ordering::Relaxed));
+                min = min.min(f64::from_bits(shard.min.load(Ordering::Relaxed)));
+                max = max.max(f64::from_bits(shard.max.load(Ordering::Relaxed)));
+                for (total, bucket) in counts.iter_mut().zip(shard.buckets.iter()) {
+                    *total += u64::from(bucket.load(Ordering::Relaxed));
+                }
+            }
+            fence(Ordering::Acquire);
+            if self.joins_started.load(Ordering::Relaxed) == started {
+                break;
             }
         }
         let count: u64 = counts.iter().sum();
@@ -428,7 +657,7 @@ impl SeriesWindow {
             },
             span_ms,
             counts,
-            mapping,
+            shape: self.shape.clone(),
         };
         snap.p50 = snap.quantile(0.50);
         snap.p95 = snap.quantile(0.95);

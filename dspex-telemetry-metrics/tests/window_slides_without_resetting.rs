@@ -6,34 +6,44 @@ use dspex_telemetry_metrics::{
     ManualClock, SeriesWindow, WindowConfig, WindowConfigError, WindowShape,
 };
 
-fn window(clock: &ManualClock) -> SeriesWindow {
-    let shape = Arc::new(WindowShape::new(WindowConfig::default()).unwrap());
+/// A default window, written through this thread's own shard (`shards` 2, the default) or
+/// through the shared atomic path (`shards` 0): both must slide alike.
+fn window(clock: &ManualClock, shards: usize) -> SeriesWindow {
+    let config = WindowConfig {
+        writer_shards: shards,
+        ..Default::default()
+    };
+    let shape = Arc::new(WindowShape::new(config).unwrap());
     SeriesWindow::new(shape, Arc::new(clock.clone()))
 }
 
+const SHARDS: [usize; 2] = [2, 0];
+
 #[test]
 fn samples_leave_one_sub_window_at_a_time() {
-    let clock = ManualClock::new(0);
-    let w = window(&clock);
-    // One batch of 10 samples in each 10-second sub-window, values 1, 2, … by batch.
-    for batch in 1..=6u64 {
-        for _ in 0..10 {
-            w.record(batch as f64);
+    for shards in SHARDS {
+        let clock = ManualClock::new(0);
+        let w = window(&clock, shards);
+        // One batch of 10 samples in each 10-second sub-window, values 1, 2, … by batch.
+        for batch in 1..=6u64 {
+            for _ in 0..10 {
+                w.record(batch as f64);
+            }
+            clock.advance_ms(10_000);
         }
-        clock.advance_ms(10_000);
-    }
-    // t = 60 s: the first batch (t in [0, 10)) has left; five batches remain.
-    let snap = w.snapshot();
-    assert_eq!(snap.count, 50);
-    assert_eq!(snap.min, 2.0);
-    assert_eq!(snap.max, 6.0);
-    // Each further step drops exactly one batch: no wholesale reset.
-    for remaining in (0..5u64).rev() {
-        clock.advance_ms(10_000);
+        // t = 60 s: the first batch (t in [0, 10)) has left; five batches remain.
         let snap = w.snapshot();
-        assert_eq!(snap.count, remaining * 10, "at t={} ms", clock_now(&clock));
-        if remaining > 0 {
-            assert_eq!(snap.min, (7 - remaining) as f64);
+        assert_eq!(snap.count, 50);
+        assert_eq!(snap.min, 2.0);
+        assert_eq!(snap.max, 6.0);
+        // Each further step drops exactly one batch: no wholesale reset.
+        for remaining in (0..5u64).rev() {
+            clock.advance_ms(10_000);
+            let snap = w.snapshot();
+            assert_eq!(snap.count, remaining * 10, "at t={} ms", clock_now(&clock));
+            if remaining > 0 {
+                assert_eq!(snap.min, (7 - remaining) as f64);
+            }
         }
     }
 }
@@ -45,47 +55,51 @@ fn clock_now(clock: &ManualClock) -> u64 {
 
 #[test]
 fn new_samples_count_and_reused_slots_start_empty() {
-    let clock = ManualClock::new(0);
-    let w = window(&clock);
-    for _ in 0..100 {
-        w.record(500.0);
+    for shards in SHARDS {
+        let clock = ManualClock::new(0);
+        let w = window(&clock, shards);
+        for _ in 0..100 {
+            w.record(500.0);
+        }
+        w.record_error();
+        clock.advance_ms(70_000);
+        for _ in 0..4 {
+            w.record(2.0);
+        }
+        let snap = w.snapshot();
+        assert_eq!(snap.count, 4, "the old samples left, the new ones count");
+        assert_eq!(snap.error_count, 0);
+        assert_eq!(snap.max, 2.0);
+        assert!((snap.p99 - 2.0).abs() < 0.02);
     }
-    w.record_error();
-    clock.advance_ms(70_000);
-    for _ in 0..4 {
-        w.record(2.0);
-    }
-    let snap = w.snapshot();
-    assert_eq!(snap.count, 4, "the old samples left, the new ones count");
-    assert_eq!(snap.error_count, 0);
-    assert_eq!(snap.max, 2.0);
-    assert!((snap.p99 - 2.0).abs() < 0.02);
 }
 
 #[test]
 fn rates_and_error_rates_cover_the_window() {
-    let clock = ManualClock::new(0);
-    let w = window(&clock);
-    for i in 0..600 {
-        w.record(10.0);
-        if i % 20 == 0 {
-            w.record_error();
+    for shards in SHARDS {
+        let clock = ManualClock::new(0);
+        let w = window(&clock, shards);
+        for i in 0..600 {
+            w.record(10.0);
+            if i % 20 == 0 {
+                w.record_error();
+            }
+            clock.advance_ms(100);
         }
-        clock.advance_ms(100);
+        // 60 s of 10 samples per second; the window covers the last 50–60 s.
+        let snap = w.snapshot();
+        assert!(
+            (snap.rate_per_sec - 10.0).abs() < 0.5,
+            "rate {}",
+            snap.rate_per_sec
+        );
+        assert!(
+            (snap.error_rate - 0.05).abs() < 0.005,
+            "error rate {}",
+            snap.error_rate
+        );
+        assert_eq!(snap.span_ms, 50_000);
     }
-    // 60 s of 10 samples per second; the window covers the last 50–60 s.
-    let snap = w.snapshot();
-    assert!(
-        (snap.rate_per_sec - 10.0).abs() < 0.5,
-        "rate {}",
-        snap.rate_per_sec
-    );
-    assert!(
-        (snap.error_rate - 0.05).abs() < 0.005,
-        "error rate {}",
-        snap.error_rate
-    );
-    assert_eq!(snap.span_ms, 50_000);
 }
 
 #[test]
@@ -111,6 +125,28 @@ fn bad_configuration_names_the_key() {
                 ..Default::default()
             },
             "relative_accuracy",
+        ),
+        (
+            WindowConfig {
+                relative_accuracy: 0.001,
+                ..Default::default()
+            },
+            "relative_accuracy",
+        ),
+        (
+            WindowConfig {
+                relative_accuracy: 0.004,
+                max_value: 1e300,
+                ..Default::default()
+            },
+            "max_value",
+        ),
+        (
+            WindowConfig {
+                writer_shards: 65,
+                ..Default::default()
+            },
+            "writer_shards",
         ),
         (
             WindowConfig {
@@ -147,6 +183,11 @@ fn bad_configuration_names_the_key() {
         small.sub_windows(),
         2,
         "a smaller max_samples gives fewer sub-windows"
+    );
+    assert_eq!(
+        small.writer_shards(),
+        0,
+        "writer shards are the first to go when max_samples is short"
     );
     assert!(small.counters_per_series() <= 3_000);
 }
