@@ -442,7 +442,11 @@ impl MetricDefinition {
 
 /// The raw parts of one label's value in `event`, for the handle cache to key on.
 #[inline]
-pub(crate) fn for_each_tag_part<'e>(tag: &Tag, event: &Event<'e>, mut f: impl FnMut(TagPart<'_>)) {
+pub(crate) fn for_each_tag_part<'a>(
+    tag: &'a Tag,
+    event: &'a Event<'_>,
+    mut f: impl FnMut(TagPart<'a>),
+) {
     match &tag.source {
         TagSource::Metadata(k) => f(TagPart::of(event.metadata().get(k))),
         TagSource::Join(keys, _) => {

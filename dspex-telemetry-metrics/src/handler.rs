@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use arrayvec::ArrayVec;
 use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName};
 use metrics::{Key, Label};
 
@@ -72,27 +73,70 @@ impl OwnedPart {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 
-fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
+/// Folds one word into the hash.
+#[inline]
+fn mix(hash: u64, word: u64) -> u64 {
+    (hash.rotate_left(5) ^ word).wrapping_mul(MIX)
 }
 
-fn hash_part(hash: u64, part: TagPart<'_>) -> u64 {
-    let hash = match part {
-        TagPart::Str(s) => fnv(fnv(hash, b"s"), s.as_bytes()),
-        TagPart::Int(i) => fnv(fnv(hash, b"i"), &i.to_le_bytes()),
-        TagPart::Float(x) => fnv(fnv(hash, b"f"), &x.to_bits().to_le_bytes()),
-        TagPart::Bool(b) => fnv(hash, if b { b"t" } else { b"F" }),
-        TagPart::Missing => fnv(hash, b"m"),
+/// Hashes a string eight bytes at a time (short tails read as overlapping words; the length
+/// goes in first, so overlaps cannot make two strings alike).
+#[inline]
+fn mix_str(mut hash: u64, s: &str) -> u64 {
+    let b = s.as_bytes();
+    let n = b.len();
+    hash = mix(hash, 1 | (n as u64) << 8);
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            b[at..at + 4].try_into().expect("4 bytes"),
+        ))
     };
-    fnv(hash, &[0xff])
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 <= n {
+            hash = mix(hash, word(at));
+            at += 8;
+        }
+        if at < n {
+            hash = mix(hash, word(n - 8));
+        }
+        hash
+    } else if n >= 4 {
+        mix(hash, half(0) << 32 | half(n - 4))
+    } else if n > 0 {
+        mix(
+            hash,
+            u64::from(b[0]) << 16 | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]),
+        )
+    } else {
+        hash
+    }
 }
+
+/// The hash of one label set's parts.
+#[inline]
+fn hash_parts(parts: &[TagPart<'_>]) -> u64 {
+    let mut hash = parts.len() as u64;
+    for part in parts {
+        hash = match *part {
+            TagPart::Str(s) => mix_str(hash, s),
+            TagPart::Int(i) => mix(mix(hash, 2), i as u64),
+            TagPart::Float(x) => mix(mix(hash, 3), x.to_bits()),
+            TagPart::Bool(b) => mix(hash, 4 | u64::from(b) << 8),
+            TagPart::Missing => mix(hash, 5),
+        };
+    }
+    // The table indexes by the low bits: fold the high ones in.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+/// Label parts of one event, read once: inline up to this many.
+const INLINE_PARTS: usize = 12;
 
 struct CachedSet {
     parts: Box<[OwnedPart]>,
@@ -111,40 +155,46 @@ struct MetricGroup {
     overflowed: Arc<AtomicU64>,
 }
 
-impl MetricGroup {
-    fn parts_hash(&self, event: &Event<'_>) -> u64 {
-        let mut hash = FNV_OFFSET;
-        for tag in &self.tags {
-            for_each_tag_part(tag, event, |p| hash = hash_part(hash, p));
-        }
-        hash
-    }
+fn matches(cached: &CachedSet, parts: &[TagPart<'_>]) -> bool {
+    cached.parts.len() == parts.len() && cached.parts.iter().zip(parts).all(|(c, p)| c.matches(*p))
+}
 
-    fn matches(&self, cached: &CachedSet, event: &Event<'_>) -> bool {
-        let mut i = 0;
-        let mut all = true;
+impl MetricGroup {
+    /// Runs `f` with the label parts of `event`, read from its metadata once.
+    #[inline]
+    fn with_parts<R>(&self, event: &Event<'_>, f: impl FnOnce(&[TagPart<'_>]) -> R) -> R {
+        let mut inline = ArrayVec::<TagPart<'_>, INLINE_PARTS>::new();
+        let mut spilled: Option<Vec<TagPart<'_>>> = None;
         for tag in &self.tags {
-            for_each_tag_part(tag, event, |p| {
-                all &= cached.parts.get(i).is_some_and(|c| c.matches(p));
-                i += 1;
+            for_each_tag_part(tag, event, |p| match &mut spilled {
+                Some(all) => all.push(p),
+                None => {
+                    if let Err(full) = inline.try_push(p) {
+                        let mut all = inline.to_vec();
+                        all.push(full.element());
+                        spilled = Some(all);
+                    }
+                }
             });
         }
-        all && i == cached.parts.len()
+        f(spilled.as_deref().unwrap_or(&inline))
     }
 
     /// Runs `f` with the handles of `event`'s label set, registering them on first sight. The
     /// cache is read without a lock and the handles used in place: no reference count moves.
     #[inline]
     fn with_handles(&self, event: &Event<'_>, f: impl FnOnce(&[Handle])) {
-        let hash = self.parts_hash(event);
-        match self.cache.find(hash, |c| self.matches(c, event)) {
-            Some(found) => f(&found.handles),
-            None => f(&self.register(hash, event)),
-        }
+        self.with_parts(event, |parts| {
+            let hash = hash_parts(parts);
+            match self.cache.find(hash, |c| matches(c, parts)) {
+                Some(found) => f(&found.handles),
+                None => f(&self.register(hash, parts, event)),
+            }
+        })
     }
 
     #[cold]
-    fn register(&self, hash: u64, event: &Event<'_>) -> Box<[Handle]> {
+    fn register(&self, hash: u64, parts: &[TagPart<'_>], event: &Event<'_>) -> Box<[Handle]> {
         if self.cache.len() >= self.max_series {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             return self
@@ -164,16 +214,12 @@ impl MetricGroup {
             .map(|(k, v)| Label::new(k, v))
             .collect();
         let handles = self.register_all(&labels);
-        let mut parts = Vec::new();
-        for tag in &self.tags {
-            for_each_tag_part(tag, event, |p| parts.push(OwnedPart::of(p)));
-        }
         let set = CachedSet {
-            parts: parts.into(),
+            parts: parts.iter().map(|p| OwnedPart::of(*p)).collect(),
             handles,
         };
         self.cache
-            .insert(hash, set, |c| self.matches(c, event))
+            .insert(hash, set, |c| matches(c, parts))
             .handles
             .clone()
     }

@@ -377,3 +377,61 @@ fn the_window_composes_with_other_recorders_through_a_fanout() {
         Op::Record(3.0)
     );
 }
+
+/// Label sets are told apart by their values whatever their number and length: a metric with
+/// 14 label parts (more than are kept inline) and values of every short length.
+#[test]
+fn many_labels_and_values_of_every_length_keep_their_own_series() {
+    const KEYS: [&str; 13] = [
+        "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11", "k12",
+    ];
+    let recorder = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    let d = Dispatcher::new();
+    let event = dspex_telemetry_core::EventName::new(&["app", "wide"]).unwrap();
+    let mut def = MetricDefinition::counter("app_wide_total", [event.clone()])
+        .tag("pair", TagSource::Join(&["k0", "k1"], "/"));
+    for key in &KEYS[2..] {
+        def = def.tag(key, TagSource::Metadata(key));
+    }
+    let values: Vec<String> = (0..18)
+        .map(|n| "abcdefghijklmnopq"[..n].to_owned())
+        .collect();
+    metrics::with_local_recorder(&recorder, || {
+        let _h = MetricsHandler::attach(&d, "m", vec![def], 1_000).unwrap();
+        for round in 0..3 {
+            for v in &values {
+                let mut md = dspex_telemetry_core::Metadata::new();
+                for key in &KEYS[..12] {
+                    md = md.with(*key, "same");
+                }
+                md = md.with("k12", v.as_str());
+                d.execute(&event, &measurements! {}, &md);
+                // The same length, one byte changed in the middle: another series.
+                if !v.is_empty() {
+                    let mut other = v.clone().into_bytes();
+                    other[v.len() / 2] = b'X';
+                    let other = String::from_utf8(other).unwrap();
+                    let md = md.clone().with("k12", other.as_str());
+                    if round == 0 {
+                        d.execute(&event, &measurements! {}, &md);
+                    }
+                }
+            }
+        }
+    });
+    let snapshot = recorder.snapshot();
+    let series: Vec<_> = snapshot
+        .iter()
+        .filter(|s| s.name == "app_wide_total")
+        .collect();
+    assert_eq!(series.len(), 18 + 17, "one series per distinct value");
+    for s in &series {
+        let k12 = &s.labels.iter().find(|(k, _)| k == "k12").unwrap().1;
+        let expected = if k12.contains('X') { 1 } else { 3 };
+        assert_eq!(s.labels.len(), 12);
+        let dspex_telemetry_metrics::SeriesValue::Counter(c) = &s.value else {
+            panic!("{s:?} is not a counter");
+        };
+        assert_eq!(c.total, expected, "series {:?}", s.labels);
+    }
+}
