@@ -387,7 +387,7 @@ fn many_labels_and_values_of_every_length_keep_their_own_series() {
     ];
     let recorder = WindowedRecorder::new(RecorderConfig::default()).unwrap();
     let d = Dispatcher::new();
-    let event = dspex_telemetry_core::EventName::new(&["app", "wide"]).unwrap();
+    let event = dspex_telemetry_core::EventName::new(["app", "wide"]).unwrap();
     let mut def = MetricDefinition::counter("app_wide_total", [event.clone()])
         .tag("pair", TagSource::Join(&["k0", "k1"], "/"));
     for key in &KEYS[2..] {
