@@ -4,10 +4,11 @@ Protocol: each frame is a 4-byte big-endian length followed by that many bytes o
 Requests arrive on stdin; replies leave on the process's original stdout, which the worker
 takes for itself at start: anything user code prints goes to stderr and cannot corrupt a frame.
 
-Each request carries the caller's trace (traceparent, baggage, correlation id). The worker
-restores it in context variables, times the call as a span that is a child of the caller's
-span, and returns every span opened meanwhile (the call's own, and those user code opens with
-`dspex_span`) with the reply.
+Each request carries the caller's trace (traceparent, baggage, correlation id) as one string,
+which the worker keeps in a context variable and parses only when user code asks for it. When
+the Rust side listens for Python spans it also sends `"timed": true`: the worker then times the
+call as a span that is a child of the caller's span, and returns every span opened meanwhile
+(the call's own, and those user code opens with `dspex_span`) with the reply.
 
 Standard library only.
 """
@@ -25,10 +26,24 @@ import traceback
 
 MAX_FRAME = 64 * 1024 * 1024
 
-# The trace of the call being served, as the Rust side sent it (parsed only when asked for).
+# The trace of the call being served, as the Rust side sent it (parsed only when asked for):
+# "<traceparent> <span id of this call> <correlation id> <baggage>".
 _trace = contextvars.ContextVar("dspex_trace", default=None)
+# The innermost `dspex_span` open, if any (else the call's own span id, from the trace).
 _span_id = contextvars.ContextVar("dspex_span_id", default=None)
+# The spans timed during the call, when the Rust side asked for them.
 _spans = contextvars.ContextVar("dspex_spans", default=None)
+
+# The traceparent (version 00) is 55 characters; this call's span id follows it.
+_CALL_SPAN_ID = slice(56, 72)
+
+
+def _current_span_id():
+    span_id = _span_id.get()
+    if span_id is None:
+        trace = _trace.get()
+        return trace[_CALL_SPAN_ID] if trace else None
+    return span_id
 
 
 TOOLS = {}
@@ -62,7 +77,7 @@ def current_trace():
     trace_id, _ = _parse_traceparent(traceparent)
     return {
         "trace_id": trace_id,
-        "span_id": _span_id.get(),
+        "span_id": _current_span_id(),
         "correlation_id": correlation_id or trace_id,
         "baggage": baggage,
     }
@@ -78,7 +93,7 @@ def _finish_span(name, span_id, parent, start, status, message, attributes):
 @contextlib.contextmanager
 def dspex_span(name, **attributes):
     """Times a block as a child span of the current one; it is returned to Rust with the reply."""
-    parent = _span_id.get()
+    parent = _current_span_id()
     span_id = _new_span_id()
     token = _span_id.set(span_id)
     start = time.time_ns()
@@ -173,15 +188,17 @@ def _run(request):
 
 def _serve_one(request):
     trace = request.get("trace")
-    # The Rust side names this call's span (its id arrives as `span_id`); nested `dspex_span`
-    # blocks become its children. The call's own span costs two clock reads here.
-    _trace.set(trace)
-    # The traceparent (version 00) is 55 characters; this call's span id follows it.
-    _span_id.set(trace[56:72] if trace else None)
-    spans = [] if trace else None
-    _spans.set(spans)
+    # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
+    # become its children. Timing the call and collecting spans happen only when asked for.
+    timed = False
+    if trace:
+        _trace.set(trace)
+        if request.get("timed"):
+            timed = True
+            spans = []
+            _spans.set(spans)
+            start = time.time_ns()
     reply = {"id": request.get("id")}
-    start = time.time_ns() if trace else 0
     try:
         reply.update(ok=True, result=_run(request))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
@@ -193,7 +210,7 @@ def _serve_one(request):
                 "traceback": traceback.format_exc(limit=20),
             },
         )
-    if trace:
+    if timed:
         reply["call_span"] = [start, time.time_ns()]
         if spans:
             reply["spans"] = spans

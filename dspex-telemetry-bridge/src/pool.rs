@@ -281,8 +281,7 @@ impl Pool {
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         message.insert("id".into(), json!(id));
-        let (wire, python_span_id) = trace_wire();
-        message.insert("trace".into(), wire);
+        let python_span_id = trace_wire(&inner.config.dispatcher, &mut message);
         let (reply, outcome) = oneshot::channel();
         let now = Instant::now();
         let timeout = timeout.unwrap_or(inner.config.call_timeout);
@@ -373,23 +372,35 @@ fn health(inner: &Inner) -> PoolHealth {
 
 /// The caller's trace as the worker receives it, with the id of the span the worker's side of
 /// the call will be (the caller's span is its parent).
-fn trace_wire() -> (Value, Option<SpanId>) {
-    match context::current() {
-        Some(ctx) => {
-            let span_id = SpanId::random();
-            // One string, cheap to encode here and to decode there, parsed by the worker only
-            // when user code asks: "<traceparent> <span id> <correlation id> <baggage>". None of
-            // the parts holds a space (W3C formats; a correlation id is printable ASCII).
-            let wire = format!(
-                "{} {span_id} {} {}",
-                ctx.traceparent(),
-                ctx.correlation_id(),
-                ctx.outgoing_baggage().to_header()
-            );
-            (Value::String(wire), Some(span_id))
-        }
-        None => (Value::Null, None),
+/// Adds the current trace to a request, and `"timed": true` when someone listens for Python
+/// spans (the worker then times the call and returns the spans its code opened). Returns the
+/// span id the worker's side of the call takes.
+fn trace_wire(dispatcher: &Dispatcher, message: &mut Map<String, Value>) -> Option<SpanId> {
+    let ctx = context::current()?;
+    let span_id = SpanId::random();
+    // One string, cheap to encode here and to decode there, parsed by the worker only when
+    // user code asks: "<traceparent> <span id> <correlation id> <baggage>", the correlation id
+    // empty when it is the trace id. No part holds a space (W3C formats; a correlation id is
+    // printable ASCII).
+    let mut wire = String::with_capacity(96);
+    ctx.traceparent().push_header(&mut wire);
+    wire.push(' ');
+    span_id.push_hex(&mut wire);
+    wire.push(' ');
+    let explicit = ctx.explicit_correlation_id();
+    if let Some(id) = explicit {
+        wire.push_str(id.as_str());
     }
+    wire.push(' ');
+    // The baggage a call sends carries an explicit correlation id too.
+    if explicit.is_some() || !ctx.baggage().is_empty() {
+        wire.push_str(&ctx.outgoing_baggage().to_header());
+    }
+    message.insert("trace".into(), Value::String(wire));
+    if dispatcher.has_handlers(&catalog::PYTHON_SPAN) {
+        message.insert("timed".into(), Value::Bool(true));
+    }
+    Some(span_id)
 }
 
 async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, String> {

@@ -573,3 +573,59 @@ async fn python_objects_keep_state_in_their_worker_and_are_lost_with_it() {
     assert_eq!(pool.drop_instance(&fresh).await, Ok(true));
     pool.shutdown().await;
 }
+
+/// Python spans are timed and sent back only while someone listens for them; the trace always
+/// travels, and user code sees it either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_spans_are_collected_only_while_someone_listens() {
+    let d = Dispatcher::new();
+    d.attach(
+        "stop",
+        dspex_telemetry_core::catalog::BRIDGE_CALL.stop().clone(),
+        |_: &Event<'_>| {},
+    )
+    .unwrap();
+    let pool = pool(&d, |_| {}).await;
+    let root = TraceContext::new_root();
+    let seen = pool
+        .call("bridge_fixtures", "collecting", vec![])
+        .with_trace_context(root.clone())
+        .await
+        .unwrap();
+    assert_eq!(seen["collecting"], json!(false));
+    assert_eq!(
+        seen["trace"]["trace_id"],
+        json!(root.trace_id().to_string())
+    );
+    assert_eq!(seen["trace"]["span_id"].as_str().map(str::len), Some(16));
+    assert_eq!(
+        pool.call("bridge_fixtures", "nested", vec![json!(1)])
+            .with_trace_context(root.clone())
+            .await
+            .unwrap(),
+        json!("done"),
+        "dspex_span works without collection"
+    );
+
+    let spans = Arc::new(Mutex::new(0usize));
+    let sink = spans.clone();
+    d.attach(
+        "spans",
+        dspex_telemetry_core::catalog::PYTHON_SPAN.clone(),
+        move |_: &Event<'_>| *sink.lock().unwrap() += 1,
+    )
+    .unwrap();
+    let seen = pool
+        .call("bridge_fixtures", "collecting", vec![])
+        .with_trace_context(root.clone())
+        .await
+        .unwrap();
+    assert_eq!(seen["collecting"], json!(true));
+    pool.call("bridge_fixtures", "nested", vec![json!(1)])
+        .with_trace_context(root)
+        .await
+        .unwrap();
+    // The two calls' own spans and the two blocks `nested` timed.
+    assert_eq!(*spans.lock().unwrap(), 4);
+    pool.shutdown().await;
+}

@@ -38,15 +38,27 @@ pub(crate) fn decode_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+/// Lowercase hex of up to 16 bytes, into `buf`; returns the digits written.
+#[inline]
+fn hex_digits<'b>(bytes: &[u8], buf: &'b mut [u8; 32]) -> &'b str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for (i, b) in bytes.iter().enumerate() {
+    for (i, b) in bytes.iter().take(16).enumerate() {
         buf[2 * i] = DIGITS[usize::from(b >> 4)];
         buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
+    let digits = &buf[..bytes.len().min(16) * 2];
     // Only ASCII hex digits were written.
-    f.write_str(std::str::from_utf8(&buf[..bytes.len() * 2]).map_err(|_| fmt::Error)?)
+    std::str::from_utf8(digits).unwrap_or_default()
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    f.write_str(hex_digits(bytes, &mut [0; 32]))
+}
+
+/// Appends the lowercase hex of `bytes` (at most 16) to `out`.
+#[inline]
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.push_str(hex_digits(bytes, &mut [0; 32]));
 }
 
 macro_rules! hex_id {
@@ -86,6 +98,13 @@ macro_rules! hex_id {
                         return $name(bytes);
                     }
                 }
+            }
+
+            /// Appends the lowercase hex form (as `Display` writes it) to `out`, without the
+            /// formatting machinery.
+            #[inline]
+            pub fn push_hex(&self, out: &mut String) {
+                push_hex(out, &self.0);
             }
 
             /// Parses lowercase hex, refusing the all-zero id.

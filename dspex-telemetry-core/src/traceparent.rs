@@ -82,6 +82,27 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// Appends the version 00 header value (as `Display` writes it) to `out`, without the
+    /// formatting machinery.
+    ///
+    /// ```
+    /// use dspex_telemetry_core::TraceParent;
+    /// let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let mut out = String::new();
+    /// TraceParent::parse(header).unwrap().push_header(&mut out);
+    /// assert_eq!(out, header);
+    /// ```
+    pub fn push_header(&self, out: &mut String) {
+        out.push_str("00-");
+        self.trace_id.push_hex(out);
+        out.push('-');
+        self.parent_id.push_hex(out);
+        out.push('-');
+        crate::ids::push_hex(out, &[self.flags.bits()]);
+    }
+}
+
 impl fmt::Display for TraceParent {
     /// The version 00 header value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

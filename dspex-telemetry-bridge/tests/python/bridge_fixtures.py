@@ -41,6 +41,13 @@ def whoami():
     return current_trace()
 
 
+def collecting():
+    import dspex_worker
+
+    # Whether the worker collects this call's spans (only when the Rust side listens for them).
+    return {"collecting": dspex_worker._spans.get() is not None, "trace": current_trace()}
+
+
 def nested(k):
     with dspex_span("retrieve", k=k):
         with dspex_span("rank"):
