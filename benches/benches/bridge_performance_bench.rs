@@ -10,10 +10,12 @@
 //! |---|---|
 //! | `bridge/bare_pipe_echo_1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
 //! | `bridge/uninstrumented_N` | `Pool::call` with no handler attached, N concurrent callers |
-//! | `bridge/instrumented_N` | `Pool::call` with the metrics handler feeding a windowed recorder (so the trace travels to Python and its spans come back), N callers |
+//! | `bridge/instrumented_N` | `Pool::call` with the DSPex metric catalog attached (spans, pool events, metrics into a windowed recorder; the trace travels to Python), N callers |
 //!
-//! The two pool configurations run as two pools, and each bench interleaves batches of its
-//! own (timed) calls with batches of the other's (untimed), so both see the same conditions.
+//! Both configurations use the same pool (the same worker processes, so the same placement on
+//! the machine's cores): the metrics handler is attached for instrumented batches and detached
+//! for uninstrumented ones. Each bench interleaves batches of its own (timed) calls with
+//! batches of the other configuration's (untimed), so both see the same conditions.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -99,13 +101,40 @@ fn run_calls(rt: &tokio::runtime::Runtime, pool: &Pool, callers: u64, calls: u64
     })
 }
 
-/// Times `calls` calls on `timed`, interleaved in batches with as many untimed calls on
-/// `other`: both configurations run under the same machine conditions, so drift over the run
-/// (frequency, other load) does not fall on one of them.
+/// Telemetry on (the DSPex metric catalog attached) or off, on one dispatcher.
+struct Telemetry {
+    dispatcher: Dispatcher,
+    handler: Option<MetricsHandler>,
+}
+
+impl Telemetry {
+    fn set(&mut self, on: bool) {
+        match (on, self.handler.take()) {
+            (true, None) => {
+                self.handler = Some(
+                    MetricsHandler::attach(
+                        &self.dispatcher,
+                        "metrics",
+                        metric_catalog::dspex_metrics(),
+                        1_000,
+                    )
+                    .expect("attach"),
+                )
+            }
+            (false, Some(handler)) => handler.detach(),
+            (_, kept) => self.handler = kept,
+        }
+    }
+}
+
+/// Times `calls` calls with telemetry `on` (or off), interleaved in batches with as many
+/// untimed calls in the other configuration: both run under the same machine conditions, so
+/// drift over the run (frequency, other load) does not fall on one of them.
 fn run_interleaved(
     rt: &tokio::runtime::Runtime,
-    timed: &Pool,
-    other: &Pool,
+    pool: &Pool,
+    telemetry: &mut Telemetry,
+    on: bool,
     callers: u64,
     calls: u64,
 ) -> Duration {
@@ -114,21 +143,14 @@ fn run_interleaved(
     let mut done = 0;
     while done < calls {
         let batch = BATCH.min(calls - done);
-        total += run_calls(rt, timed, callers, batch);
-        run_calls(rt, other, callers, batch);
+        telemetry.set(on);
+        total += run_calls(rt, pool, callers, batch);
+        telemetry.set(!on);
+        run_calls(rt, pool, callers, batch);
         done += batch;
     }
+    telemetry.set(false);
     total
-}
-
-fn start_pool(rt: &tokio::runtime::Runtime, dispatcher: &Dispatcher) -> Pool {
-    rt.block_on(Pool::start(PoolConfig {
-        size: 2,
-        health_interval: None,
-        dispatcher: dispatcher.clone(),
-        ..PoolConfig::default()
-    }))
-    .expect("python3 must be installed")
 }
 
 fn pool_round_trip(c: &mut Criterion) {
@@ -140,19 +162,25 @@ fn pool_round_trip(c: &mut Criterion) {
     // Calls run on the runtime's threads: the recorder must be the global one.
     let recorder = WindowedRecorder::new(RecorderConfig::default()).expect("config");
     metrics::set_global_recorder(recorder.clone()).expect("no recorder installed yet");
-    let off = Dispatcher::new();
-    let on = Dispatcher::new();
-    let handler = MetricsHandler::attach(&on, "metrics", metric_catalog::dspex_metrics(), 1_000)
-        .expect("attach");
-    let plain = start_pool(&rt, &off);
-    let instrumented = start_pool(&rt, &on);
+    let mut telemetry = Telemetry {
+        dispatcher: Dispatcher::new(),
+        handler: None,
+    };
+    let pool = rt
+        .block_on(Pool::start(PoolConfig {
+            size: 2,
+            health_interval: None,
+            dispatcher: telemetry.dispatcher.clone(),
+            ..PoolConfig::default()
+        }))
+        .expect("python3 must be installed");
     let mut g = c.benchmark_group("bridge");
     for callers in [1u64, 2, 8] {
         g.bench_function(format!("uninstrumented/{callers}"), |b| {
-            b.iter_custom(|n| run_interleaved(&rt, &plain, &instrumented, callers, n))
+            b.iter_custom(|n| run_interleaved(&rt, &pool, &mut telemetry, false, callers, n))
         });
         g.bench_function(format!("instrumented/{callers}"), |b| {
-            b.iter_custom(|n| run_interleaved(&rt, &instrumented, &plain, callers, n))
+            b.iter_custom(|n| run_interleaved(&rt, &pool, &mut telemetry, true, callers, n))
         });
     }
     g.finish();
@@ -160,16 +188,14 @@ fn pool_round_trip(c: &mut Criterion) {
         .operation("dspex_bridge_call_method", &[("method", "builtins.abs")])
         .map_or(0, |s| s.count);
     assert!(calls > 0, "the instrumented runs were recorded");
-    handler.detach();
-    rt.block_on(plain.shutdown());
-    rt.block_on(instrumented.shutdown());
+    rt.block_on(pool.shutdown());
 }
 
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(30)
 }
 
 criterion_group! {
