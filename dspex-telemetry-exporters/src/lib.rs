@@ -1,7 +1,36 @@
-//! Exporters for dspex-telemetry: a Prometheus `/metrics` endpoint and push gateway client,
-//! StatsD, OpenTelemetry OTLP (traces and metrics) and the Reporter that flushes them on
-//! `reporting_interval`.
+//! Exporters for dspex-telemetry.
 //!
-//! **Status: skeleton.** This crate compiles and reserves its place in the workspace; it
-//! exports nothing yet.
+//! - [`prometheus`]: a Prometheus recorder with the catalog's millisecond buckets and a
+//!   `/metrics` endpoint (127.0.0.1 by default, optional bearer token).
+//! - [`Secret`]: credentials that never show in `Debug` output or logs.
+//!
+//! The push gateway client, StatsD, OpenTelemetry OTLP and the Reporter that flushes them on
+//! `reporting_interval` are not built yet.
+//!
+//! ```
+//! use dspex_telemetry_core::{catalog, metadata, Dispatcher};
+//! use dspex_telemetry_exporters::prometheus::prometheus_recorder;
+//! use dspex_telemetry_metrics::{catalog as metric_catalog, MetricsHandler};
+//!
+//! let recorder = prometheus_recorder(&metric_catalog::dspex_metrics()).unwrap();
+//! let handle = recorder.handle();
+//! let dispatcher = Dispatcher::new();
+//! metrics::with_local_recorder(&recorder, || {
+//!     let _metrics = MetricsHandler::attach(&dispatcher, "m", metric_catalog::dspex_metrics(), 1_000).unwrap();
+//!     dispatcher.span(&catalog::BRIDGE_CALL, metadata! { "module" => "dspy", "function" => "Predict" }, || ((), metadata! {}));
+//! });
+//! let text = handle.render();
+//! assert!(text.contains(r#"dspex_bridge_call_method_count{method="dspy.Predict"} 1"#));
+//! assert!(text.contains(r#"dspex_bridge_call_method_duration_bucket{method="dspy.Predict",le="+Inf"} 1"#));
+//! ```
 #![deny(missing_docs)]
+
+pub mod prometheus;
+mod secret;
+
+pub use secret::Secret;
+
+/// The guide's samples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/exporters.md")]
+struct GuideDoctests;

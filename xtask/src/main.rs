@@ -4,6 +4,9 @@
 //!   developers. Unit, integration and property tests of every crate (through
 //!   `cargo nextest` when it is installed, `cargo test` otherwise), then the doctests.
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
+//!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
+//!   which brings `promtool`, through apt): the tests start the peers themselves, on
+//!   127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 
 mod bench_report;
@@ -141,7 +144,56 @@ fn has_nextest() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Programs the tests start as real peers, and the Debian packages that bring them.
+const PEERS: &[(&str, &str)] = &[("prometheus", "prometheus"), ("promtool", "prometheus")];
+
+fn on_path(program: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|path| env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+/// Installs the peers' packages that are missing (apt; `apt-get update` only if the first try
+/// fails). Returns false, having said why, if a program is still missing.
+fn ensure_peers() -> bool {
+    let mut packages: Vec<&str> = PEERS
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    packages.dedup();
+    if packages.is_empty() {
+        return true;
+    }
+    eprintln!("xtask: installing test peers: {}", packages.join(" "));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").arg("update").status();
+        install();
+    }
+    let missing: Vec<&str> = PEERS
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(program, _)| *program)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "xtask: cannot install {} (apt-get install {}); the tests that need them will fail",
+            missing.join(", "),
+            packages.join(" ")
+        );
+    }
+    missing.is_empty()
+}
+
 fn test(extra: Vec<String>) -> ExitCode {
+    let peers_ok = ensure_peers();
     let scope: Vec<String> = if extra.is_empty() {
         vec!["--workspace".into()]
     } else {
@@ -163,7 +215,7 @@ fn test(extra: Vec<String>) -> ExitCode {
         .args(&scope);
     let doctests_ok = run_counting(doctests, &mut tally);
     println!("\nxtask: {} passed, {} failed", tally.passed, tally.failed);
-    if tests_ok && doctests_ok && tally.passed > 0 {
+    if tests_ok && doctests_ok && peers_ok && tally.passed > 0 {
         ExitCode::SUCCESS
     } else {
         if tally.passed == 0 {

@@ -1,0 +1,281 @@
+//! Prometheus: a recorder whose histograms have the catalog's millisecond buckets, and a
+//! `/metrics` endpoint serving it (127.0.0.1 by default, optional bearer token).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dspex_telemetry_metrics::{MetricDefinition, MetricKind, catalog};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Secret;
+
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Why the Prometheus exporter could not start; each names the configuration key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PrometheusError {
+    /// A key's value is unusable.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on `listen` = {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// The `/metrics` endpoint's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    /// Where to listen (default `127.0.0.1:9568`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The path that serves the metrics (default `/metrics`).
+    pub path: String,
+    /// When set, a scrape must send `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Secret>,
+    /// How often histogram samples are folded into their buckets between scrapes, which bounds
+    /// the memory they take (default 5 s).
+    pub upkeep_interval: Duration,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9568)),
+            path: "/metrics".into(),
+            bearer_token: None,
+            upkeep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A Prometheus recorder for `definitions`: every histogram gets explicit buckets (the
+/// definition's own for distributions, [`catalog::DURATION_BUCKETS_MS`] otherwise, users' own
+/// `histogram!` calls included), so series aggregate across instances; names are kept as
+/// defined (no unit or `_total` suffix is added).
+///
+/// Install it alone or next to the window through `metrics-util`'s fanout, then attach a
+/// [`dspex_telemetry_metrics::MetricsHandler`].
+///
+/// ```
+/// use dspex_telemetry_exporters::prometheus::prometheus_recorder;
+/// use dspex_telemetry_metrics::catalog;
+/// let recorder = prometheus_recorder(&catalog::dspex_metrics()).unwrap();
+/// let handle = recorder.handle();
+/// metrics::with_local_recorder(&recorder, || metrics::counter!("app_jobs_total").increment(2));
+/// assert!(handle.render().contains("app_jobs_total 2"));
+/// ```
+pub fn prometheus_recorder(
+    definitions: &[MetricDefinition],
+) -> Result<PrometheusRecorder, PrometheusError> {
+    let invalid =
+        |name: &str, e: metrics_exporter_prometheus::BuildError| PrometheusError::Invalid {
+            key: "buckets",
+            reason: format!("{name}: {e}"),
+        };
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(catalog::DURATION_BUCKETS_MS)
+        .map_err(|e| invalid("default", e))?;
+    for def in definitions {
+        if let MetricKind::Distribution { buckets } = def.kind() {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(def.name().to_owned()), buckets)
+                .map_err(|e| invalid(def.name(), e))?;
+        }
+    }
+    Ok(builder.build_recorder())
+}
+
+/// A running `/metrics` endpoint. Dropping it stops it too; [`PrometheusEndpoint::shutdown`]
+/// waits until it has.
+#[derive(Debug)]
+pub struct PrometheusEndpoint {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl PrometheusEndpoint {
+    /// Binds `config.listen` and serves `handle`'s metrics at `config.path` on the current
+    /// tokio runtime; a second task folds histogram samples every `upkeep_interval`.
+    pub async fn start(
+        config: &PrometheusConfig,
+        handle: PrometheusHandle,
+    ) -> Result<Self, PrometheusError> {
+        if !config.path.starts_with('/') {
+            return Err(PrometheusError::Invalid {
+                key: "path",
+                reason: format!("{:?} must start with `/`", config.path),
+            });
+        }
+        if config.upkeep_interval.is_zero() {
+            return Err(PrometheusError::Invalid {
+                key: "upkeep_interval",
+                reason: "must be above zero".into(),
+            });
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| PrometheusError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| PrometheusError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (stop, stopped) = watch::channel(false);
+        let serving = Arc::new(Serving {
+            handle,
+            path: config.path.clone(),
+            token: config.bearer_token.clone(),
+        });
+        let task = tokio::spawn(serve(listener, serving, config.upkeep_interval, stopped));
+        Ok(PrometheusEndpoint {
+            addr,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The address it listens on (with the port chosen, if 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and waits for the endpoint's tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for PrometheusEndpoint {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+struct Serving {
+    handle: PrometheusHandle,
+    path: String,
+    token: Option<Secret>,
+}
+
+async fn serve(
+    listener: TcpListener,
+    serving: Arc<Serving>,
+    upkeep_interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut upkeep = tokio::time::interval(upkeep_interval);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = upkeep.tick() => serving.handle.run_upkeep(),
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        tracing::warn!(error = %e, "the /metrics endpoint could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let serving = serving.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let serving = serving.clone();
+                        async move { Ok::<_, Infallible>(serving.respond(&request)) }
+                    });
+                    let connection = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        result = connection => {
+                            if let Err(e) = result {
+                                tracing::debug!(error = %e, "a /metrics connection ended with an error");
+                            }
+                        }
+                        _ = stopped.changed() => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Serving {
+    fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() != self.path {
+            return plain(StatusCode::NOT_FOUND, "not found\n");
+        }
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        if let Some(token) = &self.token {
+            let sent = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            if !sent.is_some_and(|sent| token.matches(sent)) {
+                let mut response = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return response;
+            }
+        }
+        let body = if request.method() == Method::HEAD {
+            String::new()
+        } else {
+            self.handle.render()
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(CONTENT_TYPE),
+        );
+        response
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,398 @@
+//! Test support: a reader of the Prometheus text format that checks what `promtool` does not,
+//! a small HTTP client, and a real Prometheus server started for the test.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed exposition: samples in order, and the TYPE of each family.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub samples: Vec<Sample>,
+    pub types: BTreeMap<String, String>,
+    pub helps: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.samples
+            .iter()
+            .find(|s| s.name == name && s.labels == want)
+            .map(|s| s.value)
+    }
+}
+
+/// Parses the text format strictly: label values with `\\`, `\"` and `\n` escapes, and no
+/// other backslash sequence; panics naming the line on anything else.
+pub fn parse(text: &str) -> Exposition {
+    let mut out = Exposition::default();
+    assert!(text.is_empty() || text.ends_with('\n'), "no final newline");
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("line {n}: {line}"));
+            assert!(
+                out.types.insert(name.into(), kind.into()).is_none(),
+                "line {n}: TYPE of {name} twice"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("line {n}: {line}"));
+            out.helps.insert(name.into(), help.into());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("line {n}: {line}"));
+        let name = &line[..name_end];
+        assert!(
+            name.chars()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_alphabetic()
+                    || c == '_'
+                    || c == ':'
+                    || (i > 0 && c.is_ascii_digit())),
+            "line {n}: bad metric name {name:?}"
+        );
+        let mut labels = BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices().peekable();
+            let end;
+            loop {
+                let (start, c) = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("line {n}: unclosed {{"));
+                if c == '}' {
+                    end = start + 1;
+                    break;
+                }
+                if c == ',' {
+                    continue;
+                }
+                let mut key = String::from(c);
+                for (_, c) in chars.by_ref() {
+                    if c == '=' {
+                        break;
+                    }
+                    key.push(c);
+                }
+                assert_eq!(
+                    chars.next().map(|x| x.1),
+                    Some('"'),
+                    "line {n}: label {key} unquoted"
+                );
+                let mut value = String::new();
+                loop {
+                    let (_, c) = chars
+                        .next()
+                        .unwrap_or_else(|| panic!("line {n}: unclosed value"));
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next().map(|x| x.1) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => panic!("line {n}: bad escape \\{other:?}"),
+                        },
+                        c => value.push(c),
+                    }
+                }
+                assert!(
+                    labels.insert(key.clone(), value).is_none(),
+                    "line {n}: label {key} twice"
+                );
+            }
+            rest = &body[end..];
+        }
+        let value = rest.trim();
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("line {n}: bad value {v:?}")),
+        };
+        out.samples.push(Sample {
+            name: name.into(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// Checks what `promtool check metrics` misses: no duplicate series, every sample's family
+/// typed, and for histograms ascending `le`, non-decreasing counts, a `+Inf` bucket equal to
+/// `_count`, and a `_sum`.
+pub fn check_well_formed(exposition: &Exposition) {
+    let mut seen = BTreeSet::new();
+    for s in &exposition.samples {
+        assert!(
+            seen.insert((s.name.clone(), s.labels.clone())),
+            "duplicate series {} {:?}",
+            s.name,
+            s.labels
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                s.name.strip_suffix(suffix).filter(|base| {
+                    exposition
+                        .types
+                        .get(*base)
+                        .is_some_and(|t| t == "histogram" || t == "summary")
+                })
+            })
+            .unwrap_or(&s.name);
+        assert!(
+            exposition.types.contains_key(family),
+            "{} has no TYPE",
+            s.name
+        );
+    }
+    for (family, kind) in &exposition.types {
+        if kind != "histogram" {
+            continue;
+        }
+        let bucket = format!("{family}_bucket");
+        let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in exposition.samples.iter().filter(|s| s.name == bucket) {
+            let mut labels = s.labels.clone();
+            let le = labels
+                .remove("le")
+                .unwrap_or_else(|| panic!("{bucket} without le"));
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().expect("numeric le")
+            };
+            series.entry(labels).or_default().push((le, s.value));
+        }
+        for (labels, buckets) in series {
+            assert!(
+                buckets.windows(2).all(|w| w[0].0 < w[1].0),
+                "{family} {labels:?}: le not ascending"
+            );
+            assert!(
+                buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{family} {labels:?}: counts decrease"
+            );
+            let (last_le, last_count) = *buckets.last().expect("buckets");
+            assert_eq!(
+                last_le,
+                f64::INFINITY,
+                "{family} {labels:?}: no +Inf bucket"
+            );
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(
+                exposition.get(&format!("{family}_count"), &pairs),
+                Some(last_count),
+                "{family} {labels:?}: _count differs from +Inf"
+            );
+            assert!(
+                exposition.get(&format!("{family}_sum"), &pairs).is_some(),
+                "{family} {labels:?}: no _sum"
+            );
+        }
+    }
+}
+
+/// An HTTP/1.1 GET with `Connection: close`; returns the status and the body.
+pub async fn http_get(
+    addr: SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut request =
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let response = String::from_utf8(response).map_err(|_| bad("not UTF-8"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no head"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A real Prometheus server on 127.0.0.1, killed on drop.
+pub struct PrometheusServer {
+    pub addr: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PrometheusServer {
+    /// Starts `prometheus` scraping `target` every second (with `bearer` as its credentials).
+    pub fn start(target: SocketAddr, bearer: Option<&str>) -> Self {
+        let binary = which("prometheus").unwrap_or_else(|| {
+            panic!("the `prometheus` binary is needed (Debian package `prometheus`; `.ci/run` installs it)")
+        });
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("dspex-prometheus-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let auth = bearer
+            .map(|t| format!("    authorization:\n      type: Bearer\n      credentials: {t}\n"))
+            .unwrap_or_default();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dspex\n    static_configs:\n      - targets: ['{target}']\n{auth}"
+        );
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("config");
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        PrometheusServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            dir,
+        }
+    }
+
+    /// Runs an instant PromQL query; returns the first result's value, if any.
+    pub async fn query(&self, promql: &str) -> Option<f64> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (status, body) =
+            match tokio::time::timeout(Duration::from_secs(5), http_get(self.addr, &path, &[]))
+                .await
+            {
+                Ok(Ok(r)) => r,
+                _ => return None,
+            };
+        if status != 200 {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Polls `promql` until it returns a value satisfying `ok` (30 s at most).
+    pub async fn until(&self, promql: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let limit = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while Instant::now() < limit {
+            if let Some(v) = self.query(promql).await {
+                last = Some(v);
+                if ok(v) {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+        let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+        panic!(
+            "`{promql}` never satisfied the test within 30 s (last value {last:?}); prometheus log:\n{tail}"
+        );
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
