@@ -2,9 +2,10 @@
 //!
 //! - [`prometheus`]: a Prometheus recorder with the catalog's millisecond buckets and a
 //!   `/metrics` endpoint (127.0.0.1 by default, optional bearer token).
+//! - [`push_gateway`]: pushes the same text to a Prometheus push gateway group.
 //! - [`Secret`]: credentials that never show in `Debug` output or logs.
 //!
-//! The push gateway client, StatsD, OpenTelemetry OTLP and the Reporter that flushes them on
+//! StatsD, OpenTelemetry OTLP and the Reporter that flushes every backend on
 //! `reporting_interval` are not built yet.
 //!
 //! ```
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod prometheus;
+pub mod push_gateway;
 mod secret;
 
 pub use secret::Secret;

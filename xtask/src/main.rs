@@ -5,7 +5,7 @@
 //!   `cargo nextest` when it is installed, `cargo test` otherwise), then the doctests.
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
 //!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
-//!   which brings `promtool`, through apt): the tests start the peers themselves, on
+//!   which brings `promtool`, and `prometheus-pushgateway`, through apt): the tests start the peers themselves, on
 //!   127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 
@@ -145,7 +145,11 @@ fn has_nextest() -> bool {
 }
 
 /// Programs the tests start as real peers, and the Debian packages that bring them.
-const PEERS: &[(&str, &str)] = &[("prometheus", "prometheus"), ("promtool", "prometheus")];
+const PEERS: &[(&str, &str)] = &[
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("prometheus-pushgateway", "prometheus-pushgateway"),
+];
 
 fn on_path(program: &str) -> bool {
     env::var_os("PATH")

@@ -396,3 +396,70 @@ fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A real Prometheus push gateway on 127.0.0.1, killed on drop.
+pub struct PushGatewayServer {
+    pub addr: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PushGatewayServer {
+    /// Starts `prometheus-pushgateway` (with `web_config` as its web configuration, for basic
+    /// auth) and waits until it is ready.
+    pub async fn start(web_config: Option<&str>) -> Self {
+        let binary = which("prometheus-pushgateway").unwrap_or_else(|| {
+            panic!("the `prometheus-pushgateway` binary is needed (Debian package `prometheus-pushgateway`; `cargo xtask test` installs it)")
+        });
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("dspex-pushgateway-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut command = Command::new(binary);
+        command
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--persistence.file=")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("pushgateway.log")).expect("log file"));
+        if let Some(web_config) = web_config {
+            let path = dir.join("web.yml");
+            std::fs::write(&path, web_config).expect("web config");
+            command.arg(format!("--web.config.file={}", path.display()));
+        }
+        let child = command.spawn().expect("start prometheus-pushgateway");
+        let server = PushGatewayServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            dir,
+        };
+        let limit = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Ready, or asking for credentials: either way it serves.
+            if let Ok((200 | 401, _)) = http_get(server.addr, "/-/ready", &[]).await {
+                return server;
+            }
+            assert!(
+                Instant::now() < limit,
+                "the push gateway did not start within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The gateway's own `/metrics` (what Prometheus would scrape from it), parsed.
+    pub async fn scraped(&self, auth: &[(&str, &str)]) -> Exposition {
+        let (status, body) = http_get(self.addr, "/metrics", auth)
+            .await
+            .expect("scrape the gateway");
+        assert_eq!(status, 200, "{body}");
+        parse(&body)
+    }
+}
+
+impl Drop for PushGatewayServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,189 @@
+//! Pushes land on a real push gateway and read back; a re-push replaces the group; a gateway
+//! that is down or refuses costs an error, not a panic; basic auth works against a gateway
+//! that requires it.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dspex_telemetry_exporters::Secret;
+use dspex_telemetry_exporters::prometheus::prometheus_recorder;
+use dspex_telemetry_exporters::push_gateway::{PushError, PushGateway, PushGatewayConfig};
+use dspex_telemetry_metrics::catalog as metric_catalog;
+use support::{PushGatewayServer, free_port};
+
+fn recorder_with(calls: u64, extra: bool) -> metrics_exporter_prometheus::PrometheusRecorder {
+    let recorder = prometheus_recorder(&metric_catalog::dspex_metrics()).unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict")
+            .increment(calls);
+        metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+            .record(12.0);
+        if extra {
+            metrics::gauge!("app_only_in_the_first_push").set(1.0);
+        }
+    });
+    recorder
+}
+
+fn gateway(addr: std::net::SocketAddr) -> PushGateway {
+    PushGateway::new(PushGatewayConfig {
+        endpoint: format!("http://{addr}"),
+        instance: Some("worker-1".into()),
+        ..PushGatewayConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_lands_and_a_re_push_replaces_the_group() {
+    let server = PushGatewayServer::start(None).await;
+    let gateway = gateway(server.addr);
+    let group = [
+        ("instance", "worker-1"),
+        ("job", "dspex"),
+        ("method", "dspy.Predict"),
+    ];
+
+    gateway
+        .push(&recorder_with(3, true).handle())
+        .await
+        .unwrap();
+    let seen = server.scraped(&[]).await;
+    assert_eq!(
+        seen.get("dspex_bridge_call_method_count", &group),
+        Some(3.0)
+    );
+    assert_eq!(
+        seen.get("dspex_bridge_call_method_duration_count", &group),
+        Some(1.0)
+    );
+    assert_eq!(
+        seen.get(
+            "app_only_in_the_first_push",
+            &[("instance", "worker-1"), ("job", "dspex")]
+        ),
+        Some(1.0)
+    );
+
+    gateway
+        .push(&recorder_with(5, false).handle())
+        .await
+        .unwrap();
+    let seen = server.scraped(&[]).await;
+    assert_eq!(
+        seen.get("dspex_bridge_call_method_count", &group),
+        Some(5.0)
+    );
+    assert!(
+        seen.samples
+            .iter()
+            .all(|s| s.name != "app_only_in_the_first_push"),
+        "a re-push replaces the whole group"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_is_down_costs_an_error_at_once() {
+    // Nothing listens on this port.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let started = Instant::now();
+    let err = gateway(addr)
+        .push(&recorder_with(1, false).handle())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PushError::Unreachable { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_is_sent_and_a_refusal_is_an_error() {
+    // bcrypt of "s3cret-pw".
+    let web =
+        "basic_auth_users:\n  ops: $2b$12$4LW.qkPFzJvn2hHw2HGM..GLHimHk1iwmzwMINr3H9AYIR8FlZWgW\n";
+    let server = PushGatewayServer::start(Some(web)).await;
+    let endpoint = format!("http://{}", server.addr);
+
+    let anonymous = PushGateway::new(PushGatewayConfig {
+        endpoint: endpoint.clone(),
+        ..PushGatewayConfig::default()
+    })
+    .unwrap();
+    let err = anonymous
+        .push(&recorder_with(1, false).handle())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PushError::Refused { status, .. } if status.as_u16() == 401),
+        "{err}"
+    );
+
+    let ops = PushGateway::new(PushGatewayConfig {
+        endpoint,
+        basic_auth: Some(("ops".into(), Secret::new("s3cret-pw"))),
+        ..PushGatewayConfig::default()
+    })
+    .unwrap();
+    ops.push(&recorder_with(7, false).handle()).await.unwrap();
+    // "ops:s3cret-pw" in base64.
+    let seen = server
+        .scraped(&[("Authorization", "Basic b3BzOnMzY3JldC1wdw==")])
+        .await;
+    assert_eq!(
+        seen.get(
+            "dspex_bridge_call_method_count",
+            &[
+                ("instance", ""),
+                ("job", "dspex"),
+                ("method", "dspy.Predict")
+            ]
+        ),
+        Some(7.0)
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let cases = [
+        (
+            PushGatewayConfig {
+                endpoint: "ftp://x:1".into(),
+                ..Default::default()
+            },
+            "push_gateway",
+        ),
+        (
+            PushGatewayConfig {
+                endpoint: "not a url".into(),
+                ..Default::default()
+            },
+            "push_gateway",
+        ),
+        (
+            PushGatewayConfig {
+                job: String::new(),
+                ..Default::default()
+            },
+            "job",
+        ),
+        (
+            PushGatewayConfig {
+                timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            "timeout",
+        ),
+        (
+            PushGatewayConfig {
+                basic_auth: Some(("a".into(), Secret::new("b"))),
+                bearer_token: Some(Secret::new("c")),
+                ..Default::default()
+            },
+            "bearer_token",
+        ),
+    ];
+    for (config, key) in cases {
+        let err = PushGateway::new(config).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
+    }
+}
