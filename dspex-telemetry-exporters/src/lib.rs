@@ -3,10 +3,12 @@
 //! - [`prometheus`]: a Prometheus recorder with the catalog's millisecond buckets and a
 //!   `/metrics` endpoint (127.0.0.1 by default, optional bearer token).
 //! - [`push_gateway`]: pushes the same text to a Prometheus push gateway group.
+//! - [`statsd`]: a recorder that sends counters, gauges and timings to StatsD over UDP on an
+//!   interval (plain or DogStatsD tags).
 //! - [`Secret`]: credentials that never show in `Debug` output or logs.
 //!
-//! StatsD, OpenTelemetry OTLP and the Reporter that flushes every backend on
-//! `reporting_interval` are not built yet.
+//! OpenTelemetry OTLP and the Reporter that flushes every backend on `reporting_interval` are
+//! not built yet.
 //!
 //! ```
 //! use dspex_telemetry_core::{catalog, metadata, Dispatcher};
@@ -29,6 +31,7 @@
 pub mod prometheus;
 pub mod push_gateway;
 mod secret;
+pub mod statsd;
 
 pub use secret::Secret;
 

@@ -5,7 +5,8 @@
 //!   `cargo nextest` when it is installed, `cargo test` otherwise), then the doctests.
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
 //!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
-//!   which brings `promtool`, and `prometheus-pushgateway`, through apt): the tests start the peers themselves, on
+//!   which brings `promtool`, and `prometheus-pushgateway`, through apt; the StatsD daemon
+//!   through npm into `target/test-peers`): the tests start the peers themselves, on
 //!   127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 
@@ -156,8 +157,18 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|path| env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
-/// Installs the peers' packages that are missing (apt; `apt-get update` only if the first try
-/// fails). Returns false, having said why, if a program is still missing.
+/// Where `cargo xtask test` installs the npm-packaged peers (StatsD); the tests read it from
+/// `DSPEX_TEST_PEERS`.
+fn peers_dir() -> PathBuf {
+    workspace_root().join("target").join("test-peers")
+}
+
+/// The StatsD daemon's version, as the tests expect it.
+const STATSD: &str = "statsd@0.9.0";
+
+/// Installs the peers that are missing: Debian packages through apt (`apt-get update` only if
+/// the first try fails), StatsD through npm into [`peers_dir`]. Returns false, having said
+/// why, if one is still missing.
 fn ensure_peers() -> bool {
     let mut packages: Vec<&str> = PEERS
         .iter()
@@ -165,32 +176,53 @@ fn ensure_peers() -> bool {
         .map(|(_, package)| *package)
         .collect();
     packages.dedup();
-    if packages.is_empty() {
-        return true;
+    if !on_path("npm") {
+        packages.extend(["nodejs", "npm"]);
     }
-    eprintln!("xtask: installing test peers: {}", packages.join(" "));
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&packages)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get").arg("update").status();
-        install();
+    if !packages.is_empty() {
+        eprintln!("xtask: installing test peers: {}", packages.join(" "));
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&packages)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get").arg("update").status();
+            install();
+        }
     }
-    let missing: Vec<&str> = PEERS
+    let mut missing: Vec<&str> = PEERS
         .iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(program, _)| *program)
         .collect();
+    let statsd = peers_dir().join("node_modules/statsd/stats.js");
+    if !statsd.is_file() {
+        eprintln!("xtask: installing {STATSD} into {}", peers_dir().display());
+        let _ = std::fs::create_dir_all(peers_dir());
+        let installed = Command::new("npm")
+            .args([
+                "install",
+                "--omit=optional",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+            ])
+            .arg(peers_dir())
+            .arg(STATSD)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed || !statsd.is_file() {
+            missing.push(STATSD);
+        }
+    }
     if !missing.is_empty() {
         eprintln!(
-            "xtask: cannot install {} (apt-get install {}); the tests that need them will fail",
-            missing.join(", "),
-            packages.join(" ")
+            "xtask: cannot install {}; the tests that need them will fail",
+            missing.join(", ")
         );
     }
     missing.is_empty()
@@ -204,6 +236,7 @@ fn test(extra: Vec<String>) -> ExitCode {
         extra
     };
     let mut tests = cargo();
+    tests.env("DSPEX_TEST_PEERS", peers_dir());
     if has_nextest() {
         tests.args(["nextest", "run", "--all-features", "--no-fail-fast"]);
     } else {

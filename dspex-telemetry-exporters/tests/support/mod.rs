@@ -463,3 +463,168 @@ impl Drop for PushGatewayServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The Etsy StatsD daemon (npm `statsd@0.9.0`, installed by `cargo xtask test` into
+/// `target/test-peers`) on 127.0.0.1, killed on drop. It never flushes during a test, so its
+/// management port shows everything received.
+pub struct StatsdServer {
+    pub addr: SocketAddr,
+    mgmt: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl StatsdServer {
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts it on a given UDP port (to bring a server back where one was).
+    pub async fn start_on(port: u16) -> Self {
+        let peers = std::env::var_os("DSPEX_TEST_PEERS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-peers")
+            });
+        let stats_js = peers.join("node_modules/statsd/stats.js");
+        assert!(
+            stats_js.is_file(),
+            "no StatsD daemon at {} (`cargo xtask test` installs npm statsd@0.9.0 there)",
+            stats_js.display()
+        );
+        let node = which("node").expect("the `node` binary is needed for the StatsD daemon");
+        let mgmt_port = free_port();
+        let dir = std::env::temp_dir().join(format!("dspex-statsd-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("config.js");
+        std::fs::write(
+            &config,
+            format!(
+                "{{ port: {port}, address: \"127.0.0.1\", mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt_port}, flushInterval: 3600000, backends: [] }}\n"
+            ),
+        )
+        .expect("config");
+        let child = Command::new(node)
+            .arg(&stats_js)
+            .arg(&config)
+            .stdout(std::fs::File::create(dir.join("statsd.log")).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the StatsD daemon");
+        let server = StatsdServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            mgmt: SocketAddr::from(([127, 0, 0, 1], mgmt_port)),
+            child,
+            dir,
+        };
+        let limit = Instant::now() + Duration::from_secs(20);
+        while server.command("health").await.is_none() {
+            assert!(
+                Instant::now() < limit,
+                "the StatsD daemon did not start within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    /// One management command's answer (the daemon takes one per connection).
+    async fn command(&self, command: &str) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(self.mgmt).await.ok()?;
+        stream
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Listings end with "END"; `health` answers one line. Stop at either, or when the
+        // daemon goes quiet.
+        loop {
+            let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await
+            else {
+                break;
+            };
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.ends_with(b"END\n\n") || (command == "health" && answer.ends_with(b"\n")) {
+                break;
+            }
+        }
+        String::from_utf8(answer).ok().filter(|a| !a.is_empty())
+    }
+
+    /// Counters (or gauges) as the daemon holds them: `'key': number` pairs.
+    pub async fn numbers(&self, kind: &str) -> BTreeMap<String, f64> {
+        let text = self.command(kind).await.unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for part in text.split([',', '{', '}', '\n']) {
+            if let Some((key, value)) = part.split_once(": ") {
+                let key = key.trim().trim_matches('\'');
+                if let Ok(v) = value.trim().parse() {
+                    out.insert(key.to_owned(), v);
+                }
+            }
+        }
+        out
+    }
+
+    /// Timers as the daemon holds them: key → the values received, and how many there are
+    /// (the daemon lists at most 100 and says how many more).
+    pub async fn timers(&self) -> BTreeMap<String, (Vec<f64>, usize)> {
+        let text = self.command("timers").await.unwrap_or_default();
+        let mut out = BTreeMap::new();
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find(": [") {
+            let key = rest[..open]
+                .rsplit(|c: char| c == '{' || c == ',' || c.is_whitespace())
+                .next()
+                .unwrap_or_default()
+                .trim_matches('\'');
+            let after = &rest[open + 3..];
+            let close = after.find(']').unwrap_or(after.len());
+            let mut values = Vec::new();
+            let mut count = 0;
+            for item in after[..close]
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+            {
+                if let Some(more) = item
+                    .strip_prefix("... ")
+                    .and_then(|m| m.strip_suffix(" more items"))
+                {
+                    count += more.parse::<usize>().unwrap_or(0);
+                } else if let Ok(v) = item.parse() {
+                    values.push(v);
+                    count += 1;
+                }
+            }
+            out.insert(key.to_owned(), (values, count));
+            rest = &after[close.min(after.len())..];
+        }
+        out
+    }
+
+    /// Waits until `kind`'s `key` reaches `want` (10 s at most); returns what it holds last.
+    pub async fn until_number(&self, kind: &str, key: &str, want: f64) -> Option<f64> {
+        let limit = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.numbers(kind).await.get(key).copied();
+            if got == Some(want) || Instant::now() > limit {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for StatsdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,554 @@
+//! StatsD: the spec's `{:statsd, host:, port:}` backend. A `metrics::Recorder` that keeps
+//! counter deltas, gauge values and timing samples in memory (atomics, a bounded sample
+//! buffer) and a task that sends them over UDP on an interval, in packets of at most
+//! `max_packet_bytes`, and once more at shutdown.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How labels travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagStyle {
+    /// Folded into the name, for plain (Etsy) StatsD: `name.label_value…`.
+    #[default]
+    Folded,
+    /// DogStatsD tags: `name:1|c|#label:value,…`.
+    DogStatsd,
+}
+
+/// The StatsD backend's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsdConfig {
+    /// The server's host (default `127.0.0.1`).
+    pub host: String,
+    /// The server's UDP port (default 8125).
+    pub port: u16,
+    /// Put before every name, with a dot (default none).
+    pub prefix: Option<String>,
+    /// How labels travel (default folded into the name).
+    pub tags: TagStyle,
+    /// How often to send (default 10 s).
+    pub flush_interval: Duration,
+    /// The largest datagram sent (default 1 432 bytes: fits an Ethernet MTU with room for
+    /// headers).
+    pub max_packet_bytes: usize,
+    /// Timing samples kept between two flushes, over all series; more are dropped and counted
+    /// (default 100 000).
+    pub max_buffered_samples: usize,
+}
+
+impl Default for StatsdConfig {
+    fn default() -> Self {
+        StatsdConfig {
+            host: "127.0.0.1".into(),
+            port: 8125,
+            prefix: None,
+            tags: TagStyle::Folded,
+            flush_interval: Duration::from_secs(10),
+            max_packet_bytes: 1432,
+            max_buffered_samples: 100_000,
+        }
+    }
+}
+
+/// Why the StatsD backend could not start; each names the configuration key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsdError {
+    /// A key's value is unusable.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+}
+
+/// What the backend has done: for its own dashboards and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsdStats {
+    /// Datagrams sent.
+    pub packets_sent: u64,
+    /// Datagrams the system refused to send (no server, say); their lines are lost.
+    pub send_errors: u64,
+    /// Timing samples dropped because `max_buffered_samples` were waiting.
+    pub samples_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    packets_sent: AtomicU64,
+    send_errors: AtomicU64,
+    samples_dropped: AtomicU64,
+}
+
+struct Shared {
+    config: StatsdConfig,
+    series: RwLock<HashMap<Key, Arc<Series>>>,
+    /// Timing samples waiting, over all series.
+    buffered: AtomicUsize,
+    counters: Counters,
+}
+
+enum Series {
+    Counter(CounterCell),
+    Gauge(GaugeCell),
+    Timer(TimerCell),
+}
+
+struct CounterCell {
+    delta: AtomicU64,
+}
+
+struct GaugeCell {
+    bits: AtomicU64,
+    dirty: AtomicBool,
+}
+
+struct TimerCell {
+    shared: Arc<Shared>,
+    samples: Mutex<Vec<f64>>,
+}
+
+impl CounterFn for Series {
+    fn increment(&self, value: u64) {
+        if let Series::Counter(c) = self {
+            c.delta.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+    fn absolute(&self, value: u64) {
+        // StatsD counters are deltas; an absolute value has no meaning there. Sent as is.
+        if let Series::Counter(c) = self {
+            c.delta.store(value, Ordering::Relaxed);
+        }
+    }
+}
+
+impl GaugeFn for Series {
+    fn increment(&self, value: f64) {
+        self.update(|v| v + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.update(|v| v - value);
+    }
+    fn set(&self, value: f64) {
+        self.update(|_| value);
+    }
+}
+
+impl Series {
+    fn update(&self, f: impl Fn(f64) -> f64) {
+        if let Series::Gauge(g) = self {
+            let mut current = g.bits.load(Ordering::Relaxed);
+            loop {
+                let next = f(f64::from_bits(current)).to_bits();
+                match g.bits.compare_exchange_weak(
+                    current,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(seen) => current = seen,
+                }
+            }
+            g.dirty.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl HistogramFn for Series {
+    fn record(&self, value: f64) {
+        let Series::Timer(t) = self else { return };
+        let shared = &t.shared;
+        if !value.is_finite() {
+            return;
+        }
+        if shared.buffered.fetch_add(1, Ordering::Relaxed) >= shared.config.max_buffered_samples {
+            shared.buffered.fetch_sub(1, Ordering::Relaxed);
+            shared
+                .counters
+                .samples_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        t.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(value);
+    }
+}
+
+/// A `metrics::Recorder` for StatsD. Install it (alone or in a fanout next to the window and
+/// Prometheus), and run [`StatsdExporter`] to send what it holds.
+#[derive(Clone)]
+pub struct StatsdRecorder {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StatsdRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsdRecorder")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatsdRecorder {
+    /// A recorder for `config`; errors name the key at fault.
+    pub fn new(config: StatsdConfig) -> Result<Self, StatsdError> {
+        let invalid = |key: &'static str, reason: &str| StatsdError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        if config.host.is_empty() {
+            return Err(invalid("host", "must not be empty"));
+        }
+        if config.port == 0 {
+            return Err(invalid("port", "must not be 0"));
+        }
+        if config.flush_interval.is_zero() {
+            return Err(invalid("flush_interval", "must be above zero"));
+        }
+        if !(64..=65_000).contains(&config.max_packet_bytes) {
+            return Err(invalid("max_packet_bytes", "must be between 64 and 65 000"));
+        }
+        if config
+            .prefix
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || sanitize(p) != p)
+        {
+            return Err(invalid(
+                "prefix",
+                "must be non-empty, of letters, digits, `_`, `-` and `.`",
+            ));
+        }
+        Ok(StatsdRecorder {
+            shared: Arc::new(Shared {
+                config,
+                series: RwLock::new(HashMap::new()),
+                buffered: AtomicUsize::new(0),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// What has been sent, refused and dropped so far.
+    pub fn stats(&self) -> StatsdStats {
+        let c = &self.shared.counters;
+        StatsdStats {
+            packets_sent: c.packets_sent.load(Ordering::Relaxed),
+            send_errors: c.send_errors.load(Ordering::Relaxed),
+            samples_dropped: c.samples_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn series(&self, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
+        if let Some(s) = self
+            .shared
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return s.clone();
+        }
+        self.shared
+            .series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
+    }
+
+    /// The lines due now (counter deltas since the last call, gauges that changed, timing
+    /// samples), taken from the cells.
+    fn drain_lines(&self) -> Vec<String> {
+        let series: Vec<(Key, Arc<Series>)> = self
+            .shared
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let mut lines = Vec::new();
+        for (key, series) in series {
+            let (name, tags) = self.name_and_tags(&key);
+            let line = |value: &str, kind: &str| format!("{name}:{value}|{kind}{tags}");
+            match &*series {
+                Series::Counter(c) => {
+                    let delta = c.delta.swap(0, Ordering::Relaxed);
+                    if delta > 0 {
+                        lines.push(line(&delta.to_string(), "c"));
+                    }
+                }
+                Series::Gauge(g) => {
+                    if g.dirty.swap(false, Ordering::Acquire) {
+                        let value = f64::from_bits(g.bits.load(Ordering::Relaxed));
+                        if value < 0.0 {
+                            // A leading sign means "change by"; set 0 first to mean "is".
+                            lines.push(line("0", "g"));
+                        }
+                        lines.push(line(&format_value(value), "g"));
+                    }
+                }
+                Series::Timer(t) => {
+                    let samples =
+                        std::mem::take(&mut *t.samples.lock().unwrap_or_else(|e| e.into_inner()));
+                    self.shared
+                        .buffered
+                        .fetch_sub(samples.len(), Ordering::Relaxed);
+                    lines.extend(samples.iter().map(|v| line(&format_value(*v), "ms")));
+                }
+            }
+        }
+        lines
+    }
+
+    fn name_and_tags(&self, key: &Key) -> (String, String) {
+        let config = &self.shared.config;
+        let mut name = String::new();
+        if let Some(prefix) = &config.prefix {
+            name.push_str(prefix);
+            name.push('.');
+        }
+        name.push_str(&sanitize(key.name()));
+        let mut tags = String::new();
+        match config.tags {
+            TagStyle::Folded => {
+                for label in key.labels() {
+                    name.push('.');
+                    name.push_str(&sanitize(label.value()));
+                }
+            }
+            TagStyle::DogStatsd => {
+                for (i, label) in key.labels().enumerate() {
+                    tags.push_str(if i == 0 { "|#" } else { "," });
+                    let _ = write!(
+                        tags,
+                        "{}:{}",
+                        sanitize(label.key()),
+                        sanitize(label.value())
+                    );
+                }
+            }
+        }
+        (name, tags)
+    }
+}
+
+/// Letters, digits, `_`, `-` and `.` stay; anything else (`:`, `|`, `@`, `#`, `,`, spaces,
+/// newlines) would break the line format and becomes `_`.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Packs lines into datagrams of at most `max` bytes (a line longer than that goes alone).
+fn pack(lines: &[String], max: usize) -> Vec<String> {
+    let mut packets = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        if !current.is_empty() && current.len() + 1 + line.len() > max {
+            packets.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() {
+        packets.push(current);
+    }
+    packets
+}
+
+impl Recorder for StatsdRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.series(key, || {
+            Series::Counter(CounterCell {
+                delta: AtomicU64::new(0),
+            })
+        }))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.series(key, || {
+            Series::Gauge(GaugeCell {
+                bits: AtomicU64::new(0f64.to_bits()),
+                dirty: AtomicBool::new(false),
+            })
+        }))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let shared = self.shared.clone();
+        Histogram::from_arc(self.series(key, || {
+            Series::Timer(TimerCell {
+                shared,
+                samples: Mutex::new(Vec::new()),
+            })
+        }))
+    }
+}
+
+/// Sends what a [`StatsdRecorder`] holds every `flush_interval`, and once more at
+/// [`StatsdExporter::shutdown`]. A server that is absent costs `send_errors`, never the
+/// recording threads: they only touch atomics and a short buffer.
+#[derive(Debug)]
+pub struct StatsdExporter {
+    recorder: StatsdRecorder,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl StatsdExporter {
+    /// Resolves the server's address and starts the sending task on the current tokio
+    /// runtime.
+    pub async fn start(recorder: StatsdRecorder) -> Result<Self, StatsdError> {
+        let config = &recorder.shared.config;
+        let target = tokio::net::lookup_host((config.host.as_str(), config.port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| StatsdError::Invalid {
+                key: "host",
+                reason: format!("{:?} does not resolve", config.host),
+            })?;
+        let local: SocketAddr = if target.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let local = if target.ip().is_loopback() {
+            SocketAddr::new(target.ip(), 0)
+        } else {
+            local
+        };
+        let socket = UdpSocket::bind(local)
+            .await
+            .map_err(|e| StatsdError::Invalid {
+                key: "host",
+                reason: format!("cannot open a UDP socket towards {target}: {e}"),
+            })?;
+        let (stop, mut stopped) = watch::channel(false);
+        let sender = recorder.clone();
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(sender.shared.config.flush_interval);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => sender.send(&socket, target).await,
+                    _ = stopped.changed() => {
+                        sender.send(&socket, target).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(StatsdExporter {
+            recorder,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// What has been sent, refused and dropped so far.
+    pub fn stats(&self) -> StatsdStats {
+        self.recorder.stats()
+    }
+
+    /// Sends what is held once more, then stops.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for StatsdExporter {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl StatsdRecorder {
+    async fn send(&self, socket: &UdpSocket, target: SocketAddr) {
+        let lines = self.drain_lines();
+        let counters = &self.shared.counters;
+        for packet in pack(&lines, self.shared.config.max_packet_bytes) {
+            match socket.send_to(packet.as_bytes(), target).await {
+                Ok(_) => counters.packets_sent.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    if counters.send_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(%target, error = %e, "StatsD packets cannot be sent; counting them in send_errors");
+                    }
+                    0
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_stay_within_the_limit_and_keep_every_line() {
+        let lines: Vec<String> = (0..500).map(|i| format!("metric_{i}:{i}|c")).collect();
+        let packets = pack(&lines, 200);
+        assert!(packets.iter().all(|p| p.len() <= 200));
+        let back: Vec<&str> = packets.iter().flat_map(|p| p.split('\n')).collect();
+        assert_eq!(back, lines.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn names_and_tags_cannot_break_the_line_format() {
+        let recorder = StatsdRecorder::new(StatsdConfig {
+            prefix: Some("app".into()),
+            tags: TagStyle::DogStatsd,
+            ..StatsdConfig::default()
+        })
+        .unwrap();
+        let key = Key::from_parts("a:b|c", vec![metrics::Label::new("k#", "v,w\nx")]);
+        let (name, tags) = recorder.name_and_tags(&key);
+        assert_eq!(name, "app.a_b_c");
+        assert_eq!(tags, "|#k_:v_w_x");
+    }
+}
