@@ -5,10 +5,11 @@
 //! - [`push_gateway`]: pushes the same text to a Prometheus push gateway group.
 //! - [`statsd`]: a recorder that sends counters, gauges and timings to StatsD over UDP on an
 //!   interval (plain or DogStatsD tags).
+//! - [`reporter`]: the spec's `backends` and `reporting_interval` in one configuration, one
+//!   recorder to install, and a shutdown that flushes every backend once.
 //! - [`Secret`]: credentials that never show in `Debug` output or logs.
 //!
-//! OpenTelemetry OTLP and the Reporter that flushes every backend on `reporting_interval` are
-//! not built yet.
+//! The OpenTelemetry OTLP backend is not built yet (its configuration is refused at start).
 //!
 //! ```
 //! use dspex_telemetry_core::{catalog, metadata, Dispatcher};
@@ -30,6 +31,7 @@
 
 pub mod prometheus;
 pub mod push_gateway;
+pub mod reporter;
 mod secret;
 pub mod statsd;
 

@@ -1,0 +1,362 @@
+//! The Reporter: the spec's `backends` list and `reporting_interval` in one configuration,
+//! one recorder to install, a task that reports on the interval, and a shutdown that flushes
+//! every backend once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dspex_telemetry_metrics::{MetricDefinition, WindowedRecorder};
+use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_util::layers::{Fanout, FanoutBuilder};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Secret;
+use crate::prometheus::{PrometheusConfig, PrometheusEndpoint, prometheus_recorder};
+use crate::push_gateway::{PushGateway, PushGatewayConfig};
+use crate::statsd::{StatsdConfig, StatsdExporter, StatsdRecorder, TagStyle};
+
+/// The Reporter's configuration, with the spec's keys.
+///
+/// ```
+/// use dspex_telemetry_exporters::reporter::ReporterConfig;
+/// let config: ReporterConfig = toml::from_str(r#"
+///     reporting_interval = 30_000
+///
+///     [[backends]]
+///     type = "statsd"
+///     host = "127.0.0.1"
+///     port = 8125
+///
+///     [[backends]]
+///     type = "prometheus"
+///     listen = "127.0.0.1:9568"
+///     push_gateway = "http://127.0.0.1:9091"
+/// "#).unwrap();
+/// assert_eq!(config.backends.len(), 2);
+/// assert!(toml::from_str::<ReporterConfig>("reporting_intervall = 1").unwrap_err().to_string().contains("reporting_intervall"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReporterConfig {
+    /// Where metrics go (default none).
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// How often the Reporter sends, in milliseconds (default 30 000).
+    #[serde(default = "default_reporting_interval")]
+    pub reporting_interval: u64,
+}
+
+fn default_reporting_interval() -> u64 {
+    30_000
+}
+
+impl Default for ReporterConfig {
+    fn default() -> Self {
+        ReporterConfig {
+            backends: Vec::new(),
+            reporting_interval: default_reporting_interval(),
+        }
+    }
+}
+
+/// One backend, as `type = "statsd" | "prometheus" | "opentelemetry"` with its keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BackendConfig {
+    /// `{:statsd, host:, port:}`.
+    Statsd(StatsdBackend),
+    /// `{:prometheus, push_gateway: …}`, and/or a `/metrics` endpoint.
+    Prometheus(PrometheusBackend),
+    /// `{:opentelemetry, enabled: true}`: not available yet; refused at start.
+    Opentelemetry(OpenTelemetryBackend),
+}
+
+/// The StatsD backend's keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsdBackend {
+    /// The server (default `127.0.0.1`).
+    #[serde(default = "default_statsd_host")]
+    pub host: String,
+    /// Its UDP port (default 8125).
+    #[serde(default = "default_statsd_port")]
+    pub port: u16,
+    /// Put before every name.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `"folded"` (default) or `"dogstatsd"`.
+    #[serde(default)]
+    pub tags: TagsKey,
+}
+
+fn default_statsd_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_statsd_port() -> u16 {
+    8125
+}
+
+/// How StatsD labels travel, as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagsKey {
+    /// Folded into the name.
+    #[default]
+    Folded,
+    /// DogStatsD tags.
+    Dogstatsd,
+}
+
+/// The Prometheus backend's keys: a `/metrics` endpoint, a push gateway, or both.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusBackend {
+    /// Serve `/metrics` here (`"127.0.0.1:9568"`, say).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// A scrape must send this bearer token.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// Push to this gateway (`"http://127.0.0.1:9091"`) on every interval.
+    #[serde(default)]
+    pub push_gateway: Option<String>,
+    /// The push's `job` label (default `dspex`).
+    #[serde(default)]
+    pub job: Option<String>,
+    /// The push's `instance` label.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Basic credentials for the gateway: user.
+    #[serde(default)]
+    pub push_user: Option<String>,
+    /// Basic credentials for the gateway: password.
+    #[serde(default)]
+    pub push_password: Option<Secret>,
+}
+
+/// The OpenTelemetry backend's keys (accepted by the parser, refused at start for now).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct OpenTelemetryBackend {
+    /// As in the spec.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// Why the Reporter could not start; `key` names the configuration key at fault
+/// (`backends[1].push_gateway`, say).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid `{key}`: {reason}")]
+pub struct ReporterError {
+    /// The configuration key.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn error(key: impl Into<String>, reason: impl std::fmt::Display) -> ReporterError {
+    ReporterError {
+        key: key.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Running backends. Install [`Reporter::start`]'s recorder, attach the metrics handler, and
+/// call [`Reporter::shutdown`] before exit so that every backend is flushed once.
+#[derive(Debug)]
+pub struct Reporter {
+    endpoint: Option<PrometheusEndpoint>,
+    statsd: Option<StatsdExporter>,
+    pusher: Option<Arc<Pusher>>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Pusher {
+    gateway: PushGateway,
+    handle: PrometheusHandle,
+    failures: AtomicU64,
+}
+
+impl Pusher {
+    async fn push(&self) {
+        if let Err(e) = self.gateway.push(&self.handle).await {
+            if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(error = %e, "push to the gateway failed; counting further failures");
+            }
+        }
+    }
+}
+
+impl Reporter {
+    /// Starts every backend of `config` for `definitions` on the current tokio runtime.
+    /// Returns the Reporter and the recorder to install (every backend's, plus `window` if
+    /// given: the sliding window for alerts and the live view). Errors name the key.
+    pub async fn start(
+        config: &ReporterConfig,
+        definitions: &[MetricDefinition],
+        window: Option<WindowedRecorder>,
+    ) -> Result<(Reporter, Fanout), ReporterError> {
+        if config.reporting_interval == 0 {
+            return Err(error("reporting_interval", "must be above zero"));
+        }
+        let interval = Duration::from_millis(config.reporting_interval);
+        let mut fanout = FanoutBuilder::default();
+        if let Some(window) = window {
+            fanout = fanout.add_recorder(window);
+        }
+        let mut reporter = Reporter {
+            endpoint: None,
+            statsd: None,
+            pusher: None,
+            stop: watch::channel(false).0,
+            task: None,
+        };
+        let mut prometheus_seen = false;
+        let mut statsd_seen = false;
+        for (i, backend) in config.backends.iter().enumerate() {
+            let key = |k: &str| format!("backends[{i}].{k}");
+            match backend {
+                BackendConfig::Opentelemetry(_) => {
+                    return Err(error(
+                        key("type"),
+                        "the OpenTelemetry backend is not available yet",
+                    ));
+                }
+                BackendConfig::Statsd(b) => {
+                    if std::mem::replace(&mut statsd_seen, true) {
+                        return Err(error(key("type"), "only one statsd backend"));
+                    }
+                    let recorder = StatsdRecorder::new(StatsdConfig {
+                        host: b.host.clone(),
+                        port: b.port,
+                        prefix: b.prefix.clone(),
+                        tags: match b.tags {
+                            TagsKey::Folded => TagStyle::Folded,
+                            TagsKey::Dogstatsd => TagStyle::DogStatsd,
+                        },
+                        flush_interval: interval,
+                        ..StatsdConfig::default()
+                    })
+                    .map_err(|e| error(key(statsd_key(&e)), e))?;
+                    let exporter = StatsdExporter::start(recorder.clone())
+                        .await
+                        .map_err(|e| error(key(statsd_key(&e)), e))?;
+                    fanout = fanout.add_recorder(recorder);
+                    reporter.statsd = Some(exporter);
+                }
+                BackendConfig::Prometheus(b) => {
+                    if std::mem::replace(&mut prometheus_seen, true) {
+                        return Err(error(key("type"), "only one prometheus backend"));
+                    }
+                    if b.listen.is_none() && b.push_gateway.is_none() {
+                        return Err(error(
+                            key("listen"),
+                            "give `listen`, `push_gateway` or both",
+                        ));
+                    }
+                    let recorder =
+                        prometheus_recorder(definitions).map_err(|e| error(key("buckets"), e))?;
+                    let handle = recorder.handle();
+                    fanout = fanout.add_recorder(recorder);
+                    if let Some(listen) = &b.listen {
+                        let listen: SocketAddr = listen
+                            .parse()
+                            .map_err(|e| error(key("listen"), format!("{listen:?}: {e}")))?;
+                        let endpoint = PrometheusEndpoint::start(
+                            &PrometheusConfig {
+                                listen,
+                                bearer_token: b.bearer_token.clone(),
+                                ..PrometheusConfig::default()
+                            },
+                            handle.clone(),
+                        )
+                        .await
+                        .map_err(|e| error(key("listen"), e))?;
+                        reporter.endpoint = Some(endpoint);
+                    }
+                    if let Some(url) = &b.push_gateway {
+                        let basic_auth = match (&b.push_user, &b.push_password) {
+                            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                            (None, None) => None,
+                            _ => {
+                                return Err(error(
+                                    key("push_password"),
+                                    "give `push_user` and `push_password` together",
+                                ));
+                            }
+                        };
+                        let gateway = PushGateway::new(PushGatewayConfig {
+                            endpoint: url.clone(),
+                            job: b.job.clone().unwrap_or_else(|| "dspex".into()),
+                            instance: b.instance.clone(),
+                            basic_auth,
+                            ..PushGatewayConfig::default()
+                        })
+                        .map_err(|e| error(key("push_gateway"), e))?;
+                        reporter.pusher = Some(Arc::new(Pusher {
+                            gateway,
+                            handle,
+                            failures: AtomicU64::new(0),
+                        }));
+                    }
+                }
+            }
+        }
+        if let Some(pusher) = reporter.pusher.clone() {
+            let mut stopped = reporter.stop.subscribe();
+            reporter.task = Some(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => pusher.push().await,
+                        _ = stopped.changed() => return,
+                    }
+                }
+            }));
+        }
+        Ok((reporter, fanout.build()))
+    }
+
+    /// The `/metrics` endpoint's address, if one runs.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_ref().map(PrometheusEndpoint::local_addr)
+    }
+
+    /// Pushes to the gateway that failed so far.
+    pub fn push_failures(&self) -> u64 {
+        self.pusher
+            .as_ref()
+            .map_or(0, |p| p.failures.load(Ordering::Relaxed))
+    }
+
+    /// Flushes every backend once (a last push, the StatsD buffer), then stops them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(pusher) = self.pusher.take() {
+            pusher.push().await;
+        }
+        if let Some(statsd) = self.statsd.take() {
+            statsd.shutdown().await;
+        }
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.shutdown().await;
+        }
+    }
+}
+
+fn statsd_key(e: &crate::statsd::StatsdError) -> &'static str {
+    match e {
+        crate::statsd::StatsdError::Invalid { key, .. } => key,
+    }
+}
