@@ -24,6 +24,8 @@
 //! | `window/prometheus_bucket_push` | the same sample into the Prometheus exporter's histogram storage (`metrics-util`'s `AtomicBucket`, drained every 65 536 samples outside the timing) |
 //! | `event_path/dspex_event_to_window_and_prometheus` | a bridge-call `stop` event through the metrics handler into the window and the Prometheus recorder (fanout) |
 //! | `event_path/histogram_macro_to_prometheus` | `metrics::histogram!(name, "method" => …).record(ms)` into the Prometheus recorder |
+//! | `exporters/statsd_and_push_gateway_up` | a bridge-call `stop` event through the Reporter's recorder (window, Prometheus, StatsD) while StatsD and the push gateway send every 10 ms to live sinks |
+//! | `exporters/statsd_and_push_gateway_down` | the same with both servers down (closed ports): the caller's cost must not grow |
 //! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
 
 use std::hint::black_box;
@@ -307,9 +309,104 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
+/// Sinks standing in for a StatsD server (a UDP socket that drains) and a push gateway (an
+/// HTTP listener that answers 200): the sender's side sees what a live server gives it.
+fn start_sinks() -> (u16, u16) {
+    use std::io::{Read, Write};
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+    let udp_port = udp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while udp.recv(&mut buf).is_ok() {}
+    });
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("http sink");
+    let tcp_port = tcp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in tcp.incoming().flatten() {
+            let mut buf = [0u8; 65_536];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (udp_port, tcp_port)
+}
+
+/// The caller's cost while exporters send every 10 ms to peers that are up, then down: it
+/// must not grow when they are down.
+fn exporters_peer_down(c: &mut Criterion) {
+    use dspex_telemetry_core::{catalog, measurements, metadata};
+    use dspex_telemetry_exporters::reporter::{Reporter, ReporterConfig};
+    use dspex_telemetry_metrics::{
+        MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (udp_up, tcp_up) = start_sinks();
+    // Ports nothing listens on.
+    let closed = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let config = |statsd: u16, gateway: u16| {
+        format!(
+            "reporting_interval = 10\n[[backends]]\ntype = \"statsd\"\nport = {statsd}\n[[backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\npush_gateway = \"http://127.0.0.1:{gateway}\"\n"
+        )
+    };
+    let measurements = measurements! { "duration" => 2_500_000, "monotonic_time" => 7 };
+    let metadata = metadata! { "module" => "dspy", "function" => "Predict" };
+    let mut g = c.benchmark_group("exporters");
+    for (name, config) in [
+        ("statsd_and_push_gateway_up", config(udp_up, tcp_up)),
+        ("statsd_and_push_gateway_down", config(closed(), closed())),
+    ] {
+        let config: ReporterConfig = toml::from_str(&config).expect("config");
+        let window = WindowedRecorder::new(RecorderConfig::default()).expect("window");
+        let (reporter, recorder) = rt
+            .block_on(Reporter::start(
+                &config,
+                &metric_catalog::dspex_metrics(),
+                Some(window),
+            ))
+            .expect("reporter");
+        let d = Dispatcher::new();
+        metrics::with_local_recorder(&recorder, || {
+            let handler =
+                MetricsHandler::attach(&d, "metrics", metric_catalog::dspex_metrics(), 1_000)
+                    .expect("attach");
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    d.execute(
+                        black_box(catalog::BRIDGE_CALL.stop()),
+                        black_box(&measurements),
+                        black_box(&metadata),
+                    )
+                })
+            });
+            handler.detach();
+        });
+        let failures = reporter.push_failures();
+        rt.block_on(reporter.shutdown());
+        if name.ends_with("_down") {
+            assert!(
+                failures > 0,
+                "pushes to a gateway that is down fail (and are counted)"
+            );
+        } else {
+            assert_eq!(failures, 0, "pushes to the sink succeed");
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, execute, span, trace_context, window, event_path
+    targets = baselines, execute, span, trace_context, window, event_path, exporters_peer_down
 }
 criterion_main!(benches);
