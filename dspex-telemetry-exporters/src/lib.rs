@@ -9,7 +9,11 @@
 //!   recorder to install, and a shutdown that flushes every backend once.
 //! - [`Secret`]: credentials that never show in `Debug` output or logs.
 //!
-//! The OpenTelemetry OTLP backend is not built yet (its configuration is refused at start).
+//! - [`otlp`]: every span of the core (and the spans Python workers time) as OTLP spans over
+//!   OTLP/HTTP (protobuf), batched off the caller's thread, bounded, with a drop counter.
+//!
+//! Not built yet: OTLP over gRPC, OTLP metrics, and the Reporter's `opentelemetry` backend
+//! (its configuration is refused at start; use [`otlp::OtlpTraces`] directly).
 //!
 //! ```
 //! use dspex_telemetry_core::{catalog, metadata, Dispatcher};
@@ -29,6 +33,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod http_client;
+pub mod otlp;
 pub mod prometheus;
 pub mod push_gateway;
 pub mod reporter;

@@ -3,13 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::Secret;
+use crate::http_client::{self, Endpoint};
 use crate::prometheus::{CONTENT_TYPE, PrometheusError};
 
 /// Where and as whom to push.
@@ -126,30 +126,8 @@ impl PushGateway {
     /// Checks the configuration; errors name the key at fault.
     pub fn new(config: PushGatewayConfig) -> Result<Self, PrometheusError> {
         let invalid = |key: &'static str, reason: String| PrometheusError::Invalid { key, reason };
-        let uri: Uri = config
-            .endpoint
-            .parse()
-            .map_err(|e| invalid("push_gateway", format!("{:?}: {e}", config.endpoint)))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(invalid(
-                "push_gateway",
-                format!("{:?}: only http:// URLs are supported", config.endpoint),
-            ));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| invalid("push_gateway", format!("{:?} has no host", config.endpoint)))?;
-        if authority.as_str().contains('@') {
-            return Err(invalid(
-                "push_gateway",
-                "credentials in the URL are refused: use `basic_auth` or `bearer_token`".into(),
-            ));
-        }
-        let host_port = if authority.port().is_some() {
-            authority.as_str().to_owned()
-        } else {
-            format!("{}:80", authority.host())
-        };
+        let endpoint =
+            Endpoint::parse(&config.endpoint, 80).map_err(|e| invalid("push_gateway", e))?;
         if config.job.is_empty() {
             return Err(invalid("job", "must not be empty".into()));
         }
@@ -162,8 +140,11 @@ impl PushGateway {
         if config.timeout.is_zero() {
             return Err(invalid("timeout", "must be above zero".into()));
         }
-        let base = uri.path().trim_end_matches('/');
-        let mut path = format!("{base}/metrics/job/{}", segment(&config.job));
+        let mut path = format!(
+            "{}/metrics/job/{}",
+            endpoint.base_path,
+            segment(&config.job)
+        );
         if let Some(instance) = &config.instance {
             path.push_str(&format!("/instance/{}", segment(instance)));
         }
@@ -177,7 +158,7 @@ impl PushGateway {
         };
         Ok(PushGateway {
             config,
-            authority: host_port,
+            authority: endpoint.authority,
             path,
             authorization,
         })
@@ -196,30 +177,6 @@ impl PushGateway {
             body.push('\n');
         }
         let endpoint = &self.config.endpoint;
-        match tokio::time::timeout(self.config.timeout, self.send(body)).await {
-            Ok(result) => result,
-            Err(_) => Err(PushError::TimedOut {
-                endpoint: endpoint.clone(),
-                timeout: self.config.timeout,
-            }),
-        }
-    }
-
-    async fn send(&self, body: String) -> Result<(), PushError> {
-        let endpoint = &self.config.endpoint;
-        let unreachable = |reason: String| PushError::Unreachable {
-            endpoint: endpoint.clone(),
-            reason,
-        };
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let mut request = Request::builder()
             .method(Method::PUT)
             .uri(&self.path)
@@ -228,32 +185,29 @@ impl PushGateway {
         if let Some(authorization) = &self.authorization {
             request = request.header(header::AUTHORIZATION, authorization);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status();
-        let result = if status.is_success() {
-            Ok(())
-        } else {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&bytes);
-            Err(PushError::Refused {
+        let request =
+            request
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| PushError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    reason: e.to_string(),
+                })?;
+        match http_client::send(&self.authority, request, self.config.timeout).await {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, body)) => Err(PushError::Refused {
                 endpoint: endpoint.clone(),
                 status,
-                body: text.chars().take(200).collect(),
-            })
-        };
-        driver.abort();
-        result
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
+            Err(reason) if reason.starts_with("no answer within") => Err(PushError::TimedOut {
+                endpoint: endpoint.clone(),
+                timeout: self.config.timeout,
+            }),
+            Err(reason) => Err(PushError::Unreachable {
+                endpoint: endpoint.clone(),
+                reason,
+            }),
+        }
     }
 }
 

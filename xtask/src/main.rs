@@ -6,7 +6,8 @@
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
 //!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
 //!   which brings `promtool`, and `prometheus-pushgateway`, through apt; the StatsD daemon
-//!   through npm into `target/test-peers`): the tests start the peers themselves, on
+//!   through npm and a Python environment with the OTLP protobuf classes through pip, both
+//!   into `target/test-peers`): the tests start the peers themselves, on
 //!   127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 
@@ -219,6 +220,9 @@ fn ensure_peers() -> bool {
             missing.push(STATSD);
         }
     }
+    if !ensure_otlp_venv() {
+        missing.push(OTLP_PROTO);
+    }
     if !missing.is_empty() {
         eprintln!(
             "xtask: cannot install {}; the tests that need them will fail",
@@ -226,6 +230,52 @@ fn ensure_peers() -> bool {
         );
     }
     missing.is_empty()
+}
+
+/// The official OTLP protobuf classes the tests' receiver decodes with.
+const OTLP_PROTO: &str = "opentelemetry-proto==1.27.0";
+
+/// A Python environment in [`peers_dir`] with [`OTLP_PROTO`]; made once.
+fn ensure_otlp_venv() -> bool {
+    let venv = peers_dir().join("otlp-venv");
+    let python = venv.join("bin").join("python");
+    let ready = || {
+        Command::new(&python)
+            .args([
+                "-c",
+                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return true;
+    }
+    eprintln!("xtask: installing {OTLP_PROTO} into {}", venv.display());
+    let make_venv = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !make_venv() {
+        // Debian ships `venv` apart.
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "python3-venv"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        make_venv();
+    }
+    let _ = Command::new(venv.join("bin").join("pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            OTLP_PROTO,
+        ])
+        .status();
+    ready()
 }
 
 fn test(extra: Vec<String>) -> ExitCode {

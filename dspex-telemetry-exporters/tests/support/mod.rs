@@ -628,3 +628,67 @@ impl Drop for StatsdServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The OTLP/HTTP receiver (`tests/otlp_receiver.py`, on the official decoders from PyPI,
+/// installed by `cargo xtask test` into `target/test-peers/otlp-venv`), killed on drop.
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Self {
+        let peers = std::env::var_os("DSPEX_TEST_PEERS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-peers")
+            });
+        let python = peers.join("otlp-venv/bin/python");
+        assert!(
+            python.is_file(),
+            "no Python environment with opentelemetry-proto at {} (`cargo xtask test` creates it)",
+            python.display()
+        );
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_receiver.py");
+        let child = Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the OTLP receiver");
+        let receiver = OtlpReceiver {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        let limit = Instant::now() + Duration::from_secs(20);
+        while !matches!(http_get(receiver.addr, "/spans", &[]).await, Ok((200, _))) {
+            assert!(
+                Instant::now() < limit,
+                "the OTLP receiver did not start within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        receiver
+    }
+
+    /// Every span received so far.
+    pub async fn spans(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http_get(self.addr, "/spans", &[])
+            .await
+            .expect("GET /spans");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,81 @@
+//! One HTTP/1.1 request over a fresh connection, with a deadline: what the push gateway and
+//! the OTLP/HTTP exporter need (`http://` only).
+
+use std::time::Duration;
+
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// A checked `http://host[:port]/base` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// `host:port`, for connecting and the `Host` header.
+    pub(crate) authority: String,
+    /// The path part, without a trailing slash.
+    pub(crate) base_path: String,
+}
+
+impl Endpoint {
+    /// Parses `url`; the error says what is wrong (the caller names the key).
+    pub(crate) fn parse(url: &str, default_port: u16) -> Result<Self, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{url:?}: only http:// URLs are supported"));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err("credentials in the URL are refused: use the credential keys".into());
+        }
+        let authority = match authority.port() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:{default_port}", authority.host()),
+        };
+        Ok(Endpoint {
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// Sends `request` to `authority` and returns the status and body, or why it failed.
+pub(crate) async fn send(
+    authority: &str,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok((status, body))
+        }
+        .await;
+        driver.abort();
+        result
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}

@@ -1,0 +1,424 @@
+//! OpenTelemetry: every span of the core (bridge calls, tools, contracts, casts, users'
+//! `with_span`, spans the Python workers time) becomes an OTLP span with its real trace id,
+//! span id, parent, timestamps, status and attributes, sent in batches over OTLP/HTTP
+//! (protobuf) from a task of its own. The handler on the caller's thread only copies the span
+//! into a bounded queue; a full queue drops the span and counts it.
+
+mod proto;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dspex_telemetry_core::{
+    Dispatcher, Event, EventName, SpanId, SpanPrefix, TraceId, catalog, context,
+};
+use http::{Method, Request, header};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::Secret;
+use crate::http_client::{self, Endpoint};
+use proto::{AnyValue, SpanRecord};
+
+/// The OTLP trace exporter's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP base URL (default `http://127.0.0.1:4318`); spans go to
+    /// `<endpoint>/v1/traces`.
+    pub endpoint: String,
+    /// Extra request headers (an API key, say); their values never show in `Debug`.
+    pub headers: Vec<(String, Secret)>,
+    /// The `service.name` resource attribute (default `dspex`).
+    pub service_name: String,
+    /// The `service.version` resource attribute, if any.
+    pub service_version: Option<String>,
+    /// Spans waiting to be sent, at most; more are dropped and counted (default 2 048).
+    pub max_queue: usize,
+    /// Spans per request, at most (default 512).
+    pub max_batch: usize,
+    /// How long a span may wait before its batch is sent (default 1 s).
+    pub export_interval: Duration,
+    /// How long one request may take (default 10 s).
+    pub timeout: Duration,
+    /// Span prefixes to export besides the core's (your own `SpanPrefix`es).
+    pub extra_spans: Vec<SpanPrefix>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: "http://127.0.0.1:4318".into(),
+            headers: Vec::new(),
+            service_name: "dspex".into(),
+            service_version: None,
+            max_queue: 2_048,
+            max_batch: 512,
+            export_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            extra_spans: Vec::new(),
+        }
+    }
+}
+
+/// Why the exporter could not start; each names the configuration key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    /// A key's value is unusable.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The dispatcher refused the handler (its id is taken).
+    #[error(transparent)]
+    Attach(#[from] dspex_telemetry_core::AttachError),
+}
+
+/// What the exporter has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OtlpStats {
+    /// Spans the collector accepted.
+    pub exported: u64,
+    /// Spans dropped: the queue was full, or their request failed.
+    pub dropped: u64,
+    /// Requests that failed (collector down, refusing, too slow).
+    pub failed_requests: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    failed_requests: AtomicU64,
+}
+
+enum Message {
+    Span(Box<SpanRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The core's span prefixes: the events whose `stop` and `exception` end a span.
+fn core_spans() -> [&'static SpanPrefix; 5] {
+    [
+        &catalog::BRIDGE_CALL,
+        &catalog::TOOLS_EXECUTE,
+        &catalog::CONTRACT_VALIDATE,
+        &catalog::TYPES_CAST,
+        &catalog::TRACE_SPAN,
+    ]
+}
+
+/// A running trace exporter. [`OtlpTraces::shutdown`] sends what is queued, then stops.
+#[derive(Debug)]
+pub struct OtlpTraces {
+    dispatcher: Dispatcher,
+    handler_id: String,
+    queue: mpsc::Sender<Message>,
+    counters: Arc<CountersHandle>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CountersHandle(Counters);
+
+impl std::fmt::Debug for CountersHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counters")
+    }
+}
+
+impl OtlpTraces {
+    /// Checks `config`, attaches a handler (id `handler_id`) to the span events of
+    /// `dispatcher`, and starts the sending task on the current tokio runtime.
+    pub fn start(
+        config: OtlpConfig,
+        dispatcher: &Dispatcher,
+        handler_id: &str,
+    ) -> Result<Self, OtlpError> {
+        let invalid = |key: &'static str, reason: String| OtlpError::Invalid { key, reason };
+        let endpoint =
+            Endpoint::parse(&config.endpoint, 4318).map_err(|e| invalid("endpoint", e))?;
+        if config.max_queue == 0 {
+            return Err(invalid("max_queue", "must be at least 1".into()));
+        }
+        if config.max_batch == 0 {
+            return Err(invalid("max_batch", "must be at least 1".into()));
+        }
+        if config.export_interval.is_zero() {
+            return Err(invalid("export_interval", "must be above zero".into()));
+        }
+        if config.timeout.is_zero() {
+            return Err(invalid("timeout", "must be above zero".into()));
+        }
+        for (name, _) in &config.headers {
+            if header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid("headers", format!("{name:?} is not a header name")));
+            }
+        }
+        let counters = Arc::new(CountersHandle::default());
+        let (queue, receiver) = mpsc::channel(config.max_queue);
+        let mut events: Vec<EventName> = Vec::new();
+        for prefix in core_spans().into_iter().chain(config.extra_spans.iter()) {
+            events.push(prefix.stop().clone());
+            events.push(prefix.exception().clone());
+        }
+        events.push(catalog::PYTHON_SPAN);
+        let sender = queue.clone();
+        let handler_counters = counters.clone();
+        dispatcher.attach_many(handler_id, events, move |event: &Event<'_>| {
+            let Some(span) = span_of(event) else { return };
+            if sender.try_send(Message::Span(Box::new(span))).is_err() {
+                handler_counters.0.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
+        let task = tokio::spawn(export_loop(config, endpoint, receiver, counters.clone()));
+        Ok(OtlpTraces {
+            dispatcher: dispatcher.clone(),
+            handler_id: handler_id.to_owned(),
+            queue,
+            counters,
+            task: Some(task),
+        })
+    }
+
+    /// What has been exported, dropped and failed so far.
+    pub fn stats(&self) -> OtlpStats {
+        let c = &self.counters.0;
+        OtlpStats {
+            exported: c.exported.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed_requests: c.failed_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends what is queued now, and waits until it has been sent (or has failed).
+    pub async fn flush(&self) {
+        let (done, sent) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = sent.await;
+        }
+    }
+
+    /// Detaches the handler, sends what is queued, and stops.
+    pub async fn shutdown(mut self) {
+        let _ = self.dispatcher.detach(&self.handler_id);
+        self.flush().await;
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for OtlpTraces {
+    fn drop(&mut self) {
+        let _ = self.dispatcher.detach(&self.handler_id);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The span an event ends, if it ends one.
+fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
+    let name = event.name();
+    if *name == catalog::PYTHON_SPAN {
+        return python_span(event);
+    }
+    let ctx = context::current()?;
+    let failed = name.segments().last() == Some("exception");
+    let duration = event
+        .measurements()
+        .get("duration")
+        .map_or(0, |d| d.as_i64().unwrap_or(0).max(0) as u64);
+    let end = dspex_telemetry_core::system_time_ns().max(0) as u64;
+    let prefix: Vec<&str> = name.segments().collect();
+    let mut span_name = prefix[..prefix.len().saturating_sub(1)].join(".");
+    let mut attributes = vec![(
+        "dspex.correlation_id".to_owned(),
+        AnyValue::Str(ctx.correlation_id().as_str().to_owned()),
+    )];
+    let mut error = None;
+    for (key, value) in event.metadata().iter() {
+        if name.starts_with(catalog::TRACE_SPAN.prefix()) && key == "name" {
+            span_name = value.to_string();
+            continue;
+        }
+        if failed && key == "reason" {
+            error = Some(value.to_string());
+        }
+        attributes.push((format!("dspex.{key}"), any(value)));
+    }
+    if failed && error.is_none() {
+        error = Some("failed".into());
+    }
+    Some(SpanRecord {
+        trace_id: ctx.trace_id().to_bytes(),
+        span_id: ctx.span_id().to_bytes(),
+        parent_span_id: ctx.parent_span_id().map(SpanId::to_bytes),
+        kind: if name.starts_with(catalog::BRIDGE_CALL.prefix()) {
+            3
+        } else {
+            1
+        },
+        name: span_name,
+        start_unix_ns: end.saturating_sub(duration),
+        end_unix_ns: end,
+        attributes,
+        error,
+    })
+}
+
+/// A `[:dspex, :python, :span]` event: ids, parent and times as the worker reported them.
+fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
+    let md = event.metadata();
+    let text = |k: &str| md.get(k).map(|v| v.to_string());
+    let trace_id = TraceId::from_hex(&text("trace_id")?).ok()?;
+    let span_id = SpanId::from_hex(&text("span_id")?).ok()?;
+    let parent = text("parent_span_id").and_then(|p| SpanId::from_hex(&p).ok());
+    let time = |k: &str| {
+        event
+            .measurements()
+            .get(k)
+            .map_or(0, |v| v.as_i64().unwrap_or(0).max(0) as u64)
+    };
+    let status = text("status").unwrap_or_default();
+    let mut attributes = Vec::new();
+    for (key, value) in md.iter() {
+        if !matches!(
+            key,
+            "trace_id" | "span_id" | "parent_span_id" | "name" | "status" | "message"
+        ) {
+            attributes.push((format!("dspex.{key}"), any(value)));
+        }
+    }
+    if let Some(ctx) = context::current() {
+        attributes.push((
+            "dspex.correlation_id".to_owned(),
+            AnyValue::Str(ctx.correlation_id().as_str().to_owned()),
+        ));
+    }
+    Some(SpanRecord {
+        trace_id: trace_id.to_bytes(),
+        span_id: span_id.to_bytes(),
+        parent_span_id: parent.map(SpanId::to_bytes),
+        name: text("name").unwrap_or_else(|| "python".into()),
+        kind: 1,
+        start_unix_ns: time("start_time"),
+        end_unix_ns: time("end_time"),
+        attributes,
+        error: (status == "error").then(|| text("message").unwrap_or_else(|| "error".into())),
+    })
+}
+
+fn any(value: &dspex_telemetry_core::Value<'_>) -> AnyValue {
+    use dspex_telemetry_core::Value;
+    match value {
+        Value::Str(s) => AnyValue::Str(s.to_string()),
+        Value::Int(i) => AnyValue::Int(*i),
+        Value::Float(x) => AnyValue::Double(*x),
+        Value::Bool(b) => AnyValue::Bool(*b),
+    }
+}
+
+async fn export_loop(
+    config: OtlpConfig,
+    endpoint: Endpoint,
+    mut receiver: mpsc::Receiver<Message>,
+    counters: Arc<CountersHandle>,
+) {
+    let mut resource = vec![(
+        "service.name".to_owned(),
+        AnyValue::Str(config.service_name.clone()),
+    )];
+    if let Some(version) = &config.service_version {
+        resource.push(("service.version".into(), AnyValue::Str(version.clone())));
+    }
+    resource.push((
+        "telemetry.sdk.name".into(),
+        AnyValue::Str("dspex-telemetry".into()),
+    ));
+    let path = format!("{}/v1/traces", endpoint.base_path);
+    let mut batch: Vec<SpanRecord> = Vec::new();
+    let mut ticks = tokio::time::interval(config.export_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut flushed = None;
+        tokio::select! {
+            message = receiver.recv() => match message {
+                Some(Message::Span(span)) => {
+                    batch.push(*span);
+                    if batch.len() < config.max_batch {
+                        continue;
+                    }
+                }
+                Some(Message::Flush(done)) => flushed = Some(done),
+                None => return,
+            },
+            _ = ticks.tick() => {}
+        }
+        while !batch.is_empty() {
+            let take = batch.len().min(config.max_batch);
+            let spans: Vec<SpanRecord> = batch.drain(..take).collect();
+            send(&config, &endpoint, &path, &resource, &spans, &counters.0).await;
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn send(
+    config: &OtlpConfig,
+    endpoint: &Endpoint,
+    path: &str,
+    resource: &[(String, AnyValue)],
+    spans: &[SpanRecord],
+    counters: &Counters,
+) {
+    let body = proto::export_trace_request(
+        resource,
+        "dspex-telemetry",
+        env!("CARGO_PKG_VERSION"),
+        spans,
+    );
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::HOST, &endpoint.authority)
+        .header(header::CONTENT_TYPE, "application/x-protobuf");
+    for (name, value) in &config.headers {
+        request = request.header(name.as_str(), value.expose());
+    }
+    let Ok(request) = request.body(Full::new(Bytes::from(body))) else {
+        counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+        counters
+            .dropped
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        return;
+    };
+    match http_client::send(&endpoint.authority, request, config.timeout).await {
+        Ok((status, _)) if status.is_success() => {
+            counters
+                .exported
+                .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        }
+        outcome => {
+            if counters.failed_requests.fetch_add(1, Ordering::Relaxed) == 0 {
+                let why = match outcome {
+                    Ok((status, body)) => format!("{status}: {}", String::from_utf8_lossy(&body)),
+                    Err(e) => e,
+                };
+                tracing::warn!(endpoint = %config.endpoint, error = %why, "OTLP export failed; counting further failures");
+            }
+            counters
+                .dropped
+                .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        }
+    }
+}

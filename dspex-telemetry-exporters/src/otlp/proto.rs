@@ -1,0 +1,155 @@
+//! The few OTLP protobuf messages the trace exporter sends, encoded by hand (field numbers from
+//! `opentelemetry/proto/{collector/trace/v1,trace/v1,common/v1,resource/v1}`). A test decodes
+//! them with the official Python decoders.
+
+/// An attribute value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AnyValue {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
+
+/// One finished span.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SpanRecord {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    pub(crate) parent_span_id: Option<[u8; 8]>,
+    pub(crate) name: String,
+    /// `SPAN_KIND_INTERNAL` = 1, `SPAN_KIND_CLIENT` = 3.
+    pub(crate) kind: u64,
+    pub(crate) start_unix_ns: u64,
+    pub(crate) end_unix_ns: u64,
+    pub(crate) attributes: Vec<(String, AnyValue)>,
+    /// `None`: unset; `Some(message)`: error.
+    pub(crate) error: Option<String>,
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
+    varint(out, u64::from(field) << 3 | u64::from(wire));
+}
+
+fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    key(out, field, 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn message(out: &mut Vec<u8>, field: u32, build: impl FnOnce(&mut Vec<u8>)) {
+    let mut inner = Vec::new();
+    build(&mut inner);
+    bytes_field(out, field, &inner);
+}
+
+fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
+    key(out, field, 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
+    key(out, field, 0);
+    varint(out, v);
+}
+
+fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &AnyValue) {
+    message(out, field, |kv| {
+        bytes_field(kv, 1, k.as_bytes());
+        message(kv, 2, |any| match v {
+            AnyValue::Str(s) => bytes_field(any, 1, s.as_bytes()),
+            AnyValue::Bool(b) => varint_field(any, 2, u64::from(*b)),
+            AnyValue::Int(i) => varint_field(any, 3, *i as u64),
+            AnyValue::Double(d) => fixed64(any, 4, d.to_bits()),
+        });
+    });
+}
+
+/// `ExportTraceServiceRequest` with one resource and one scope holding `spans`.
+pub(crate) fn export_trace_request(
+    resource: &[(String, AnyValue)],
+    scope_name: &str,
+    scope_version: &str,
+    spans: &[SpanRecord],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    // resource_spans = 1
+    message(&mut out, 1, |rs| {
+        // resource = 1 { attributes = 1 }
+        message(rs, 1, |r| {
+            for (k, v) in resource {
+                key_value(r, 1, k, v);
+            }
+        });
+        // scope_spans = 2
+        message(rs, 2, |ss| {
+            // scope = 1 { name = 1, version = 2 }
+            message(ss, 1, |scope| {
+                bytes_field(scope, 1, scope_name.as_bytes());
+                bytes_field(scope, 2, scope_version.as_bytes());
+            });
+            for span in spans {
+                // spans = 2
+                message(ss, 2, |sp| encode_span(sp, span));
+            }
+        });
+    });
+    out
+}
+
+fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
+    bytes_field(out, 1, &span.trace_id);
+    bytes_field(out, 2, &span.span_id);
+    if let Some(parent) = &span.parent_span_id {
+        bytes_field(out, 4, parent);
+    }
+    bytes_field(out, 5, span.name.as_bytes());
+    varint_field(out, 6, span.kind);
+    fixed64(out, 7, span.start_unix_ns);
+    fixed64(out, 8, span.end_unix_ns);
+    for (k, v) in &span.attributes {
+        key_value(out, 9, k, v);
+    }
+    // status = 15 { message = 2, code = 3 (1 ok, 2 error) }
+    if let Some(message_text) = &span.error {
+        message(out, 15, |status| {
+            bytes_field(status, 2, message_text.as_bytes());
+            varint_field(status, 3, 2);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_match_the_protobuf_examples() {
+        for (v, bytes) in [
+            (0u64, vec![0x00]),
+            (1, vec![0x01]),
+            (150, vec![0x96, 0x01]),
+            (300, vec![0xac, 0x02]),
+            (
+                u64::MAX,
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+        ] {
+            let mut out = Vec::new();
+            varint(&mut out, v);
+            assert_eq!(out, bytes, "{v}");
+        }
+        // A negative int64 takes ten bytes (two's complement), as protobuf requires.
+        let mut out = Vec::new();
+        key_value(&mut out, 9, "n", &AnyValue::Int(-1));
+        assert_eq!(out.len(), 2 + 3 + 2 + 11);
+    }
+}

@@ -1,0 +1,85 @@
+"""An OTLP/HTTP trace receiver for the tests, on the official OpenTelemetry protobuf decoders.
+
+Usage: python otlp_receiver.py PORT. It decodes every POST /v1/traces as an
+ExportTraceServiceRequest and keeps the spans; GET /spans returns them as JSON (ids in hex),
+with the resource attributes and the request headers each arrived with.
+"""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+SPANS = []
+LOCK = threading.Lock()
+
+
+def value(any_value):
+    kind = any_value.WhichOneof("value")
+    return getattr(any_value, kind) if kind else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path != "/v1/traces":
+            return self.reply(404, b"not found", "text/plain")
+        if self.headers.get("content-type") != "application/x-protobuf":
+            return self.reply(415, b"protobuf only", "text/plain")
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        received = []
+        for resource_spans in request.resource_spans:
+            resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    received.append(
+                        {
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "name": span.name,
+                            "kind": span.kind,
+                            "start": span.start_time_unix_nano,
+                            "end": span.end_time_unix_nano,
+                            "attributes": {kv.key: value(kv.value) for kv in span.attributes},
+                            "status_code": span.status.code,
+                            "status_message": span.status.message,
+                            "resource": resource,
+                            "scope": scope_spans.scope.name,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                        }
+                    )
+        with LOCK:
+            SPANS.extend(received)
+        response = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.reply(200, response, "application/x-protobuf")
+
+    def do_GET(self):
+        if self.path != "/spans":
+            return self.reply(404, b"not found", "text/plain")
+        with LOCK:
+            body = json.dumps(SPANS).encode()
+        self.reply(200, body, "application/json")
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+//! Spans reach a real OTLP decoder (the official Python protobuf classes): a bridge call with
+//! a Python child span arrives with the same trace id, correct parent links, the correlation
+//! id as an attribute, and error status on failures; a receiver that is down costs counted
+//! drops, and delivery resumes when it is back.
+
+mod support;
+
+use dspex_telemetry_bridge::{Pool, PoolConfig};
+use dspex_telemetry_core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
+use dspex_telemetry_exporters::Secret;
+use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+use serde_json::{Value, json};
+use support::OtlpReceiver;
+
+fn config(receiver: &OtlpReceiver) -> OtlpConfig {
+    OtlpConfig {
+        endpoint: format!("http://{}", receiver.addr),
+        headers: vec![("x-api-key".into(), Secret::new("k-123"))],
+        service_name: "dspex-test".into(),
+        service_version: Some("1.2.3".into()),
+        ..OtlpConfig::default()
+    }
+}
+
+fn by_name<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start(config(&receiver), &d, "otlp").unwrap();
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../dspex-telemetry-bridge/tests/python");
+    let pool = Pool::start(PoolConfig {
+        python_path: vec![fixtures],
+        dispatcher: d.clone(),
+        health_interval: None,
+        ..PoolConfig::default()
+    })
+    .await
+    .expect("python3 must be installed");
+    let root =
+        TraceContext::new_root().with_correlation_id(CorrelationId::parse("order-77").unwrap());
+    let answer = pool
+        .call("bridge_fixtures", "nested", vec![json!(3)])
+        .with_trace_context(root.clone())
+        .await
+        .unwrap();
+    assert_eq!(answer, json!("done"));
+    let failed = pool
+        .call("bridge_fixtures", "fail", vec![json!("boom")])
+        .with_trace_context(root.clone())
+        .await;
+    assert!(failed.is_err());
+    traces.flush().await;
+    let spans = receiver.spans().await;
+
+    let trace_id = root.trace_id().to_string();
+    let calls: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "dspex.bridge.call")
+        .collect();
+    assert_eq!(calls.len(), 2, "{spans:#?}");
+    let call = calls
+        .iter()
+        .find(|s| s["attributes"]["dspex.function"] == "nested")
+        .unwrap();
+    assert_eq!(call["trace_id"], json!(trace_id));
+    assert_eq!(call["parent_span_id"], json!(root.span_id().to_string()));
+    assert_eq!(call["kind"], json!(3), "a bridge call is a client span");
+    assert_eq!(
+        call["attributes"]["dspex.correlation_id"],
+        json!("order-77")
+    );
+    assert_eq!(call["status_code"], json!(0));
+    let python = by_name(&spans, "python bridge_fixtures.nested");
+    let retrieve = by_name(&spans, "retrieve");
+    let rank = by_name(&spans, "rank");
+    assert_eq!(python["parent_span_id"], call["span_id"]);
+    assert_eq!(retrieve["parent_span_id"], python["span_id"]);
+    assert_eq!(rank["parent_span_id"], retrieve["span_id"]);
+    for s in [python, retrieve, rank] {
+        assert_eq!(s["trace_id"], json!(trace_id));
+        assert_eq!(s["attributes"]["dspex.correlation_id"], json!("order-77"));
+        let (start, end) = (s["start"].as_u64().unwrap(), s["end"].as_u64().unwrap());
+        assert!(start <= end);
+        assert!(
+            call["start"].as_u64().unwrap() <= start
+                && end <= call["end"].as_u64().unwrap() + 1_000_000,
+            "{s} lies within its bridge call {call}"
+        );
+    }
+    assert_eq!(
+        retrieve["attributes"]["dspex.k"],
+        json!(3),
+        "attribute types are kept"
+    );
+    let fail = calls
+        .iter()
+        .find(|s| s["attributes"]["dspex.function"] == "fail")
+        .unwrap();
+    assert_eq!(
+        fail["status_code"],
+        json!(2),
+        "a failed call is an error span"
+    );
+    assert!(
+        fail["status_message"].as_str().unwrap().contains("boom"),
+        "{fail}"
+    );
+    assert_eq!(call["resource"]["service.name"], json!("dspex-test"));
+    assert_eq!(call["resource"]["service.version"], json!("1.2.3"));
+    assert_eq!(call["headers"]["x-api-key"], json!("k-123"));
+    assert!(
+        !format!("{:?}", config(&receiver)).contains("k-123"),
+        "the header value is a secret"
+    );
+    let stats = traces.stats();
+    assert_eq!(stats.exported, spans.len() as u64);
+    assert_eq!((stats.dropped, stats.failed_requests), (0, 0));
+    traces.shutdown().await;
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_is_down_costs_counted_drops_and_delivery_resumes() {
+    let receiver = OtlpReceiver::start().await;
+    let port = receiver.addr.port();
+    let config = config(&receiver);
+    drop(receiver);
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start(
+        OtlpConfig {
+            max_queue: 100,
+            ..config
+        },
+        &d,
+        "otlp",
+    )
+    .unwrap();
+    // Down: 500 spans at once; the queue holds 100 (more are dropped at once), and the
+    // requests for those fail.
+    for i in 0..500 {
+        with_span_on(&d, &format!("work-{i}"));
+    }
+    traces.flush().await;
+    let stats = traces.stats();
+    assert_eq!(stats.exported, 0);
+    assert!(stats.failed_requests >= 1, "{stats:?}");
+    assert_eq!(stats.dropped, 500, "{stats:?}");
+
+    let receiver = OtlpReceiver::start_on(port).await;
+    with_span_on(&d, "after");
+    traces.flush().await;
+    let spans = receiver.spans().await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0]["name"], json!("after"));
+    traces.shutdown().await;
+}
+
+/// A user's own span: the event `with_span` emits on the global dispatcher, emitted on `d`.
+fn with_span_on(d: &Dispatcher, name: &str) {
+    d.span(
+        &dspex_telemetry_core::catalog::TRACE_SPAN,
+        dspex_telemetry_core::Metadata::new().with("name", name.to_owned()),
+        || ((), dspex_telemetry_core::Metadata::new()),
+    );
+}
