@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::{Request, StatusCode, Uri};
+use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -70,6 +70,52 @@ pub(crate) async fn send(
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
             Ok((status, body))
+        }
+        .await;
+        driver.abort();
+        result
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+/// Sends `request` over HTTP/2 without TLS (prior knowledge, as gRPC does on `http://`) and
+/// returns the status, the headers and trailers together, and the body.
+pub(crate) async fn send_h2(
+    authority: &str,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let mut headers = response.headers().clone();
+            let collected = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(trailers) = collected.trailers() {
+                headers.extend(trailers.clone());
+            }
+            Ok((status, headers, collected.to_bytes()))
         }
         .await;
         driver.abort();

@@ -10,9 +10,10 @@
 //! - [`Secret`]: credentials that never show in `Debug` output or logs.
 //!
 //! - [`otlp`]: every span of the core (and the spans Python workers time) as OTLP spans over
-//!   OTLP/HTTP (protobuf), batched off the caller's thread, bounded, with a drop counter.
+//!   OTLP/HTTP (protobuf) or OTLP/gRPC, batched off the caller's thread, bounded, with a drop
+//!   counter.
 //!
-//! Not built yet: OTLP over gRPC, OTLP metrics, and the Reporter's `opentelemetry` backend
+//! Not built yet: OTLP metrics, and the Reporter's `opentelemetry` backend
 //! (its configuration is refused at start; use [`otlp::OtlpTraces`] directly).
 //!
 //! ```

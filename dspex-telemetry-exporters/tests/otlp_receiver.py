@@ -1,8 +1,9 @@
 """An OTLP/HTTP trace receiver for the tests, on the official OpenTelemetry protobuf decoders.
 
-Usage: python otlp_receiver.py PORT. It decodes every POST /v1/traces as an
-ExportTraceServiceRequest and keeps the spans; GET /spans returns them as JSON (ids in hex),
-with the resource attributes and the request headers each arrived with.
+Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT]. It decodes every POST /v1/traces (and,
+with a gRPC port, every TraceService/Export call) as an ExportTraceServiceRequest and keeps the
+spans; GET /spans on the HTTP port returns them as JSON (ids in hex), with the resource
+attributes, the request headers (or gRPC metadata) and the transport each arrived with.
 """
 
 import json
@@ -19,6 +20,52 @@ LOCK = threading.Lock()
 def value(any_value):
     kind = any_value.WhichOneof("value")
     return getattr(any_value, kind) if kind else None
+
+
+def record(request, headers, transport):
+    received = []
+    for resource_spans in request.resource_spans:
+        resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                received.append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex(),
+                        "name": span.name,
+                        "kind": span.kind,
+                        "start": span.start_time_unix_nano,
+                        "end": span.end_time_unix_nano,
+                        "attributes": {kv.key: value(kv.value) for kv in span.attributes},
+                        "status_code": span.status.code,
+                        "status_message": span.status.message,
+                        "resource": resource,
+                        "scope": scope_spans.scope.name,
+                        "headers": headers,
+                        "transport": transport,
+                    }
+                )
+    with LOCK:
+        SPANS.extend(received)
+
+
+def serve_grpc(port):
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            record(request, {k: v for k, v in context.invocation_metadata()}, "grpc")
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,30 +87,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(415, b"protobuf only", "text/plain")
         request = trace_service_pb2.ExportTraceServiceRequest()
         request.ParseFromString(body)
-        received = []
-        for resource_spans in request.resource_spans:
-            resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received.append(
-                        {
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_span_id": span.parent_span_id.hex(),
-                            "name": span.name,
-                            "kind": span.kind,
-                            "start": span.start_time_unix_nano,
-                            "end": span.end_time_unix_nano,
-                            "attributes": {kv.key: value(kv.value) for kv in span.attributes},
-                            "status_code": span.status.code,
-                            "status_message": span.status.message,
-                            "resource": resource,
-                            "scope": scope_spans.scope.name,
-                            "headers": {k.lower(): v for k, v in self.headers.items()},
-                        }
-                    )
-        with LOCK:
-            SPANS.extend(received)
+        record(request, {k.lower(): v for k, v in self.headers.items()}, "http")
         response = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.reply(200, response, "application/x-protobuf")
 
@@ -76,9 +100,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    grpc_server = serve_grpc(int(sys.argv[2])) if len(sys.argv) > 2 else None
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     print("ready", flush=True)
     server.serve_forever()
+    if grpc_server:
+        grpc_server.stop(None)
 
 
 if __name__ == "__main__":

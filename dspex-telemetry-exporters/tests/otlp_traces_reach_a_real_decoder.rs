@@ -1,14 +1,14 @@
-//! Spans reach a real OTLP decoder (the official Python protobuf classes): a bridge call with
-//! a Python child span arrives with the same trace id, correct parent links, the correlation
-//! id as an attribute, and error status on failures; a receiver that is down costs counted
-//! drops, and delivery resumes when it is back.
+//! Spans reach a real OTLP decoder (the official Python protobuf classes, over HTTP and over
+//! gRPC with `grpcio`): a bridge call with a Python child span arrives with the same trace id,
+//! correct parent links, the correlation id as an attribute, and error status on failures; a
+//! receiver that is down costs counted drops, and delivery resumes when it is back.
 
 mod support;
 
 use dspex_telemetry_bridge::{Pool, PoolConfig};
 use dspex_telemetry_core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
 use dspex_telemetry_exporters::Secret;
-use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces, Protocol};
 use serde_json::{Value, json};
 use support::OtlpReceiver;
 
@@ -170,4 +170,42 @@ fn with_span_on(d: &Dispatcher, name: &str) {
         dspex_telemetry_core::Metadata::new().with("name", name.to_owned()),
         || ((), dspex_telemetry_core::Metadata::new()),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_travel_over_grpc_too() {
+    let receiver = OtlpReceiver::start().await;
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start(
+        OtlpConfig {
+            endpoint: format!("http://{}", receiver.grpc),
+            protocol: Protocol::Grpc,
+            ..config(&receiver)
+        },
+        &d,
+        "otlp",
+    )
+    .unwrap();
+    let root = TraceContext::new_root();
+    root.in_scope(|| {
+        with_span_on(&d, "grpc-outer");
+        d.span(
+            &dspex_telemetry_core::catalog::TOOLS_EXECUTE,
+            dspex_telemetry_core::metadata! { "tool_name" => "search" },
+            || ((), dspex_telemetry_core::Metadata::new()),
+        );
+    });
+    traces.flush().await;
+    let spans = receiver.spans().await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(s["transport"], json!("grpc"));
+        assert_eq!(s["trace_id"], json!(root.trace_id().to_string()));
+        assert_eq!(s["parent_span_id"], json!(root.span_id().to_string()));
+        assert_eq!(s["headers"]["x-api-key"], json!("k-123"));
+    }
+    let tool = by_name(&spans, "dspex.tools.execute");
+    assert_eq!(tool["attributes"]["dspex.tool_name"], json!("search"));
+    assert_eq!(traces.stats().exported, 2);
+    traces.shutdown().await;
 }

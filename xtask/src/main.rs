@@ -6,7 +6,8 @@
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
 //!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
 //!   which brings `promtool`, and `prometheus-pushgateway`, through apt; the StatsD daemon
-//!   through npm and a Python environment with the OTLP protobuf classes through pip, both
+//!   through npm and a Python environment with the OTLP protobuf classes and `grpcio` through
+//!   pip, both
 //!   into `target/test-peers`): the tests start the peers themselves, on
 //!   127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
@@ -232,8 +233,9 @@ fn ensure_peers() -> bool {
     missing.is_empty()
 }
 
-/// The official OTLP protobuf classes the tests' receiver decodes with.
+/// The official OTLP protobuf classes the tests' receiver decodes with, and its gRPC server.
 const OTLP_PROTO: &str = "opentelemetry-proto==1.27.0";
+const GRPCIO: &str = "grpcio==1.85.3";
 
 /// A Python environment in [`peers_dir`] with [`OTLP_PROTO`]; made once.
 fn ensure_otlp_venv() -> bool {
@@ -243,7 +245,7 @@ fn ensure_otlp_venv() -> bool {
         Command::new(&python)
             .args([
                 "-c",
-                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+                "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
             ])
             .status()
             .is_ok_and(|s| s.success())
@@ -251,7 +253,10 @@ fn ensure_otlp_venv() -> bool {
     if ready() {
         return true;
     }
-    eprintln!("xtask: installing {OTLP_PROTO} into {}", venv.display());
+    eprintln!(
+        "xtask: installing {OTLP_PROTO} and {GRPCIO} into {}",
+        venv.display()
+    );
     let make_venv = || {
         Command::new("python3")
             .args(["-m", "venv", "--clear"])
@@ -273,6 +278,7 @@ fn ensure_otlp_venv() -> bool {
             "--quiet",
             "--disable-pip-version-check",
             OTLP_PROTO,
+            GRPCIO,
         ])
         .status();
     ready()

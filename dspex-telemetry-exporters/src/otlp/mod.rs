@@ -1,7 +1,7 @@
 //! OpenTelemetry: every span of the core (bridge calls, tools, contracts, casts, users'
 //! `with_span`, spans the Python workers time) becomes an OTLP span with its real trace id,
 //! span id, parent, timestamps, status and attributes, sent in batches over OTLP/HTTP
-//! (protobuf) from a task of its own. The handler on the caller's thread only copies the span
+//! (protobuf) or OTLP/gRPC from a task of its own. The handler on the caller's thread only copies the span
 //! into a bounded queue; a full queue drops the span and counts it.
 
 mod proto;
@@ -23,12 +23,23 @@ use crate::Secret;
 use crate::http_client::{self, Endpoint};
 use proto::{AnyValue, SpanRecord};
 
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// OTLP/HTTP with protobuf bodies, `POST <endpoint>/v1/traces` (the collector's port 4318).
+    #[default]
+    HttpProtobuf,
+    /// OTLP/gRPC, `TraceService/Export` over HTTP/2 without TLS (the collector's port 4317).
+    Grpc,
+}
+
 /// The OTLP trace exporter's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
-    /// The collector's OTLP/HTTP base URL (default `http://127.0.0.1:4318`); spans go to
-    /// `<endpoint>/v1/traces`.
+    /// The collector's base URL (default `http://127.0.0.1:4318`; for gRPC usually port 4317).
     pub endpoint: String,
+    /// OTLP/HTTP (default) or OTLP/gRPC.
+    pub protocol: Protocol,
     /// Extra request headers (an API key, say); their values never show in `Debug`.
     pub headers: Vec<(String, Secret)>,
     /// The `service.name` resource attribute (default `dspex`).
@@ -51,6 +62,7 @@ impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig {
             endpoint: "http://127.0.0.1:4318".into(),
+            protocol: Protocol::HttpProtobuf,
             headers: Vec::new(),
             service_name: "dspex".into(),
             service_version: None,
@@ -141,8 +153,12 @@ impl OtlpTraces {
         handler_id: &str,
     ) -> Result<Self, OtlpError> {
         let invalid = |key: &'static str, reason: String| OtlpError::Invalid { key, reason };
+        let default_port = match config.protocol {
+            Protocol::HttpProtobuf => 4318,
+            Protocol::Grpc => 4317,
+        };
         let endpoint =
-            Endpoint::parse(&config.endpoint, 4318).map_err(|e| invalid("endpoint", e))?;
+            Endpoint::parse(&config.endpoint, default_port).map_err(|e| invalid("endpoint", e))?;
         if config.max_queue == 0 {
             return Err(invalid("max_queue", "must be at least 1".into()));
         }
@@ -343,7 +359,13 @@ async fn export_loop(
         "telemetry.sdk.name".into(),
         AnyValue::Str("dspex-telemetry".into()),
     ));
-    let path = format!("{}/v1/traces", endpoint.base_path);
+    let path = match config.protocol {
+        Protocol::HttpProtobuf => format!("{}/v1/traces", endpoint.base_path),
+        Protocol::Grpc => format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            endpoint.base_path
+        ),
+    };
     let mut batch: Vec<SpanRecord> = Vec::new();
     let mut ticks = tokio::time::interval(config.export_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,11 +409,25 @@ async fn send(
         env!("CARGO_PKG_VERSION"),
         spans,
     );
+    let (content_type, body) = match config.protocol {
+        Protocol::HttpProtobuf => ("application/x-protobuf", body),
+        // A gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf.
+        Protocol::Grpc => {
+            let mut framed = Vec::with_capacity(body.len() + 5);
+            framed.push(0);
+            framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&body);
+            ("application/grpc", framed)
+        }
+    };
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(path)
-        .header(header::HOST, &endpoint.authority)
-        .header(header::CONTENT_TYPE, "application/x-protobuf");
+        .header(header::CONTENT_TYPE, content_type);
+    request = match config.protocol {
+        Protocol::HttpProtobuf => request.header(header::HOST, &endpoint.authority),
+        Protocol::Grpc => request.header(header::TE, "trailers"),
+    };
     for (name, value) in &config.headers {
         request = request.header(name.as_str(), value.expose());
     }
@@ -402,18 +438,50 @@ async fn send(
             .fetch_add(spans.len() as u64, Ordering::Relaxed);
         return;
     };
-    match http_client::send(&endpoint.authority, request, config.timeout).await {
-        Ok((status, _)) if status.is_success() => {
+    let outcome = match config.protocol {
+        Protocol::HttpProtobuf => http_client::send(&endpoint.authority, request, config.timeout)
+            .await
+            .and_then(|(status, body)| {
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+                }
+            }),
+        Protocol::Grpc => {
+            // gRPC over HTTP/2 needs an absolute URI.
+            let (mut parts, body) = request.into_parts();
+            parts.uri = format!("http://{}{}", endpoint.authority, parts.uri)
+                .parse()
+                .unwrap_or(parts.uri);
+            let request = Request::from_parts(parts, body);
+            http_client::send_h2(&endpoint.authority, request, config.timeout)
+                .await
+                .and_then(|(status, headers, _)| {
+                    let grpc_status = headers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if status.is_success() && grpc_status == "0" {
+                        Ok(())
+                    } else {
+                        let message = headers
+                            .get("grpc-message")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        Err(format!("{status}, grpc-status {grpc_status:?}: {message}"))
+                    }
+                })
+        }
+    };
+    match outcome {
+        Ok(()) => {
             counters
                 .exported
                 .fetch_add(spans.len() as u64, Ordering::Relaxed);
         }
-        outcome => {
+        Err(why) => {
             if counters.failed_requests.fetch_add(1, Ordering::Relaxed) == 0 {
-                let why = match outcome {
-                    Ok((status, body)) => format!("{status}: {}", String::from_utf8_lossy(&body)),
-                    Err(e) => e,
-                };
                 tracing::warn!(endpoint = %config.endpoint, error = %why, "OTLP export failed; counting further failures");
             }
             counters

@@ -633,6 +633,8 @@ impl Drop for StatsdServer {
 /// installed by `cargo xtask test` into `target/test-peers/otlp-venv`), killed on drop.
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
+    /// Its gRPC address.
+    pub grpc: SocketAddr,
     child: Child,
 }
 
@@ -642,6 +644,7 @@ impl OtlpReceiver {
     }
 
     pub async fn start_on(port: u16) -> Self {
+        let grpc_port = free_port();
         let peers = std::env::var_os("DSPEX_TEST_PEERS")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -657,12 +660,14 @@ impl OtlpReceiver {
         let child = Command::new(python)
             .arg(script)
             .arg(port.to_string())
+            .arg(grpc_port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the OTLP receiver");
         let receiver = OtlpReceiver {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
             child,
         };
         let limit = Instant::now() + Duration::from_secs(20);
