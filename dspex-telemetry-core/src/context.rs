@@ -30,6 +30,7 @@ use std::sync::{Arc, LazyLock};
 use crate::baggage::{Baggage, BaggageError};
 use crate::ids::{CorrelationId, SpanId, TraceFlags, TraceId};
 use crate::traceparent::TraceParent;
+use crate::value::Value;
 
 /// The baggage key the correlation id travels under.
 pub const CORRELATION_BAGGAGE_KEY: &str = "correlation_id";
@@ -46,7 +47,28 @@ pub struct TraceContext {
     parent_span_id: Option<SpanId>,
     flags: TraceFlags,
     shared: Option<Arc<Shared>>,
+    /// This span's own attributes ([`set_attributes`]); not inherited by children.
+    attributes: Option<Arc<Attributes>>,
 }
+
+/// Attributes of one span, compared bit for bit (so floats compare as `Eq` needs).
+#[derive(Debug, Clone, Default)]
+struct Attributes(Vec<(String, Value<'static>)>);
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|((ka, va), (kb, vb))| {
+                ka == kb
+                    && match (va, vb) {
+                        (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+                        (a, b) => a == b,
+                    }
+            })
+    }
+}
+
+impl Eq for Attributes {}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Shared {
@@ -81,6 +103,7 @@ impl TraceContext {
             parent_span_id: None,
             flags: TraceFlags::SAMPLED,
             shared: None,
+            attributes: None,
         }
     }
 
@@ -98,6 +121,7 @@ impl TraceContext {
             parent_span_id: Some(traceparent.parent_id),
             flags: traceparent.flags,
             shared: None,
+            attributes: None,
         }
     }
 
@@ -114,6 +138,7 @@ impl TraceContext {
             parent_span_id,
             flags,
             shared: None,
+            attributes: None,
         }
     }
 
@@ -126,6 +151,7 @@ impl TraceContext {
             parent_span_id: Some(self.span_id),
             flags: self.flags,
             shared: self.shared.clone(),
+            attributes: None,
         }
     }
 
@@ -181,6 +207,25 @@ impl TraceContext {
     /// Adds one baggage entry to this context (and so to the spans started from it).
     pub fn add_baggage(&mut self, key: &str, value: &str) -> Result<(), BaggageError> {
         self.shared_mut().baggage.insert(key, value)
+    }
+
+    /// Sets attributes on this span (replacing a key already set): they describe this span
+    /// only, and exporters send them with it (OpenTelemetry span attributes).
+    pub fn set_attribute(&mut self, key: impl Into<String>, value: impl Into<Value<'static>>) {
+        let key = key.into();
+        let value = value.into();
+        let attributes = &mut Arc::make_mut(self.attributes.get_or_insert_with(Default::default)).0;
+        match attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => attributes.push((key, value)),
+        }
+    }
+
+    /// This span's attributes, in the order they were first set.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &Value<'static>)> + '_ {
+        self.attributes
+            .iter()
+            .flat_map(|a| a.0.iter().map(|(k, v)| (k.as_str(), v)))
     }
 
     fn shared_mut(&mut self) -> &mut Shared {
@@ -315,6 +360,34 @@ pub fn with_correlation<R>(correlation_id: CorrelationId, f: impl FnOnce() -> R)
     let ctx = current().unwrap_or_else(TraceContext::new_root);
     let _guard = ctx.with_correlation_id(correlation_id).attach();
     f()
+}
+
+/// Sets attributes on the current span (as the spec's `OpenTelemetry.set_attributes`); they
+/// are sent with that span by the exporters. Returns false, doing nothing, when no trace
+/// context is current.
+///
+/// ```
+/// use dspex_telemetry_core::{context, with_span};
+/// with_span("business.process_request", || {
+///     assert!(context::set_attributes([("business.data_size", 512.into()), ("business.tier", "gold".into())]));
+///     let ctx = context::current().unwrap();
+///     assert_eq!(ctx.attributes().count(), 2);
+/// });
+/// assert!(!context::set_attributes([("orphan", true.into())]));
+/// ```
+pub fn set_attributes<K: Into<String>>(
+    attributes: impl IntoIterator<Item = (K, Value<'static>)>,
+) -> bool {
+    with_current(|ctx| match ctx {
+        Some(ctx) => {
+            for (k, v) in attributes {
+                ctx.set_attribute(k, v);
+            }
+            true
+        }
+        None => false,
+    })
+    .unwrap_or(false)
 }
 
 /// Adds a baggage entry to the current context; it travels with every call made from this

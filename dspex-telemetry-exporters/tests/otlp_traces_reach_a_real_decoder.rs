@@ -188,7 +188,17 @@ async fn spans_travel_over_grpc_too() {
     .unwrap();
     let root = TraceContext::new_root();
     root.in_scope(|| {
-        with_span_on(&d, "grpc-outer");
+        d.span(
+            &dspex_telemetry_core::catalog::TRACE_SPAN,
+            dspex_telemetry_core::metadata! { "name" => "grpc-outer" },
+            || {
+                dspex_telemetry_core::context::set_attributes([
+                    ("business.data_size", 512.into()),
+                    ("business.user_tier", "gold".into()),
+                ]);
+                ((), dspex_telemetry_core::Metadata::new())
+            },
+        );
         d.span(
             &dspex_telemetry_core::catalog::TOOLS_EXECUTE,
             dspex_telemetry_core::metadata! { "tool_name" => "search" },
@@ -204,7 +214,14 @@ async fn spans_travel_over_grpc_too() {
         assert_eq!(s["parent_span_id"], json!(root.span_id().to_string()));
         assert_eq!(s["headers"]["x-api-key"], json!("k-123"));
     }
+    let outer = by_name(&spans, "grpc-outer");
+    assert_eq!(outer["attributes"]["business.data_size"], json!(512));
+    assert_eq!(outer["attributes"]["business.user_tier"], json!("gold"));
     let tool = by_name(&spans, "dspex.tools.execute");
+    assert!(
+        tool["attributes"].get("business.data_size").is_none(),
+        "attributes stay on their span"
+    );
     assert_eq!(tool["attributes"]["dspex.tool_name"], json!("search"));
     assert_eq!(traces.stats().exported, 2);
     traces.shutdown().await;

@@ -1,6 +1,7 @@
 //! OpenTelemetry: every span of the core (bridge calls, tools, contracts, casts, users'
 //! `with_span`, spans the Python workers time) becomes an OTLP span with its real trace id,
-//! span id, parent, timestamps, status and attributes, sent in batches over OTLP/HTTP
+//! span id, parent, timestamps, status and attributes (the event's metadata as `dspex.*`, and
+//! what code set with `context::set_attributes` under its own names), sent in batches over OTLP/HTTP
 //! (protobuf) or OTLP/gRPC from a task of its own. The handler on the caller's thread only copies the span
 //! into a bounded queue; a full queue drops the span and counts it.
 
@@ -269,6 +270,10 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
             error = Some(value.to_string());
         }
         attributes.push((format!("dspex.{key}"), any(value)));
+    }
+    // Set by the code inside the span (`context::set_attributes`), under their own names.
+    for (key, value) in ctx.attributes() {
+        attributes.push((key.to_owned(), any(value)));
     }
     if failed && error.is_none() {
         error = Some("failed".into());
