@@ -367,14 +367,15 @@ fn exporters_peer_down(c: &mut Criterion) {
     ] {
         let config: ReporterConfig = toml::from_str(&config).expect("config");
         let window = WindowedRecorder::new(RecorderConfig::default()).expect("window");
+        let d = Dispatcher::new();
         let (reporter, recorder) = rt
             .block_on(Reporter::start(
                 &config,
                 &metric_catalog::dspex_metrics(),
                 Some(window),
+                &d,
             ))
             .expect("reporter");
-        let d = Dispatcher::new();
         metrics::with_local_recorder(&recorder, || {
             let handler =
                 MetricsHandler::attach(&d, "metrics", metric_catalog::dspex_metrics(), 1_000)

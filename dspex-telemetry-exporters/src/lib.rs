@@ -13,8 +13,7 @@
 //!   OTLP/HTTP (protobuf) or OTLP/gRPC, batched off the caller's thread, bounded, with a drop
 //!   counter.
 //!
-//! Not built yet: OTLP metrics, and the Reporter's `opentelemetry` backend
-//! (its configuration is refused at start; use [`otlp::OtlpTraces`] directly).
+//! Not built yet: OTLP metrics (the `opentelemetry` backend sends spans).
 //!
 //! ```
 //! use dspex_telemetry_core::{catalog, metadata, Dispatcher};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dspex_telemetry_core::Dispatcher;
 use dspex_telemetry_metrics::{MetricDefinition, WindowedRecorder};
 use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_util::layers::{Fanout, FanoutBuilder};
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Secret;
+use crate::otlp::{OtlpConfig, OtlpTraces, Protocol};
 use crate::prometheus::{PrometheusConfig, PrometheusEndpoint, prometheus_recorder};
 use crate::push_gateway::{PushGateway, PushGatewayConfig};
 use crate::statsd::{StatsdConfig, StatsdExporter, StatsdRecorder, TagStyle};
@@ -71,7 +73,7 @@ pub enum BackendConfig {
     Statsd(StatsdBackend),
     /// `{:prometheus, push_gateway: …}`, and/or a `/metrics` endpoint.
     Prometheus(PrometheusBackend),
-    /// `{:opentelemetry, enabled: true}`: not available yet; refused at start.
+    /// `{:opentelemetry, enabled: true}`: spans over OTLP.
     Opentelemetry(OpenTelemetryBackend),
 }
 
@@ -139,12 +141,44 @@ pub struct PrometheusBackend {
     pub push_password: Option<Secret>,
 }
 
-/// The OpenTelemetry backend's keys (accepted by the parser, refused at start for now).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+/// The OpenTelemetry backend's keys: the spans of the Reporter's dispatcher over OTLP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OpenTelemetryBackend {
-    /// As in the spec.
-    #[serde(default)]
+    /// As in the spec (default true); `false` leaves the backend off.
+    #[serde(default = "yes")]
     pub enabled: bool,
+    /// The collector (default `http://127.0.0.1:4318`, or `:4317` for gRPC).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `"http/protobuf"` (default) or `"grpc"`.
+    #[serde(default)]
+    pub protocol: ProtocolKey,
+    /// Request headers (an API key, say); values never shown in `Debug`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    /// The `service.name` resource attribute (default `dspex`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The `service.version` resource attribute.
+    #[serde(default)]
+    pub service_version: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The OTLP protocol, as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ProtocolKey {
+    /// OTLP/HTTP with protobuf bodies.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/gRPC.
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// Why the Reporter could not start; `key` names the configuration key at fault
@@ -169,6 +203,7 @@ fn error(key: impl Into<String>, reason: impl std::fmt::Display) -> ReporterErro
 /// call [`Reporter::shutdown`] before exit so that every backend is flushed once.
 #[derive(Debug)]
 pub struct Reporter {
+    traces: Option<OtlpTraces>,
     endpoint: Option<PrometheusEndpoint>,
     statsd: Option<StatsdExporter>,
     pusher: Option<Arc<Pusher>>,
@@ -194,13 +229,15 @@ impl Pusher {
 }
 
 impl Reporter {
-    /// Starts every backend of `config` for `definitions` on the current tokio runtime.
-    /// Returns the Reporter and the recorder to install (every backend's, plus `window` if
-    /// given: the sliding window for alerts and the live view). Errors name the key.
+    /// Starts every backend of `config` for `definitions` (and, for OpenTelemetry, the spans
+    /// of `dispatcher`) on the current tokio runtime. Returns the Reporter and the recorder to
+    /// install (every backend's, plus `window` if given: the sliding window for alerts and the
+    /// live view). Errors name the key.
     pub async fn start(
         config: &ReporterConfig,
         definitions: &[MetricDefinition],
         window: Option<WindowedRecorder>,
+        dispatcher: &Dispatcher,
     ) -> Result<(Reporter, Fanout), ReporterError> {
         if config.reporting_interval == 0 {
             return Err(error("reporting_interval", "must be above zero"));
@@ -211,6 +248,7 @@ impl Reporter {
             fanout = fanout.add_recorder(window);
         }
         let mut reporter = Reporter {
+            traces: None,
             endpoint: None,
             statsd: None,
             pusher: None,
@@ -222,11 +260,43 @@ impl Reporter {
         for (i, backend) in config.backends.iter().enumerate() {
             let key = |k: &str| format!("backends[{i}].{k}");
             match backend {
-                BackendConfig::Opentelemetry(_) => {
-                    return Err(error(
-                        key("type"),
-                        "the OpenTelemetry backend is not available yet",
-                    ));
+                BackendConfig::Opentelemetry(b) => {
+                    if !b.enabled {
+                        continue;
+                    }
+                    if reporter.traces.is_some() {
+                        return Err(error(key("type"), "only one opentelemetry backend"));
+                    }
+                    let protocol = match b.protocol {
+                        ProtocolKey::HttpProtobuf => Protocol::HttpProtobuf,
+                        ProtocolKey::Grpc => Protocol::Grpc,
+                    };
+                    let defaults = OtlpConfig::default();
+                    let endpoint = b.endpoint.clone().unwrap_or_else(|| match protocol {
+                        Protocol::HttpProtobuf => defaults.endpoint.clone(),
+                        Protocol::Grpc => "http://127.0.0.1:4317".into(),
+                    });
+                    let traces = OtlpTraces::start(
+                        OtlpConfig {
+                            endpoint,
+                            protocol,
+                            headers: b.headers.clone().into_iter().collect(),
+                            service_name: b
+                                .service_name
+                                .clone()
+                                .unwrap_or(defaults.service_name.clone()),
+                            service_version: b.service_version.clone(),
+                            export_interval: interval.min(defaults.export_interval),
+                            ..defaults
+                        },
+                        dispatcher,
+                        "dspex-reporter:otlp",
+                    )
+                    .map_err(|e| match e {
+                        crate::otlp::OtlpError::Invalid { key: k, reason } => error(key(k), reason),
+                        other => error(key("type"), other),
+                    })?;
+                    reporter.traces = Some(traces);
                 }
                 BackendConfig::Statsd(b) => {
                     if std::mem::replace(&mut statsd_seen, true) {
@@ -337,8 +407,17 @@ impl Reporter {
             .map_or(0, |p| p.failures.load(Ordering::Relaxed))
     }
 
-    /// Flushes every backend once (a last push, the StatsD buffer), then stops them.
+    /// Spans sent, dropped and failed by the OpenTelemetry backend, if it runs.
+    pub fn otlp_stats(&self) -> Option<crate::otlp::OtlpStats> {
+        self.traces.as_ref().map(OtlpTraces::stats)
+    }
+
+    /// Flushes every backend once (a last push, the StatsD buffer, the queued spans), then
+    /// stops them.
     pub async fn shutdown(mut self) {
+        if let Some(traces) = self.traces.take() {
+            traces.shutdown().await;
+        }
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;

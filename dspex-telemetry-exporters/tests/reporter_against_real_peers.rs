@@ -9,7 +9,7 @@ use dspex_telemetry_exporters::reporter::{Reporter, ReporterConfig};
 use dspex_telemetry_metrics::{
     MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
 };
-use support::{PushGatewayServer, StatsdServer, http_get};
+use support::{OtlpReceiver, PushGatewayServer, StatsdServer, http_get};
 
 fn calls(d: &Dispatcher, n: usize) {
     let md = metadata! { "module" => "dspy", "function" => "Predict" };
@@ -26,6 +26,7 @@ fn calls(d: &Dispatcher, n: usize) {
 async fn every_backend_gets_the_events_and_shutdown_flushes_them_all() {
     let statsd = StatsdServer::start().await;
     let gateway = PushGatewayServer::start(None).await;
+    let otlp = OtlpReceiver::start().await;
     let config: ReporterConfig = toml::from_str(&format!(
         r#"
         reporting_interval = 200
@@ -39,24 +40,40 @@ async fn every_backend_gets_the_events_and_shutdown_flushes_them_all() {
         listen = "127.0.0.1:0"
         push_gateway = "http://{gateway}"
         instance = "test-1"
+
+        [[backends]]
+        type = "opentelemetry"
+        enabled = true
+        endpoint = "http://{otlp}"
+        protocol = "grpc"
+        service_name = "reporter-test"
+        headers = {{ "x-api-key" = "k-9" }}
         "#,
         statsd_port = statsd.addr.port(),
         gateway = gateway.addr,
+        otlp = otlp.grpc,
     ))
     .unwrap();
     let window = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    let d = Dispatcher::new();
     let (reporter, recorder) = Reporter::start(
         &config,
         &metric_catalog::dspex_metrics(),
         Some(window.clone()),
+        &d,
     )
     .await
     .unwrap();
-    let d = Dispatcher::new();
     let handler = metrics::with_local_recorder(&recorder, || {
         let handler =
             MetricsHandler::attach(&d, "m", metric_catalog::dspex_metrics(), 100).unwrap();
         calls(&d, 3);
+        // A span: the OpenTelemetry backend sends it.
+        d.span(
+            &catalog::TOOLS_EXECUTE,
+            metadata! { "tool_name" => "search" },
+            || ((), metadata! {}),
+        );
         handler
     });
 
@@ -122,6 +139,15 @@ async fn every_backend_gets_the_events_and_shutdown_flushes_them_all() {
             .get("dspex_bridge_call_method_count", &group),
         Some(5.0)
     );
+    // The span was sent (at the latest at shutdown), over gRPC, with the configured resource.
+    let spans = otlp.spans().await;
+    let tool = spans
+        .iter()
+        .find(|s| s["name"] == "dspex.tools.execute")
+        .unwrap_or_else(|| panic!("no tool span in {spans:#?}"));
+    assert_eq!(tool["transport"], "grpc");
+    assert_eq!(tool["resource"]["service.name"], "reporter-test");
+    assert_eq!(tool["headers"]["x-api-key"], "k-9");
     handler.detach();
 }
 
@@ -130,8 +156,8 @@ async fn bad_configuration_names_the_key() {
     let cases = [
         ("reporting_interval = 0", "reporting_interval"),
         (
-            "[[backends]]\ntype = \"opentelemetry\"\nenabled = true",
-            "backends[0].type",
+            "[[backends]]\ntype = \"opentelemetry\"\nendpoint = \"ftp://collector:4317\"",
+            "backends[0].endpoint",
         ),
         (
             "[[backends]]\ntype = \"statsd\"\nport = 0",
@@ -153,10 +179,15 @@ async fn bad_configuration_names_the_key() {
     ];
     for (text, key) in cases {
         let config: ReporterConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        let err = Reporter::start(&config, &metric_catalog::dspex_metrics(), None)
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let err = Reporter::start(
+            &config,
+            &metric_catalog::dspex_metrics(),
+            None,
+            &Dispatcher::new(),
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err();
         assert_eq!(err.key, key, "{text}: {err}");
     }
     // Unknown keys are refused by the parser, by name.
