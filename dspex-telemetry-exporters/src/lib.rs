@@ -13,7 +13,8 @@
 //!   OTLP/HTTP (protobuf) or OTLP/gRPC, batched off the caller's thread, bounded, with a drop
 //!   counter.
 //!
-//! Not built yet: OTLP metrics (the `opentelemetry` backend sends spans).
+//!   Metrics too ([`otlp::OtlpMetricsRecorder`]): counters, gauges and explicit-bucket
+//!   histograms, cumulative.
 //!
 //! ```
 //! use dspex_telemetry_core::{catalog, metadata, Dispatcher};

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Secret;
-use crate::otlp::{OtlpConfig, OtlpTraces, Protocol};
+use crate::otlp::{
+    OtlpConfig, OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder, OtlpTraces, Protocol,
+};
 use crate::prometheus::{PrometheusConfig, PrometheusEndpoint, prometheus_recorder};
 use crate::push_gateway::{PushGateway, PushGatewayConfig};
 use crate::statsd::{StatsdConfig, StatsdExporter, StatsdRecorder, TagStyle};
@@ -73,7 +75,7 @@ pub enum BackendConfig {
     Statsd(StatsdBackend),
     /// `{:prometheus, push_gateway: …}`, and/or a `/metrics` endpoint.
     Prometheus(PrometheusBackend),
-    /// `{:opentelemetry, enabled: true}`: spans over OTLP.
+    /// `{:opentelemetry, enabled: true}`: spans and metrics over OTLP.
     Opentelemetry(OpenTelemetryBackend),
 }
 
@@ -141,7 +143,8 @@ pub struct PrometheusBackend {
     pub push_password: Option<Secret>,
 }
 
-/// The OpenTelemetry backend's keys: the spans of the Reporter's dispatcher over OTLP.
+/// The OpenTelemetry backend's keys: the spans of the Reporter's dispatcher, and the metrics,
+/// over OTLP.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenTelemetryBackend {
@@ -204,6 +207,7 @@ fn error(key: impl Into<String>, reason: impl std::fmt::Display) -> ReporterErro
 #[derive(Debug)]
 pub struct Reporter {
     traces: Option<OtlpTraces>,
+    otlp_metrics: Option<OtlpMetrics>,
     endpoint: Option<PrometheusEndpoint>,
     statsd: Option<StatsdExporter>,
     pusher: Option<Arc<Pusher>>,
@@ -249,6 +253,7 @@ impl Reporter {
         }
         let mut reporter = Reporter {
             traces: None,
+            otlp_metrics: None,
             endpoint: None,
             statsd: None,
             pusher: None,
@@ -276,11 +281,32 @@ impl Reporter {
                         Protocol::HttpProtobuf => defaults.endpoint.clone(),
                         Protocol::Grpc => "http://127.0.0.1:4317".into(),
                     });
+                    let headers: Vec<(String, Secret)> = b.headers.clone().into_iter().collect();
+                    let otlp_error = |e: crate::otlp::OtlpError| match e {
+                        crate::otlp::OtlpError::Invalid { key: k, reason } => error(key(k), reason),
+                        other => error(key("type"), other),
+                    };
+                    let metrics_recorder = OtlpMetricsRecorder::new(
+                        OtlpMetricsConfig {
+                            endpoint: endpoint.clone(),
+                            protocol,
+                            headers: headers.clone(),
+                            service_name: b
+                                .service_name
+                                .clone()
+                                .unwrap_or(defaults.service_name.clone()),
+                            service_version: b.service_version.clone(),
+                            export_interval: interval,
+                            ..OtlpMetricsConfig::default()
+                        },
+                        definitions,
+                    )
+                    .map_err(otlp_error)?;
                     let traces = OtlpTraces::start(
                         OtlpConfig {
                             endpoint,
                             protocol,
-                            headers: b.headers.clone().into_iter().collect(),
+                            headers,
                             service_name: b
                                 .service_name
                                 .clone()
@@ -292,11 +318,10 @@ impl Reporter {
                         dispatcher,
                         "dspex-reporter:otlp",
                     )
-                    .map_err(|e| match e {
-                        crate::otlp::OtlpError::Invalid { key: k, reason } => error(key(k), reason),
-                        other => error(key("type"), other),
-                    })?;
+                    .map_err(otlp_error)?;
                     reporter.traces = Some(traces);
+                    fanout = fanout.add_recorder(metrics_recorder.clone());
+                    reporter.otlp_metrics = Some(OtlpMetrics::start(metrics_recorder));
                 }
                 BackendConfig::Statsd(b) => {
                     if std::mem::replace(&mut statsd_seen, true) {
@@ -417,6 +442,9 @@ impl Reporter {
     pub async fn shutdown(mut self) {
         if let Some(traces) = self.traces.take() {
             traces.shutdown().await;
+        }
+        if let Some(metrics) = self.otlp_metrics.take() {
+            metrics.shutdown().await;
         }
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {

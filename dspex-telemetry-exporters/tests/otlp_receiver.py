@@ -1,9 +1,10 @@
-"""An OTLP/HTTP trace receiver for the tests, on the official OpenTelemetry protobuf decoders.
+"""An OTLP receiver (traces and metrics) for the tests, on the official OpenTelemetry decoders.
 
-Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT]. It decodes every POST /v1/traces (and,
-with a gRPC port, every TraceService/Export call) as an ExportTraceServiceRequest and keeps the
-spans; GET /spans on the HTTP port returns them as JSON (ids in hex), with the resource
-attributes, the request headers (or gRPC metadata) and the transport each arrived with.
+Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT]. It decodes every POST /v1/traces and
+/v1/metrics (and, with a gRPC port, every TraceService/Export and MetricsService/Export call)
+and keeps the spans and data points; GET /spans and GET /points on the HTTP port return them as
+JSON (ids in hex), with the resource attributes, the request headers (or gRPC metadata) and the
+transport each arrived with.
 """
 
 import json
@@ -11,9 +12,11 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 SPANS = []
+POINTS = []
 LOCK = threading.Lock()
 
 
@@ -50,10 +53,51 @@ def record(request, headers, transport):
         SPANS.extend(received)
 
 
+def record_metrics(request, headers, transport):
+    received = []
+    for resource_metrics in request.resource_metrics:
+        resource = {kv.key: value(kv.value) for kv in resource_metrics.resource.attributes}
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                data = getattr(metric, kind)
+                base = {
+                    "name": metric.name,
+                    "unit": metric.unit,
+                    "description": metric.description,
+                    "kind": kind,
+                    "temporality": getattr(data, "aggregation_temporality", 0),
+                    "monotonic": getattr(data, "is_monotonic", False),
+                    "resource": resource,
+                    "headers": headers,
+                    "transport": transport,
+                }
+                for point in data.data_points:
+                    entry = dict(base)
+                    entry["attributes"] = {kv.key: value(kv.value) for kv in point.attributes}
+                    entry["start"] = point.start_time_unix_nano
+                    entry["time"] = point.time_unix_nano
+                    if kind == "histogram":
+                        entry.update(
+                            count=point.count,
+                            sum=point.sum,
+                            min=point.min,
+                            max=point.max,
+                            bucket_counts=list(point.bucket_counts),
+                            explicit_bounds=list(point.explicit_bounds),
+                        )
+                    else:
+                        entry["value"] = getattr(point, point.WhichOneof("value"))
+                    received.append(entry)
+    with LOCK:
+        POINTS.extend(received)
+
+
 def serve_grpc(port):
     from concurrent import futures
 
     import grpc
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
     class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -61,8 +105,14 @@ def serve_grpc(port):
             record(request, {k: v for k, v in context.invocation_metadata()}, "grpc")
             return trace_service_pb2.ExportTraceServiceResponse()
 
+    class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+        def Export(self, request, context):
+            record_metrics(request, {k: v for k, v in context.invocation_metadata()}, "grpc")
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     return server
@@ -81,21 +131,31 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        if self.path != "/v1/traces":
-            return self.reply(404, b"not found", "text/plain")
         if self.headers.get("content-type") != "application/x-protobuf":
             return self.reply(415, b"protobuf only", "text/plain")
-        request = trace_service_pb2.ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        record(request, {k.lower(): v for k, v in self.headers.items()}, "http")
-        response = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-        self.reply(200, response, "application/x-protobuf")
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.path == "/v1/traces":
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            record(request, headers, "http")
+            response = trace_service_pb2.ExportTraceServiceResponse()
+        elif self.path == "/v1/metrics":
+            request = metrics_service_pb2.ExportMetricsServiceRequest()
+            request.ParseFromString(body)
+            record_metrics(request, headers, "http")
+            response = metrics_service_pb2.ExportMetricsServiceResponse()
+        else:
+            return self.reply(404, b"not found", "text/plain")
+        self.reply(200, response.SerializeToString(), "application/x-protobuf")
 
     def do_GET(self):
-        if self.path != "/spans":
-            return self.reply(404, b"not found", "text/plain")
         with LOCK:
-            body = json.dumps(SPANS).encode()
+            if self.path == "/spans":
+                body = json.dumps(SPANS).encode()
+            elif self.path == "/points":
+                body = json.dumps(POINTS).encode()
+            else:
+                return self.reply(404, b"not found", "text/plain")
         self.reply(200, body, "application/json")
 
 

@@ -148,6 +148,15 @@ async fn every_backend_gets_the_events_and_shutdown_flushes_them_all() {
     assert_eq!(tool["transport"], "grpc");
     assert_eq!(tool["resource"]["service.name"], "reporter-test");
     assert_eq!(tool["headers"]["x-api-key"], "k-9");
+    // And the metrics, cumulative: the last export (at shutdown) counts all five calls.
+    let points = otlp.points().await;
+    let count = points
+        .iter()
+        .rev()
+        .find(|p| p["name"] == "dspex_bridge_call_method_count")
+        .unwrap_or_else(|| panic!("no call count in {points:#?}"));
+    assert_eq!(count["value"], 5);
+    assert_eq!(count["transport"], "grpc");
     handler.detach();
 }
 

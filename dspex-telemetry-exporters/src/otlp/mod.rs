@@ -5,7 +5,11 @@
 //! (protobuf) or OTLP/gRPC from a task of its own. The handler on the caller's thread only copies the span
 //! into a bounded queue; a full queue drops the span and counts it.
 
+mod metrics;
 mod proto;
+mod transport;
+
+pub use metrics::{OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,15 +18,12 @@ use std::time::Duration;
 use dspex_telemetry_core::{
     Dispatcher, Event, EventName, SpanId, SpanPrefix, TraceId, catalog, context,
 };
-use http::{Method, Request, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::Secret;
-use crate::http_client::{self, Endpoint};
 use proto::{AnyValue, SpanRecord};
+use transport::{Signal, Transport};
 
 /// How spans travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,12 +155,13 @@ impl OtlpTraces {
         handler_id: &str,
     ) -> Result<Self, OtlpError> {
         let invalid = |key: &'static str, reason: String| OtlpError::Invalid { key, reason };
-        let default_port = match config.protocol {
-            Protocol::HttpProtobuf => 4318,
-            Protocol::Grpc => 4317,
-        };
-        let endpoint =
-            Endpoint::parse(&config.endpoint, default_port).map_err(|e| invalid("endpoint", e))?;
+        let transport = Transport::new(
+            config.protocol,
+            &config.endpoint,
+            &config.headers,
+            config.timeout,
+        )
+        .map_err(|(key, reason)| invalid(key, reason))?;
         if config.max_queue == 0 {
             return Err(invalid("max_queue", "must be at least 1".into()));
         }
@@ -168,14 +170,6 @@ impl OtlpTraces {
         }
         if config.export_interval.is_zero() {
             return Err(invalid("export_interval", "must be above zero".into()));
-        }
-        if config.timeout.is_zero() {
-            return Err(invalid("timeout", "must be above zero".into()));
-        }
-        for (name, _) in &config.headers {
-            if header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(invalid("headers", format!("{name:?} is not a header name")));
-            }
         }
         let counters = Arc::new(CountersHandle::default());
         let (queue, receiver) = mpsc::channel(config.max_queue);
@@ -193,7 +187,7 @@ impl OtlpTraces {
                 handler_counters.0.dropped.fetch_add(1, Ordering::Relaxed);
             }
         })?;
-        let task = tokio::spawn(export_loop(config, endpoint, receiver, counters.clone()));
+        let task = tokio::spawn(export_loop(config, transport, receiver, counters.clone()));
         Ok(OtlpTraces {
             dispatcher: dispatcher.clone(),
             handler_id: handler_id.to_owned(),
@@ -347,30 +341,29 @@ fn any(value: &dspex_telemetry_core::Value<'_>) -> AnyValue {
     }
 }
 
-async fn export_loop(
-    config: OtlpConfig,
-    endpoint: Endpoint,
-    mut receiver: mpsc::Receiver<Message>,
-    counters: Arc<CountersHandle>,
-) {
+/// The resource attributes every export carries.
+fn resource(service_name: &str, service_version: Option<&str>) -> Vec<(String, AnyValue)> {
     let mut resource = vec![(
         "service.name".to_owned(),
-        AnyValue::Str(config.service_name.clone()),
+        AnyValue::Str(service_name.to_owned()),
     )];
-    if let Some(version) = &config.service_version {
-        resource.push(("service.version".into(), AnyValue::Str(version.clone())));
+    if let Some(version) = service_version {
+        resource.push(("service.version".into(), AnyValue::Str(version.to_owned())));
     }
     resource.push((
         "telemetry.sdk.name".into(),
         AnyValue::Str("dspex-telemetry".into()),
     ));
-    let path = match config.protocol {
-        Protocol::HttpProtobuf => format!("{}/v1/traces", endpoint.base_path),
-        Protocol::Grpc => format!(
-            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            endpoint.base_path
-        ),
-    };
+    resource
+}
+
+async fn export_loop(
+    config: OtlpConfig,
+    transport: Transport,
+    mut receiver: mpsc::Receiver<Message>,
+    counters: Arc<CountersHandle>,
+) {
+    let resource = resource(&config.service_name, config.service_version.as_deref());
     let mut batch: Vec<SpanRecord> = Vec::new();
     let mut ticks = tokio::time::interval(config.export_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -392,7 +385,7 @@ async fn export_loop(
         while !batch.is_empty() {
             let take = batch.len().min(config.max_batch);
             let spans: Vec<SpanRecord> = batch.drain(..take).collect();
-            send(&config, &endpoint, &path, &resource, &spans, &counters.0).await;
+            send(&transport, &resource, &spans, &counters.0).await;
         }
         if let Some(done) = flushed {
             let _ = done.send(());
@@ -401,9 +394,7 @@ async fn export_loop(
 }
 
 async fn send(
-    config: &OtlpConfig,
-    endpoint: &Endpoint,
-    path: &str,
+    transport: &Transport,
     resource: &[(String, AnyValue)],
     spans: &[SpanRecord],
     counters: &Counters,
@@ -414,72 +405,7 @@ async fn send(
         env!("CARGO_PKG_VERSION"),
         spans,
     );
-    let (content_type, body) = match config.protocol {
-        Protocol::HttpProtobuf => ("application/x-protobuf", body),
-        // A gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf.
-        Protocol::Grpc => {
-            let mut framed = Vec::with_capacity(body.len() + 5);
-            framed.push(0);
-            framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&body);
-            ("application/grpc", framed)
-        }
-    };
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header(header::CONTENT_TYPE, content_type);
-    request = match config.protocol {
-        Protocol::HttpProtobuf => request.header(header::HOST, &endpoint.authority),
-        Protocol::Grpc => request.header(header::TE, "trailers"),
-    };
-    for (name, value) in &config.headers {
-        request = request.header(name.as_str(), value.expose());
-    }
-    let Ok(request) = request.body(Full::new(Bytes::from(body))) else {
-        counters.failed_requests.fetch_add(1, Ordering::Relaxed);
-        counters
-            .dropped
-            .fetch_add(spans.len() as u64, Ordering::Relaxed);
-        return;
-    };
-    let outcome = match config.protocol {
-        Protocol::HttpProtobuf => http_client::send(&endpoint.authority, request, config.timeout)
-            .await
-            .and_then(|(status, body)| {
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-                }
-            }),
-        Protocol::Grpc => {
-            // gRPC over HTTP/2 needs an absolute URI.
-            let (mut parts, body) = request.into_parts();
-            parts.uri = format!("http://{}{}", endpoint.authority, parts.uri)
-                .parse()
-                .unwrap_or(parts.uri);
-            let request = Request::from_parts(parts, body);
-            http_client::send_h2(&endpoint.authority, request, config.timeout)
-                .await
-                .and_then(|(status, headers, _)| {
-                    let grpc_status = headers
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    if status.is_success() && grpc_status == "0" {
-                        Ok(())
-                    } else {
-                        let message = headers
-                            .get("grpc-message")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        Err(format!("{status}, grpc-status {grpc_status:?}: {message}"))
-                    }
-                })
-        }
-    };
-    match outcome {
+    match transport.export(Signal::Traces, body).await {
         Ok(()) => {
             counters
                 .exported
@@ -487,7 +413,7 @@ async fn send(
         }
         Err(why) => {
             if counters.failed_requests.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!(endpoint = %config.endpoint, error = %why, "OTLP export failed; counting further failures");
+                tracing::warn!(authority = %transport.endpoint.authority, error = %why, "OTLP export failed; counting further failures");
             }
             counters
                 .dropped

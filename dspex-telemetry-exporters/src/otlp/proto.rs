@@ -153,3 +153,156 @@ mod tests {
         assert_eq!(out.len(), 2 + 3 + 2 + 11);
     }
 }
+
+/// One data point's value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PointValue {
+    /// A counter's total (a monotonic cumulative sum).
+    Counter(u64),
+    /// A gauge's value.
+    Gauge(f64),
+    /// A histogram: count, sum, min, max, bucket counts (one more than bounds), bounds.
+    Histogram {
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+        counts: Vec<u64>,
+        bounds: Vec<f64>,
+    },
+}
+
+/// One metric (all of a name's label sets).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricRecord {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) unit: String,
+    /// Label sets and values; all of one kind.
+    pub(crate) points: Vec<(Vec<(String, AnyValue)>, PointValue)>,
+}
+
+/// `ExportMetricsServiceRequest` with one resource and one scope holding `metrics`, every
+/// point cumulative since `start_unix_ns`, observed at `now_unix_ns`.
+pub(crate) fn export_metrics_request(
+    resource: &[(String, AnyValue)],
+    scope_name: &str,
+    scope_version: &str,
+    metrics: &[MetricRecord],
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+) -> Vec<u8> {
+    const CUMULATIVE: u64 = 2;
+    let mut out = Vec::new();
+    // resource_metrics = 1
+    message(&mut out, 1, |rm| {
+        message(rm, 1, |r| {
+            for (k, v) in resource {
+                key_value(r, 1, k, v);
+            }
+        });
+        // scope_metrics = 2
+        message(rm, 2, |sm| {
+            message(sm, 1, |scope| {
+                bytes_field(scope, 1, scope_name.as_bytes());
+                bytes_field(scope, 2, scope_version.as_bytes());
+            });
+            for metric in metrics {
+                // metrics = 2
+                message(sm, 2, |m| {
+                    bytes_field(m, 1, metric.name.as_bytes());
+                    bytes_field(m, 2, metric.description.as_bytes());
+                    bytes_field(m, 3, metric.unit.as_bytes());
+                    let number_point = |out: &mut Vec<u8>,
+                                        attrs: &[(String, AnyValue)],
+                                        value: f64,
+                                        int: Option<u64>| {
+                        // data_points = 1 (NumberDataPoint)
+                        message(out, 1, |p| {
+                            for (k, v) in attrs {
+                                key_value(p, 7, k, v);
+                            }
+                            fixed64(p, 2, start_unix_ns);
+                            fixed64(p, 3, now_unix_ns);
+                            match int {
+                                // as_int = 6 (sfixed64)
+                                Some(i) => fixed64(p, 6, i),
+                                // as_double = 4
+                                None => fixed64(p, 4, value.to_bits()),
+                            }
+                        });
+                    };
+                    match metric.points.first().map(|p| &p.1) {
+                        Some(PointValue::Counter(_)) => {
+                            // sum = 7 { data_points = 1, aggregation_temporality = 2, is_monotonic = 3 }
+                            message(m, 7, |sum| {
+                                for (attrs, value) in &metric.points {
+                                    if let PointValue::Counter(total) = value {
+                                        number_point(sum, attrs, 0.0, Some(*total));
+                                    }
+                                }
+                                varint_field(sum, 2, CUMULATIVE);
+                                varint_field(sum, 3, 1);
+                            });
+                        }
+                        Some(PointValue::Gauge(_)) => {
+                            // gauge = 5 { data_points = 1 }
+                            message(m, 5, |gauge| {
+                                for (attrs, value) in &metric.points {
+                                    if let PointValue::Gauge(v) = value {
+                                        number_point(gauge, attrs, *v, None);
+                                    }
+                                }
+                            });
+                        }
+                        Some(PointValue::Histogram { .. }) => {
+                            // histogram = 9 { data_points = 1, aggregation_temporality = 2 }
+                            message(m, 9, |histogram| {
+                                for (attrs, value) in &metric.points {
+                                    let PointValue::Histogram {
+                                        count,
+                                        sum,
+                                        min,
+                                        max,
+                                        counts,
+                                        bounds,
+                                    } = value
+                                    else {
+                                        continue;
+                                    };
+                                    message(histogram, 1, |p| {
+                                        for (k, v) in attrs {
+                                            key_value(p, 9, k, v);
+                                        }
+                                        fixed64(p, 2, start_unix_ns);
+                                        fixed64(p, 3, now_unix_ns);
+                                        fixed64(p, 4, *count);
+                                        fixed64(p, 5, sum.to_bits());
+                                        // bucket_counts = 6, explicit_bounds = 7: packed.
+                                        let mut packed = Vec::with_capacity(counts.len() * 8);
+                                        counts.iter().for_each(|c| {
+                                            packed.extend_from_slice(&c.to_le_bytes())
+                                        });
+                                        bytes_field(p, 6, &packed);
+                                        let mut packed = Vec::with_capacity(bounds.len() * 8);
+                                        bounds.iter().for_each(|b| {
+                                            packed.extend_from_slice(&b.to_bits().to_le_bytes())
+                                        });
+                                        bytes_field(p, 7, &packed);
+                                        if *count > 0 {
+                                            fixed64(p, 11, min.to_bits());
+                                            fixed64(p, 12, max.to_bits());
+                                        }
+                                    });
+                                }
+                                varint_field(histogram, 2, CUMULATIVE);
+                            });
+                        }
+                        None => {}
+                    }
+                });
+            }
+        });
+    });
+    out
+}

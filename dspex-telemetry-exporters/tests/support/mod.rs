@@ -681,6 +681,15 @@ impl OtlpReceiver {
         receiver
     }
 
+    /// Every metric data point received so far.
+    pub async fn points(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http_get(self.addr, "/points", &[])
+            .await
+            .expect("GET /points");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("JSON")
+    }
+
     /// Every span received so far.
     pub async fn spans(&self) -> Vec<serde_json::Value> {
         let (status, body) = http_get(self.addr, "/spans", &[])
