@@ -24,8 +24,8 @@
 //! | `window/prometheus_bucket_push` | the same sample into the Prometheus exporter's histogram storage (`metrics-util`'s `AtomicBucket`, drained every 65 536 samples outside the timing) |
 //! | `event_path/dspex_event_to_window_and_prometheus` | a bridge-call `stop` event through the metrics handler into the window and the Prometheus recorder (fanout) |
 //! | `event_path/histogram_macro_to_prometheus` | `metrics::histogram!(name, "method" => …).record(ms)` into the Prometheus recorder |
-//! | `exporters/statsd_and_push_gateway_up` | a bridge-call `stop` event through the Reporter's recorder (window, Prometheus, StatsD) while StatsD and the push gateway send every 10 ms to live sinks |
-//! | `exporters/statsd_and_push_gateway_down` | the same with both servers down (closed ports): the caller's cost must not grow |
+//! | `exporters/backends_up` | a bridge-call span through the Reporter (window, Prometheus, StatsD, OTLP metrics recorders; the OTLP span handler) while StatsD, the push gateway and OTLP send every 10 ms to live sinks |
+//! | `exporters/backends_down` | the same with every server down (closed ports): the caller's cost must not grow |
 //! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
 
 use std::hint::black_box;
@@ -309,8 +309,9 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
-/// Sinks standing in for a StatsD server (a UDP socket that drains) and a push gateway (an
-/// HTTP listener that answers 200): the sender's side sees what a live server gives it.
+/// Sinks standing in for a StatsD server (a UDP socket that drains) and for a push gateway and
+/// an OTLP/HTTP collector (an HTTP listener that answers 200): the sender's side sees what a
+/// live server gives it.
 fn start_sinks() -> (u16, u16) {
     use std::io::{Read, Write};
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
@@ -334,7 +335,7 @@ fn start_sinks() -> (u16, u16) {
 /// The caller's cost while exporters send every 10 ms to peers that are up, then down: it
 /// must not grow when they are down.
 fn exporters_peer_down(c: &mut Criterion) {
-    use dspex_telemetry_core::{catalog, measurements, metadata};
+    use dspex_telemetry_core::{catalog, metadata};
     use dspex_telemetry_exporters::reporter::{Reporter, ReporterConfig};
     use dspex_telemetry_metrics::{
         MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
@@ -353,17 +354,19 @@ fn exporters_peer_down(c: &mut Criterion) {
             .expect("a free port")
             .port()
     };
-    let config = |statsd: u16, gateway: u16| {
+    let config = |statsd: u16, http: u16| {
         format!(
-            "reporting_interval = 10\n[[backends]]\ntype = \"statsd\"\nport = {statsd}\n[[backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\npush_gateway = \"http://127.0.0.1:{gateway}\"\n"
+            "reporting_interval = 10\n\
+             [[backends]]\ntype = \"statsd\"\nport = {statsd}\n\
+             [[backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\npush_gateway = \"http://127.0.0.1:{http}\"\n\
+             [[backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:{http}\"\n"
         )
     };
-    let measurements = measurements! { "duration" => 2_500_000, "monotonic_time" => 7 };
     let metadata = metadata! { "module" => "dspy", "function" => "Predict" };
     let mut g = c.benchmark_group("exporters");
     for (name, config) in [
-        ("statsd_and_push_gateway_up", config(udp_up, tcp_up)),
-        ("statsd_and_push_gateway_down", config(closed(), closed())),
+        ("backends_up", config(udp_up, tcp_up)),
+        ("backends_down", config(closed(), closed())),
     ] {
         let config: ReporterConfig = toml::from_str(&config).expect("config");
         let window = WindowedRecorder::new(RecorderConfig::default()).expect("window");
@@ -382,11 +385,9 @@ fn exporters_peer_down(c: &mut Criterion) {
                     .expect("attach");
             g.bench_function(name, |b| {
                 b.iter(|| {
-                    d.execute(
-                        black_box(catalog::BRIDGE_CALL.stop()),
-                        black_box(&measurements),
-                        black_box(&metadata),
-                    )
+                    d.span(&catalog::BRIDGE_CALL, black_box(metadata.clone()), || {
+                        ((), metadata! { "success" => true })
+                    })
                 })
             });
             handler.detach();

@@ -68,8 +68,8 @@ const TARGETS: &[Target] = &[
         if_missed: BRIDGE_SHARE,
     },
     Target {
-        bench: "exporters/statsd_and_push_gateway_down",
-        baseline: "exporters/statsd_and_push_gateway_up",
+        bench: "exporters/backends_down",
+        baseline: "exporters/backends_up",
         max_ratio: 1.1,
         if_missed: "the two rows differ only in whether the servers answer; the exporters' tasks run on their \
                     own runtime thread, and on this 2-core machine their retries compete with the caller for \

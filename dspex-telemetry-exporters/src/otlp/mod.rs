@@ -11,8 +11,8 @@ mod transport;
 
 pub use metrics::{OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder};
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dspex_telemetry_core::{
@@ -111,9 +111,28 @@ struct Counters {
     failed_requests: AtomicU64,
 }
 
-enum Message {
-    Span(Box<SpanRecord>),
-    Flush(oneshot::Sender<()>),
+/// Finished spans waiting for the sending task. The handler only pushes (under a lock held
+/// for the push); the task takes the whole list on its interval or when asked to flush, so a
+/// span costs the caller no wake-up of the task.
+struct Queue {
+    spans: Mutex<Vec<SpanRecord>>,
+    max: usize,
+}
+
+impl Queue {
+    /// Adds `span`; false (and `span` dropped) if the queue is full.
+    fn push(&self, span: SpanRecord) -> bool {
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        if spans.len() >= self.max {
+            return false;
+        }
+        spans.push(span);
+        true
+    }
+
+    fn take(&self) -> Vec<SpanRecord> {
+        std::mem::take(&mut *self.spans.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The core's span prefixes: the events whose `stop` and `exception` end a span.
@@ -132,7 +151,7 @@ fn core_spans() -> [&'static SpanPrefix; 5] {
 pub struct OtlpTraces {
     dispatcher: Dispatcher,
     handler_id: String,
-    queue: mpsc::Sender<Message>,
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
     counters: Arc<CountersHandle>,
     task: Option<JoinHandle<()>>,
 }
@@ -172,7 +191,11 @@ impl OtlpTraces {
             return Err(invalid("export_interval", "must be above zero".into()));
         }
         let counters = Arc::new(CountersHandle::default());
-        let (queue, receiver) = mpsc::channel(config.max_queue);
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::new()),
+            max: config.max_queue,
+        });
+        let (flushes, flush_requests) = mpsc::channel(16);
         let mut events: Vec<EventName> = Vec::new();
         for prefix in core_spans().into_iter().chain(config.extra_spans.iter()) {
             events.push(prefix.stop().clone());
@@ -183,15 +206,21 @@ impl OtlpTraces {
         let handler_counters = counters.clone();
         dispatcher.attach_many(handler_id, events, move |event: &Event<'_>| {
             let Some(span) = span_of(event) else { return };
-            if sender.try_send(Message::Span(Box::new(span))).is_err() {
+            if !sender.push(span) {
                 handler_counters.0.dropped.fetch_add(1, Ordering::Relaxed);
             }
         })?;
-        let task = tokio::spawn(export_loop(config, transport, receiver, counters.clone()));
+        let task = tokio::spawn(export_loop(
+            config,
+            transport,
+            queue,
+            flush_requests,
+            counters.clone(),
+        ));
         Ok(OtlpTraces {
             dispatcher: dispatcher.clone(),
             handler_id: handler_id.to_owned(),
-            queue,
+            flushes,
             counters,
             task: Some(task),
         })
@@ -210,7 +239,7 @@ impl OtlpTraces {
     /// Sends what is queued now, and waits until it has been sent (or has failed).
     pub async fn flush(&self) {
         let (done, sent) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).await.is_ok() {
+        if self.flushes.send(done).await.is_ok() {
             let _ = sent.await;
         }
     }
@@ -360,32 +389,26 @@ fn resource(service_name: &str, service_version: Option<&str>) -> Vec<(String, A
 async fn export_loop(
     config: OtlpConfig,
     transport: Transport,
-    mut receiver: mpsc::Receiver<Message>,
+    queue: Arc<Queue>,
+    mut flush_requests: mpsc::Receiver<oneshot::Sender<()>>,
     counters: Arc<CountersHandle>,
 ) {
     let resource = resource(&config.service_name, config.service_version.as_deref());
-    let mut batch: Vec<SpanRecord> = Vec::new();
     let mut ticks = tokio::time::interval(config.export_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut flushed = None;
-        tokio::select! {
-            message = receiver.recv() => match message {
-                Some(Message::Span(span)) => {
-                    batch.push(*span);
-                    if batch.len() < config.max_batch {
-                        continue;
-                    }
-                }
-                Some(Message::Flush(done)) => flushed = Some(done),
+        let flushed = tokio::select! {
+            request = flush_requests.recv() => match request {
+                Some(done) => Some(done),
                 None => return,
             },
-            _ = ticks.tick() => {}
-        }
-        while !batch.is_empty() {
-            let take = batch.len().min(config.max_batch);
-            let spans: Vec<SpanRecord> = batch.drain(..take).collect();
+            _ = ticks.tick() => None,
+        };
+        let mut spans = queue.take();
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(config.max_batch));
             send(&transport, &resource, &spans, &counters.0).await;
+            spans = rest;
         }
         if let Some(done) = flushed {
             let _ = done.send(());
