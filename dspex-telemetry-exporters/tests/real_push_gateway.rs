@@ -97,6 +97,35 @@ async fn a_gateway_that_is_down_costs_an_error_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_land_again_once_the_gateway_is_back() {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let gateway = gateway(addr);
+    assert!(
+        gateway
+            .push(&recorder_with(2, false).handle())
+            .await
+            .is_err()
+    );
+    let server = PushGatewayServer::start_on(addr.port(), None).await;
+    gateway
+        .push(&recorder_with(2, false).handle())
+        .await
+        .unwrap();
+    let group = [
+        ("instance", "worker-1"),
+        ("job", "dspex"),
+        ("method", "dspy.Predict"),
+    ];
+    assert_eq!(
+        server
+            .scraped(&[])
+            .await
+            .get("dspex_bridge_call_method_count", &group),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_is_sent_and_a_refusal_is_an_error() {
     // bcrypt of "s3cret-pw".
     let web =

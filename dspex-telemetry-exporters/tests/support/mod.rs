@@ -408,10 +408,14 @@ impl PushGatewayServer {
     /// Starts `prometheus-pushgateway` (with `web_config` as its web configuration, for basic
     /// auth) and waits until it is ready.
     pub async fn start(web_config: Option<&str>) -> Self {
+        Self::start_on(free_port(), web_config).await
+    }
+
+    /// As `start`, on a given port (to bring a gateway back where one was).
+    pub async fn start_on(port: u16, web_config: Option<&str>) -> Self {
         let binary = which("prometheus-pushgateway").unwrap_or_else(|| {
             panic!("the `prometheus-pushgateway` binary is needed (Debian package `prometheus-pushgateway`; `cargo xtask test` installs it)")
         });
-        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("dspex-pushgateway-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
