@@ -109,6 +109,12 @@ async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace() {
         json!(2),
         "a failed call is an error span"
     );
+    assert_eq!(fail["attributes"]["error.type"], json!("error"));
+    assert_eq!(
+        call["attributes"]["code.namespace"],
+        json!("bridge_fixtures")
+    );
+    assert_eq!(call["attributes"]["code.function"], json!("nested"));
     assert!(
         fail["status_message"].as_str().unwrap().contains("boom"),
         "{fail}"

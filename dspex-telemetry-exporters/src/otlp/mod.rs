@@ -292,6 +292,14 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
         if failed && key == "reason" {
             error = Some(value.to_string());
         }
+        // OpenTelemetry semantic conventions where one applies: the Python function a bridge
+        // call runs, and the error's type.
+        match key {
+            "module" => attributes.push(("code.namespace".into(), any(value))),
+            "function" => attributes.push(("code.function".into(), any(value))),
+            "kind" if failed => attributes.push(("error.type".into(), any(value))),
+            _ => {}
+        }
         attributes.push((format!("dspex.{key}"), any(value)));
     }
     // Set by the code inside the span (`context::set_attributes`), under their own names.
