@@ -30,10 +30,32 @@ fn by_name<'a>(spans: &'a [Value], name: &str) -> &'a Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace() {
+async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace_over_http() {
+    a_bridge_call_and_its_python_spans_arrive_as_one_trace(Protocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace_over_grpc() {
+    a_bridge_call_and_its_python_spans_arrive_as_one_trace(Protocol::Grpc).await;
+}
+
+async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace(protocol: Protocol) {
     let receiver = OtlpReceiver::start().await;
     let d = Dispatcher::new();
-    let traces = OtlpTraces::start(config(&receiver), &d, "otlp").unwrap();
+    let endpoint = match protocol {
+        Protocol::HttpProtobuf => receiver.addr,
+        Protocol::Grpc => receiver.grpc,
+    };
+    let traces = OtlpTraces::start(
+        OtlpConfig {
+            endpoint: format!("http://{endpoint}"),
+            protocol,
+            ..config(&receiver)
+        },
+        &d,
+        "otlp",
+    )
+    .unwrap();
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../dspex-telemetry-bridge/tests/python");
     let pool = Pool::start(PoolConfig {
@@ -126,6 +148,11 @@ async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace() {
         !format!("{:?}", config(&receiver)).contains("k-123"),
         "the header value is a secret"
     );
+    let transport = match protocol {
+        Protocol::HttpProtobuf => "http",
+        Protocol::Grpc => "grpc",
+    };
+    assert!(spans.iter().all(|s| s["transport"] == transport));
     let stats = traces.stats();
     assert_eq!(stats.exported, spans.len() as u64);
     assert_eq!((stats.dropped, stats.failed_requests), (0, 0));
