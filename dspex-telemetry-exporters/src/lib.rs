@@ -40,6 +40,7 @@ pub mod prometheus;
 pub mod push_gateway;
 pub mod reporter;
 mod secret;
+mod series_map;
 pub mod statsd;
 
 pub use secret::Secret;

@@ -3,11 +3,10 @@
 //! buffer) and a task that sends them over UDP on an interval, in packets of at most
 //! `max_packet_bytes`, and once more at shutdown.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{
@@ -17,6 +16,8 @@ use metrics::{
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::series_map::SeriesMap;
 
 /// How labels travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,7 +97,7 @@ struct Counters {
 
 struct Shared {
     config: StatsdConfig,
-    series: RwLock<HashMap<Key, Arc<Series>>>,
+    series: SeriesMap<Series>,
     /// Timing samples waiting, over all series.
     buffered: AtomicUsize,
     counters: Counters,
@@ -238,7 +239,7 @@ impl StatsdRecorder {
         Ok(StatsdRecorder {
             shared: Arc::new(Shared {
                 config,
-                series: RwLock::new(HashMap::new()),
+                series: SeriesMap::default(),
                 buffered: AtomicUsize::new(0),
                 counters: Counters::default(),
             }),
@@ -256,35 +257,13 @@ impl StatsdRecorder {
     }
 
     fn series(&self, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
-        if let Some(s) = self
-            .shared
-            .series
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
-            return s.clone();
-        }
-        self.shared
-            .series
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(make()))
-            .clone()
+        self.shared.series.get_or_create(key, make)
     }
 
     /// The lines due now (counter deltas since the last call, gauges that changed, timing
     /// samples), taken from the cells.
     fn drain_lines(&self) -> Vec<String> {
-        let series: Vec<(Key, Arc<Series>)> = self
-            .shared
-            .series
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
+        let series = self.shared.series.entries();
         let mut lines = Vec::new();
         for (key, series) in series {
             let (name, tags) = self.name_and_tags(&key);

@@ -18,6 +18,7 @@ use super::proto::{self, AnyValue, MetricRecord, PointValue};
 use super::transport::{Signal, Transport};
 use super::{OtlpError, Protocol, resource};
 use crate::Secret;
+use crate::series_map::SeriesMap;
 
 /// The OTLP metrics exporter's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +129,7 @@ impl HistogramFn for Series {
 
 struct Shared {
     config: OtlpMetricsConfig,
-    series: RwLock<HashMap<Key, Arc<Series>>>,
+    series: SeriesMap<Series>,
     descriptions: RwLock<HashMap<String, (String, Option<Unit>)>>,
     buckets: HashMap<String, Arc<[f64]>>,
     default_buckets: Arc<[f64]>,
@@ -185,7 +186,7 @@ impl OtlpMetricsRecorder {
         Ok(OtlpMetricsRecorder {
             shared: Arc::new(Shared {
                 config,
-                series: RwLock::new(HashMap::new()),
+                series: SeriesMap::default(),
                 descriptions: RwLock::new(HashMap::new()),
                 buckets,
                 default_buckets: Arc::from(catalog::DURATION_BUCKETS_MS),
@@ -197,22 +198,7 @@ impl OtlpMetricsRecorder {
     }
 
     fn series(&self, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
-        if let Some(s) = self
-            .shared
-            .series
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
-            return s.clone();
-        }
-        self.shared
-            .series
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(make()))
-            .clone()
+        self.shared.series.get_or_create(key, make)
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
@@ -225,14 +211,7 @@ impl OtlpMetricsRecorder {
 
     /// What every series holds now, grouped by metric name.
     fn collect(&self) -> Vec<MetricRecord> {
-        let series: Vec<(Key, Arc<Series>)> = self
-            .shared
-            .series
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
+        let series = self.shared.series.entries();
         let descriptions = self
             .shared
             .descriptions
