@@ -1,8 +1,19 @@
-//! Alerts for dspex-telemetry: threshold rules on window snapshots, the alert types of the
-//! spec (performance degradation, error spike, resource exhaustion), suppression, the
-//! firing/resolved lifecycle and alert handlers (log, webhook, Alertmanager, your own).
+//! Alerts for dspex-telemetry: threshold rules on window snapshots, the spec's alert types
+//! (performance degradation, error spike, resource exhaustion) with severities, suppression,
+//! the pending → firing → resolved lifecycle, and handlers.
 //!
-//! **Status: skeleton.** This crate compiles and reserves its place in the workspace; it
-//! exports nothing yet. The alert events it will emit are already named in
-//! [`dspex_telemetry_core::catalog`] (`ALERT_FIRED`, `ALERT_RESOLVED`).
+//! - [`Rule`]s read a statistic of a metric in the [`WindowedRecorder`] for every label set;
+//!   [`thresholds::Thresholds`] turns the spec's `thresholds` into rules.
+//! - [`AlertEngine`] evaluates them at a time you give it and returns [`Notification`]s.
+//!
+//! [`WindowedRecorder`]: dspex_telemetry_metrics::WindowedRecorder
 #![deny(missing_docs)]
+
+mod alert;
+mod engine;
+mod rule;
+pub mod thresholds;
+
+pub use alert::{Alert, Notification, Severity, Transition};
+pub use engine::{AlertEngine, Suppression};
+pub use rule::{AlertType, Comparison, Rule, Source, Statistic, WindowSummary};
