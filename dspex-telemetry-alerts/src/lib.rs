@@ -11,9 +11,18 @@
 
 mod alert;
 mod engine;
+mod handler;
+mod http;
 mod rule;
+mod service;
 pub mod thresholds;
 
 pub use alert::{Alert, Notification, Severity, Transition};
+pub use dspex_telemetry_exporters::Secret;
 pub use engine::{AlertEngine, Suppression};
+pub use handler::{
+    AlertHandler, AlertmanagerHandler, HandlerError, HandlerFuture, LogHandler, LogLevel,
+    WebhookHandler,
+};
 pub use rule::{AlertType, Comparison, Rule, Source, Statistic, WindowSummary};
+pub use service::AlertService;

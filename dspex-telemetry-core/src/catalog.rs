@@ -129,13 +129,14 @@ pub const HANDLER_FAILURE: EventName =
 
 /// An alert started firing, `[:dspex, :alerts, :fired]`.
 ///
-/// Measurements: `value`, `threshold`. Metadata: `alert_type`, `severity`, `metric`, `rule`.
+/// Measurements: `value`, `threshold`, `active` (alerts firing now). Metadata: `alert_type`,
+/// `severity`, `metric`, `rule`.
 pub const ALERT_FIRED: EventName = EventName::from_static(&["dspex", "alerts", "fired"]);
 
 /// A firing alert resolved, `[:dspex, :alerts, :resolved]`.
 ///
-/// Measurements: `value`, `threshold`, `firing_duration` (nanoseconds). Metadata as
-/// [`ALERT_FIRED`].
+/// Measurements: `value`, `threshold`, `firing_duration` (nanoseconds), `active`. Metadata
+/// as [`ALERT_FIRED`].
 pub const ALERT_RESOLVED: EventName = EventName::from_static(&["dspex", "alerts", "resolved"]);
 
 /// A span opened by [`crate::with_span`], `[:dspex, :trace, :span, …]`.
@@ -306,13 +307,13 @@ pub const EVENTS: &[EventSpec] = &[
     spec(
         ALERT_FIRED,
         Single,
-        &["value", "threshold"],
+        &["value", "threshold", "active"],
         &["alert_type", "severity", "metric", "rule"],
     ),
     spec(
         ALERT_RESOLVED,
         Single,
-        &["value", "threshold", "firing_duration"],
+        &["value", "threshold", "firing_duration", "active"],
         &["alert_type", "severity", "metric", "rule"],
     ),
     spec(

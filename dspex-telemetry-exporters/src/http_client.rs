@@ -1,5 +1,6 @@
-//! One HTTP/1.1 request over a fresh connection, with a deadline: what the push gateway and
-//! the OTLP/HTTP exporter need (`http://` only).
+//! The project's HTTP client: one request over a fresh connection (HTTP/1.1, or HTTP/2 with
+//! prior knowledge for gRPC), with a deadline, `http://` only. The push gateway, the OTLP
+//! exporters and the alert handlers send through it.
 
 use std::time::Duration;
 
@@ -10,16 +11,16 @@ use hyper_util::rt::TokioIo;
 
 /// A checked `http://host[:port]/base` endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint {
+pub struct Endpoint {
     /// `host:port`, for connecting and the `Host` header.
-    pub(crate) authority: String,
+    pub authority: String,
     /// The path part, without a trailing slash.
-    pub(crate) base_path: String,
+    pub base_path: String,
 }
 
 impl Endpoint {
     /// Parses `url`; the error says what is wrong (the caller names the key).
-    pub(crate) fn parse(url: &str, default_port: u16) -> Result<Self, String> {
+    pub fn parse(url: &str, default_port: u16) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
         if uri.scheme_str() != Some("http") {
             return Err(format!("{url:?}: only http:// URLs are supported"));
@@ -42,7 +43,7 @@ impl Endpoint {
 }
 
 /// Sends `request` to `authority` and returns the status and body, or why it failed.
-pub(crate) async fn send(
+pub async fn send(
     authority: &str,
     request: Request<Full<Bytes>>,
     timeout: Duration,
@@ -82,7 +83,7 @@ pub(crate) async fn send(
 
 /// Sends `request` over HTTP/2 without TLS (prior knowledge, as gRPC does on `http://`) and
 /// returns the status, the headers and trailers together, and the body.
-pub(crate) async fn send_h2(
+pub async fn send_h2(
     authority: &str,
     request: Request<Full<Bytes>>,
     timeout: Duration,

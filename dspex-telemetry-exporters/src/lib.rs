@@ -34,7 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
-mod http_client;
+pub mod http_client;
 pub mod otlp;
 pub mod prometheus;
 pub mod push_gateway;

@@ -176,6 +176,12 @@ pub fn dspex_metrics() -> Vec<MetricDefinition> {
         MetricDefinition::counter("dspex_alerts_resolved_total", [events::ALERT_RESOLVED])
             .tags(&["alert_type", "severity"])
             .description("Alerts that resolved"),
+        MetricDefinition::last_value(
+            "dspex_alerts_active",
+            [events::ALERT_FIRED, events::ALERT_RESOLVED],
+        )
+        .measurement("active")
+        .description("Alerts firing, as of the last alert fired or resolved"),
     ]);
     all
 }

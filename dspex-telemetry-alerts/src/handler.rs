@@ -1,0 +1,290 @@
+//! Alert handlers: one trait; a log handler, a webhook handler and an Alertmanager handler.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::alert::{Notification, Transition};
+use crate::http::{self, Target};
+
+/// What a handler's `handle_alert` returns.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+/// Receives notifications. Each handler runs on its own task with its own queue, so a slow or
+/// failing one never delays evaluation or the others.
+///
+/// ```
+/// use dspex_telemetry_alerts::{AlertHandler, HandlerError, HandlerFuture, Notification};
+///
+/// /// Counts notifications (a custom handler; the guide's Slack example is another).
+/// struct Counting(std::sync::atomic::AtomicUsize);
+///
+/// impl AlertHandler for Counting {
+///     fn name(&self) -> &str {
+///         "counting"
+///     }
+///     fn handle_alert<'a>(&'a self, _notification: &'a Notification) -> HandlerFuture<'a> {
+///         Box::pin(async move {
+///             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///             Ok::<(), HandlerError>(())
+///         })
+///     }
+/// }
+/// ```
+pub trait AlertHandler: Send + Sync + 'static {
+    /// A short name for logs and counters.
+    fn name(&self) -> &str;
+
+    /// Handles one notification.
+    fn handle_alert<'a>(&'a self, notification: &'a Notification) -> HandlerFuture<'a>;
+}
+
+/// Why a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The receiver could not be reached.
+    #[error("{target}: {reason}")]
+    Unreachable {
+        /// Where (secrets left out).
+        target: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The receiver answered with an error status (after every retry).
+    #[error("{target} answered {status}: {body}")]
+    Refused {
+        /// Where.
+        target: String,
+        /// Its status.
+        status: u16,
+        /// The start of its answer.
+        body: String,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The level a [`LogHandler`] logs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// `tracing::error!`.
+    #[default]
+    Error,
+    /// `tracing::warn!`.
+    Warn,
+    /// `tracing::info!`.
+    Info,
+}
+
+/// Logs every notification through `tracing` (target `dspex_telemetry::alerts`), with the
+/// alert's fields; resolutions at `info`.
+#[derive(Debug, Clone, Default)]
+pub struct LogHandler {
+    /// The level fired alerts are logged at.
+    pub level: LogLevel,
+}
+
+impl AlertHandler for LogHandler {
+    fn name(&self) -> &str {
+        "log"
+    }
+
+    fn handle_alert<'a>(&'a self, n: &'a Notification) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let a = &n.alert;
+            let level = match n.transition {
+                Transition::Resolved => LogLevel::Info,
+                Transition::Fired => self.level,
+            };
+            macro_rules! log {
+                ($macro:ident) => {
+                    tracing::$macro!(
+                        target: "dspex_telemetry::alerts",
+                        alert = %a.id,
+                        alert_type = %a.alert_type,
+                        severity = %a.severity,
+                        value = a.value,
+                        threshold = a.threshold,
+                        "{}",
+                        a.message
+                    )
+                };
+            }
+            match level {
+                LogLevel::Error => log!(error),
+                LogLevel::Warn => log!(warn),
+                LogLevel::Info => log!(info),
+            }
+            Ok(())
+        })
+    }
+}
+
+/// POSTs each notification as JSON (the [`Notification`] serialized) to a URL, with a timeout
+/// and retries with doubling backoff on failures and 5xx answers. Header values (tokens) never
+/// show in `Debug` or logs.
+#[derive(Debug, Clone)]
+pub struct WebhookHandler {
+    target: Target,
+    /// Attempts after the first (default 3).
+    pub retries: u32,
+    /// The wait before the first retry; doubled each time (default 200 ms).
+    pub backoff: Duration,
+}
+
+impl WebhookHandler {
+    /// A handler for `url` (`http://` only), each attempt limited to `timeout`, sending
+    /// `headers`; errors say what is wrong with the URL.
+    pub fn new(
+        url: &str,
+        headers: Vec<(String, crate::Secret)>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(WebhookHandler {
+            target: Target::new(url, headers, timeout)?,
+            retries: 3,
+            backoff: Duration::from_millis(200),
+        })
+    }
+
+    /// Sends `body` (JSON) with retries.
+    pub(crate) async fn post_with_retries(&self, body: Vec<u8>) -> Result<(), HandlerError> {
+        let mut wait = self.backoff;
+        let mut attempt = 0;
+        loop {
+            let outcome = http::post_json(&self.target, body.clone()).await;
+            let retry = match &outcome {
+                Ok(()) => return Ok(()),
+                Err(HandlerError::Refused { status, .. }) => *status >= 500 || *status == 429,
+                Err(_) => true,
+            };
+            if !retry || attempt >= self.retries {
+                return outcome;
+            }
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+            wait = wait.saturating_mul(2);
+        }
+    }
+}
+
+impl AlertHandler for WebhookHandler {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    fn handle_alert<'a>(&'a self, n: &'a Notification) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(n).map_err(|e| HandlerError::Other(e.to_string()))?;
+            self.post_with_retries(body).await
+        })
+    }
+}
+
+/// Sends alerts to a Prometheus Alertmanager (`POST /api/v2/alerts`): labels `alertname`
+/// (the rule), `severity`, `alert_type`, `metric` and the alert's own labels; annotations
+/// `summary` (the message), `value`, `threshold`, `factor`; `startsAt`; a resolved alert with
+/// `endsAt`, which ends it there.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerHandler {
+    webhook: WebhookHandler,
+}
+
+impl AlertmanagerHandler {
+    /// A handler for the Alertmanager at `url` (`http://host:9093`).
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+        Ok(AlertmanagerHandler {
+            webhook: WebhookHandler::new(&url, Vec::new(), timeout)?,
+        })
+    }
+
+    /// The JSON body for one notification.
+    pub fn payload(n: &Notification) -> serde_json::Value {
+        let a = &n.alert;
+        let mut labels = serde_json::Map::new();
+        labels.insert("alertname".into(), a.rule.clone().into());
+        labels.insert("severity".into(), a.severity.as_str().into());
+        labels.insert("alert_type".into(), a.alert_type.as_str().into());
+        labels.insert("metric".into(), a.metric.clone().into());
+        for (k, v) in &a.labels {
+            labels.insert(k.clone(), v.clone().into());
+        }
+        let mut alert = serde_json::json!({
+            "labels": labels,
+            "annotations": {
+                "summary": a.message,
+                "value": a.value.to_string(),
+                "threshold": a.threshold.to_string(),
+                "factor": format!("{:.2}", a.factor),
+            },
+            "startsAt": rfc3339(a.started_at_ms),
+        });
+        if let Some(end) = a.resolved_at_ms {
+            alert["endsAt"] = rfc3339(end).into();
+        }
+        serde_json::Value::Array(vec![alert])
+    }
+}
+
+impl AlertHandler for AlertmanagerHandler {
+    fn name(&self) -> &str {
+        "alertmanager"
+    }
+
+    fn handle_alert<'a>(&'a self, n: &'a Notification) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&Self::payload(n))
+                .map_err(|e| HandlerError::Other(e.to_string()))?;
+            self.webhook.post_with_retries(body).await
+        })
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2023-11-14T22:13:20.000Z`).
+pub(crate) fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        unix_ms % 1000
+    )
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transition::Fired => "fired",
+            Transition::Resolved => "resolved",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+}
