@@ -150,8 +150,12 @@ impl WebhookHandler {
         })
     }
 
-    /// Sends `body` (JSON) with retries.
-    pub(crate) async fn post_with_retries(&self, body: Vec<u8>) -> Result<(), HandlerError> {
+    /// POSTs `body` (JSON) with the handler's retries: what custom handlers built on it send.
+    pub async fn post_json(&self, body: Vec<u8>) -> Result<(), HandlerError> {
+        self.post_with_retries(body).await
+    }
+
+    async fn post_with_retries(&self, body: Vec<u8>) -> Result<(), HandlerError> {
         let mut wait = self.backoff;
         let mut attempt = 0;
         loop {

@@ -5,11 +5,16 @@
 //! - [`Rule`]s read a statistic of a metric in the [`WindowedRecorder`] for every label set;
 //!   [`thresholds::Thresholds`] turns the spec's `thresholds` into rules.
 //! - [`AlertEngine`] evaluates them at a time you give it and returns [`Notification`]s.
+//! - [`AlertService`] evaluates on an interval, emits `[:dspex, :alerts, :fired | :resolved]`
+//!   and hands notifications to [`AlertHandler`]s ([`LogHandler`], [`WebhookHandler`],
+//!   [`AlertmanagerHandler`], your own), each on its own queue.
+//! - [`AlertsConfig`]: the spec's `thresholds`, `suppression` and `alert_handlers` from TOML.
 //!
 //! [`WindowedRecorder`]: dspex_telemetry_metrics::WindowedRecorder
 #![deny(missing_docs)]
 
 mod alert;
+mod config;
 mod engine;
 mod handler;
 mod http;
@@ -18,6 +23,7 @@ mod service;
 pub mod thresholds;
 
 pub use alert::{Alert, Notification, Severity, Transition};
+pub use config::{AlertsConfig, ConfigError, HandlerConfig};
 pub use dspex_telemetry_exporters::Secret;
 pub use engine::{AlertEngine, Suppression};
 pub use handler::{
@@ -26,3 +32,8 @@ pub use handler::{
 };
 pub use rule::{AlertType, Comparison, Rule, Source, Statistic, WindowSummary};
 pub use service::AlertService;
+
+/// The guide's samples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/alerts.md")]
+struct GuideDoctests;

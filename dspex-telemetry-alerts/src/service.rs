@@ -56,7 +56,11 @@ impl AlertService {
                         n = rx.recv() => match n { Some(n) => n, None => return },
                         _ = stopped.changed() => return,
                     };
-                    if let Err(e) = handler.handle_alert(&notification).await {
+                    let outcome = tokio::select! {
+                        outcome = handler.handle_alert(&notification) => outcome,
+                        _ = stopped.changed() => return,
+                    };
+                    if let Err(e) = outcome {
                         failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             target: "dspex_telemetry::alerts",

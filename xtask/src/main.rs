@@ -5,7 +5,8 @@
 //!   `cargo nextest` when it is installed, `cargo test` otherwise), then the doctests.
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
 //!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
-//!   which brings `promtool`, and `prometheus-pushgateway`, through apt; the StatsD daemon
+//!   which brings `promtool`, `prometheus-pushgateway` and `prometheus-alertmanager`, through
+//!   apt; the StatsD daemon
 //!   through npm and a Python environment with the OTLP protobuf classes and `grpcio` through
 //!   pip, both
 //!   into `target/test-peers`): the tests start the peers themselves, on
@@ -152,6 +153,7 @@ const PEERS: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("prometheus-pushgateway", "prometheus-pushgateway"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
 ];
 
 fn on_path(program: &str) -> bool {
