@@ -92,6 +92,7 @@ pub fn sample() -> Notification {
         },
         started_at_ms: 1_700_000_000_000,
         resolved_at_ms: None,
+        exemplars: Vec::new(),
         message: "[HIGH] performance degradation on dspex_tools_execute {tool_name=\"web_search\"}: p99 1240 ms over the 500 ms threshold (2.48× slower, 118 calls in the last 60 s)".into(),
     };
     Notification {

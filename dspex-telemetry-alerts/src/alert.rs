@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::exemplar::Exemplar;
 use crate::rule::{AlertType, Rule, WindowSummary};
 
 /// How urgent an alert is.
@@ -90,6 +91,9 @@ pub struct Alert {
     pub started_at_ms: u64,
     /// When it resolved, if it has.
     pub resolved_at_ms: Option<u64>,
+    /// Example requests behind it, with their trace ids (the slowest for a performance alert,
+    /// the latest failures for an error spike), when [`crate::Exemplars`] are kept.
+    pub exemplars: Vec<Exemplar>,
     /// A sentence for people.
     pub message: String,
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use dspex_telemetry_metrics::WindowedRecorder;
 
 use crate::alert::{Alert, Notification, Severity, Transition, alert_id, message};
+use crate::exemplar::Exemplars;
 use crate::rule::{Comparison, Rule};
 
 /// Against alert fatigue (the spec's `suppression`).
@@ -67,6 +68,7 @@ pub struct AlertEngine {
     rules: Vec<Rule>,
     suppression: Suppression,
     states: HashMap<String, State>,
+    exemplars: Option<Exemplars>,
 }
 
 impl AlertEngine {
@@ -76,7 +78,14 @@ impl AlertEngine {
             rules,
             suppression,
             states: HashMap::new(),
+            exemplars: None,
         }
+    }
+
+    /// Attaches example requests (with their trace ids) to the alerts from `exemplars`.
+    pub fn with_exemplars(mut self, exemplars: Exemplars) -> Self {
+        self.exemplars = Some(exemplars);
+        self
     }
 
     /// The rules it evaluates.
@@ -124,6 +133,14 @@ impl AlertEngine {
                     _ => f64::INFINITY,
                 };
                 let started_at_ms = state.firing.as_ref().map_or(now_ms, |a| a.started_at_ms);
+                let exemplars = self.exemplars.as_ref().map_or_else(Vec::new, |e| {
+                    e.for_alert(
+                        rule.source.metric(),
+                        &reading.labels,
+                        rule.alert_type,
+                        now_ms,
+                    )
+                });
                 let mut alert = Alert {
                     id,
                     rule: rule.name.clone(),
@@ -139,6 +156,7 @@ impl AlertEngine {
                     window: reading.window,
                     started_at_ms,
                     resolved_at_ms: None,
+                    exemplars,
                     message: String::new(),
                 };
                 alert.message = message(&alert, Transition::Fired);

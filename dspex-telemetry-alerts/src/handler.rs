@@ -230,6 +230,10 @@ impl AlertmanagerHandler {
         if let Some(end) = a.resolved_at_ms {
             alert["endsAt"] = rfc3339(end).into();
         }
+        if !a.exemplars.is_empty() {
+            let ids: Vec<&str> = a.exemplars.iter().map(|e| e.trace_id.as_str()).collect();
+            alert["annotations"]["trace_ids"] = ids.join(",").into();
+        }
         serde_json::Value::Array(vec![alert])
     }
 }

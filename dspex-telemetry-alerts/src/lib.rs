@@ -16,6 +16,7 @@
 mod alert;
 mod config;
 mod engine;
+mod exemplar;
 mod handler;
 mod http;
 mod rule;
@@ -26,6 +27,7 @@ pub use alert::{Alert, Notification, Severity, Transition};
 pub use config::{AlertsConfig, ConfigError, HandlerConfig};
 pub use dspex_telemetry_exporters::Secret;
 pub use engine::{AlertEngine, Suppression};
+pub use exemplar::{Exemplar, Exemplars};
 pub use handler::{
     AlertHandler, AlertmanagerHandler, HandlerError, HandlerFuture, LogHandler, LogLevel,
     WebhookHandler,
