@@ -221,3 +221,57 @@ fn messages_and_notifications_are_pinned() {
         .unwrap();
     insta::assert_snapshot!(serde_json::to_string_pretty(first).unwrap());
 }
+
+/// A user rule on any metric of the window: a statistic, a comparison (here: below), a
+/// threshold, a minimum sample count and a `for` duration.
+#[test]
+fn user_rules_wait_out_their_for_duration() {
+    use dspex_telemetry_alerts::{Comparison, Rule, Source, Statistic};
+    let (w, clock) = window();
+    let rule = Rule {
+        name: "cache_hit_ratio_low".into(),
+        source: Source::Histogram("app_cache_hit_ratio".into()),
+        statistic: Statistic::Mean,
+        comparison: Comparison::Below,
+        threshold: 0.8,
+        min_samples: 10,
+        for_ms: 30_000,
+        alert_type: AlertType::PerformanceDegradation,
+        unit: "",
+    };
+    let mut e = AlertEngine::new(
+        vec![rule],
+        Suppression {
+            min_interval_ms: 0,
+            occurrence_threshold: 1,
+        },
+    );
+    let record = |n: usize, v: f64| {
+        metrics::with_local_recorder(&w, || {
+            for _ in 0..n {
+                metrics::histogram!("app_cache_hit_ratio", "cache" => "users").record(v);
+            }
+        })
+    };
+    record(5, 0.4);
+    assert!(e.evaluate(&w, 0).is_empty(), "5 samples: below min_samples");
+    record(5, 0.4);
+    for t in [0u64, 10_000, 20_000] {
+        clock.set_ms(t);
+        assert!(
+            e.evaluate(&w, 1_000 + t).is_empty(),
+            "breaching for {t} ms, not yet 30 s"
+        );
+    }
+    clock.set_ms(30_000);
+    let fired = e.evaluate(&w, 31_000);
+    assert_eq!(fired.len(), 1);
+    let alert = &fired[0].alert;
+    assert_eq!(alert.labels, vec![("cache".to_owned(), "users".to_owned())]);
+    assert!(
+        (alert.factor - 2.0).abs() < 0.02,
+        "0.8 / 0.4 = 2: {}",
+        alert.factor
+    );
+    assert_eq!(alert.severity, Severity::High);
+}
