@@ -256,6 +256,11 @@ async fn spans_travel_over_grpc_too() {
         "attributes stay on their span"
     );
     assert_eq!(tool["attributes"]["dspex.tool_name"], json!("search"));
+    assert_eq!(
+        tool["attributes"]["dspex.correlation_id"],
+        json!(root.trace_id().to_string()),
+        "without a correlation id given, the trace id is the correlation id"
+    );
     assert_eq!(traces.stats().exported, 2);
     traces.shutdown().await;
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::Secret;
-use proto::{AnyValue, SpanRecord};
+use proto::{AnyValue, AttrKey, SpanRecord};
 use transport::{Signal, Transport};
 
 /// How spans travel to the collector.
@@ -277,12 +277,15 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
         .get("duration")
         .map_or(0, |d| d.as_i64().unwrap_or(0).max(0) as u64);
     let end = dspex_telemetry_core::system_time_ns().max(0) as u64;
-    let prefix: Vec<&str> = name.segments().collect();
-    let mut span_name = prefix[..prefix.len().saturating_sub(1)].join(".");
-    let mut attributes = vec![(
-        "dspex.correlation_id".to_owned(),
-        AnyValue::Str(ctx.correlation_id().as_str().to_owned()),
-    )];
+    // The span's name is the event's without its phase: `dspex.bridge.call`.
+    let mut span_name = String::with_capacity(32);
+    for segment in name.segments().take(name.len().saturating_sub(1)) {
+        if !span_name.is_empty() {
+            span_name.push('.');
+        }
+        span_name.push_str(segment);
+    }
+    let mut attributes = Vec::with_capacity(event.metadata().len() + 3);
     let mut error = None;
     for (key, value) in event.metadata().iter() {
         if name.starts_with(catalog::TRACE_SPAN.prefix()) && key == "name" {
@@ -295,16 +298,16 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
         // OpenTelemetry semantic conventions where one applies: the Python function a bridge
         // call runs, and the error's type.
         match key {
-            "module" => attributes.push(("code.namespace".into(), any(value))),
-            "function" => attributes.push(("code.function".into(), any(value))),
-            "kind" if failed => attributes.push(("error.type".into(), any(value))),
+            "module" => attributes.push((AttrKey::Static("code.namespace"), any(value))),
+            "function" => attributes.push((AttrKey::Static("code.function"), any(value))),
+            "kind" if failed => attributes.push((AttrKey::Static("error.type"), any(value))),
             _ => {}
         }
-        attributes.push((format!("dspex.{key}"), any(value)));
+        attributes.push((AttrKey::Dspex(key.into()), any(value)));
     }
     // Set by the code inside the span (`context::set_attributes`), under their own names.
     for (key, value) in ctx.attributes() {
-        attributes.push((key.to_owned(), any(value)));
+        attributes.push((AttrKey::Own(key.into()), any(value)));
     }
     if failed && error.is_none() {
         error = Some("failed".into());
@@ -322,6 +325,7 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
         start_unix_ns: end.saturating_sub(duration),
         end_unix_ns: end,
         attributes,
+        correlation_id: ctx.explicit_correlation_id().map(|c| c.as_str().into()),
         error,
     })
 }
@@ -346,15 +350,12 @@ fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
             key,
             "trace_id" | "span_id" | "parent_span_id" | "name" | "status" | "message"
         ) {
-            attributes.push((format!("dspex.{key}"), any(value)));
+            attributes.push((AttrKey::Dspex(key.into()), any(value)));
         }
     }
-    if let Some(ctx) = context::current() {
-        attributes.push((
-            "dspex.correlation_id".to_owned(),
-            AnyValue::Str(ctx.correlation_id().as_str().to_owned()),
-        ));
-    }
+    // The correlation id of the call the worker served (the trace id when none was given).
+    let correlation_id =
+        context::current().and_then(|ctx| ctx.explicit_correlation_id().map(|c| c.as_str().into()));
     Some(SpanRecord {
         trace_id: trace_id.to_bytes(),
         span_id: span_id.to_bytes(),
@@ -364,6 +365,7 @@ fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
         start_unix_ns: time("start_time"),
         end_unix_ns: time("end_time"),
         attributes,
+        correlation_id,
         error: (status == "error").then(|| text("message").unwrap_or_else(|| "error".into())),
     })
 }

@@ -11,6 +11,15 @@ pub(crate) enum AnyValue {
     Double(f64),
 }
 
+/// A span attribute's key: fixed, or a metadata key sent as `dspex.<key>`, or a key as the
+/// code set it. Kept apart so that the caller's thread never formats one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AttrKey {
+    Static(&'static str),
+    Dspex(Box<str>),
+    Own(Box<str>),
+}
+
 /// One finished span.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SpanRecord {
@@ -22,7 +31,9 @@ pub(crate) struct SpanRecord {
     pub(crate) kind: u64,
     pub(crate) start_unix_ns: u64,
     pub(crate) end_unix_ns: u64,
-    pub(crate) attributes: Vec<(String, AnyValue)>,
+    pub(crate) attributes: Vec<(AttrKey, AnyValue)>,
+    /// The correlation id when one was given; else the trace id is sent as it.
+    pub(crate) correlation_id: Option<Box<str>>,
     /// `None`: unset; `Some(message)`: error.
     pub(crate) error: Option<String>,
 }
@@ -62,8 +73,16 @@ fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
 }
 
 fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &AnyValue) {
+    key_value_parts(out, field, "", k, v);
+}
+
+/// A `KeyValue` whose key is `prefix` followed by `k`.
+fn key_value_parts(out: &mut Vec<u8>, field: u32, prefix: &str, k: &str, v: &AnyValue) {
     message(out, field, |kv| {
-        bytes_field(kv, 1, k.as_bytes());
+        key(kv, 1, 2);
+        varint(kv, (prefix.len() + k.len()) as u64);
+        kv.extend_from_slice(prefix.as_bytes());
+        kv.extend_from_slice(k.as_bytes());
         message(kv, 2, |any| match v {
             AnyValue::Str(s) => bytes_field(any, 1, s.as_bytes()),
             AnyValue::Bool(b) => varint_field(any, 2, u64::from(*b)),
@@ -115,8 +134,22 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
     varint_field(out, 6, span.kind);
     fixed64(out, 7, span.start_unix_ns);
     fixed64(out, 8, span.end_unix_ns);
+    let correlation = span.correlation_id.as_deref().map_or_else(
+        || {
+            span.trace_id
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        },
+        str::to_owned,
+    );
+    key_value(out, 9, "dspex.correlation_id", &AnyValue::Str(correlation));
     for (k, v) in &span.attributes {
-        key_value(out, 9, k, v);
+        match k {
+            AttrKey::Static(k) => key_value(out, 9, k, v),
+            AttrKey::Dspex(k) => key_value_parts(out, 9, "dspex.", k, v),
+            AttrKey::Own(k) => key_value(out, 9, k, v),
+        }
     }
     // status = 15 { message = 2, code = 3 (1 ok, 2 error) }
     if let Some(message_text) = &span.error {
