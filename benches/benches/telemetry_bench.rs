@@ -24,13 +24,16 @@
 //! | `window/prometheus_bucket_push` | the same sample into the Prometheus exporter's histogram storage (`metrics-util`'s `AtomicBucket`, drained every 65 536 samples outside the timing) |
 //! | `event_path/dspex_event_to_window_and_prometheus` | a bridge-call `stop` event through the metrics handler into the window and the Prometheus recorder (fanout) |
 //! | `event_path/histogram_macro_to_prometheus` | `metrics::histogram!(name, "method" => …).record(ms)` into the Prometheus recorder |
+//! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
 //! | `exporters/backends_up` | a bridge-call span through the Reporter (window, Prometheus, StatsD, OTLP metrics recorders; the OTLP span handler) while StatsD, the push gateway and OTLP send every 10 ms to live sinks |
 //! | `exporters/backends_down` | the same with every server down (closed ports): the caller's cost must not grow |
-//! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
+//!
+//! The three `event_path` benches time their own batches interleaved with untimed batches of
+//! the other two, so drift in the machine's speed falls on all three alike.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dspex_telemetry_core::{
@@ -213,28 +216,6 @@ fn window(c: &mut Criterion) {
     g.finish();
 }
 
-/// Times `iterations` calls of `f`, draining the Prometheus recorder's buckets (as its upkeep
-/// task does) every 65 536 calls, outside the timed part.
-fn timed_with_upkeep(
-    iterations: u64,
-    handle: &metrics_exporter_prometheus::PrometheusHandle,
-    mut f: impl FnMut(),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < iterations {
-        let batch = (iterations - done).min(65_536);
-        let start = std::time::Instant::now();
-        for _ in 0..batch {
-            f();
-        }
-        total += start.elapsed();
-        handle.run_upkeep();
-        done += batch;
-    }
-    total
-}
-
 fn event_path(c: &mut Criterion) {
     use dspex_telemetry_core::{catalog, measurements, metadata};
     use dspex_telemetry_metrics::{
@@ -242,63 +223,102 @@ fn event_path(c: &mut Criterion) {
     };
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    let mut g = c.benchmark_group("event_path");
     let buckets = metric_catalog::DURATION_BUCKETS_MS;
-
-    let prometheus = PrometheusBuilder::new()
-        .set_buckets(buckets)
-        .expect("buckets")
-        .build_recorder();
-    let prometheus_handle = prometheus.handle();
+    let prometheus = || {
+        PrometheusBuilder::new()
+            .set_buckets(buckets)
+            .expect("buckets")
+            .build_recorder()
+    };
+    // Ours: the event through the handler into the window and Prometheus (fanout).
+    let ours_prometheus = prometheus();
+    let ours_handle = ours_prometheus.handle();
     let window = WindowedRecorder::new(RecorderConfig::default()).expect("default config");
     let fanout = metrics_util::layers::FanoutBuilder::default()
         .add_recorder(window)
-        .add_recorder(prometheus)
+        .add_recorder(ours_prometheus)
         .build();
     let d = Dispatcher::new();
+    let _handler = metrics::with_local_recorder(&fanout, || {
+        MetricsHandler::attach(&d, "metrics", metric_catalog::dspex_metrics(), 1_000)
+            .expect("attach")
+    });
     let measurements = measurements! { "duration" => 2_500_000, "monotonic_time" => 7 };
     let metadata = metadata! { "module" => "dspy", "function" => "Predict", "session_id" => "s-1" };
-    metrics::with_local_recorder(&fanout, || {
-        let _handler =
-            MetricsHandler::attach(&d, "metrics", metric_catalog::dspex_metrics(), 1_000)
-                .expect("attach");
-        g.bench_function("dspex_event_to_window_and_prometheus", |b| {
-            b.iter_custom(|n| {
-                timed_with_upkeep(n, &prometheus_handle, || {
-                    d.execute(
-                        black_box(catalog::BRIDGE_CALL.stop()),
-                        black_box(&measurements),
-                        black_box(&metadata),
-                    )
-                })
-            })
-        });
-    });
+    // The baselines: the macros into a Prometheus recorder of their own.
+    let macros_prometheus = prometheus();
+    let macros_handle = macros_prometheus.handle();
 
-    let prometheus = PrometheusBuilder::new()
-        .set_buckets(buckets)
-        .expect("buckets")
-        .build_recorder();
-    let prometheus_handle = prometheus.handle();
-    metrics::with_local_recorder(&prometheus, || {
-        g.bench_function("histogram_macro_to_prometheus", |b| {
+    // Each runs `batch` iterations and returns their time; the Prometheus upkeep that drains
+    // the histogram samples runs outside the timing.
+    let ours = |batch: u64| {
+        let start = Instant::now();
+        metrics::with_local_recorder(&fanout, || {
+            for _ in 0..batch {
+                d.execute(
+                    black_box(catalog::BRIDGE_CALL.stop()),
+                    black_box(&measurements),
+                    black_box(&metadata),
+                )
+            }
+        });
+        let spent = start.elapsed();
+        ours_handle.run_upkeep();
+        spent
+    };
+    let histogram = |batch: u64| {
+        let start = Instant::now();
+        metrics::with_local_recorder(&macros_prometheus, || {
+            for _ in 0..batch {
+                metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+                    .record(black_box(2.5))
+            }
+        });
+        let spent = start.elapsed();
+        macros_handle.run_upkeep();
+        spent
+    };
+    let histogram_and_counter = |batch: u64| {
+        let start = Instant::now();
+        metrics::with_local_recorder(&macros_prometheus, || {
+            for _ in 0..batch {
+                metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+                    .record(black_box(2.5));
+                metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict")
+                    .increment(1);
+            }
+        });
+        let spent = start.elapsed();
+        macros_handle.run_upkeep();
+        spent
+    };
+    // Each bench times its own batches, interleaved with untimed batches of the other two:
+    // all three see the same machine conditions, so drift does not fall on one of them.
+    const BATCH: u64 = 16_384;
+    let mut g = c.benchmark_group("event_path");
+    for name in [
+        "dspex_event_to_window_and_prometheus",
+        "histogram_macro_to_prometheus",
+        "histogram_and_counter_macros_to_prometheus",
+    ] {
+        g.bench_function(name, |b| {
             b.iter_custom(|n| {
-                timed_with_upkeep(n, &prometheus_handle, || {
-                    metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
-                        .record(black_box(2.5))
-                })
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < n {
+                    let batch = BATCH.min(n - done);
+                    let times = [ours(batch), histogram(batch), histogram_and_counter(batch)];
+                    total += match name {
+                        "dspex_event_to_window_and_prometheus" => times[0],
+                        "histogram_macro_to_prometheus" => times[1],
+                        _ => times[2],
+                    };
+                    done += batch;
+                }
+                total
             })
         });
-        g.bench_function("histogram_and_counter_macros_to_prometheus", |b| {
-            b.iter_custom(|n| {
-                timed_with_upkeep(n, &prometheus_handle, || {
-                    metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
-                        .record(black_box(2.5));
-                    metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict").increment(1);
-                })
-            })
-        });
-    });
+    }
     g.finish();
 }
 
