@@ -48,37 +48,20 @@ pub async fn send(
     request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(authority)
+    within(timeout, async {
+        let io = connect(authority).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let _driver = Driver::spawn(connection);
+        let response = sender
+            .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Ok((status, body))
-        }
-        .await;
-        driver.abort();
-        result
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        let (status, _, body) = collect(response).await?;
+        Ok((status, body))
+    })
+    .await
 }
 
 /// Sends `request` over HTTP/2 without TLS (prior knowledge, as gRPC does on `http://`) and
@@ -88,41 +71,69 @@ pub async fn send_h2(
     request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(authority)
+    within(timeout, async {
+        let io = connect(authority).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+        let _driver = Driver::spawn(connection);
+        let response = sender
+            .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(stream),
-        )
+        collect(response).await
+    })
+    .await
+}
+
+async fn connect(authority: &str) -> Result<TokioIo<tokio::net::TcpStream>, String> {
+    tokio::net::TcpStream::connect(authority)
         .await
-        .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let mut headers = response.headers().clone();
-            let collected = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(trailers) = collected.trailers() {
-                headers.extend(trailers.clone());
-            }
-            Ok((status, headers, collected.to_bytes()))
-        }
-        .await;
-        driver.abort();
-        result
-    };
+        .map(TokioIo::new)
+        .map_err(|e| e.to_string())
+}
+
+/// `exchange`, or an error once `timeout` has passed.
+async fn within<T>(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+/// The task that drives a connection, stopped when the exchange ends.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Driver {
+    fn spawn(connection: impl std::future::Future + Send + 'static) -> Self {
+        Driver(tokio::spawn(async move {
+            let _ = connection.await;
+        }))
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A response's status, headers with its trailers, and body.
+async fn collect(
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(trailers) = collected.trailers() {
+        headers.extend(trailers.clone());
+    }
+    Ok((status, headers, collected.to_bytes()))
 }

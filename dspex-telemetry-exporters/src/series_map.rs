@@ -1,8 +1,26 @@
 //! The series of a push-style recorder (StatsD, OTLP metrics): one cell per key, made on first
-//! registration, and a copy of the list for the sending task.
+//! registration, and a copy of the list for the sending task; and the update of an `f64` kept
+//! in an atomic, which their gauges and sums share.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+/// Replaces the `f64` in `cell` (kept as bits) with `f(current)`; a load and no write when the
+/// value does not change.
+pub(crate) fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let next = f(f64::from_bits(current)).to_bits();
+        if next == current {
+            return;
+        }
+        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => current = seen,
+        }
+    }
+}
 
 use metrics::Key;
 

@@ -17,7 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::series_map::SeriesMap;
+use crate::series_map::{SeriesMap, update_f64};
 
 /// How labels travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,19 +152,7 @@ impl GaugeFn for Series {
 impl Series {
     fn update(&self, f: impl Fn(f64) -> f64) {
         if let Series::Gauge(g) = self {
-            let mut current = g.bits.load(Ordering::Relaxed);
-            loop {
-                let next = f(f64::from_bits(current)).to_bits();
-                match g.bits.compare_exchange_weak(
-                    current,
-                    next,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(seen) => current = seen,
-                }
-            }
+            update_f64(&g.bits, f);
             g.dirty.store(true, Ordering::Release);
         }
     }

@@ -18,7 +18,7 @@ use super::proto::{self, AnyValue, MetricRecord, PointValue};
 use super::transport::{Signal, Transport};
 use super::{OtlpError, Protocol, resource};
 use crate::Secret;
-use crate::series_map::SeriesMap;
+use crate::series_map::{SeriesMap, update_f64};
 
 /// The OTLP metrics exporter's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,20 +65,6 @@ struct Buckets {
     sum: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
-}
-
-fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
-    let mut current = cell.load(Ordering::Relaxed);
-    loop {
-        let next = f(f64::from_bits(current)).to_bits();
-        if next == current {
-            return;
-        }
-        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(seen) => current = seen,
-        }
-    }
 }
 
 impl CounterFn for Series {
