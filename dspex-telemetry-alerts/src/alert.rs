@@ -9,7 +9,8 @@ use crate::rule::{AlertType, Rule, WindowSummary};
 ///
 /// The rules, from the ratio of the observed value to the threshold (for a rule that fires
 /// below its threshold, threshold / value): at least 3 → critical, at least 2 → high, at least
-/// 1.5 → medium, else low. A pool exhaustion (any exhaustion at all) is critical.
+/// 1.5 → medium, else low; unless the rule fixes its severity (a pool exhaustion, any at all,
+/// is critical).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -34,11 +35,10 @@ impl Severity {
         }
     }
 
+    /// The severity of an alert of `rule` at `factor`: the rule's own, if it fixes one.
     pub(crate) fn of(rule: &Rule, factor: f64) -> Self {
-        if rule.alert_type == AlertType::ResourceExhaustion
-            && rule.source.metric().ends_with("_exhausted_total")
-        {
-            return Severity::Critical;
+        if let Some(fixed) = rule.severity {
+            return fixed;
         }
         if factor >= 3.0 {
             Severity::Critical

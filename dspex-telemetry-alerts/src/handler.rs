@@ -1,6 +1,5 @@
 //! Alert handlers: one trait; a log handler, a webhook handler and an Alertmanager handler.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -273,15 +272,6 @@ pub(crate) fn rfc3339(unix_ms: u64) -> String {
         rest % 60,
         unix_ms % 1000
     )
-}
-
-impl fmt::Display for Transition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transition::Fired => "fired",
-            Transition::Resolved => "resolved",
-        })
-    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,9 @@ pub struct Rule {
     pub for_ms: u64,
     /// The alert a breach raises.
     pub alert_type: AlertType,
+    /// A fixed severity; `None` derives it from how far the value is past the threshold (see
+    /// [`crate::Severity`]).
+    pub severity: Option<crate::Severity>,
     /// The unit of the value, for messages (`ms`, `%`, ``).
     pub unit: &'static str,
 }

@@ -70,6 +70,7 @@ impl Thresholds {
             min_samples: self.min_samples,
             for_ms: 0,
             alert_type,
+            severity: None,
             unit,
         };
         let bridge = || Source::Operation("dspex_bridge_call_method".into());
@@ -124,6 +125,7 @@ impl Thresholds {
             ));
             rules.push(Rule {
                 min_samples: 0,
+                severity: Some(crate::Severity::Critical),
                 ..rule(
                     "pool_exhausted",
                     Source::Counter("dspex_pool_exhausted_total".into()),

@@ -237,6 +237,7 @@ fn user_rules_wait_out_their_for_duration() {
         min_samples: 10,
         for_ms: 30_000,
         alert_type: AlertType::PerformanceDegradation,
+        severity: None,
         unit: "",
     };
     let mut e = AlertEngine::new(
