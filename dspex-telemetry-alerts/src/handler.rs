@@ -199,6 +199,8 @@ pub struct AlertmanagerHandler {
 impl AlertmanagerHandler {
     /// A handler for the Alertmanager at `url` (`http://host:9093`).
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        // The error names the URL as given, not with the API path appended.
+        dspex_telemetry_exporters::http_client::Endpoint::parse(url, 80)?;
         let url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
         Ok(AlertmanagerHandler {
             webhook: WebhookHandler::new(&url, Vec::new(), timeout)?,

@@ -1,0 +1,108 @@
+//! The exporters' error messages, as users read them: pinned.
+
+use std::time::Duration;
+
+use dspex_telemetry_core::Dispatcher;
+use dspex_telemetry_exporters::otlp::{
+    OtlpConfig, OtlpMetricsConfig, OtlpMetricsRecorder, OtlpTraces,
+};
+use dspex_telemetry_exporters::prometheus::{PrometheusConfig, PrometheusEndpoint};
+use dspex_telemetry_exporters::push_gateway::{PushError, PushGateway, PushGatewayConfig};
+use dspex_telemetry_exporters::reporter::{Reporter, ReporterConfig};
+use dspex_telemetry_exporters::statsd::{StatsdConfig, StatsdRecorder};
+
+#[tokio::test]
+async fn error_texts_are_pinned() {
+    let mut texts = Vec::new();
+    let handle = dspex_telemetry_exporters::prometheus::prometheus_recorder(&[])
+        .unwrap()
+        .handle();
+    let bad_path = PrometheusConfig {
+        path: "metrics".into(),
+        ..PrometheusConfig::default()
+    };
+    texts.push(
+        PrometheusEndpoint::start(&bad_path, handle)
+            .await
+            .unwrap_err()
+            .to_string(),
+    );
+    for config in [
+        PushGatewayConfig {
+            endpoint: "https://gw:9091".into(),
+            ..Default::default()
+        },
+        PushGatewayConfig {
+            endpoint: "http://ops:pw@gw:9091".into(),
+            ..Default::default()
+        },
+        PushGatewayConfig {
+            job: String::new(),
+            ..Default::default()
+        },
+    ] {
+        texts.push(PushGateway::new(config).unwrap_err().to_string());
+    }
+    texts.push(
+        PushError::Refused {
+            endpoint: "http://127.0.0.1:9091".into(),
+            status: http::StatusCode::BAD_REQUEST,
+            body: "text format parsing error in line 3".into(),
+        }
+        .to_string(),
+    );
+    texts.push(
+        PushError::TimedOut {
+            endpoint: "http://127.0.0.1:9091".into(),
+            timeout: Duration::from_secs(5),
+        }
+        .to_string(),
+    );
+    texts.push(
+        StatsdRecorder::new(StatsdConfig {
+            max_packet_bytes: 10,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string(),
+    );
+    texts.push(
+        OtlpTraces::start(
+            OtlpConfig {
+                max_queue: 0,
+                ..Default::default()
+            },
+            &Dispatcher::new(),
+            "otlp",
+        )
+        .unwrap_err()
+        .to_string(),
+    );
+    texts.push(
+        OtlpMetricsRecorder::new(
+            OtlpMetricsConfig {
+                headers: vec![(
+                    "bad header".into(),
+                    dspex_telemetry_exporters::Secret::new("x"),
+                )],
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap_err()
+        .to_string(),
+    );
+    for text in [
+        "reporting_interval = 0",
+        "[[backends]]\ntype = \"prometheus\"",
+        "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"http://gw:9091\"\npush_user = \"ops\"",
+    ] {
+        let config: ReporterConfig = toml::from_str(text).unwrap();
+        let err = Reporter::start(&config, &[], None, &Dispatcher::new())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        texts.push(err.to_string());
+    }
+    insta::assert_snapshot!(texts.join("\n"));
+}
