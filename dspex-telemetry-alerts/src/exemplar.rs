@@ -2,6 +2,7 @@
 //! to a trace.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use dspex_telemetry_core::{
@@ -53,6 +54,13 @@ impl Seen {
     }
 }
 
+/// Between the operation and the label in a slot's key (no metric name holds it).
+const SEPARATOR: char = '\u{1f}';
+
+thread_local! {
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     slowest: Vec<Seen>,
@@ -64,7 +72,8 @@ struct Slot {
 /// those operations. Attach it to the dispatcher the operations report to.
 #[derive(Debug, Clone)]
 pub struct Exemplars {
-    slots: Arc<Mutex<HashMap<(&'static str, String), Slot>>>,
+    /// Keyed by `slot_key(operation, label)`.
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
     keep: usize,
     window_ms: u64,
 }
@@ -100,16 +109,17 @@ impl Exemplars {
         };
         let name = event.name();
         let md = event.metadata();
-        let (operation, label) = if name.starts_with(catalog::TOOLS_EXECUTE.prefix()) {
+        // The slot's key is written into a per-thread buffer: no allocation once the slot exists.
+        let parts = if name.starts_with(catalog::TOOLS_EXECUTE.prefix()) {
             let Some(tool) = md.get("tool_name") else {
                 return;
             };
-            ("dspex_tools_execute", tool.to_string())
+            ("dspex_tools_execute", tool, None)
         } else {
             let (Some(module), Some(function)) = (md.get("module"), md.get("function")) else {
                 return;
             };
-            ("dspex_bridge_call_method", format!("{module}.{function}"))
+            ("dspex_bridge_call_method", module, Some(function))
         };
         let duration_ms = event
             .measurements()
@@ -127,8 +137,27 @@ impl Exemplars {
             at_ms,
         };
         let oldest = at_ms.saturating_sub(self.window_ms);
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = slots.entry((operation, label)).or_default();
+        // (Not at all on a thread that is exiting, whose buffer is gone.)
+        let _ = KEY.try_with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str(parts.0);
+            key.push(SEPARATOR);
+            let _ = write!(key, "{}", parts.1);
+            if let Some(function) = parts.2 {
+                let _ = write!(key, ".{function}");
+            }
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if !slots.contains_key(key.as_str()) {
+                slots.insert(key.clone(), Slot::default());
+            }
+            if let Some(slot) = slots.get_mut(key.as_str()) {
+                self.keep_in(slot, seen, oldest);
+            }
+        });
+    }
+
+    fn keep_in(&self, slot: &mut Slot, seen: Seen, oldest: u64) {
         slot.slowest.retain(|s| s.at_ms >= oldest);
         slot.failures.retain(|s| s.at_ms >= oldest);
         if seen.failed {
@@ -169,7 +198,7 @@ impl Exemplars {
             return Vec::new();
         };
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = slots.get(&(operation, label.clone())) else {
+        let Some(slot) = slots.get(&format!("{operation}{SEPARATOR}{label}")) else {
             return Vec::new();
         };
         let oldest = now_ms.saturating_sub(self.window_ms);
