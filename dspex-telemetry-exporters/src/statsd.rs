@@ -5,8 +5,10 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use metrics_util::storage::AtomicBucket;
 use std::time::Duration;
 
 use metrics::{
@@ -120,7 +122,8 @@ struct GaugeCell {
 
 struct TimerCell {
     shared: Arc<Shared>,
-    samples: Mutex<Vec<f64>>,
+    /// Lock-free (as the Prometheus exporter keeps its histogram samples).
+    samples: AtomicBucket<f64>,
 }
 
 impl CounterFn for Series {
@@ -173,10 +176,7 @@ impl HistogramFn for Series {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        t.samples
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(value);
+        t.samples.push(value);
     }
 }
 
@@ -274,12 +274,12 @@ impl StatsdRecorder {
                     }
                 }
                 Series::Timer(t) => {
-                    let samples =
-                        std::mem::take(&mut *t.samples.lock().unwrap_or_else(|e| e.into_inner()));
-                    self.shared
-                        .buffered
-                        .fetch_sub(samples.len(), Ordering::Relaxed);
-                    lines.extend(samples.iter().map(|v| line(&format_value(*v), "ms")));
+                    t.samples.clear_with(|samples| {
+                        self.shared
+                            .buffered
+                            .fetch_sub(samples.len(), Ordering::Relaxed);
+                        lines.extend(samples.iter().map(|v| line(&format_value(*v), "ms")));
+                    });
                 }
             }
         }
@@ -386,7 +386,7 @@ impl Recorder for StatsdRecorder {
         Histogram::from_arc(self.series(key, || {
             Series::Timer(TimerCell {
                 shared,
-                samples: Mutex::new(Vec::new()),
+                samples: AtomicBucket::new(),
             })
         }))
     }
