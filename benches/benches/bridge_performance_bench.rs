@@ -101,28 +101,35 @@ fn run_calls(rt: &tokio::runtime::Runtime, pool: &Pool, callers: u64, calls: u64
     })
 }
 
-/// Telemetry on (the DSPex metric catalog attached) or off, on one dispatcher.
+/// Telemetry on (the DSPex metric catalog attached) or off (no handler attached), on one
+/// dispatcher. The handler is attached once and paused/resumed, so that "on" measures the
+/// steady state a service runs in (label sets resolved), not re-attaching.
 struct Telemetry {
-    dispatcher: Dispatcher,
-    handler: Option<MetricsHandler>,
+    handler: MetricsHandler,
+    on: bool,
 }
 
 impl Telemetry {
+    fn new(dispatcher: &Dispatcher) -> Self {
+        let handler = MetricsHandler::attach(
+            dispatcher,
+            "metrics",
+            metric_catalog::dspex_metrics(),
+            1_000,
+        )
+        .expect("attach");
+        handler.pause();
+        Telemetry { handler, on: false }
+    }
+
     fn set(&mut self, on: bool) {
-        match (on, self.handler.take()) {
-            (true, None) => {
-                self.handler = Some(
-                    MetricsHandler::attach(
-                        &self.dispatcher,
-                        "metrics",
-                        metric_catalog::dspex_metrics(),
-                        1_000,
-                    )
-                    .expect("attach"),
-                )
+        if on != self.on {
+            if on {
+                self.handler.resume().expect("resume");
+            } else {
+                self.handler.pause();
             }
-            (false, Some(handler)) => handler.detach(),
-            (_, kept) => self.handler = kept,
+            self.on = on;
         }
     }
 }
@@ -162,15 +169,13 @@ fn pool_round_trip(c: &mut Criterion) {
     // Calls run on the runtime's threads: the recorder must be the global one.
     let recorder = WindowedRecorder::new(RecorderConfig::default()).expect("config");
     metrics::set_global_recorder(recorder.clone()).expect("no recorder installed yet");
-    let mut telemetry = Telemetry {
-        dispatcher: Dispatcher::new(),
-        handler: None,
-    };
+    let dispatcher = Dispatcher::new();
+    let mut telemetry = Telemetry::new(&dispatcher);
     let pool = rt
         .block_on(Pool::start(PoolConfig {
             size: 2,
             health_interval: None,
-            dispatcher: telemetry.dispatcher.clone(),
+            dispatcher: dispatcher.clone(),
             ..PoolConfig::default()
         }))
         .expect("python3 must be installed");

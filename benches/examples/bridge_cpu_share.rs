@@ -1,7 +1,7 @@
 //! What telemetry adds to a bridge call, in wall time and in CPU time on each side of the pipe.
 //!
 //! One pool of two Python workers; rounds of calls alternate between telemetry off and on (the
-//! DSPex metric catalog attached to the pool's dispatcher, detached again), so both
+//! DSPex metric catalog's handlers attached to the pool's dispatcher, then paused), so both
 //! configurations use the same worker processes under the same machine conditions. Each round
 //! reads the wall clock, this process's CPU time and the workers' CPU time
 //! (`/proc/<pid>/schedstat`); the report pairs each "on" round with the "off" round next to it
@@ -90,6 +90,15 @@ fn main() {
         }))
         .expect("python3 must be installed");
     let workers = children();
+    // Attached once and paused/resumed: "on" is the steady state a service runs in.
+    let handler = MetricsHandler::attach(
+        &dispatcher,
+        "metrics",
+        metric_catalog::dspex_metrics(),
+        1_000,
+    )
+    .expect("attach");
+    handler.pause();
     let run = || {
         rt.block_on(async {
             let tasks: Vec<_> = (0..callers)
@@ -114,15 +123,9 @@ fn main() {
     for round in 0..rounds {
         for k in 0..2 {
             let on = (k + round) % 2 == 1;
-            let handler = on.then(|| {
-                MetricsHandler::attach(
-                    &dispatcher,
-                    "metrics",
-                    metric_catalog::dspex_metrics(),
-                    1_000,
-                )
-                .expect("attach")
-            });
+            if on {
+                handler.resume().expect("resume");
+            }
             let (wall, own, theirs) = (Instant::now(), own_cpu_ns(), cpu_ns_of(&workers));
             run();
             let spent = [
@@ -133,8 +136,8 @@ fn main() {
             for (i, ns) in spent.iter().enumerate() {
                 per_call[usize::from(on)][i].push(ns / PER_ROUND as f64 / 1_000.0);
             }
-            if let Some(handler) = handler {
-                handler.detach();
+            if on {
+                handler.pause();
             }
         }
     }

@@ -1,11 +1,13 @@
 """The dspex-telemetry Python worker: serves calls from the Rust pool over a framed pipe.
 
-Protocol: each frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON.
-Requests arrive on stdin; replies leave on the process's original stdout, which the worker
-takes for itself at start: anything user code prints goes to stderr and cannot corrupt a frame.
+Protocol: each frame is a 4-byte big-endian length followed by that many bytes. A request's
+bytes are its trace header (ASCII, empty without a trace), a newline, then UTF-8 JSON; a reply's
+are UTF-8 JSON. Requests arrive on stdin; replies leave on the process's original stdout, which
+the worker takes for itself at start: anything user code prints goes to stderr and cannot
+corrupt a frame.
 
-Each request carries the caller's trace (traceparent, baggage, correlation id) as one string,
-which the worker keeps in a context variable and parses only when user code asks for it. When
+The trace header carries the caller's trace (traceparent, baggage, correlation id) as one
+string, which the worker keeps in a context variable and parses only when user code asks for it. When
 the Rust side listens for Python spans it also sends `"timed": true`: the worker then times the
 call as a span that is a child of the caller's span, and returns every span opened meanwhile
 (the call's own, and those user code opens with `dspex_span`) with the reply.
@@ -186,8 +188,7 @@ def _run(request):
     raise LookupError(f"unknown op {op!r}")
 
 
-def _serve_one(request):
-    trace = request.get("trace")
+def _serve_one(request, trace):
     # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
     # become its children. Timing the call and collecting spans happen only when asked for.
     timed = False
@@ -247,12 +248,14 @@ def main():
         body = _read_exact(proto_in, length)
         if body is None:
             return
+        trace, _, payload = body.partition(b"\n")
         try:
-            request = json.loads(body)
-        except ValueError as exc:
+            request = json.loads(payload)
+            trace = trace.decode("ascii") if trace else None
+        except ValueError as exc:  # UnicodeDecodeError included
             _write_frame(proto_out, {"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
             continue
-        contextvars.copy_context().run(lambda: _write_frame(proto_out, _serve_one(request)))
+        contextvars.copy_context().run(lambda: _write_frame(proto_out, _serve_one(request, trace)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ use dspex_telemetry_core::{
 use serde_json::{Map, Value, json};
 
 use crate::error::BridgeError;
-use crate::pool::{Pool, Reply};
+use crate::pool::{Interest, Pool, Reply};
 
 /// The longest `args` text put in event metadata (it goes to traces and logs, never labels).
 const ARGS_TEXT_LIMIT: usize = 256;
@@ -27,15 +27,42 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn truncated(text: String) -> String {
-    if text.len() <= ARGS_TEXT_LIMIT {
-        return text;
+/// `args` as JSON text for event metadata, cut after [`ARGS_TEXT_LIMIT`] bytes (at a character
+/// boundary, marked `…`). Serialization stops at the limit, so large arguments cost no more
+/// than small ones.
+pub(crate) fn args_text(args: &[Value]) -> String {
+    /// Takes bytes until it holds one more than the limit, then refuses the rest.
+    struct Bounded(Vec<u8>);
+    impl std::io::Write for Bounded {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = (ARGS_TEXT_LIMIT + 1).saturating_sub(self.0.len());
+            if room == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let n = buf.len().min(room);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    let mut end = ARGS_TEXT_LIMIT;
-    while !text.is_char_boundary(end) {
+    let mut out = Bounded(Vec::with_capacity(64));
+    // An error here means the limit was reached: what was written is what is wanted.
+    let _ = serde_json::to_writer(&mut out, args);
+    let mut bytes = out.0;
+    let cut = bytes.len() > ARGS_TEXT_LIMIT;
+    let mut end = bytes.len().min(ARGS_TEXT_LIMIT);
+    // Back up to a character boundary (serde_json writes UTF-8; the cut may split a character).
+    while std::str::from_utf8(&bytes[..end]).is_err() {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    bytes.truncate(end);
+    let mut text = String::from_utf8(bytes).unwrap_or_default();
+    if cut {
+        text.push('…');
+    }
+    text
 }
 
 impl Pool {
@@ -65,14 +92,9 @@ impl Pool {
     ) -> Result<Value, BridgeError> {
         let dispatcher = self.config().dispatcher.clone();
         let mut md = metadata! { "module" => module, "function" => function };
-        if dispatcher.has_handlers(catalog::BRIDGE_CALL.start())
-            || dispatcher.has_handlers(catalog::BRIDGE_CALL.stop())
-        {
+        if self.interest() & Interest::CALL_ARGS != 0 {
             // Only for traces and logs: never a label.
-            md.insert(
-                "args",
-                truncated(serde_json::to_string(&args).unwrap_or_default()),
-            );
+            md.insert("args", args_text(&args));
         }
         dispatcher
             .try_span_async(&catalog::BRIDGE_CALL, md, async {
@@ -111,10 +133,10 @@ impl Pool {
     /// Emits the spans a worker returned, inside the current (bridge call) context: the
     /// worker's side of the call (`name`, timed by the worker) and the blocks its code timed.
     pub(crate) fn emit_python_spans(&self, reply: &Reply, name: impl FnOnce() -> String) {
-        let dispatcher = &self.config().dispatcher;
-        if !dispatcher.has_handlers(&catalog::PYTHON_SPAN) {
+        if self.interest() & Interest::PYTHON_SPAN == 0 {
             return;
         }
+        let dispatcher = &self.config().dispatcher;
         let Some(ctx) = context::current() else {
             return;
         };
@@ -237,5 +259,28 @@ impl Pool {
                 }
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_text_is_the_json_cut_at_the_limit_on_a_character_boundary() {
+        let short = vec![json!(-3), json!("two")];
+        assert_eq!(args_text(&short), r#"[-3,"two"]"#);
+
+        let exact = vec![json!("x".repeat(ARGS_TEXT_LIMIT - 4))];
+        assert_eq!(args_text(&exact).len(), ARGS_TEXT_LIMIT);
+        assert!(!args_text(&exact).ends_with('…'));
+
+        // A megabyte of arguments: the text is the first bytes of its JSON, marked as cut.
+        let big = vec![json!("é".repeat(500_000)), json!({"k": [1, 2, 3]})];
+        let text = args_text(&big);
+        let full = serde_json::to_string(&big).unwrap();
+        let kept = text.strip_suffix('…').expect("marked as cut");
+        assert!(full.starts_with(kept));
+        assert!(kept.len() <= ARGS_TEXT_LIMIT && kept.len() >= ARGS_TEXT_LIMIT - 3);
     }
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use dspex_telemetry_core::{Dispatcher, Measurements, Metadata, SpanId, catalog, context};
+use dspex_telemetry_core::{
+    Dispatcher, Measurements, Metadata, SpanId, TraceContext, catalog, context,
+};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{BridgeError, StartError};
-use crate::protocol::{FrameError, read_frame, write_frame};
+use crate::protocol::{FrameError, read_frame, write_request};
 
 /// The worker script, shipped inside the crate (standard library only).
 pub const WORKER_SCRIPT: &str = include_str!("../python/dspex_worker.py");
@@ -88,16 +90,66 @@ struct Job {
     enqueued: Instant,
     deadline: Instant,
     timeout: Duration,
-    /// The caller's trace context, for the events the worker's side emits about this job.
-    ctx: Option<dspex_telemetry_core::TraceContext>,
+    /// The caller's trace context: sent to the worker, and current for the events the
+    /// worker's side emits about this job.
+    ctx: Option<TraceContext>,
+    /// The span id the worker's side of the call takes (with a trace only).
+    python_span_id: Option<SpanId>,
     /// For a job bound to one worker (a method of an object it holds): the worker generation
     /// that holds the object. A replaced worker lost its objects.
     pinned_generation: Option<u64>,
     reply: oneshot::Sender<Result<Reply, BridgeError>>,
 }
 
+/// Which of the calls' per-request events have handlers, cached against the dispatcher's
+/// generation: one atomic load per request instead of a table lookup per event.
+#[derive(Default)]
+pub(crate) struct Interest {
+    /// `(generation + 1) << 8 | bits`; zero before the first check.
+    cached: AtomicU64,
+}
+
+impl Interest {
+    /// `[:dspex, :pool, :request, :queued]`.
+    pub(crate) const QUEUED: u64 = 1;
+    /// `[:dspex, :pool, :request, :dispatched]`.
+    pub(crate) const DISPATCHED: u64 = 2;
+    /// `[:dspex, :python, :span]`.
+    pub(crate) const PYTHON_SPAN: u64 = 4;
+    /// The bridge call's `start` or `stop` (which carry the `args` text).
+    pub(crate) const CALL_ARGS: u64 = 8;
+
+    pub(crate) fn get(&self, dispatcher: &Dispatcher) -> u64 {
+        let tag = (dispatcher.generation() + 1) << 8;
+        let cached = self.cached.load(Ordering::Relaxed);
+        if cached & !0xff == tag {
+            return cached & 0xff;
+        }
+        let bit = |on: bool, bit: u64| if on { bit } else { 0 };
+        let bits = bit(
+            dispatcher.has_handlers(&catalog::POOL_REQUEST_QUEUED),
+            Self::QUEUED,
+        ) | bit(
+            dispatcher.has_handlers(&catalog::POOL_REQUEST_DISPATCHED),
+            Self::DISPATCHED,
+        ) | bit(
+            dispatcher.has_handlers(&catalog::PYTHON_SPAN),
+            Self::PYTHON_SPAN,
+        ) | bit(
+            dispatcher.has_handlers(catalog::BRIDGE_CALL.start())
+                || dispatcher.has_handlers(catalog::BRIDGE_CALL.stop()),
+            Self::CALL_ARGS,
+        );
+        // A racing thread may store an older answer; its tag no longer matches, so the next
+        // check computes again.
+        self.cached.store(tag | bits, Ordering::Relaxed);
+        bits
+    }
+}
+
 struct Inner {
     config: PoolConfig,
+    interest: Interest,
     tx: mpsc::Sender<Job>,
     rx: Mutex<mpsc::Receiver<Job>>,
     closing: watch::Sender<bool>,
@@ -208,6 +260,7 @@ impl Pool {
             starting: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            interest: Interest::default(),
             tasks: StdMutex::new(Vec::new()),
             config,
         });
@@ -241,6 +294,11 @@ impl Pool {
     /// The pool's configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.inner.config
+    }
+
+    /// Which per-request events have handlers now ([`Interest`] bits).
+    pub(crate) fn interest(&self) -> u64 {
+        self.inner.interest.get(&self.inner.config.dispatcher)
     }
 
     /// Worker and queue counts now.
@@ -281,7 +339,14 @@ impl Pool {
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         message.insert("id".into(), json!(id));
-        let python_span_id = trace_wire(&inner.config.dispatcher, &mut message);
+        let ctx = context::current();
+        let python_span_id = ctx.as_ref().map(|_| SpanId::random());
+        let interest = inner.interest.get(&inner.config.dispatcher);
+        // The worker times the call and returns the spans its code opened only when someone
+        // listens for them.
+        if ctx.is_some() && interest & Interest::PYTHON_SPAN != 0 {
+            message.insert("timed".into(), Value::Bool(true));
+        }
         let (reply, outcome) = oneshot::channel();
         let now = Instant::now();
         let timeout = timeout.unwrap_or(inner.config.call_timeout);
@@ -292,7 +357,8 @@ impl Pool {
             enqueued: now,
             deadline,
             timeout,
-            ctx: context::current(),
+            ctx,
+            python_span_id,
             pinned_generation: pin.map(|(_, generation)| generation),
             reply,
         };
@@ -303,6 +369,7 @@ impl Pool {
             None => &inner.tx,
         };
         match queue.try_send(job) {
+            Ok(()) if interest & Interest::QUEUED == 0 => {}
             Ok(()) => emit(
                 &inner.config.dispatcher,
                 &catalog::POOL_REQUEST_QUEUED,
@@ -370,37 +437,25 @@ fn health(inner: &Inner) -> PoolHealth {
     }
 }
 
-/// The caller's trace as the worker receives it, with the id of the span the worker's side of
-/// the call will be (the caller's span is its parent).
-/// Adds the current trace to a request, and `"timed": true` when someone listens for Python
-/// spans (the worker then times the call and returns the spans its code opened). Returns the
-/// span id the worker's side of the call takes.
-fn trace_wire(dispatcher: &Dispatcher, message: &mut Map<String, Value>) -> Option<SpanId> {
-    let ctx = context::current()?;
-    let span_id = SpanId::random();
-    // One string, cheap to encode here and to decode there, parsed by the worker only when
-    // user code asks: "<traceparent> <span id> <correlation id> <baggage>", the correlation id
-    // empty when it is the trace id. No part holds a space (W3C formats; a correlation id is
-    // printable ASCII).
-    let mut wire = String::with_capacity(96);
-    ctx.traceparent().push_header(&mut wire);
-    wire.push(' ');
-    span_id.push_hex(&mut wire);
-    wire.push(' ');
+/// Writes the trace a request carries to its worker, as the worker reads it:
+/// `"<traceparent> <span id of the worker's side> <correlation id> <baggage>"`, the correlation
+/// id empty when it is the trace id. No part holds a space or a newline (W3C formats; a
+/// correlation id is printable ASCII without spaces), so the worker splits it cheaply, and only
+/// when user code asks for it.
+fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut String) {
+    ctx.traceparent().push_header(out);
+    out.push(' ');
+    span_id.push_hex(out);
+    out.push(' ');
     let explicit = ctx.explicit_correlation_id();
     if let Some(id) = explicit {
-        wire.push_str(id.as_str());
+        out.push_str(id.as_str());
     }
-    wire.push(' ');
+    out.push(' ');
     // The baggage a call sends carries an explicit correlation id too.
     if explicit.is_some() || !ctx.baggage().is_empty() {
-        wire.push_str(&ctx.outgoing_baggage().to_header());
+        out.push_str(&ctx.outgoing_baggage().to_header());
     }
-    message.insert("trace".into(), Value::String(wire));
-    if dispatcher.has_handlers(&catalog::PYTHON_SPAN) {
-        message.insert("timed".into(), Value::Bool(true));
-    }
-    Some(span_id)
 }
 
 async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, String> {
@@ -588,6 +643,8 @@ async fn serve(
 ) -> (&'static str, i64) {
     let generation = inner.generations[worker_id].load(Ordering::Acquire);
     inner.idle.fetch_add(1, Ordering::Relaxed);
+    // Reused for every request this worker serves.
+    let (mut frame, mut header) = (Vec::with_capacity(512), String::with_capacity(128));
     let outcome = loop {
         let job = match next_job(inner, pinned, &mut worker.child).await {
             Next::Job(job) => job,
@@ -608,29 +665,38 @@ async fn serve(
                 .send(Err(BridgeError::DeadlineExceeded(job.timeout)));
             continue;
         }
-        // In the caller's trace: the queue wait belongs to the request.
-        let _scope = job.ctx.clone().map(|ctx| ctx.attach());
-        emit(
-            &inner.config.dispatcher,
-            &catalog::POOL_REQUEST_DISPATCHED,
-            Measurements::new()
-                .with("queue_time", job.enqueued.elapsed().as_nanos() as u64)
-                .with("queue_depth", depth),
-            Metadata::new()
-                .with("pool", inner.config.name.as_str())
-                .with("operation", job.operation)
-                .with("worker_id", worker_id),
-        );
-        drop(_scope);
+        let queue_time = job.enqueued.elapsed().as_nanos() as u64;
         inner.idle.fetch_sub(1, Ordering::Relaxed);
         inner.busy.fetch_add(1, Ordering::Relaxed);
         let id = job.message.get("id").cloned();
         let job_timeout = job.timeout;
         let message = Value::Object(job.message);
+        header.clear();
+        if let (Some(ctx), Some(span_id)) = (&job.ctx, job.python_span_id) {
+            trace_header(ctx, span_id, &mut header);
+        }
         let max = inner.config.max_frame_bytes;
+        let ctx = job.ctx;
         let exchange = async {
             let stdin = worker.stdin.as_mut().ok_or(FrameError::Closed)?;
-            write_frame(stdin, &message).await?;
+            let written = write_request(stdin, &mut frame, &header, &message).await;
+            // Emitted once the worker has the request, so that handlers run while it works.
+            // In the caller's trace: the queue wait belongs to the request.
+            if inner.interest.get(&inner.config.dispatcher) & Interest::DISPATCHED != 0 {
+                let _scope = ctx.map(TraceContext::attach);
+                emit(
+                    &inner.config.dispatcher,
+                    &catalog::POOL_REQUEST_DISPATCHED,
+                    Measurements::new()
+                        .with("queue_time", queue_time)
+                        .with("queue_depth", depth),
+                    Metadata::new()
+                        .with("pool", inner.config.name.as_str())
+                        .with("operation", job.operation)
+                        .with("worker_id", worker_id),
+                );
+            }
+            written?;
             read_frame(&mut worker.stdout, max).await
         };
         let result = tokio::time::timeout_at(job.deadline, exchange).await;

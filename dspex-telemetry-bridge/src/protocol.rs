@@ -1,5 +1,6 @@
 //! The framed protocol between the pool and a worker: a 4-byte big-endian length, then that
-//! many bytes of UTF-8 JSON.
+//! many bytes. A reply's bytes are UTF-8 JSON; a request's are its trace header (see
+//! [`write_request`]), a newline, then UTF-8 JSON.
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,19 +22,28 @@ pub(crate) enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
+/// Writes a request: the frame's body is the request's trace header (empty when it has no
+/// trace), a newline, then the JSON. The header stays out of the JSON so that neither side
+/// escapes or parses it per call; JSON as written here holds no raw newline. `buf` is reused
+/// from one request to the next.
+pub(crate) async fn write_request<W: AsyncWrite + Unpin>(
     out: &mut W,
+    buf: &mut Vec<u8>,
+    trace_header: &str,
     message: &Value,
 ) -> Result<(), FrameError> {
-    let body = serde_json::to_vec(message).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
-        len: body.len(),
+    debug_assert!(!trace_header.contains('\n'));
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(trace_header.as_bytes());
+    buf.push(b'\n');
+    serde_json::to_writer(&mut *buf, message).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = u32::try_from(buf.len() - 4).map_err(|_| FrameError::TooLarge {
+        len: buf.len() - 4,
         max: u32::MAX as usize,
     })?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&body);
-    out.write_all(&frame).await?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    out.write_all(buf).await?;
     out.flush().await?;
     Ok(())
 }
@@ -68,8 +78,33 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_bad_ones_are_errors() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        let msg = serde_json::json!({"id": 1, "ok": true, "result": [1, "two"]});
-        write_frame(&mut a, &msg).await.unwrap();
+        let msg = serde_json::json!({"id": 1, "ok": true, "result": [1, "two\nlines"]});
+        let mut buf = vec![9; 3];
+        write_request(&mut a, &mut buf, "00-trace", &msg)
+            .await
+            .unwrap();
+        let mut header = [0u8; 4];
+        b.read_exact(&mut header).await.unwrap();
+        let mut body = vec![0; u32::from_be_bytes(header) as usize];
+        b.read_exact(&mut body).await.unwrap();
+        let newline = body.iter().position(|&c| c == b'\n').unwrap();
+        assert_eq!(&body[..newline], b"00-trace");
+        let json: Value = serde_json::from_slice(&body[newline + 1..]).unwrap();
+        assert_eq!(json, msg);
+        // Without a trace the header is empty; the buffer is reused.
+        write_request(&mut a, &mut buf, "", &msg).await.unwrap();
+        assert_eq!(
+            &buf[4..],
+            [&b"\n"[..], &serde_json::to_vec(&msg).unwrap()].concat()
+        );
+        b.read_exact(&mut vec![0; buf.len()]).await.unwrap();
+
+        // A reply is JSON alone.
+        let reply = serde_json::to_vec(&msg).unwrap();
+        a.write_all(&(reply.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        a.write_all(&reply).await.unwrap();
         assert_eq!(read_frame(&mut b, 1024).await.unwrap(), msg);
 
         a.write_all(&100_000u32.to_be_bytes()).await.unwrap();

@@ -629,3 +629,56 @@ async fn python_spans_are_collected_only_while_someone_listens() {
     assert_eq!(*spans.lock().unwrap(), 4);
     pool.shutdown().await;
 }
+
+/// Drives the worker script directly with raw request frames (trace header, newline, JSON).
+#[test]
+fn the_worker_answers_a_bad_request_frame_with_a_protocol_error_and_keeps_serving() {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("python3")
+        .args(["-u", "-c", dspex_telemetry_bridge::WORKER_SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let (mut input, mut output) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut read_reply = move || -> Value {
+        let mut len = [0u8; 4];
+        output.read_exact(&mut len).unwrap();
+        let mut reply = vec![0; u32::from_be_bytes(len) as usize];
+        output.read_exact(&mut reply).unwrap();
+        serde_json::from_slice(&reply).unwrap()
+    };
+    let ready = read_reply();
+    let mut exchange = |body: &[u8]| -> Value {
+        input.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        input.write_all(body).unwrap();
+        input.flush().unwrap();
+        read_reply()
+    };
+    assert_eq!(ready["ready"], json!(true));
+    let ping = br#"{"op": "ping", "id": 7}"#;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // A header that is not ASCII, and a frame with no newline: errors, not crashes.
+    for bad in [[&b"\xff\xfe\n"[..], ping].concat(), ping.to_vec()] {
+        let reply = exchange(&bad);
+        assert_eq!(reply["ok"], json!(false), "{reply}");
+        assert_eq!(reply["error"]["type"], json!("ProtocolError"), "{reply}");
+    }
+    // A good one is served, with the trace the header carried.
+    let header = format!("{traceparent} 1234567890abcdef  ");
+    let reply = exchange(&[header.as_bytes(), b"\n", ping].concat());
+    assert_eq!(
+        (reply["ok"].clone(), reply["id"].clone()),
+        (json!(true), json!(7))
+    );
+    assert_eq!(
+        reply["trace_seen"]["trace_id"],
+        json!("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(reply["trace_seen"]["span_id"], json!("1234567890abcdef"));
+    // Without a header: no trace.
+    let reply = exchange(&[b"\n", &ping[..]].concat());
+    assert_eq!(reply["trace_seen"]["trace_id"], Value::Null);
+    drop(input);
+    assert!(child.wait().unwrap().success());
+}

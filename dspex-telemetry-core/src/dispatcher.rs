@@ -364,6 +364,65 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Attaches several handlers, each to one event under its own id, in one step: the routing
+    /// table is rebuilt once, not once per handler. All or nothing: errors (attaching none) if
+    /// an id is attached already or given twice.
+    ///
+    /// ```
+    /// use dspex_telemetry_core::{Dispatcher, Event, EventName, Handler};
+    /// let dispatcher = Dispatcher::new();
+    /// let handlers: Vec<(String, EventName, Box<dyn Handler>)> = vec![
+    ///     ("a".into(), EventName::from_static(&["app", "a"]), Box::new(|_: &Event<'_>| {})),
+    ///     ("b".into(), EventName::from_static(&["app", "b"]), Box::new(|_: &Event<'_>| {})),
+    /// ];
+    /// dispatcher.attach_all(handlers).unwrap();
+    /// assert_eq!(dispatcher.list_handlers(None).len(), 2);
+    /// assert_eq!(dispatcher.detach_all(&["a", "b", "c"]), 2);
+    /// ```
+    pub fn attach_all(
+        &self,
+        handlers: impl IntoIterator<Item = (String, EventName, Box<dyn Handler>)>,
+    ) -> Result<(), AttachError> {
+        let new: Vec<Arc<Registration>> = handlers
+            .into_iter()
+            .map(|(id, event, handler)| {
+                Arc::new(Registration {
+                    id,
+                    subscriptions: vec![Subscription::Event(event)],
+                    handler,
+                })
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        for (i, reg) in new.iter().enumerate() {
+            let taken = state.registrations.iter().any(|r| r.id == reg.id)
+                || new[..i].iter().any(|r| r.id == reg.id);
+            if taken {
+                return Err(AttachError::AlreadyExists(reg.id.clone()));
+            }
+        }
+        state.registrations.extend(new);
+        let old_table = self.publish(&mut state);
+        drop(state);
+        drop(old_table);
+        Ok(())
+    }
+
+    /// Detaches the handlers attached under these ids in one step (see [`Dispatcher::detach`]);
+    /// returns how many were attached.
+    pub fn detach_all(&self, ids: &[impl AsRef<str>]) -> usize {
+        let mut count = 0;
+        self.remove(|r| {
+            let hit = ids.iter().any(|id| id.as_ref() == r.id);
+            count += usize::from(hit);
+            hit
+        });
+        count
+    }
+
     /// Detaches the handler attached under `id`: no dispatch that starts after `detach`
     /// returns calls it. It is dropped when no thread holds the old routing table any more: at once on
     /// this thread, at their next dispatch on this dispatcher (or exit) on the others.
@@ -375,7 +434,7 @@ impl Dispatcher {
 
     /// Removes the registrations `matches` selects; whether there were any. What is removed
     /// is dropped after the lock is released: a handler's `Drop` may emit events.
-    fn remove(&self, matches: impl Fn(&Registration) -> bool) -> bool {
+    fn remove(&self, mut matches: impl FnMut(&Registration) -> bool) -> bool {
         let (removed, old_table) = {
             let mut state = self.lock();
             let (removed, kept) = std::mem::take(&mut state.registrations)
@@ -455,6 +514,22 @@ impl Dispatcher {
                 }
             }
         });
+    }
+
+    /// A number that grows whenever a handler is attached or detached (one atomic load).
+    /// Answers of [`Dispatcher::has_handlers`] stay true while it does not change, so a hot
+    /// path may cache them against it.
+    ///
+    /// ```
+    /// use dspex_telemetry_core::{Dispatcher, Event, EventName};
+    /// let dispatcher = Dispatcher::new();
+    /// let before = dispatcher.generation();
+    /// dispatcher.attach("h", EventName::from_static(&["app", "done"]), |_: &Event<'_>| {}).unwrap();
+    /// assert!(dispatcher.generation() > before);
+    /// ```
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// Whether `execute(event, …)` would call any handler now.

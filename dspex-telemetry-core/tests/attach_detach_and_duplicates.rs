@@ -53,6 +53,51 @@ fn an_id_attached_twice_is_an_error_and_the_first_handler_stays() {
 }
 
 #[test]
+fn attach_all_attaches_every_handler_or_none() {
+    let d = Dispatcher::new();
+    let (a, ha) = counter();
+    let (b, hb) = counter();
+    let boxed = |h: Box<dyn dspex_telemetry_core::Handler>| h;
+    let generation = d.generation();
+    d.attach_all([
+        ("a".to_owned(), A, boxed(Box::new(ha))),
+        ("b".to_owned(), B, boxed(Box::new(hb))),
+    ])
+    .unwrap();
+    assert_eq!(d.generation(), generation + 1, "one table for both");
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    d.execute(&B, &Measurements::new(), &Metadata::new());
+    assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 1));
+
+    // A taken id, or one given twice: nothing is attached.
+    let (c, hc) = counter();
+    let (_, hd) = counter();
+    assert_eq!(
+        d.attach_all([
+            ("c".to_owned(), A, boxed(Box::new(hc))),
+            ("a".to_owned(), A, boxed(Box::new(hd))),
+        ]),
+        Err(AttachError::AlreadyExists("a".into()))
+    );
+    let (_, he) = counter();
+    let (_, hf) = counter();
+    assert_eq!(
+        d.attach_all([
+            ("e".to_owned(), A, boxed(Box::new(he))),
+            ("e".to_owned(), B, boxed(Box::new(hf))),
+        ]),
+        Err(AttachError::AlreadyExists("e".into()))
+    );
+    d.execute(&A, &Measurements::new(), &Metadata::new());
+    assert_eq!(c.load(Ordering::SeqCst), 0);
+    assert_eq!(d.list_handlers(None).len(), 2);
+
+    assert_eq!(d.detach_all(&["a", "b", "missing"]), 2);
+    assert!(d.list_handlers(None).is_empty());
+    assert_eq!(d.detach_all(&["a"]), 0);
+}
+
+#[test]
 fn attach_many_and_prefix_subscriptions_receive_every_matching_event() {
     let d = Dispatcher::new();
     let (many, h1) = counter();

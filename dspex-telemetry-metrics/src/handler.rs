@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrayvec::ArrayVec;
-use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName};
+use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName, Handler};
 use metrics::{Key, Label};
 
 use crate::append_only::AppendOnlyMap;
@@ -291,11 +291,22 @@ impl MetricGroup {
 /// let op = recorder.operation("dspex_bridge_call_method", &[("method", "dspy.Predict")]).unwrap();
 /// assert_eq!(op.count, 1);
 /// ```
-#[derive(Debug)]
 pub struct MetricsHandler {
     dispatcher: Dispatcher,
     ids: Vec<String>,
+    /// Per event handled (in the order of `ids`): the event and its metric groups, with the
+    /// label sets they resolved, kept across [`MetricsHandler::pause`] and `resume`.
+    routes: Vec<(EventName, Arc<[MetricGroup]>)>,
     overflowed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MetricsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsHandler")
+            .field("ids", &self.ids)
+            .field("overflowed", &self.overflowed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MetricsHandler {
@@ -360,25 +371,47 @@ impl MetricsHandler {
                 }
             }
         }
-        let mut handler = MetricsHandler {
+        let handler = MetricsHandler {
             dispatcher: dispatcher.clone(),
-            ids: Vec::new(),
+            ids: by_event
+                .iter()
+                .map(|(event, _)| format!("{id}:{event}"))
+                .collect(),
+            routes: by_event
+                .into_iter()
+                .map(|(event, groups)| (event, groups.into()))
+                .collect(),
             overflowed,
         };
-        for (event, groups) in by_event {
-            let handler_id = format!("{id}:{event}");
-            let attached = dispatcher.attach(handler_id.clone(), event, move |e: &Event<'_>| {
-                for group in &groups {
-                    group.record(e);
-                }
-            });
-            if let Err(e) = attached {
-                handler.detach();
-                return Err(e.into());
-            }
-            handler.ids.push(handler_id);
-        }
+        handler.resume()?;
         Ok(handler)
+    }
+
+    /// Detaches the handlers but keeps the label sets they resolved, so that
+    /// [`MetricsHandler::resume`] starts where they left off. Events emitted meanwhile are not
+    /// recorded. Pausing a paused handler does nothing.
+    pub fn pause(&self) {
+        self.dispatcher.detach_all(&self.ids);
+    }
+
+    /// Attaches the handlers again (all in one step) after [`MetricsHandler::pause`]; errors
+    /// if one of the ids is attached (by this handler, not paused, or by another).
+    pub fn resume(&self) -> Result<(), MetricsError> {
+        let handlers = self
+            .ids
+            .iter()
+            .zip(&self.routes)
+            .map(|(id, (event, groups))| {
+                let groups = groups.clone();
+                let handler: Box<dyn Handler> = Box::new(move |e: &Event<'_>| {
+                    for group in groups.iter() {
+                        group.record(e);
+                    }
+                });
+                (id.clone(), event.clone(), handler)
+            });
+        self.dispatcher.attach_all(handlers)?;
+        Ok(())
     }
 
     /// How many label sets went to an overflow series because a metric was full.
@@ -391,11 +424,8 @@ impl MetricsHandler {
         &self.ids
     }
 
-    /// Detaches every handler.
+    /// Detaches every handler (those already detached, by hand or after a panic, are skipped).
     pub fn detach(self) {
-        for id in &self.ids {
-            // Already detached (by hand, or after a panic) is fine.
-            let _ = self.dispatcher.detach(id);
-        }
+        self.pause();
     }
 }

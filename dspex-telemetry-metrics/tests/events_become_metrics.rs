@@ -258,6 +258,53 @@ fn label_sets_past_the_cap_go_to_one_overflow_series() {
 }
 
 #[test]
+fn a_paused_handler_records_nothing_and_resumes_with_its_label_sets() {
+    let recorder = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    let d = Dispatcher::new();
+    let defs = vec![
+        MetricDefinition::counter("tool_calls_total", [catalog::TOOLS_EXECUTE.stop().clone()])
+            .tags(&["tool_name"]),
+        MetricDefinition::counter("queued_total", [catalog::POOL_REQUEST_QUEUED.clone()]),
+    ];
+    let stop = |name: &str| {
+        d.execute(
+            catalog::TOOLS_EXECUTE.stop(),
+            &measurements! {},
+            &metadata! { "tool_name" => name },
+        )
+    };
+    let total = |name: &str| {
+        recorder
+            .counter("tool_calls_total", &[("tool_name", name)])
+            .map_or(0, |c| c.total)
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let h = MetricsHandler::attach(&d, "m", defs, 1).unwrap();
+        assert_eq!(d.list_handlers(None).len(), 2, "one handler per event");
+        stop("a");
+        h.pause();
+        h.pause();
+        assert!(d.list_handlers(None).is_empty());
+        stop("a");
+        h.resume().unwrap();
+        // Already attached: refused, nothing changes.
+        assert!(matches!(h.resume(), Err(MetricsError::Attach(_))));
+        assert_eq!(d.list_handlers(None).len(), 2);
+        stop("a");
+        // The cap of one label set still counts the set resolved before the pause.
+        stop("b");
+        assert_eq!(h.overflowed(), 1);
+        h.detach();
+    });
+    assert_eq!(
+        total("a"),
+        2,
+        "the event emitted while paused was not recorded"
+    );
+    assert!(d.list_handlers(None).is_empty());
+}
+
+#[test]
 fn bad_definitions_are_refused_with_the_reason() {
     let d = Dispatcher::new();
     let attach =
