@@ -51,17 +51,16 @@ pub(crate) fn args_text(args: &[Value]) -> String {
     // An error here means the limit was reached: what was written is what is wanted.
     let _ = serde_json::to_writer(&mut out, args);
     let mut bytes = out.0;
-    let cut = bytes.len() > ARGS_TEXT_LIMIT;
-    let mut end = bytes.len().min(ARGS_TEXT_LIMIT);
+    if bytes.len() <= ARGS_TEXT_LIMIT {
+        return String::from_utf8(bytes).unwrap_or_default();
+    }
+    bytes.truncate(ARGS_TEXT_LIMIT);
     // Back up to a character boundary (serde_json writes UTF-8; the cut may split a character).
-    while std::str::from_utf8(&bytes[..end]).is_err() {
-        end -= 1;
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        bytes.truncate(e.valid_up_to());
     }
-    bytes.truncate(end);
     let mut text = String::from_utf8(bytes).unwrap_or_default();
-    if cut {
-        text.push('…');
-    }
+    text.push('…');
     text
 }
 

@@ -442,19 +442,19 @@ fn health(inner: &Inner) -> PoolHealth {
 /// id empty when it is the trace id. No part holds a space or a newline (W3C formats; a
 /// correlation id is printable ASCII without spaces), so the worker splits it cheaply, and only
 /// when user code asks for it.
-fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut String) {
-    ctx.traceparent().push_header(out);
-    out.push(' ');
-    span_id.push_hex(out);
-    out.push(' ');
+fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut Vec<u8>) {
+    out.extend_from_slice(&ctx.traceparent().header_bytes());
+    out.push(b' ');
+    out.extend_from_slice(&span_id.hex_bytes());
+    out.push(b' ');
     let explicit = ctx.explicit_correlation_id();
     if let Some(id) = explicit {
-        out.push_str(id.as_str());
+        out.extend_from_slice(id.as_str().as_bytes());
     }
-    out.push(' ');
+    out.push(b' ');
     // The baggage a call sends carries an explicit correlation id too.
     if explicit.is_some() || !ctx.baggage().is_empty() {
-        out.push_str(&ctx.outgoing_baggage().to_header());
+        out.extend_from_slice(ctx.outgoing_baggage().to_header().as_bytes());
     }
 }
 
@@ -644,7 +644,7 @@ async fn serve(
     let generation = inner.generations[worker_id].load(Ordering::Acquire);
     inner.idle.fetch_add(1, Ordering::Relaxed);
     // Reused for every request this worker serves.
-    let (mut frame, mut header) = (Vec::with_capacity(512), String::with_capacity(128));
+    let (mut frame, mut header) = (Vec::with_capacity(512), Vec::with_capacity(128));
     let outcome = loop {
         let job = match next_job(inner, pinned, &mut worker.child).await {
             Next::Job(job) => job,

@@ -29,13 +29,13 @@ pub(crate) enum FrameError {
 pub(crate) async fn write_request<W: AsyncWrite + Unpin>(
     out: &mut W,
     buf: &mut Vec<u8>,
-    trace_header: &str,
+    trace_header: &[u8],
     message: &Value,
 ) -> Result<(), FrameError> {
-    debug_assert!(!trace_header.contains('\n'));
+    debug_assert!(!trace_header.contains(&b'\n'));
     buf.clear();
     buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(trace_header.as_bytes());
+    buf.extend_from_slice(trace_header);
     buf.push(b'\n');
     serde_json::to_writer(&mut *buf, message).map_err(|e| FrameError::Malformed(e.to_string()))?;
     let len = u32::try_from(buf.len() - 4).map_err(|_| FrameError::TooLarge {
@@ -80,7 +80,7 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1024);
         let msg = serde_json::json!({"id": 1, "ok": true, "result": [1, "two\nlines"]});
         let mut buf = vec![9; 3];
-        write_request(&mut a, &mut buf, "00-trace", &msg)
+        write_request(&mut a, &mut buf, b"00-trace", &msg)
             .await
             .unwrap();
         let mut header = [0u8; 4];
@@ -92,7 +92,7 @@ mod tests {
         let json: Value = serde_json::from_slice(&body[newline + 1..]).unwrap();
         assert_eq!(json, msg);
         // Without a trace the header is empty; the buffer is reused.
-        write_request(&mut a, &mut buf, "", &msg).await.unwrap();
+        write_request(&mut a, &mut buf, b"", &msg).await.unwrap();
         assert_eq!(
             &buf[4..],
             [&b"\n"[..], &serde_json::to_vec(&msg).unwrap()].concat()

@@ -539,11 +539,19 @@ impl Dispatcher {
             && self.with_table(|t| t.has_handlers(event))
     }
 
-    /// Whether any of the events has a handler: one table read for all of them.
+    /// Which of the events have a handler, as bits (bit `i` for `events[i]`): one table read
+    /// for all of them.
     #[inline]
-    pub(crate) fn has_handlers_any(&self, events: [&EventName; 3]) -> bool {
-        self.inner.attached.load(Ordering::Relaxed) != 0
-            && self.with_table(|t| events.iter().any(|e| t.has_handlers(e)))
+    pub(crate) fn handled_of(&self, events: [&EventName; 3]) -> u8 {
+        if self.inner.attached.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.with_table(|t| {
+            events
+                .iter()
+                .enumerate()
+                .fold(0, |bits, (i, e)| bits | (u8::from(t.has_handlers(e)) << i))
+        })
     }
 
     #[inline]

@@ -55,6 +55,16 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     f.write_str(hex_digits(bytes, &mut [0; 32]))
 }
 
+/// Writes the lowercase hex of `bytes` into `out` (twice as long).
+#[inline]
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+}
+
 /// Appends the lowercase hex of `bytes` (at most 16) to `out`.
 #[inline]
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -105,6 +115,14 @@ macro_rules! hex_id {
             #[inline]
             pub fn push_hex(&self, out: &mut String) {
                 push_hex(out, &self.0);
+            }
+
+            /// The lowercase hex form as ASCII bytes.
+            #[inline]
+            pub fn hex_bytes(&self) -> [u8; $len * 2] {
+                let mut out = [0; $len * 2];
+                hex_into(&self.0, &mut out);
+                out
             }
 
             /// Parses lowercase hex, refusing the all-zero id.

@@ -67,10 +67,14 @@ impl SpanPrefix {
         &self.exception
     }
 
+    /// The three names, in the order of the [`START`] bit and the next two.
     fn names(&self) -> [&EventName; 3] {
         [&self.start, &self.stop, &self.exception]
     }
 }
+
+/// The bit of `start` in [`Dispatcher::handled_of`] over [`SpanPrefix::names`].
+const START: u8 = 1;
 
 /// Whether a span opens a trace context when none is current.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -180,7 +184,8 @@ impl Dispatcher {
         failed: impl FnOnce(&R) -> Option<String>,
         policy: ContextPolicy,
     ) -> R {
-        if !self.has_handlers_any(prefix.names()) {
+        let handled = self.handled_of(prefix.names());
+        if handled == 0 {
             return match policy {
                 ContextPolicy::WhenObserved => f().0,
                 ContextPolicy::Always => span_context().in_scope(f).0,
@@ -188,7 +193,9 @@ impl Dispatcher {
         }
         let _scope = span_context().attach();
         let started = now();
-        self.execute(&prefix.start, &start_measurements(started), &metadata);
+        if handled & START != 0 {
+            self.execute(&prefix.start, &start_measurements(started), &metadata);
+        }
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok((result, extra)) => {
                 if !extra.is_empty() {
@@ -330,18 +337,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = self.project();
         if let SpanState::NotStarted = this.state {
-            *this.state = if this.dispatcher.has_handlers_any(this.prefix.names()) {
+            let handled = this.dispatcher.handled_of(this.prefix.names());
+            *this.state = if handled != 0 {
                 let ctx = span_context();
                 let started = now();
-                let empty = Metadata::new();
-                let metadata = this.metadata.as_ref().unwrap_or(&empty);
-                ctx.in_scope(|| {
-                    this.dispatcher.execute(
-                        &this.prefix.start,
-                        &start_measurements(started),
-                        metadata,
-                    )
-                });
+                if handled & START != 0 {
+                    let empty = Metadata::new();
+                    let metadata = this.metadata.as_ref().unwrap_or(&empty);
+                    ctx.in_scope(|| {
+                        this.dispatcher.execute(
+                            &this.prefix.start,
+                            &start_measurements(started),
+                            metadata,
+                        )
+                    });
+                }
                 SpanState::Running { started, ctx }
             } else {
                 SpanState::Unobserved
@@ -359,7 +369,7 @@ where
         let (failure, value, panic) = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready((value, extra))) => {
-                if let Some(metadata) = this.metadata.as_mut() {
+                if let Some(metadata) = this.metadata.as_mut().filter(|_| !extra.is_empty()) {
                     metadata.extend(extra);
                 }
                 let failure = (this.failed)(&value).map(|reason| ("error", reason));

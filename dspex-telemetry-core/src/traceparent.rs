@@ -94,12 +94,24 @@ impl TraceParent {
     /// assert_eq!(out, header);
     /// ```
     pub fn push_header(&self, out: &mut String) {
-        out.push_str("00-");
-        self.trace_id.push_hex(out);
-        out.push('-');
-        self.parent_id.push_hex(out);
-        out.push('-');
-        crate::ids::push_hex(out, &[self.flags.bits()]);
+        // Only ASCII was written.
+        out.push_str(std::str::from_utf8(&self.header_bytes()).unwrap_or_default());
+    }
+
+    /// The version 00 header value as ASCII bytes (55 of them), for writers of bytes.
+    ///
+    /// ```
+    /// use dspex_telemetry_core::TraceParent;
+    /// let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// assert_eq!(&TraceParent::parse(header).unwrap().header_bytes(), header.as_bytes());
+    /// ```
+    pub fn header_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        crate::ids::hex_into(&self.trace_id.to_bytes(), &mut out[3..35]);
+        crate::ids::hex_into(&self.parent_id.to_bytes(), &mut out[36..52]);
+        crate::ids::hex_into(&[self.flags.bits()], &mut out[53..55]);
+        out
     }
 }
 
