@@ -236,12 +236,27 @@ impl PartialEq for EventName {
             return false;
         }
         match (&self.prefix, &other.prefix) {
-            (Segments::Static(a), Segments::Static(b)) if self.phase == other.phase => {
-                std::ptr::eq(*a, *b) || a == b
+            // The same split into prefix and phase: compare the parts, pointers first.
+            (Segments::Static(a), Segments::Static(b))
+                if self.phase.is_some() == other.phase.is_some() && a.len() == b.len() =>
+            {
+                let same_phase = match (self.phase, other.phase) {
+                    (Some(x), Some(y)) => same_str(x, y),
+                    _ => true,
+                };
+                same_phase
+                    && (std::ptr::eq(*a, *b) || a.iter().zip(*b).all(|(x, y)| same_str(x, y)))
             }
             _ => self.len() == other.len() && self.segments().eq(other.segments()),
         }
     }
+}
+
+/// String equality that skips reading the bytes when both are the same string (static names
+/// usually are): equal names are the common case, since their hashes matched first.
+#[inline]
+fn same_str(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
 
 impl Eq for EventName {}

@@ -265,7 +265,7 @@ impl<'a> Measurements<'a> {
     #[inline]
     pub fn insert(&mut self, key: &'a str, value: impl Into<Number>) {
         let value = value.into();
-        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
             entry.1 = value;
             return;
         }
@@ -277,7 +277,7 @@ impl<'a> Measurements<'a> {
     pub fn get(&self, key: &str) -> Option<Number> {
         self.entries
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| same_key(k, &key))
             .map(|(_, v)| *v)
     }
 
@@ -334,7 +334,7 @@ impl<'a> Metadata<'a> {
     pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: impl Into<Value<'a>>) {
         let key = key.into();
         let value = value.into();
-        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
             entry.1 = value;
             return;
         }
@@ -351,7 +351,10 @@ impl<'a> Metadata<'a> {
     /// The value under `key`.
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| same_key(k, key))
+            .map(|(_, v)| v)
     }
 
     /// The entries in insertion order.
@@ -452,4 +455,11 @@ mod tests {
         assert_eq!(Number::Int(7).as_i64(), Some(7));
         assert_eq!(Number::Float(7.0).as_i64(), None);
     }
+}
+
+/// Key equality that skips reading the bytes when both are the same string (keys are usually
+/// literals).
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
