@@ -265,7 +265,7 @@ impl<'a> Measurements<'a> {
     #[inline]
     pub fn insert(&mut self, key: &'a str, value: impl Into<Number>) {
         let value = value.into();
-        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
+        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| same_key(k, key)) {
             entry.1 = value;
             return;
         }
@@ -277,7 +277,7 @@ impl<'a> Measurements<'a> {
     pub fn get(&self, key: &str) -> Option<Number> {
         self.entries
             .iter()
-            .find(|(k, _)| same_key(k, &key))
+            .find(|(k, _)| same_key(k, key))
             .map(|(_, v)| *v)
     }
 
