@@ -416,6 +416,13 @@ macro_rules! measurements {
     }};
 }
 
+/// Key equality that skips reading the bytes when both are the same string (keys are usually
+/// literals).
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,11 +462,4 @@ mod tests {
         assert_eq!(Number::Int(7).as_i64(), Some(7));
         assert_eq!(Number::Float(7.0).as_i64(), None);
     }
-}
-
-/// Key equality that skips reading the bytes when both are the same string (keys are usually
-/// literals).
-#[inline]
-fn same_key(a: &str, b: &str) -> bool {
-    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
