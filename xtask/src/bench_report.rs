@@ -27,7 +27,10 @@ const BRIDGE_SHARE: &str = "with telemetry on, a call runs 4 900 to 6 100 more i
                     telemetry costs its own Rust CPU (about 4.7 µs per call) and raises the Python worker's CPU by \
                     about 2.8 µs, although the worker does the same work either way (timed warm in one process: \
                     no difference) — the lines telemetry touches evict the worker's. An A/A run (off against off) \
-                    gives 1.00, so the pairing is unbiased. `cargo run --release -p dspex-telemetry-benches \
+                    gives 1.00, so the pairing is unbiased. Criterion's medians of the bridge rows move by up \
+                    to 10 % either way from one run to the next on this machine (so a row may pass or fail by \
+                    chance); the paired rounds are the steadier reading, and they give 1.06 to 1.07 at 1, 2 and 8 \
+                    callers (300 rounds of 400 calls). `cargo run --release -p dspex-telemetry-benches \
                     --example bridge_cpu_share -- <callers> <rounds>` pairs on/off rounds on one pool and prints \
                     the on/off ratio of wall time and of each side's CPU time.";
 
