@@ -7,7 +7,9 @@ the worker takes for itself at start: anything user code prints goes to stderr a
 corrupt a frame.
 
 The trace header carries the caller's trace (traceparent, baggage, correlation id) as one
-string, which the worker keeps in a context variable and parses only when user code asks for it. When
+string. The worker serves one request at a time and keeps the header, as it came, in a global
+for the length of the request: it is decoded and parsed only when user code asks for it
+(`current_trace()`, `dspex_span`), so a request pays nothing for its trace otherwise. When
 the Rust side listens for Python spans it also sends `"timed": true`: the worker then times the
 call as a span that is a child of the caller's span, and returns every span opened meanwhile
 (the call's own, and those user code opens with `dspex_span`) with the reply.
@@ -28,9 +30,11 @@ import traceback
 
 MAX_FRAME = 64 * 1024 * 1024
 
-# The trace of the call being served, as the Rust side sent it (parsed only when asked for):
-# "<traceparent> <span id of this call> <correlation id> <baggage>".
-_trace = contextvars.ContextVar("dspex_trace", default=None)
+# The trace header of the request being served, as the Rust side sent it (ASCII bytes, empty
+# without a trace; decoded and parsed only when asked for): "<traceparent> <span id of this
+# call> <correlation id> <baggage>". The worker serves one request at a time, so a global
+# holds it; it is cleared when the request ends.
+_header = b""
 # The innermost `dspex_span` open, if any (else the call's own span id, from the trace).
 _span_id = contextvars.ContextVar("dspex_span_id", default=None)
 # The spans timed during the call, when the Rust side asked for them.
@@ -43,8 +47,7 @@ _CALL_SPAN_ID = slice(56, 72)
 def _current_span_id():
     span_id = _span_id.get()
     if span_id is None:
-        trace = _trace.get()
-        return trace[_CALL_SPAN_ID] if trace else None
+        return _header[_CALL_SPAN_ID].decode("ascii") if _header else None
     return span_id
 
 
@@ -71,9 +74,9 @@ def register_tool(name=None):
 
 def current_trace():
     """The trace this worker is serving: trace id, span id, correlation id, baggage header."""
-    trace = _trace.get()
-    if not trace:
+    if not _header:
         return {"trace_id": None, "span_id": None, "correlation_id": None, "baggage": ""}
+    trace = _header.decode("ascii")
     # "<traceparent> <span id of this call> <correlation id> <baggage>", parsed only when asked for.
     traceparent, _, correlation_id, baggage = (trace.split(" ", 3) + ["", "", "", ""])[:4]
     trace_id, _ = _parse_traceparent(traceparent)
@@ -188,17 +191,15 @@ def _run(request):
     raise LookupError(f"unknown op {op!r}")
 
 
-def _serve_one(request, trace):
+def _serve_one(request, traced):
     # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
     # become its children. Timing the call and collecting spans happen only when asked for.
     timed = False
-    if trace:
-        _trace.set(trace)
-        if request.get("timed"):
-            timed = True
-            spans = []
-            _spans.set(spans)
-            start = time.time_ns()
+    if traced and request.get("timed"):
+        timed = True
+        spans = []
+        _spans.set(spans)
+        start = time.time_ns()
     reply = {"id": request.get("id")}
     try:
         reply.update(ok=True, result=_run(request))
@@ -224,7 +225,7 @@ _proto_out = None
 
 
 def main():
-    global _proto_out
+    global _proto_out, _header
     # Take the real stdout for frames; send fd 1 (and so print) to stderr.
     proto_out = _proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -248,14 +249,19 @@ def main():
         body = _read_exact(proto_in, length)
         if body is None:
             return
-        trace, _, payload = body.partition(b"\n")
+        header, _, payload = body.partition(b"\n")
         try:
+            if not header.isascii():
+                raise ValueError("the trace header is not ASCII")
             request = json.loads(payload)
-            trace = trace.decode("ascii") if trace else None
-        except ValueError as exc:  # UnicodeDecodeError included
+        except ValueError as exc:
             _write_frame(proto_out, {"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
             continue
-        contextvars.copy_context().run(lambda: _write_frame(proto_out, _serve_one(request, trace)))
+        _header = header
+        try:
+            contextvars.copy_context().run(lambda: _write_frame(proto_out, _serve_one(request, bool(header))))
+        finally:
+            _header = b""
 
 
 if __name__ == "__main__":

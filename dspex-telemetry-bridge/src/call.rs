@@ -69,7 +69,7 @@ impl Pool {
     ///
     /// The call is a `[:dspex, :bridge, :call]` span (metadata `module`, `function`, `args`;
     /// on stop `success`, `result_type`, `worker_id`; on exception `error`). The current
-    /// trace travels to the worker, which restores it in context variables; the spans the
+    /// trace travels to the worker, which keeps it while it serves the call; the spans the
     /// worker timed come back as `[:dspex, :python, :span]` events, children of this call.
     pub async fn call(
         &self,
