@@ -13,15 +13,23 @@
 //! | `bridge/instrumented_N` | `Pool::call` with the DSPex metric catalog attached (spans, pool events, metrics into a windowed recorder; the trace travels to Python), N callers |
 //!
 //! Both configurations use the same pool (the same worker processes, so the same placement on
-//! the machine's cores): the metrics handler is attached for instrumented batches and detached
+//! the machine's cores): the metrics handler is resumed for instrumented batches and paused
 //! for uninstrumented ones. Each bench interleaves batches of its own (timed) calls with
-//! batches of the other configuration's (untimed), so both see the same conditions.
+//! batches of the other configuration's (untimed).
+//!
+//! Criterion still samples one configuration for seconds and then the other, and on a small
+//! machine their medians drift apart by several percent from run to run. After the criterion
+//! benches, the binary runs paired rounds (`dspex_telemetry_benches::paired_rounds`: 300
+//! rounds of 400 calls per configuration, alternating, each "on" round compared with its
+//! neighbour) at 1, 2 and 8 callers and writes them to `<target>/criterion/bridge-paired.json`;
+//! `cargo xtask bench-report` checks the instrumentation target on those.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
+use dspex_telemetry_benches::{paired_rounds, run_calls};
 use dspex_telemetry_bridge::{Pool, PoolConfig};
 use dspex_telemetry_core::Dispatcher;
 use dspex_telemetry_metrics::{
@@ -73,32 +81,6 @@ fn bare_echo(c: &mut Criterion) {
     });
     drop(stdin);
     let _ = child.wait();
-}
-
-/// Runs `calls` calls over `callers` concurrent tasks; returns the elapsed time.
-fn run_calls(rt: &tokio::runtime::Runtime, pool: &Pool, callers: u64, calls: u64) -> Duration {
-    rt.block_on(async {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let pool = pool.clone();
-                let share = calls / callers + u64::from(c < calls % callers);
-                tokio::spawn(async move {
-                    for _ in 0..share {
-                        let v = pool
-                            .call("builtins", "abs", vec![json!(-3)])
-                            .await
-                            .expect("call");
-                        assert_eq!(v, json!(3));
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("caller");
-        }
-        start.elapsed()
-    })
 }
 
 /// Telemetry on (the DSPex metric catalog attached) or off (no handler attached), on one
@@ -160,7 +142,16 @@ fn run_interleaved(
     total
 }
 
-fn pool_round_trip(c: &mut Criterion) {
+/// The pool, its runtime and its telemetry, shared by the criterion benches and the paired
+/// rounds (the global recorder can be installed once).
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    recorder: WindowedRecorder,
+    telemetry: Telemetry,
+    pool: Pool,
+}
+
+fn setup() -> Setup {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -170,7 +161,7 @@ fn pool_round_trip(c: &mut Criterion) {
     let recorder = WindowedRecorder::new(RecorderConfig::default()).expect("config");
     metrics::set_global_recorder(recorder.clone()).expect("no recorder installed yet");
     let dispatcher = Dispatcher::new();
-    let mut telemetry = Telemetry::new(&dispatcher);
+    let telemetry = Telemetry::new(&dispatcher);
     let pool = rt
         .block_on(Pool::start(PoolConfig {
             size: 2,
@@ -179,21 +170,61 @@ fn pool_round_trip(c: &mut Criterion) {
             ..PoolConfig::default()
         }))
         .expect("python3 must be installed");
+    Setup {
+        rt,
+        recorder,
+        telemetry,
+        pool,
+    }
+}
+
+fn pool_round_trip(c: &mut Criterion, s: &mut Setup) {
     let mut g = c.benchmark_group("bridge");
     for callers in [1u64, 2, 8] {
         g.bench_function(format!("uninstrumented/{callers}"), |b| {
-            b.iter_custom(|n| run_interleaved(&rt, &pool, &mut telemetry, false, callers, n))
+            b.iter_custom(|n| run_interleaved(&s.rt, &s.pool, &mut s.telemetry, false, callers, n))
         });
         g.bench_function(format!("instrumented/{callers}"), |b| {
-            b.iter_custom(|n| run_interleaved(&rt, &pool, &mut telemetry, true, callers, n))
+            b.iter_custom(|n| run_interleaved(&s.rt, &s.pool, &mut s.telemetry, true, callers, n))
         });
     }
     g.finish();
-    let calls = recorder
-        .operation("dspex_bridge_call_method", &[("method", "builtins.abs")])
-        .map_or(0, |s| s.count);
-    assert!(calls > 0, "the instrumented runs were recorded");
-    rt.block_on(pool.shutdown());
+}
+
+/// Paired rounds with telemetry on and off at 1, 2 and 8 callers (see
+/// `dspex_telemetry_benches::paired_rounds`), written to `<target>/criterion/bridge-paired.json`
+/// for `cargo xtask bench-report`, which checks the instrumentation target on them.
+fn paired(s: &mut Setup, rounds: usize, write: bool) {
+    s.telemetry.set(false);
+    let results: Vec<_> = [1u64, 2, 8]
+        .into_iter()
+        .map(|callers| {
+            let p = paired_rounds(&s.rt, &s.pool, &s.telemetry.handler, callers, rounds, 400);
+            println!(
+                "bridge/paired/{callers}: wall on/off median {:.3} (quartiles {:.3}–{:.3}); off {:.1} µs, on {:.1} µs per call",
+                p.wall.ratio, p.wall.ratio_q1, p.wall.ratio_q3, p.wall.off_us, p.wall.on_us
+            );
+            p.to_json()
+        })
+        .collect();
+    if !write {
+        return;
+    }
+    // Criterion writes under `$CARGO_TARGET_DIR/criterion`; this binary is `<target>/release/deps/…`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the bench's path");
+            exe.ancestors()
+                .nth(3)
+                .expect("<target>/release/deps/<bench>")
+                .to_path_buf()
+        });
+    let dir = target.join("criterion");
+    std::fs::create_dir_all(&dir).expect("criterion's folder");
+    let path = dir.join("bridge-paired.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json")).expect("write");
+    println!("wrote {}", path.display());
 }
 
 fn config() -> Criterion {
@@ -203,9 +234,23 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = bare_echo, pool_round_trip
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --benches` runs this with `--test`: one quick pass of everything.
+    let quick = args.iter().any(|a| a == "--test" || a == "--list");
+    let mut c = config().configure_from_args();
+    bare_echo(&mut c);
+    let mut s = setup();
+    pool_round_trip(&mut c, &mut s);
+    c.final_summary();
+    if !args.iter().any(|a| a == "--list") {
+        // A quick pass checks that the rounds run, and keeps the last real results.
+        paired(&mut s, if quick { 2 } else { 300 }, !quick);
+    }
+    let calls = s
+        .recorder
+        .operation("dspex_bridge_call_method", &[("method", "builtins.abs")])
+        .map_or(0, |op| op.count);
+    assert!(calls > 0, "the instrumented runs were recorded");
+    s.rt.block_on(s.pool.shutdown());
 }
-criterion_main!(benches);
