@@ -19,7 +19,7 @@
 //!
 //! Criterion still samples one configuration for seconds and then the other, and on a small
 //! machine their medians drift apart by several percent from run to run. After the criterion
-//! benches, the binary runs paired rounds (`dspex_telemetry_benches::paired_rounds`: 300
+//! benches, the binary runs paired rounds (`dspex_telemetry_benches::paired_rounds`: 600
 //! rounds of 400 calls per configuration, alternating, each "on" round compared with its
 //! neighbour) at 1, 2 and 8 callers and writes them to `<target>/criterion/bridge-paired.json`;
 //! `cargo xtask bench-report` checks the instrumentation target on those.
@@ -245,7 +245,7 @@ fn main() {
     c.final_summary();
     if !args.iter().any(|a| a == "--list") {
         // A quick pass checks that the rounds run, and keeps the last real results.
-        paired(&mut s, if quick { 2 } else { 300 }, !quick);
+        paired(&mut s, if quick { 2 } else { 600 }, !quick);
     }
     let calls = s
         .recorder
