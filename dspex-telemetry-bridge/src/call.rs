@@ -68,7 +68,9 @@ impl Pool {
     /// Calls `module.function(*args)` in a worker and returns its result.
     ///
     /// The call is a `[:dspex, :bridge, :call]` span (metadata `module`, `function`, `args`;
-    /// on stop `success`, `result_type`, `worker_id`; on exception `error`). The current
+    /// on stop `success`, `result_type`, `worker_id`; on exception `error`). `args` (the
+    /// arguments' JSON, at most 256 bytes) is left out when every handler of the span declared
+    /// the keys it reads and none named it ([`dspex_telemetry_core::Reads`]). The current
     /// trace travels to the worker, which keeps it while it serves the call; the spans the
     /// worker timed come back as `[:dspex, :python, :span]` events, children of this call.
     pub async fn call(

@@ -116,7 +116,7 @@ impl Interest {
     pub(crate) const DISPATCHED: u64 = 2;
     /// `[:dspex, :python, :span]`.
     pub(crate) const PYTHON_SPAN: u64 = 4;
-    /// The bridge call's `start` or `stop` (which carry the `args` text).
+    /// A handler of the bridge call's span that reads its `args` text.
     pub(crate) const CALL_ARGS: u64 = 8;
 
     pub(crate) fn get(&self, dispatcher: &Dispatcher) -> u64 {
@@ -136,8 +136,13 @@ impl Interest {
             dispatcher.has_handlers(&catalog::PYTHON_SPAN),
             Self::PYTHON_SPAN,
         ) | bit(
-            dispatcher.has_handlers(catalog::BRIDGE_CALL.start())
-                || dispatcher.has_handlers(catalog::BRIDGE_CALL.stop()),
+            [
+                catalog::BRIDGE_CALL.start(),
+                catalog::BRIDGE_CALL.stop(),
+                catalog::BRIDGE_CALL.exception(),
+            ]
+            .into_iter()
+            .any(|event| dispatcher.reads_key(event, "args")),
             Self::CALL_ARGS,
         );
         // A racing thread may store an older answer; its tag no longer matches, so the next

@@ -682,3 +682,49 @@ fn the_worker_answers_a_bad_request_frame_with_a_protocol_error_and_keeps_servin
     drop(input);
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_args_text_is_left_out_when_no_handler_reads_it() {
+    use dspex_telemetry_core::{Attachment, Reads, catalog};
+    let d = Dispatcher::new();
+    let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let keys = |sink: Arc<Mutex<Vec<Vec<String>>>>| {
+        move |e: &Event<'_>| {
+            let keys = e.metadata().iter().map(|(k, _)| k.to_owned()).collect();
+            sink.lock().unwrap().push(keys);
+        }
+    };
+    // A handler that reads labels only, as the metrics handler declares.
+    d.attach_all([Attachment::new(
+        "labels",
+        catalog::BRIDGE_CALL.stop().clone(),
+        keys(seen.clone()),
+    )
+    .reading(Reads::Only(vec!["module", "function"]))])
+        .unwrap();
+    let p = pool(&d, |_| {}).await;
+    assert_eq!(
+        p.call("builtins", "abs", vec![json!(-3)]).await.unwrap(),
+        json!(3)
+    );
+    // Another that reads everything: the text is back.
+    d.attach(
+        "all",
+        catalog::BRIDGE_CALL.stop().clone(),
+        keys(seen.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        p.call("builtins", "abs", vec![json!(-4)]).await.unwrap(),
+        json!(4)
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(!seen[0].contains(&"args".to_owned()), "{seen:?}");
+    assert!(seen[0].contains(&"module".to_owned()));
+    assert!(
+        seen[1..].iter().all(|k| k.contains(&"args".to_owned())),
+        "{seen:?}"
+    );
+    p.shutdown().await;
+}

@@ -133,6 +133,63 @@ struct Registration {
     id: String,
     subscriptions: Vec<Subscription>,
     handler: Box<dyn Handler>,
+    reads: Reads,
+}
+
+/// Which metadata keys a handler reads, so that emitters may leave out costly entries that no
+/// handler of an event reads (the bridge leaves out its `args` text when only metrics listen).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Reads {
+    /// Any key: what a handler is assumed to do unless it says otherwise.
+    #[default]
+    All,
+    /// These keys only.
+    Only(Vec<&'static str>),
+}
+
+impl Reads {
+    fn includes(&self, key: &str) -> bool {
+        match self {
+            Reads::All => true,
+            Reads::Only(keys) => keys.contains(&key),
+        }
+    }
+}
+
+/// One handler for [`Dispatcher::attach_all`]: its id, its event, and what metadata it reads.
+pub struct Attachment {
+    id: String,
+    event: EventName,
+    handler: Box<dyn Handler>,
+    reads: Reads,
+}
+
+impl Attachment {
+    /// `handler` under `id` for `event`, reading any metadata key.
+    pub fn new(id: impl Into<String>, event: EventName, handler: impl Handler) -> Self {
+        Attachment {
+            id: id.into(),
+            event,
+            handler: Box::new(handler),
+            reads: Reads::All,
+        }
+    }
+
+    /// Declares what metadata the handler reads (see [`Dispatcher::reads_key`]).
+    pub fn reading(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("id", &self.id)
+            .field("event", &self.event)
+            .field("reads", &self.reads)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Route {
@@ -357,6 +414,7 @@ impl Dispatcher {
             id,
             subscriptions,
             handler: Box::new(handler),
+            reads: Reads::All,
         }));
         let old_table = self.publish(&mut state);
         drop(state);
@@ -369,27 +427,31 @@ impl Dispatcher {
     /// an id is attached already or given twice.
     ///
     /// ```
-    /// use dspex_telemetry_core::{Dispatcher, Event, EventName, Handler};
+    /// use dspex_telemetry_core::{Attachment, Dispatcher, Event, EventName, Reads};
+    /// const A: EventName = EventName::from_static(&["app", "a"]);
     /// let dispatcher = Dispatcher::new();
-    /// let handlers: Vec<(String, EventName, Box<dyn Handler>)> = vec![
-    ///     ("a".into(), EventName::from_static(&["app", "a"]), Box::new(|_: &Event<'_>| {})),
-    ///     ("b".into(), EventName::from_static(&["app", "b"]), Box::new(|_: &Event<'_>| {})),
-    /// ];
-    /// dispatcher.attach_all(handlers).unwrap();
+    /// dispatcher
+    ///     .attach_all([
+    ///         Attachment::new("a", A, |_: &Event<'_>| {}).reading(Reads::Only(vec!["user"])),
+    ///         Attachment::new("b", EventName::from_static(&["app", "b"]), |_: &Event<'_>| {}),
+    ///     ])
+    ///     .unwrap();
     /// assert_eq!(dispatcher.list_handlers(None).len(), 2);
+    /// assert!(dispatcher.reads_key(&A, "user") && !dispatcher.reads_key(&A, "payload"));
     /// assert_eq!(dispatcher.detach_all(&["a", "b", "c"]), 2);
     /// ```
     pub fn attach_all(
         &self,
-        handlers: impl IntoIterator<Item = (String, EventName, Box<dyn Handler>)>,
+        handlers: impl IntoIterator<Item = Attachment>,
     ) -> Result<(), AttachError> {
         let new: Vec<Arc<Registration>> = handlers
             .into_iter()
-            .map(|(id, event, handler)| {
+            .map(|a| {
                 Arc::new(Registration {
-                    id,
-                    subscriptions: vec![Subscription::Event(event)],
-                    handler,
+                    id: a.id,
+                    subscriptions: vec![Subscription::Event(a.event)],
+                    handler: a.handler,
+                    reads: a.reads,
                 })
             })
             .collect();
@@ -530,6 +592,19 @@ impl Dispatcher {
     #[inline]
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a handler of `event` reads metadata `key` (it was attached without declaring
+    /// what it reads, or declared `key`): when none does, an emitter may leave a costly entry
+    /// out. A table read: cache the answer against [`Dispatcher::generation`].
+    pub fn reads_key(&self, event: &EventName, key: &str) -> bool {
+        self.inner.attached.load(Ordering::Relaxed) != 0
+            && self.with_table(|t| {
+                t.exact(event).iter().any(|r| r.reads.includes(key))
+                    || t.prefixes
+                        .iter()
+                        .any(|(p, r)| event.starts_with(p) && r.reads.includes(key))
+            })
     }
 
     /// Whether `execute(event, …)` would call any handler now.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dspex_telemetry_core::{
-    AttachError, DetachError, Dispatcher, Event, EventName, Measurements, Metadata, Subscription,
-    catalog,
+    AttachError, Attachment, DetachError, Dispatcher, Event, EventName, Measurements, Metadata,
+    Reads, Subscription, catalog,
 };
 
 fn counter() -> (
@@ -57,13 +57,9 @@ fn attach_all_attaches_every_handler_or_none() {
     let d = Dispatcher::new();
     let (a, ha) = counter();
     let (b, hb) = counter();
-    let boxed = |h: Box<dyn dspex_telemetry_core::Handler>| h;
     let generation = d.generation();
-    d.attach_all([
-        ("a".to_owned(), A, boxed(Box::new(ha))),
-        ("b".to_owned(), B, boxed(Box::new(hb))),
-    ])
-    .unwrap();
+    d.attach_all([Attachment::new("a", A, ha), Attachment::new("b", B, hb)])
+        .unwrap();
     assert_eq!(d.generation(), generation + 1, "one table for both");
     d.execute(&A, &Measurements::new(), &Metadata::new());
     d.execute(&B, &Measurements::new(), &Metadata::new());
@@ -73,19 +69,13 @@ fn attach_all_attaches_every_handler_or_none() {
     let (c, hc) = counter();
     let (_, hd) = counter();
     assert_eq!(
-        d.attach_all([
-            ("c".to_owned(), A, boxed(Box::new(hc))),
-            ("a".to_owned(), A, boxed(Box::new(hd))),
-        ]),
+        d.attach_all([Attachment::new("c", A, hc), Attachment::new("a", A, hd)]),
         Err(AttachError::AlreadyExists("a".into()))
     );
     let (_, he) = counter();
     let (_, hf) = counter();
     assert_eq!(
-        d.attach_all([
-            ("e".to_owned(), A, boxed(Box::new(he))),
-            ("e".to_owned(), B, boxed(Box::new(hf))),
-        ]),
+        d.attach_all([Attachment::new("e", A, he), Attachment::new("e", B, hf)]),
         Err(AttachError::AlreadyExists("e".into()))
     );
     d.execute(&A, &Measurements::new(), &Metadata::new());
@@ -95,6 +85,29 @@ fn attach_all_attaches_every_handler_or_none() {
     assert_eq!(d.detach_all(&["a", "b", "missing"]), 2);
     assert!(d.list_handlers(None).is_empty());
     assert_eq!(d.detach_all(&["a"]), 0);
+}
+
+#[test]
+fn reads_key_answers_for_every_handler_of_the_event() {
+    let d = Dispatcher::new();
+    assert!(!d.reads_key(&A, "args"), "nobody listens");
+    let (_, h1) = counter();
+    d.attach_all([Attachment::new("labels", A, h1).reading(Reads::Only(vec!["method"]))])
+        .unwrap();
+    assert!(d.reads_key(&A, "method"));
+    assert!(!d.reads_key(&A, "args"), "only the declared keys");
+    assert!(!d.reads_key(&B, "method"), "another event");
+    // A handler attached without a declaration reads everything.
+    let (_, h2) = counter();
+    d.attach("everything", A, h2).unwrap();
+    assert!(d.reads_key(&A, "args"));
+    d.detach("everything").unwrap();
+    assert!(!d.reads_key(&A, "args"));
+    // So does a prefix subscriber.
+    let (_, h3) = counter();
+    d.attach_prefix("all", EventName::from_static(&["test"]), h3)
+        .unwrap();
+    assert!(d.reads_key(&A, "args") && d.reads_key(&B, "args"));
 }
 
 #[test]

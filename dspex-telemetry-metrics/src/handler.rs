@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrayvec::ArrayVec;
-use dspex_telemetry_core::{AttachError, Dispatcher, Event, EventName, Handler};
+use dspex_telemetry_core::{AttachError, Attachment, Dispatcher, Event, EventName, Reads};
 use metrics::{Key, Label};
 
 use crate::append_only::AppendOnlyMap;
 use crate::definition::{
-    DefinitionError, MetricDefinition, MetricKind, Tag, TagPart, for_each_tag_part, render_labels,
+    DefinitionError, MetricDefinition, MetricKind, Tag, TagPart, TagSource, for_each_tag_part,
+    render_labels,
 };
 use crate::recorder::OVERFLOW_LABEL;
 
@@ -157,6 +158,27 @@ struct MetricGroup {
 
 fn matches(cached: &CachedSet, parts: &[TagPart<'_>]) -> bool {
     cached.parts.len() == parts.len() && cached.parts.iter().zip(parts).all(|(c, p)| c.matches(*p))
+}
+
+/// The metadata keys the groups' labels read; everything if a metric filters events with its
+/// own predicate (it may read any key).
+fn reads_of(groups: &[MetricGroup]) -> Reads {
+    let mut keys = Vec::new();
+    for group in groups {
+        if group.metrics.iter().any(|m| m.keep.is_some()) {
+            return Reads::All;
+        }
+        for tag in &group.tags {
+            match &tag.source {
+                TagSource::Metadata(k) | TagSource::Mapped(k, _) => keys.push(*k),
+                TagSource::Join(ks, _) => keys.extend_from_slice(ks),
+                TagSource::Phase | TagSource::Constant(_) => {}
+            }
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Reads::Only(keys)
 }
 
 impl MetricGroup {
@@ -402,13 +424,14 @@ impl MetricsHandler {
             .iter()
             .zip(&self.routes)
             .map(|(id, (event, groups))| {
+                let reads = reads_of(groups);
                 let groups = groups.clone();
-                let handler: Box<dyn Handler> = Box::new(move |e: &Event<'_>| {
+                Attachment::new(id.clone(), event.clone(), move |e: &Event<'_>| {
                     for group in groups.iter() {
                         group.record(e);
                     }
-                });
-                (id.clone(), event.clone(), handler)
+                })
+                .reading(reads)
             });
         self.dispatcher.attach_all(handlers)?;
         Ok(())

@@ -305,6 +305,28 @@ fn a_paused_handler_records_nothing_and_resumes_with_its_label_sets() {
 }
 
 #[test]
+fn the_handler_declares_the_metadata_its_labels_read() {
+    let d = Dispatcher::new();
+    let slow =
+        MetricDefinition::counter("slow_calls_total", [catalog::TOOLS_EXECUTE.stop().clone()])
+            .tags(&["tool_name"])
+            .keep(|e| e.metadata().get("caller").is_some());
+    metrics::with_local_recorder(&CapturingRecorder::default(), || {
+        let h = MetricsHandler::attach(&d, "m", metric_catalog::dspex_metrics(), 10).unwrap();
+        let stop = catalog::BRIDGE_CALL.stop();
+        assert!(d.reads_key(stop, "module") && d.reads_key(stop, "function"));
+        assert!(!d.reads_key(stop, "args"), "no label reads the arguments");
+        assert!(!d.reads_key(&catalog::POOL_REQUEST_DISPATCHED, "args"));
+        // A filter may read anything.
+        let f = MetricsHandler::attach(&d, "f", vec![slow], 10).unwrap();
+        assert!(d.reads_key(catalog::TOOLS_EXECUTE.stop(), "args"));
+        assert!(!d.reads_key(stop, "args"));
+        h.detach();
+        f.detach();
+    });
+}
+
+#[test]
 fn bad_definitions_are_refused_with_the_reason() {
     let d = Dispatcher::new();
     let attach =
