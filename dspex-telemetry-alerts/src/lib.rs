@@ -19,6 +19,7 @@ mod engine;
 mod exemplar;
 mod handler;
 mod http;
+mod prometheus_rules;
 mod rule;
 mod service;
 pub mod thresholds;
@@ -32,6 +33,7 @@ pub use handler::{
     AlertHandler, AlertmanagerHandler, HandlerError, HandlerFuture, LogHandler, LogLevel,
     WebhookHandler,
 };
+pub use prometheus_rules::prometheus_rules;
 pub use rule::{AlertType, Comparison, Rule, Source, Statistic, WindowSummary};
 pub use service::AlertService;
 

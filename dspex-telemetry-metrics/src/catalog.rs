@@ -30,7 +30,7 @@ pub const LIFETIME_BUCKETS_MS: &[f64] = &[
 
 /// Bucket boundaries for time spent queued, in milliseconds.
 pub const QUEUE_TIME_BUCKETS_MS: &[f64] = &[
-    0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0,
+    0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 30_000.0, 60_000.0,
 ];
 
 /// The `method` label of bridge calls: `module.function`.

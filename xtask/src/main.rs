@@ -12,8 +12,11 @@
 //!   into `target/test-peers`): the tests start the peers themselves, on
 //!   127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
+//! - `cargo xtask alert-rules`: regenerates `telemetry/prometheus_alerts.yml` from the default
+//!   thresholds and window (a test fails when the committed file drifts from the code).
 
 mod bench_report;
+mod generated;
 
 use std::env;
 use std::path::PathBuf;
@@ -23,25 +26,33 @@ fn main() -> ExitCode {
     let mut args = env::args().skip(1);
     match args.next().as_deref() {
         Some("test") => test(args.collect()),
-        Some("bench-report") => match bench_report::run(&workspace_root()) {
-            Ok(path) => {
-                eprintln!("xtask: wrote {}", path.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("xtask: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Some("bench-report") => report(bench_report::run(&workspace_root())),
+        Some("alert-rules") => report(generated::write_alert_rules(&workspace_root())),
         Some("help") | Some("--help") | Some("-h") | None => {
             eprintln!(
-                "usage: cargo xtask test [ARGS…]   run every test (ARGS go to the test runner)"
+                "usage: cargo xtask test [ARGS…]   run every test (ARGS go to the test runner)\n\
+                 \x20      cargo xtask bench-report   regenerate docs/benchmarks.md\n\
+                 \x20      cargo xtask alert-rules    regenerate telemetry/prometheus_alerts.yml"
             );
             ExitCode::SUCCESS
         }
         Some(other) => {
             eprintln!("xtask: unknown task {other:?}; try `cargo xtask help`");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints what a generator wrote, or why it could not.
+fn report(result: Result<PathBuf, String>) -> ExitCode {
+    match result {
+        Ok(path) => {
+            eprintln!("xtask: wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
         }
     }
 }
