@@ -34,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod grafana;
 pub mod http_client;
 pub mod otlp;
 pub mod prometheus;

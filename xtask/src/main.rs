@@ -6,14 +6,15 @@
 //!   Extra arguments go to the test runner (`cargo xtask test -p dspex-telemetry-core`).
 //!   First it installs the test peers' programs when they are missing (Debian `prometheus`,
 //!   which brings `promtool`, `prometheus-pushgateway` and `prometheus-alertmanager`, through
-//!   apt; the StatsD daemon
-//!   through npm and a Python environment with the OTLP protobuf classes and `grpcio` through
-//!   pip, both
-//!   into `target/test-peers`): the tests start the peers themselves, on
-//!   127.0.0.1, and fail naming the program if it is absent.
+//!   apt; the StatsD daemon, Grafana's published dashboard types (`@grafana/schema`) and the
+//!   TypeScript compiler through npm, and a Python environment with the OTLP protobuf classes
+//!   and `grpcio` through pip, both into `target/test-peers`): the tests start the peers
+//!   themselves, on 127.0.0.1, and fail naming the program if it is absent.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 //! - `cargo xtask alert-rules`: regenerates `telemetry/prometheus_alerts.yml` from the default
 //!   thresholds and window (a test fails when the committed file drifts from the code).
+//! - `cargo xtask dashboard`: regenerates `telemetry/grafana_dashboard.json` from the metric
+//!   catalog (likewise checked by a test).
 
 mod bench_report;
 mod generated;
@@ -28,11 +29,13 @@ fn main() -> ExitCode {
         Some("test") => test(args.collect()),
         Some("bench-report") => report(bench_report::run(&workspace_root())),
         Some("alert-rules") => report(generated::write_alert_rules(&workspace_root())),
+        Some("dashboard") => report(generated::write_dashboard(&workspace_root())),
         Some("help") | Some("--help") | Some("-h") | None => {
             eprintln!(
                 "usage: cargo xtask test [ARGS…]   run every test (ARGS go to the test runner)\n\
                  \x20      cargo xtask bench-report   regenerate docs/benchmarks.md\n\
-                 \x20      cargo xtask alert-rules    regenerate telemetry/prometheus_alerts.yml"
+                 \x20      cargo xtask alert-rules    regenerate telemetry/prometheus_alerts.yml\n\
+                 \x20      cargo xtask dashboard      regenerate telemetry/grafana_dashboard.json"
             );
             ExitCode::SUCCESS
         }
@@ -172,17 +175,26 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|path| env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
-/// Where `cargo xtask test` installs the npm-packaged peers (StatsD); the tests read it from
-/// `DSPEX_TEST_PEERS`.
+/// Where `cargo xtask test` installs the npm-packaged peers (StatsD, Grafana's schema types);
+/// the tests read it from `DSPEX_TEST_PEERS`.
 fn peers_dir() -> PathBuf {
     workspace_root().join("target").join("test-peers")
 }
 
-/// The StatsD daemon's version, as the tests expect it.
-const STATSD: &str = "statsd@0.9.0";
+/// The npm-packaged peers, pinned, with a file each leaves once installed: the StatsD daemon,
+/// and Grafana's published dashboard types with the TypeScript compiler that checks the
+/// generated dashboard against them.
+const NPM_PEERS: &[(&str, &str)] = &[
+    ("statsd@0.9.0", "node_modules/statsd/stats.js"),
+    (
+        "@grafana/schema@13.2.3",
+        "node_modules/@grafana/schema/package.json",
+    ),
+    ("typescript@5.9.3", "node_modules/typescript/bin/tsc"),
+];
 
 /// Installs the peers that are missing: Debian packages through apt (`apt-get update` only if
-/// the first try fails), StatsD through npm into [`peers_dir`]. Returns false, having said
+/// the first try fails), [`NPM_PEERS`] through npm into [`peers_dir`]. Returns false, having said
 /// why, if one is still missing.
 fn ensure_peers() -> bool {
     let mut packages: Vec<&str> = PEERS
@@ -214,11 +226,20 @@ fn ensure_peers() -> bool {
         .filter(|(program, _)| !on_path(program))
         .map(|(program, _)| *program)
         .collect();
-    let statsd = peers_dir().join("node_modules/statsd/stats.js");
-    if !statsd.is_file() {
-        eprintln!("xtask: installing {STATSD} into {}", peers_dir().display());
+    let wanted: Vec<(&str, &str)> = NPM_PEERS
+        .iter()
+        .copied()
+        .filter(|(_, marker)| !peers_dir().join(marker).is_file())
+        .collect();
+    if !wanted.is_empty() {
+        let names: Vec<&str> = wanted.iter().map(|(package, _)| *package).collect();
+        eprintln!(
+            "xtask: installing {} into {}",
+            names.join(" "),
+            peers_dir().display()
+        );
         let _ = std::fs::create_dir_all(peers_dir());
-        let installed = Command::new("npm")
+        let _ = Command::new("npm")
             .args([
                 "install",
                 "--omit=optional",
@@ -227,12 +248,14 @@ fn ensure_peers() -> bool {
                 "--prefix",
             ])
             .arg(peers_dir())
-            .arg(STATSD)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed || !statsd.is_file() {
-            missing.push(STATSD);
-        }
+            .args(&names)
+            .status();
+        missing.extend(
+            wanted
+                .iter()
+                .filter(|(_, marker)| !peers_dir().join(marker).is_file())
+                .map(|(package, _)| *package),
+        );
     }
     if !ensure_otlp_venv() {
         missing.push(OTLP_PROTO);

@@ -1,0 +1,542 @@
+//! The Grafana dashboard for the metrics this project exports to Prometheus, generated from the
+//! metric catalog: every query names only series the catalog's metrics produce.
+//!
+//! Panels: bridge call latency p50/p95/p99 per method; tool execution latency and throughput
+//! per tool; error rates by operation; Python worker pool health (workers by state, queue
+//! depth, queue time, restarts, exhaustion); sessions (active, lifetime, variable operations);
+//! contract validation and type casting; throughput; alerts; a table of requests by method.
+//! `cargo xtask dashboard` writes it to `telemetry/grafana_dashboard.json`.
+//!
+//! ```
+//! use dspex_telemetry_exporters::grafana;
+//! use dspex_telemetry_metrics::catalog;
+//!
+//! let dashboard = grafana::dashboard(&catalog::dspex_metrics());
+//! assert_eq!(dashboard["uid"], "dspex-telemetry");
+//! let names = grafana::exposition_names(&catalog::dspex_metrics());
+//! for expr in grafana::queries(&dashboard) {
+//!     assert!(grafana::series_in(&expr).iter().all(|s| names.contains(s)), "{expr}");
+//! }
+//! ```
+
+use std::collections::BTreeSet;
+
+use dspex_telemetry_metrics::{MetricDefinition, MetricKind};
+use serde_json::{Value, json};
+
+/// The range every rate uses: Grafana's, at least four scrape intervals.
+pub const RATE_INTERVAL: &str = "$__rate_interval";
+
+/// An operation family: the metric base name, its label, and how panels name it.
+struct Family {
+    base: &'static str,
+    label: &'static str,
+    title: &'static str,
+}
+
+const FAMILIES: [Family; 4] = [
+    Family {
+        base: "dspex_bridge_call_method",
+        label: "method",
+        title: "Bridge calls",
+    },
+    Family {
+        base: "dspex_tools_execute",
+        label: "tool_name",
+        title: "Tool executions",
+    },
+    Family {
+        base: "dspex_contract_validate",
+        label: "signature",
+        title: "Contract validation",
+    },
+    Family {
+        base: "dspex_types_cast",
+        label: "to_type",
+        title: "Type casting",
+    },
+];
+
+/// One query of a panel: PromQL and its legend.
+fn target(ref_id: usize, expr: String, legend: &str) -> Value {
+    json!({
+        "refId": ((b'A' + ref_id as u8) as char).to_string(),
+        "datasource": { "type": "prometheus", "uid": "${datasource}" },
+        "expr": expr,
+        "legendFormat": legend,
+        "range": true,
+    })
+}
+
+fn panel(
+    kind: &str,
+    title: &str,
+    description: &str,
+    unit: &str,
+    queries: Vec<(String, String)>,
+) -> Value {
+    let targets: Vec<Value> = queries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (expr, legend))| target(i, expr, &legend))
+        .collect();
+    json!({
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": { "type": "prometheus", "uid": "${datasource}" },
+        "fieldConfig": { "defaults": { "unit": unit }, "overrides": [] },
+        "options": {},
+        "targets": targets,
+    })
+}
+
+fn quantile(q: f64, histogram: &str, by: &str) -> String {
+    let by_le = if by.is_empty() {
+        "le".to_owned()
+    } else {
+        format!("le, {by}")
+    };
+    format!("histogram_quantile({q}, sum by ({by_le}) (rate({histogram}_bucket[{RATE_INTERVAL}])))")
+}
+
+fn latency(f: &Family) -> Value {
+    let histogram = format!("{}_duration", f.base);
+    let l = f.label;
+    panel(
+        "timeseries",
+        &format!("{} latency p50 / p95 / p99", f.title),
+        &format!("Quantiles of `{histogram}` per `{l}`, from its buckets (milliseconds)."),
+        "ms",
+        [0.5, 0.95, 0.99]
+            .into_iter()
+            .map(|q| {
+                (
+                    quantile(q, &histogram, l),
+                    format!("{{{{{l}}}}} p{}", (q * 100.0) as u32),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn throughput(f: &Family) -> Value {
+    let l = f.label;
+    panel(
+        "timeseries",
+        &format!("{} per second", f.title),
+        &format!(
+            "Completed {} per second per `{l}`, successful or not.",
+            f.title.to_lowercase()
+        ),
+        "reqps",
+        vec![(
+            format!("sum by ({l}) (rate({}_count[{RATE_INTERVAL}]))", f.base),
+            format!("{{{{{l}}}}}"),
+        )],
+    )
+}
+
+fn error_rate(f: &Family) -> (String, String) {
+    let l = f.label;
+    (
+        format!(
+            "100 * sum by ({l}) (rate({b}_errors[{RATE_INTERVAL}])) / sum by ({l}) (rate({b}_count[{RATE_INTERVAL}]))",
+            b = f.base
+        ),
+        format!("{} {{{{{l}}}}}", f.title.to_lowercase()),
+    )
+}
+
+/// Places panels on a 24-column grid, two per row, 8 units high (tables span the row).
+fn lay_out(panels: Vec<Value>) -> Vec<Value> {
+    let (mut x, mut y) = (0, 0);
+    panels
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            let wide = p["type"] == "table" || p["type"] == "row";
+            if wide && x != 0 {
+                (x, y) = (0, y + 8);
+            }
+            let (w, h) = if p["type"] == "row" {
+                (24, 1)
+            } else if wide {
+                (24, 8)
+            } else {
+                (12, 8)
+            };
+            p["id"] = json!(i + 1);
+            p["gridPos"] = json!({ "h": h, "w": w, "x": x, "y": y });
+            if wide || x == 12 {
+                (x, y) = (0, y + h);
+            } else {
+                x = 12;
+            }
+            p
+        })
+        .collect()
+}
+
+fn row(title: &str) -> Value {
+    json!({ "type": "row", "title": title, "collapsed": false, "panels": [] })
+}
+
+/// The dashboard, as Grafana's JSON model (schema version 39), for `definitions` (the metric
+/// catalog): a `datasource` variable picks the Prometheus data source.
+pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
+    let has = |name: &str| definitions.iter().any(|d| d.name() == name);
+    let [bridge, tools, contract, types] = &FAMILIES;
+    let mut panels = vec![row("Bridge calls"), latency(bridge), throughput(bridge)];
+    panels.push(row("Tools"));
+    panels.push(latency(tools));
+    panels.push(throughput(tools));
+    panels.push(row("Errors"));
+    panels.push(panel(
+        "timeseries",
+        "Error rate by operation",
+        "Failed / completed over the rate interval, in percent, per operation and label.",
+        "percent",
+        FAMILIES.iter().map(error_rate).collect(),
+    ));
+    panels.push(panel(
+        "timeseries",
+        "Errors per second",
+        "Failures per second: errors, panics, timeouts and cancellations.",
+        "short",
+        FAMILIES
+            .iter()
+            .map(|f| {
+                (
+                    format!(
+                        "sum by ({l}) (rate({}_errors[{RATE_INTERVAL}]))",
+                        f.base,
+                        l = f.label
+                    ),
+                    format!("{} {{{{{}}}}}", f.title.to_lowercase(), f.label),
+                )
+            })
+            .collect(),
+    ));
+    panels.push(row("Python worker pool"));
+    panels.push(panel(
+        "timeseries",
+        "Workers by state",
+        "Idle, busy and starting workers per pool (from the periodic health event).",
+        "short",
+        vec![(
+            "sum by (pool, state) (dspex_pool_workers)".into(),
+            "{{pool}} {{state}}".into(),
+        )],
+    ));
+    panels.push(panel(
+        "timeseries",
+        "Queue depth and queue time p99",
+        "Requests waiting for a worker, and how long requests waited (milliseconds, right axis).",
+        "short",
+        vec![
+            (
+                "sum by (pool) (dspex_pool_queue_depth)".into(),
+                "{{pool}} depth".into(),
+            ),
+            (
+                quantile(0.99, "dspex_pool_queue_time", "pool"),
+                "{{pool}} queue time p99 (ms)".into(),
+            ),
+        ],
+    ));
+    panels.push(panel(
+        "timeseries",
+        "Worker restarts, exits and exhaustion",
+        "Per second: workers replaced (by reason), workers exited, requests refused because the queue was full.",
+        "short",
+        vec![
+            (
+                format!("sum by (pool, reason) (rate(dspex_pool_worker_restarts_total[{RATE_INTERVAL}]))"),
+                "{{pool}} restarts ({{reason}})".into(),
+            ),
+            (
+                format!("sum by (pool, reason) (rate(dspex_pool_worker_exits_total[{RATE_INTERVAL}]))"),
+                "{{pool}} exits ({{reason}})".into(),
+            ),
+            (
+                format!("sum by (pool) (rate(dspex_pool_exhausted_total[{RATE_INTERVAL}]))"),
+                "{{pool}} refused".into(),
+            ),
+        ],
+    ));
+    panels.push(panel(
+        "timeseries",
+        "Queue time p50 / p95 / p99",
+        "How long requests waited for a worker (milliseconds).",
+        "ms",
+        [0.5, 0.95, 0.99]
+            .into_iter()
+            .map(|q| {
+                (
+                    quantile(q, "dspex_pool_queue_time", "pool"),
+                    format!("{{{{pool}}}} p{}", (q * 100.0) as u32),
+                )
+            })
+            .collect(),
+    ));
+    if has("dspex_session_created_total") {
+        panels.push(row("Sessions"));
+        panels.push(panel(
+            "timeseries",
+            "Active sessions and session lifetime",
+            "Sessions created and not yet expired; p50 and p95 of the lifetime of expired ones (milliseconds).",
+            "short",
+            vec![
+                (
+                    "sum(dspex_session_created_total) - sum(dspex_session_expired_total or vector(0))".into(),
+                    "active".into(),
+                ),
+                (quantile(0.5, "dspex_session_lifetime", ""), "lifetime p50 (ms)".into()),
+                (quantile(0.95, "dspex_session_lifetime", ""), "lifetime p95 (ms)".into()),
+            ],
+        ));
+        panels.push(panel(
+            "timeseries",
+            "Session variable operations",
+            "Variable sets and gets per second.",
+            "ops",
+            vec![(
+                format!("sum by (operation) (rate(dspex_session_variable_operations_total[{RATE_INTERVAL}]))"),
+                "{{operation}}".into(),
+            )],
+        ));
+    }
+    panels.push(row("Contracts and types"));
+    panels.push(latency(contract));
+    panels.push(panel(
+        "timeseries",
+        "Contract validations and type casts per second",
+        "Per signature and per target type, successful or not.",
+        "ops",
+        vec![
+            (
+                format!(
+                    "sum by (signature) (rate(dspex_contract_validate_count[{RATE_INTERVAL}]))"
+                ),
+                "validate {{signature}}".into(),
+            ),
+            (
+                format!("sum by (to_type) (rate(dspex_types_cast_count[{RATE_INTERVAL}]))"),
+                "cast to {{to_type}}".into(),
+            ),
+        ],
+    ));
+    panels.push(latency(types));
+    panels.push(row("Throughput and alerts"));
+    panels.push(panel(
+        "timeseries",
+        "Throughput",
+        "Operations completed per second, all labels together.",
+        "ops",
+        FAMILIES
+            .iter()
+            .map(|f| {
+                (
+                    format!("sum(rate({}_count[{RATE_INTERVAL}]))", f.base),
+                    f.title.to_lowercase(),
+                )
+            })
+            .collect(),
+    ));
+    panels.push(panel(
+        "timeseries",
+        "Alerts",
+        "Alerts firing in process now, and alerts fired and resolved per minute by type and severity.",
+        "short",
+        vec![
+            ("sum(dspex_alerts_active)".into(), "active".into()),
+            (
+                format!("60 * sum by (alert_type, severity) (rate(dspex_alerts_fired_total[{RATE_INTERVAL}]))"),
+                "fired/min {{alert_type}} {{severity}}".into(),
+            ),
+            (
+                format!("60 * sum by (alert_type, severity) (rate(dspex_alerts_resolved_total[{RATE_INTERVAL}]))"),
+                "resolved/min {{alert_type}} {{severity}}".into(),
+            ),
+            (
+                format!("sum by (handler_id) (rate(dspex_telemetry_handler_failures_total[{RATE_INTERVAL}]))"),
+                "handler failures/s {{handler_id}}".into(),
+            ),
+        ],
+    ));
+    let mut requests = panel(
+        "table",
+        "Requests by method",
+        "Per method over the dashboard's range: calls, errors, p99 (ms). Traces of single requests \
+         are in the tracing backend the OpenTelemetry exporter sends to: search by \
+         `dspex.correlation_id`, or follow an alert's exemplar trace ids.",
+        "short",
+        vec![
+            (
+                "sum by (method) (increase(dspex_bridge_call_method_count[$__range]))".into(),
+                "calls".into(),
+            ),
+            (
+                "sum by (method) (increase(dspex_bridge_call_method_errors[$__range]))".into(),
+                "errors".into(),
+            ),
+            (
+                "histogram_quantile(0.99, sum by (le, method) (increase(dspex_bridge_call_method_duration_bucket[$__range])))".into(),
+                "p99 (ms)".into(),
+            ),
+        ],
+    );
+    for t in requests["targets"].as_array_mut().into_iter().flatten() {
+        t["instant"] = json!(true);
+        t["range"] = json!(false);
+        t["format"] = json!("table");
+    }
+    requests["transformations"] = json!([{ "id": "merge", "options": {} }]);
+    panels.push(requests);
+    json!({
+        "title": "DSPex telemetry",
+        "uid": "dspex-telemetry",
+        "description": "Generated by `cargo xtask dashboard` from the dspex-telemetry metric catalog; do not edit.",
+        "tags": ["dspex", "python-bridge"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": true,
+        "graphTooltip": 1,
+        "time": { "from": "now-1h", "to": "now" },
+        "refresh": "10s",
+        "timezone": "browser",
+        "annotations": { "list": [] },
+        "templating": {
+            "list": [{
+                "name": "datasource",
+                "label": "Prometheus",
+                "type": "datasource",
+                "query": "prometheus",
+                "hide": 0,
+                "refresh": 1,
+                "options": [],
+            }],
+        },
+        "panels": lay_out(panels),
+    })
+}
+
+/// Every query (PromQL) of a dashboard's panels.
+pub fn queries(dashboard: &Value) -> Vec<String> {
+    dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The series names Prometheus holds for `definitions`: counters and gauges under their
+/// names, histograms as `_bucket`, `_sum` and `_count`.
+pub fn exposition_names(definitions: &[MetricDefinition]) -> BTreeSet<String> {
+    definitions
+        .iter()
+        .flat_map(|d| match d.kind() {
+            MetricKind::Summary | MetricKind::Distribution { .. } => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{}{s}", d.name()))
+                .collect::<Vec<_>>(),
+            _ => vec![d.name().to_owned()],
+        })
+        .collect()
+}
+
+/// The series a PromQL expression selects: its identifiers that are not functions,
+/// keywords, label names (in selectors and in `by (…)`, `on (…)` and the like), ranges,
+/// numbers or Grafana variables.
+pub fn series_in(expr: &str) -> BTreeSet<String> {
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+    ];
+    let b = expr.as_bytes();
+    let skip_to = |mut i: usize, close: u8| {
+        while i < b.len() && b[i] != close {
+            i += 1;
+        }
+        i + 1
+    };
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => i = skip_to(i + 1, b'"'),
+            b'[' => i = skip_to(i + 1, b']'),
+            b'{' => i = skip_to(i + 1, b'}'),
+            c if c.is_ascii_digit() || c == b'.' => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c == b':' => {
+                let start = i;
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$' | b':'))
+                {
+                    i += 1;
+                }
+                let word = &expr[start..i];
+                let mut j = i;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let call = b.get(j) == Some(&b'(');
+                if GROUPING.contains(&word) && call {
+                    i = skip_to(j + 1, b')');
+                } else if !call && !KEYWORDS.contains(&word) && !word.starts_with('$') {
+                    out.insert(word.to_owned());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_told_from_functions_and_labels() {
+        let expr = "100 * sum by (method, le) (rate(a_errors[$__rate_interval])) / sum by (method) (rate(a_count{x=\"y\"}[5m])) and on (method) b_total";
+        let got: Vec<String> = series_in(expr).into_iter().collect();
+        assert_eq!(got, ["a_count", "a_errors", "b_total"]);
+        assert_eq!(
+            series_in("sum(x_total) - sum(y_total or vector(0))")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["x_total", "y_total"]
+        );
+    }
+}
