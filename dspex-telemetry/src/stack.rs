@@ -1,0 +1,176 @@
+//! Starting and stopping the stack a [`Config`] describes.
+
+use std::net::SocketAddr;
+
+use dspex_telemetry_alerts::{Alert, AlertService};
+use dspex_telemetry_core::{Dispatcher, EventName, attach_debug_handler};
+use dspex_telemetry_exporters::reporter::Reporter;
+use dspex_telemetry_metrics::{MetricsHandler, WindowedRecorder, catalog};
+
+use crate::config::{Config, Handler};
+
+/// Why the stack did not start; each names the configuration key at fault where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `[metrics]` holds a value out of range.
+    #[error("invalid `metrics.{key}`: {reason}")]
+    Metrics {
+        /// The key under `[metrics]`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `[alerts]` holds a value out of range, or a handler cannot be built.
+    #[error("invalid `alerts.{key}`: {reason}")]
+    Alerts {
+        /// The key under `[alerts]`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `[reporter]` backend could not start.
+    #[error("invalid `reporter.{key}`: {reason}")]
+    Reporter {
+        /// The key under `[reporter]`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The process has a global `metrics` recorder already (one per process).
+    #[error("a global metrics recorder is installed already: start the stack once per process")]
+    RecorderInstalled,
+    /// A handler with the stack's id is attached to the dispatcher already.
+    #[error("cannot attach to the dispatcher: {0}")]
+    Attach(String),
+}
+
+/// The running stack. Keep it for the life of the service and call
+/// [`Telemetry::shutdown`] before exit, so every backend is flushed once.
+#[derive(Debug)]
+pub struct Telemetry {
+    window: WindowedRecorder,
+    metrics: Option<MetricsHandler>,
+    reporter: Option<Reporter>,
+    alerts: Option<AlertService>,
+    dispatcher: Dispatcher,
+    debug: bool,
+}
+
+/// The id the stack's handlers attach under.
+const ID: &str = "dspex-telemetry";
+
+impl Telemetry {
+    /// Starts what `config` describes for the events of `dispatcher`, on the current tokio
+    /// runtime: installs the process's global `metrics` recorder (the sliding window, plus the
+    /// reporter's backends), attaches the DSPex metric catalog, starts the alert service.
+    pub async fn start(config: &Config, dispatcher: &Dispatcher) -> Result<Telemetry, StartError> {
+        let recorder_config = config
+            .metrics
+            .clone()
+            .into_recorder_config()
+            .map_err(|e| StartError::Metrics {
+                key: invalid_key(&e.to_string()),
+                reason: e.to_string(),
+            })?;
+        let window = WindowedRecorder::new(recorder_config).map_err(|e| StartError::Metrics {
+            key: invalid_key(&e.to_string()),
+            reason: e.to_string(),
+        })?;
+        let alerts_parts = if config.runs(Handler::Alerts) {
+            Some(config.alerts.build().map_err(|e| StartError::Alerts {
+                key: e.key.clone(),
+                reason: e.reason.clone(),
+            })?)
+        } else {
+            None
+        };
+        let definitions = catalog::dspex_metrics();
+        let reporter = if config.runs(Handler::Reporter) {
+            let (reporter, fanout) =
+                Reporter::start(&config.reporter, &definitions, Some(window.clone()), dispatcher)
+                    .await
+                    .map_err(|e| StartError::Reporter {
+                        key: e.key.clone(),
+                        reason: e.reason.clone(),
+                    })?;
+            if metrics::set_global_recorder(fanout).is_err() {
+                reporter.shutdown().await;
+                return Err(StartError::RecorderInstalled);
+            }
+            Some(reporter)
+        } else {
+            metrics::set_global_recorder(window.clone()).map_err(|_| StartError::RecorderInstalled)?;
+            None
+        };
+        let metrics = if config.runs(Handler::Metrics) {
+            Some(
+                MetricsHandler::attach(
+                    dispatcher,
+                    ID,
+                    definitions,
+                    config.metrics.max_series_per_metric,
+                )
+                .map_err(|e| StartError::Attach(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let alerts = alerts_parts.map(|(engine, handlers)| {
+            AlertService::start(
+                engine,
+                window.clone(),
+                handlers,
+                dispatcher.clone(),
+                config.alerts.evaluation_interval(),
+            )
+        });
+        if config.telemetry.debug {
+            attach_debug_handler(dispatcher, EventName::from_static(&["dspex"]))
+                .map_err(|e| StartError::Attach(e.to_string()))?;
+        }
+        Ok(Telemetry {
+            window,
+            metrics,
+            reporter,
+            alerts,
+            dispatcher: dispatcher.clone(),
+            debug: config.telemetry.debug,
+        })
+    }
+
+    /// The sliding window: p50/p95/p99, error rates and rates of every series now.
+    pub fn window(&self) -> &WindowedRecorder {
+        &self.window
+    }
+
+    /// Where the Prometheus `/metrics` endpoint listens, if a backend serves one.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.reporter.as_ref().and_then(Reporter::prometheus_addr)
+    }
+
+    /// The alerts firing at the last evaluation (none without the alerts handler).
+    pub fn active_alerts(&self) -> Vec<Alert> {
+        self.alerts.as_ref().map(AlertService::active).unwrap_or_default()
+    }
+
+    /// Detaches the handlers, stops the alert service, flushes and stops every backend.
+    pub async fn shutdown(self) {
+        if let Some(handler) = self.metrics {
+            handler.detach();
+        }
+        if self.debug {
+            let _ = self.dispatcher.detach(dspex_telemetry_core::DEBUG_HANDLER_ID);
+        }
+        if let Some(alerts) = self.alerts {
+            alerts.shutdown().await;
+        }
+        if let Some(reporter) = self.reporter {
+            reporter.shutdown().await;
+        }
+    }
+}
+
+/// The key a window error's text names (``invalid `window_size_ms`: …``).
+fn invalid_key(text: &str) -> String {
+    text.split('`').nth(1).unwrap_or("?").to_owned()
+}
