@@ -171,8 +171,7 @@ where
     Dispatcher::global().try_span_async(prefix, metadata, future)
 }
 
-/// The README's and the guide's samples, run as doctests.
+/// The guide's samples, run as doctests.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
 #[doc = include_str!("../../docs/core.md")]
 struct GuideDoctests;

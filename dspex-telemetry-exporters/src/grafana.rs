@@ -360,7 +360,8 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
                 "resolved/min {{alert_type}} {{severity}}".into(),
             ),
             (
-                format!("sum by (handler_id) (rate(dspex_telemetry_handler_failures_total[{RATE_INTERVAL}]))"),
+                // Zero rather than no data while no handler has failed.
+                format!("sum by (handler_id) (rate(dspex_telemetry_handler_failures_total[{RATE_INTERVAL}])) or vector(0)"),
                 "handler failures/s {{handler_id}}".into(),
             ),
         ],

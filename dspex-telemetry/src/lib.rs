@@ -48,7 +48,13 @@ pub use dspex_telemetry_exporters as exporters;
 pub use dspex_telemetry_metrics as metrics;
 
 mod config;
+pub mod quickstart;
 mod stack;
 
 pub use config::{Config, ConfigError, Handler, TelemetrySection};
 pub use stack::{StartError, Telemetry};
+
+/// The README's samples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

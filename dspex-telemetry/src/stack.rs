@@ -64,14 +64,15 @@ impl Telemetry {
     /// runtime: installs the process's global `metrics` recorder (the sliding window, plus the
     /// reporter's backends), attaches the DSPex metric catalog, starts the alert service.
     pub async fn start(config: &Config, dispatcher: &Dispatcher) -> Result<Telemetry, StartError> {
-        let recorder_config = config
-            .metrics
-            .clone()
-            .into_recorder_config()
-            .map_err(|e| StartError::Metrics {
-                key: invalid_key(&e.to_string()),
-                reason: e.to_string(),
-            })?;
+        let recorder_config =
+            config
+                .metrics
+                .clone()
+                .into_recorder_config()
+                .map_err(|e| StartError::Metrics {
+                    key: invalid_key(&e.to_string()),
+                    reason: e.to_string(),
+                })?;
         let window = WindowedRecorder::new(recorder_config).map_err(|e| StartError::Metrics {
             key: invalid_key(&e.to_string()),
             reason: e.to_string(),
@@ -86,20 +87,25 @@ impl Telemetry {
         };
         let definitions = catalog::dspex_metrics();
         let reporter = if config.runs(Handler::Reporter) {
-            let (reporter, fanout) =
-                Reporter::start(&config.reporter, &definitions, Some(window.clone()), dispatcher)
-                    .await
-                    .map_err(|e| StartError::Reporter {
-                        key: e.key.clone(),
-                        reason: e.reason.clone(),
-                    })?;
+            let (reporter, fanout) = Reporter::start(
+                &config.reporter,
+                &definitions,
+                Some(window.clone()),
+                dispatcher,
+            )
+            .await
+            .map_err(|e| StartError::Reporter {
+                key: e.key.clone(),
+                reason: e.reason.clone(),
+            })?;
             if metrics::set_global_recorder(fanout).is_err() {
                 reporter.shutdown().await;
                 return Err(StartError::RecorderInstalled);
             }
             Some(reporter)
         } else {
-            metrics::set_global_recorder(window.clone()).map_err(|_| StartError::RecorderInstalled)?;
+            metrics::set_global_recorder(window.clone())
+                .map_err(|_| StartError::RecorderInstalled)?;
             None
         };
         let metrics = if config.runs(Handler::Metrics) {
@@ -150,7 +156,10 @@ impl Telemetry {
 
     /// The alerts firing at the last evaluation (none without the alerts handler).
     pub fn active_alerts(&self) -> Vec<Alert> {
-        self.alerts.as_ref().map(AlertService::active).unwrap_or_default()
+        self.alerts
+            .as_ref()
+            .map(AlertService::active)
+            .unwrap_or_default()
     }
 
     /// Detaches the handlers, stops the alert service, flushes and stops every backend.
@@ -159,7 +168,9 @@ impl Telemetry {
             handler.detach();
         }
         if self.debug {
-            let _ = self.dispatcher.detach(dspex_telemetry_core::DEBUG_HANDLER_ID);
+            let _ = self
+                .dispatcher
+                .detach(dspex_telemetry_core::DEBUG_HANDLER_ID);
         }
         if let Some(alerts) = self.alerts {
             alerts.shutdown().await;

@@ -348,6 +348,22 @@ impl PrometheusServer {
         json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
 
+    /// Runs an instant PromQL query; returns how many series it gave, or Prometheus's error.
+    pub async fn query_series(&self, promql: &str) -> Result<usize, String> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (status, body) =
+            tokio::time::timeout(Duration::from_secs(5), http_get(self.addr, &path, &[]))
+                .await
+                .map_err(|_| "no answer within 5 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+        if json["status"] != "success" {
+            return Err(format!("{status}: {}", json["error"]));
+        }
+        Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
+    }
+
     /// Polls `promql` until it returns a value satisfying `ok` (30 s at most).
     pub async fn until(&self, promql: &str, ok: impl Fn(f64) -> bool) -> f64 {
         let limit = Instant::now() + Duration::from_secs(30);

@@ -15,9 +15,11 @@ def predict(question):
         time.sleep(random.uniform(0.002, 0.006))
     with dspex_span("generate"):
         time.sleep(random.uniform(0.004, 0.012))
+    # An unsure model answers without a number: casting the answer to its contract fails.
+    confidence = "n/a" if "unsure" in question else round(random.uniform(0.6, 0.99), 2)
     return {
         "answer": f"An answer to {question!r}",
-        "confidence": round(random.uniform(0.6, 0.99), 2),
+        "confidence": confidence,
         "correlation_id": current_trace()["correlation_id"],
     }
 

@@ -1,0 +1,449 @@
+//! The quickstart: the whole stack at work on a mixed workload, as `cargo run --release -p
+//! dspex-telemetry --example quickstart` shows it.
+//!
+//! Simulated users send correlated requests (a contract-checked prediction, session
+//! variables, three tools). From 35 % to 60 % of the run, `web_search` slows to ~800 ms and
+//! `flaky_lookup` fails half the time: the tool p99 and error-rate alerts fire, and resolve
+//! once the window (10 s with the built-in configuration) no longer holds the bad phase.
+//! Along the way a worker crashes once (and is replaced), a burst overflows the request queue,
+//! sessions expire, some predictions fail their contract and some answers fail their cast, so
+//! every panel of the generated dashboard has data.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dspex_telemetry_bridge::{Pool, PoolConfig, Sessions, Signature, ToolCall};
+use dspex_telemetry_core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
+use dspex_telemetry_exporters::reporter::BackendConfig;
+use dspex_telemetry_metrics::SeriesValue;
+use serde_json::{Map, Value, json};
+
+use crate::{Config, StartError, Telemetry};
+
+/// The quickstart's configuration when no file is given: a 10 s window evaluated every
+/// second, so a short run shows alerts fire and resolve.
+pub const QUICKSTART_TOML: &str = r#"
+[metrics]
+window_size_ms = 10000
+sub_windows = 5
+
+[alerts]
+evaluation_interval_ms = 1000
+
+[alerts.suppression]
+occurrence_threshold = 2
+min_interval_ms = 5000
+
+[[alerts.alert_handlers]]
+type = "log"
+level = "warn"
+
+[reporter]
+reporting_interval = 5000
+"#;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long the workload runs (default 45 s).
+    pub duration: Duration,
+    /// Python workers (default 4).
+    pub workers: usize,
+    /// The configuration; the Prometheus backend is added when it has none.
+    pub config: Config,
+    /// Where `/metrics` listens when the configuration has no Prometheus backend (default
+    /// `127.0.0.1:9568`; port 0 picks a free one).
+    pub listen: String,
+    /// Redraw a live view every second (a terminal) instead of a line every 5 s.
+    pub live: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            duration: Duration::from_secs(45),
+            workers: 4,
+            config: Config::from_toml(QUICKSTART_TOML).expect("the built-in configuration"),
+            listen: "127.0.0.1:9568".into(),
+            live: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Requests the simulated users sent.
+    pub requests: u64,
+    /// Requests that ended in an error (the deliberate ones included).
+    pub failed_requests: u64,
+    /// Alerts that fired, and that resolved, as the run saw them.
+    pub fired: u64,
+    /// See `fired`.
+    pub resolved: u64,
+    /// One line per alert fired or resolved, with the time into the run.
+    pub transcript: Vec<String>,
+}
+
+/// Why the quickstart could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum QuickstartError {
+    /// The stack did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The Python workers did not start.
+    #[error("cannot start the Python workers: {0}")]
+    Pool(String),
+    /// A backend flag did not make a valid backend.
+    #[error("invalid backend: {0}")]
+    Backend(String),
+}
+
+/// A `[[reporter.backends]]` entry from its TOML.
+pub fn backend(entry: &str) -> Result<BackendConfig, QuickstartError> {
+    toml::from_str(entry).map_err(|e| QuickstartError::Backend(e.to_string()))
+}
+
+/// How the run goes at `progress` (0 to 1): its name, `web_search`'s delay in ms and
+/// `flaky_lookup`'s failure rate.
+fn phase(progress: f64) -> (&'static str, u64, f64) {
+    if (0.35..0.60).contains(&progress) {
+        ("degraded", 800, 0.5)
+    } else if progress >= 0.60 {
+        ("recovered", 30, 0.01)
+    } else {
+        ("normal", 30, 0.01)
+    }
+}
+
+/// The rows of the live view: each operation's window.
+fn operation_rows(telemetry: &Telemetry) -> Vec<String> {
+    let window = telemetry.window();
+    let mut rows = Vec::new();
+    for series in window.snapshot() {
+        let Some(base) = series.name.strip_suffix("_duration") else {
+            continue;
+        };
+        if !matches!(series.value, SeriesValue::Histogram(_)) {
+            continue;
+        }
+        let labels: Vec<(&str, &str)> = series
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let Some(op) = window.operation(base, &labels) else {
+            continue;
+        };
+        let mut what = format!(
+            "{} {}",
+            base.trim_start_matches("dspex_"),
+            labels.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(",")
+        );
+        if what.len() > 44 {
+            let mut end = 43;
+            while !what.is_char_boundary(end) {
+                end -= 1;
+            }
+            what.truncate(end);
+            what.push('…');
+        }
+        let errors = if op.count == 0 {
+            0.0
+        } else {
+            100.0 * op.error_count as f64 / op.count as f64
+        };
+        rows.push(format!(
+            "{what:<44} {:>6} {:>7.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2}",
+            op.count, op.rate_per_sec, errors, op.p50, op.p95, op.p99
+        ));
+    }
+    rows.sort();
+    rows
+}
+
+fn gauge(telemetry: &Telemetry, name: &str, label: Option<(&str, &str)>) -> f64 {
+    telemetry
+        .window()
+        .snapshot()
+        .into_iter()
+        .filter(|s| s.name == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v)))
+        .map(|s| match s.value {
+            SeriesValue::Gauge(g) => g,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// The live view's text.
+fn view(
+    telemetry: &Telemetry,
+    elapsed: Duration,
+    total: Duration,
+    phase: &str,
+    requests: u64,
+) -> String {
+    let mut out = format!(
+        "dspex-telemetry quickstart — {:>3}/{}s — phase: {phase} — {requests} requests — /metrics on http://{}/metrics\n\n",
+        elapsed.as_secs(),
+        total.as_secs(),
+        telemetry
+            .prometheus_addr()
+            .map_or("-".into(), |a| a.to_string()),
+    );
+    out += &format!(
+        "{:<44} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8}\n",
+        "operation (in the window)", "count", "rate/s", "errors", "p50 ms", "p95 ms", "p99 ms"
+    );
+    for row in operation_rows(telemetry) {
+        out += &row;
+        out.push('\n');
+    }
+    out += &format!(
+        "\npool: {} idle, {} busy, {} starting, queue depth {}\n",
+        gauge(telemetry, "dspex_pool_workers", Some(("state", "idle"))),
+        gauge(telemetry, "dspex_pool_workers", Some(("state", "busy"))),
+        gauge(telemetry, "dspex_pool_workers", Some(("state", "starting"))),
+        gauge(telemetry, "dspex_pool_queue_depth", None),
+    );
+    let active = telemetry.active_alerts();
+    out += &format!("active alerts: {}\n", active.len());
+    for alert in active {
+        out += &format!("  {}\n", alert.message);
+    }
+    out
+}
+
+/// One simulated user's requests until `until`.
+#[allow(clippy::too_many_arguments)]
+async fn user(
+    user: u64,
+    pool: Pool,
+    sessions: Arc<Sessions>,
+    signature: Signature,
+    started: Instant,
+    total: Duration,
+    requests: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+) {
+    let mut session = sessions.create();
+    let mut n = 0u64;
+    while started.elapsed() < total {
+        n += 1;
+        let (_, delay_ms, failure_rate) =
+            phase(started.elapsed().as_secs_f64() / total.as_secs_f64());
+        let id = CorrelationId::parse(&format!("user-{user}-request-{n}")).expect("a valid id");
+        let request = async {
+            let mut inputs = Map::new();
+            // One prediction in 50 sends a number where the contract wants a string, and one
+            // in 50 gets an answer whose confidence is not a number (the cast fails).
+            let question: Value = match n % 50 {
+                0 => json!(n),
+                25 => json!(format!("an unsure question {n} from user {user}")),
+                _ => json!(format!("question {n} from user {user}")),
+            };
+            inputs.insert("question".into(), question);
+            let answer = pool
+                .predict(&signature, "quickstart_tools", "predict", inputs)
+                .await?;
+            sessions.set(&session, "last_answer", answer["answer"].clone())?;
+            let call = ToolCall {
+                session_id: Some(&session),
+                caller: Some("agent"),
+                timeout: None,
+            };
+            pool.execute_tool("calculator", vec![json!(n), json!(3)], call.clone())
+                .await?;
+            pool.execute_tool(
+                "web_search",
+                vec![json!("telemetry"), json!(delay_ms)],
+                call.clone(),
+            )
+            .await?;
+            let _ = pool
+                .execute_tool("flaky_lookup", vec![json!("k"), json!(failure_rate)], call)
+                .await;
+            sessions.get(&session, "last_answer")?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        if request
+            .with_trace_context(TraceContext::new_root_with_correlation(id))
+            .await
+            .is_err()
+        {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
+        requests.fetch_add(1, Ordering::Relaxed);
+        // A session lasts 20 requests.
+        if n % 20 == 0 {
+            let _ = sessions.expire(&session, "completed");
+            session = sessions.create();
+        }
+    }
+    let _ = sessions.expire(&session, "closed");
+}
+
+/// Runs the quickstart, printing to `out`; returns what happened. Starts the stack on the
+/// process's global recorder (once per process) and the global dispatcher.
+pub async fn run(
+    mut options: Options,
+    out: &mut (dyn Write + Send),
+) -> Result<Summary, QuickstartError> {
+    let has_prometheus = options
+        .config
+        .reporter
+        .backends
+        .iter()
+        .any(|b| matches!(b, BackendConfig::Prometheus(_)));
+    if !has_prometheus {
+        options.config.reporter.backends.push(backend(&format!(
+            "type = \"prometheus\"\nlisten = {:?}\n",
+            options.listen
+        ))?);
+    }
+    let dispatcher = Dispatcher::global().clone();
+    let telemetry = Telemetry::start(&options.config, &dispatcher).await?;
+    let pool = Pool::start(PoolConfig {
+        size: options.workers.max(1),
+        max_queue_depth: 64,
+        python_path: vec![
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join("python"),
+        ],
+        preload: vec!["quickstart_tools".into()],
+        health_interval: Some(Duration::from_millis(500)),
+        dispatcher: dispatcher.clone(),
+        ..PoolConfig::default()
+    })
+    .await
+    .map_err(|e| QuickstartError::Pool(e.to_string()))?;
+    let sessions = Arc::new(Sessions::new(dispatcher.clone(), Duration::from_secs(300)));
+    let signature = Signature::parse("question: str -> answer: str, confidence: float")
+        .expect("a valid signature");
+    let started = Instant::now();
+    let total = options.duration;
+    let requests = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let users: Vec<_> = (0..6)
+        .map(|u| {
+            tokio::spawn(user(
+                u,
+                pool.clone(),
+                sessions.clone(),
+                signature.clone(),
+                started,
+                total,
+                requests.clone(),
+                failures.clone(),
+            ))
+        })
+        .collect();
+
+    let every = if options.live {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    let mut summary = Summary::default();
+    let mut firing: BTreeMap<String, String> = BTreeMap::new();
+    let mut next_print = Instant::now();
+    let (mut crashed, mut burst) = (false, false);
+    while started.elapsed() < total {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let elapsed = started.elapsed();
+        let progress = elapsed.as_secs_f64() / total.as_secs_f64();
+        let (name, _, _) = phase(progress);
+        if progress >= 0.2 && !crashed {
+            // A worker dies mid-call: the call fails, the worker is replaced.
+            crashed = true;
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call("os", "_exit", vec![json!(1)]).await });
+        }
+        if progress >= 0.45 && !burst {
+            // More requests at once than the queue holds: the pool refuses the rest.
+            burst = true;
+            for _ in 0..96 {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.call("time", "sleep", vec![json!(0.01)]).await });
+            }
+        }
+        let now: BTreeMap<String, String> = telemetry
+            .active_alerts()
+            .into_iter()
+            .map(|a| (a.id.clone(), a.message.clone()))
+            .collect();
+        for (id, text) in &now {
+            if !firing.contains_key(id) {
+                summary.fired += 1;
+                let line = format!("{:>5.1}s FIRED    {text}", elapsed.as_secs_f64());
+                if !options.live {
+                    let _ = writeln!(out, "{line}");
+                }
+                summary.transcript.push(line);
+            }
+        }
+        for (id, text) in &firing {
+            if !now.contains_key(id) {
+                summary.resolved += 1;
+                let line = format!("{:>5.1}s RESOLVED {text}", elapsed.as_secs_f64());
+                if !options.live {
+                    let _ = writeln!(out, "{line}");
+                }
+                summary.transcript.push(line);
+            }
+        }
+        firing = now;
+        if Instant::now() >= next_print {
+            next_print += every;
+            let done = requests.load(Ordering::Relaxed);
+            if options.live {
+                let _ = write!(
+                    out,
+                    "\x1b[2J\x1b[H{}",
+                    view(&telemetry, elapsed, total, name, done)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:>5.1}s phase={name} requests={done} active_alerts={}",
+                    elapsed.as_secs_f64(),
+                    firing.len()
+                );
+            }
+            let _ = out.flush();
+        }
+    }
+    for u in users {
+        let _ = u.await;
+    }
+    summary.requests = requests.load(Ordering::Relaxed);
+    summary.failed_requests = failures.load(Ordering::Relaxed);
+    let last = view(
+        &telemetry,
+        started.elapsed(),
+        total,
+        "done",
+        summary.requests,
+    );
+    pool.shutdown().await;
+    let _ = writeln!(out, "\n{last}");
+    let _ = writeln!(
+        out,
+        "Summary: {} requests ({} ended in an error), {} alerts fired, {} resolved.",
+        summary.requests, summary.failed_requests, summary.fired, summary.resolved
+    );
+    if options.live {
+        let _ = writeln!(out, "Alert transcript:");
+        for line in &summary.transcript {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    telemetry.shutdown().await;
+    Ok(summary)
+}
