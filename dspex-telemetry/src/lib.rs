@@ -54,7 +54,8 @@ mod stack;
 pub use config::{Config, ConfigError, Handler, TelemetrySection};
 pub use stack::{StartError, Telemetry};
 
-/// The README's samples, run as doctests.
+/// The README's and the guide's samples, run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
+#[doc = include_str!("../../docs/guide.md")]
 struct ReadmeDoctests;
