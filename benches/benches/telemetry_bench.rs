@@ -27,6 +27,8 @@
 //! | `event_path/histogram_and_counter_macros_to_prometheus` | the same work the catalog does for a `stop` event (duration histogram and call counter) with the macros, into Prometheus |
 //! | `exporters/backends_up` | a bridge-call span through the Reporter (window, Prometheus, StatsD, OTLP metrics recorders; the OTLP span handler) while StatsD, the push gateway and OTLP send every 10 ms to live sinks |
 //! | `exporters/backends_down` | the same with every server down (closed ports): the caller's cost must not grow |
+//! | `otlp_span/dspex_bridge_call_span` | a bridge-call span (six attributes) through the OTLP span handler, exported over OTLP/HTTP to a local sink |
+//! | `otlp_span/tracing_opentelemetry_span` | the same span with `tracing` + `tracing-opentelemetry` 0.34 + the OpenTelemetry SDK's batch processor and OTLP/HTTP exporter 0.33, to the same kind of sink |
 //!
 //! The three `event_path` benches time their own batches interleaved with untimed batches of
 //! the other two, so drift in the machine's speed falls on all three alike.
@@ -428,9 +430,145 @@ fn exporters_peer_down(c: &mut Criterion) {
     g.finish();
 }
 
+/// Runs `n` iterations in chunks of 256, each timed by `chunk` (which flushes, untimed, after
+/// its timed part, so no queue ever fills and every span is exported).
+fn timed_in_chunks(n: u64, mut chunk: impl FnMut(u64) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < n {
+        let count = 256.min(n - done);
+        total += chunk(count);
+        done += count;
+    }
+    total
+}
+
+/// A bridge-call span exported over OTLP/HTTP to a local collector sink: ours (the OTLP span
+/// handler on the dispatcher) against `tracing` + `tracing-opentelemetry` with the SDK's batch
+/// processor and the official OTLP/HTTP exporter, for a span with the same name and attributes.
+/// Both queue up to 65 536 spans and send batches of 512 from their own thread or task; spans
+/// are timed in chunks of 256, each followed by an untimed flush, so every span is exported
+/// (none dropped) and the caller's cost is what is timed.
+fn otlp_span(c: &mut Criterion) {
+    use dspex_telemetry_core::{catalog, context, metadata};
+    use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    const QUEUE: usize = 65_536;
+    let (_, http) = start_sinks();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("otlp_span");
+
+    let d = Dispatcher::new();
+    let traces = rt
+        .block_on(async {
+            OtlpTraces::start(
+                OtlpConfig {
+                    endpoint: format!("http://127.0.0.1:{http}"),
+                    max_queue: QUEUE,
+                    max_batch: 512,
+                    export_interval: Duration::from_millis(100),
+                    ..OtlpConfig::default()
+                },
+                &d,
+                "otlp",
+            )
+        })
+        .expect("otlp");
+    {
+        let _trace = context::start_trace();
+        g.bench_function("dspex_bridge_call_span", |b| {
+            b.iter_custom(|n| {
+                timed_in_chunks(n, |count| {
+                    let start = Instant::now();
+                    for _ in 0..count {
+                        d.span(
+                            &catalog::BRIDGE_CALL,
+                            metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
+                            || {
+                                (
+                                    black_box(()),
+                                    metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
+                                )
+                            },
+                        )
+                    }
+                    let spent = start.elapsed();
+                    rt.block_on(traces.flush());
+                    spent
+                })
+            })
+        });
+    }
+    let stats = traces.stats();
+    rt.block_on(traces.shutdown());
+    assert_eq!(stats.dropped, 0, "every span was exported: {stats:?}");
+    assert!(stats.exported > 0, "{stats:?}");
+
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("http://127.0.0.1:{http}/v1/traces"))
+        .build()
+        .expect("otlp exporter");
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(QUEUE)
+                .with_max_export_batch_size(512)
+                .with_scheduled_delay(Duration::from_millis(100))
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dspex")));
+    tracing::subscriber::with_default(subscriber, || {
+        let root = tracing::info_span!("request");
+        let _root = root.enter();
+        g.bench_function("tracing_opentelemetry_span", |b| {
+            b.iter_custom(|n| {
+                timed_in_chunks(n, |count| {
+                    let start = Instant::now();
+                    for _ in 0..count {
+                        let span = tracing::info_span!(
+                            "dspex.bridge.call",
+                            module = "dspy",
+                            function = "Predict",
+                            args = "[\"question\"]",
+                            success = tracing::field::Empty,
+                            result_type = tracing::field::Empty,
+                            worker_id = tracing::field::Empty,
+                        );
+                        let entered = span.enter();
+                        black_box(());
+                        span.record("success", true);
+                        span.record("result_type", "dict");
+                        span.record("worker_id", 1);
+                        drop(entered);
+                    }
+                    let spent = start.elapsed();
+                    provider.force_flush().expect("flush");
+                    spent
+                })
+            })
+        });
+    });
+    let _ = provider.shutdown();
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, execute, span, trace_context, window, event_path, exporters_peer_down
+    targets = baselines, execute, span, trace_context, window, event_path, exporters_peer_down, otlp_span
 }
 criterion_main!(benches);

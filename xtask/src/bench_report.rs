@@ -59,6 +59,12 @@ const TARGETS: &[Target] = &[
         if_missed: "",
     },
     Target {
+        bench: "otlp_span/dspex_bridge_call_span",
+        baseline: "otlp_span/tracing_opentelemetry_span",
+        max_ratio: 0.5,
+        if_missed: "",
+    },
+    Target {
         bench: "exporters/backends_down",
         baseline: "exporters/backends_up",
         max_ratio: 1.1,
@@ -99,6 +105,7 @@ const SUITES: &[(&str, &[&str])] = &[
             "window",
             "event_path",
             "exporters",
+            "otlp_span",
         ],
     ),
     ("bridge_performance_bench", &["bridge"]),

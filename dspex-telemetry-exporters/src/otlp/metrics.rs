@@ -215,7 +215,7 @@ impl OtlpMetricsRecorder {
             });
             let attributes = key
                 .labels()
-                .map(|l| (l.key().to_owned(), AnyValue::Str(l.value().to_owned())))
+                .map(|l| (l.key().to_owned(), AnyValue::Str(l.value().into())))
                 .collect();
             let value = match &*series {
                 Series::Counter(total) => PointValue::Counter(total.load(Ordering::Relaxed)),

@@ -11,6 +11,7 @@ mod transport;
 
 pub use metrics::{OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder};
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -204,8 +205,23 @@ impl OtlpTraces {
         events.push(catalog::PYTHON_SPAN);
         let sender = queue.clone();
         let handler_counters = counters.clone();
+        // Each span's name (the event's without its phase), built once: `dspex.bridge.call`.
+        let names: Vec<(EventName, Arc<str>)> = events
+            .iter()
+            .map(|e| {
+                let segments: Vec<&str> = e.segments().collect();
+                let prefix = &segments[..segments.len().saturating_sub(1)];
+                (e.clone(), Arc::from(prefix.join(".")))
+            })
+            .collect();
         dispatcher.attach_many(handler_id, events, move |event: &Event<'_>| {
-            let Some(span) = span_of(event) else { return };
+            let name = names
+                .iter()
+                .find(|(e, _)| e == event.name())
+                .map(|(_, n)| n.clone());
+            let Some(span) = span_of(event, name) else {
+                return;
+            };
             if !sender.push(span) {
                 handler_counters.0.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -264,8 +280,8 @@ impl Drop for OtlpTraces {
     }
 }
 
-/// The span an event ends, if it ends one.
-fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
+/// The span an event ends, if it ends one; `span_name` is the event's without its phase.
+fn span_of(event: &Event<'_>, span_name: Option<Arc<str>>) -> Option<SpanRecord> {
     let name = event.name();
     if *name == catalog::PYTHON_SPAN {
         return python_span(event);
@@ -277,19 +293,16 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
         .get("duration")
         .map_or(0, |d| d.as_i64().unwrap_or(0).max(0) as u64);
     let end = dspex_telemetry_core::system_time_ns().max(0) as u64;
-    // The span's name is the event's without its phase: `dspex.bridge.call`.
-    let mut span_name = String::with_capacity(32);
-    for segment in name.segments().take(name.len().saturating_sub(1)) {
-        if !span_name.is_empty() {
-            span_name.push('.');
-        }
-        span_name.push_str(segment);
-    }
+    let mut span_name = span_name.unwrap_or_else(|| {
+        let segments: Vec<&str> = name.segments().collect();
+        Arc::from(segments[..segments.len().saturating_sub(1)].join("."))
+    });
     let mut attributes = Vec::with_capacity(event.metadata().len() + 3);
     let mut error = None;
+    let trace_span = name.starts_with(catalog::TRACE_SPAN.prefix());
     for (key, value) in event.metadata().iter() {
-        if name.starts_with(catalog::TRACE_SPAN.prefix()) && key == "name" {
-            span_name = value.to_string();
+        if trace_span && key == "name" {
+            span_name = Arc::from(value.to_string());
             continue;
         }
         if failed && key == "reason" {
@@ -297,13 +310,14 @@ fn span_of(event: &Event<'_>) -> Option<SpanRecord> {
         }
         // OpenTelemetry semantic conventions where one applies: the Python function a bridge
         // call runs, and the error's type.
+        let value = any(value);
         match key {
-            "module" => attributes.push((AttrKey::Static("code.namespace"), any(value))),
-            "function" => attributes.push((AttrKey::Static("code.function"), any(value))),
-            "kind" if failed => attributes.push((AttrKey::Static("error.type"), any(value))),
+            "module" => attributes.push((AttrKey::Static("code.namespace"), value.clone())),
+            "function" => attributes.push((AttrKey::Static("code.function"), value.clone())),
+            "kind" if failed => attributes.push((AttrKey::Static("error.type"), value.clone())),
             _ => {}
         }
-        attributes.push((AttrKey::Dspex(key.into()), any(value)));
+        attributes.push((AttrKey::Dspex(dspex_key(key)), value));
     }
     // Set by the code inside the span (`context::set_attributes`), under their own names.
     for (key, value) in ctx.attributes() {
@@ -350,7 +364,7 @@ fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
             key,
             "trace_id" | "span_id" | "parent_span_id" | "name" | "status" | "message"
         ) {
-            attributes.push((AttrKey::Dspex(key.into()), any(value)));
+            attributes.push((AttrKey::Dspex(dspex_key(key)), any(value)));
         }
     }
     // The correlation id of the call the worker served (the trace id when none was given).
@@ -360,7 +374,7 @@ fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
         trace_id: trace_id.to_bytes(),
         span_id: span_id.to_bytes(),
         parent_span_id: parent.map(SpanId::to_bytes),
-        name: text("name").unwrap_or_else(|| "python".into()),
+        name: Arc::from(text("name").unwrap_or_else(|| "python".into())),
         kind: 1,
         start_unix_ns: time("start_time"),
         end_unix_ns: time("end_time"),
@@ -370,10 +384,48 @@ fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
     })
 }
 
+/// A metadata key as an attribute key: the catalog's keys without copying them.
+fn dspex_key(key: &str) -> Cow<'static, str> {
+    const KNOWN: &[&str] = &[
+        "module",
+        "function",
+        "args",
+        "success",
+        "result_type",
+        "worker_id",
+        "error",
+        "kind",
+        "reason",
+        "tool_name",
+        "session_id",
+        "caller",
+        "signature",
+        "to_type",
+        "from_type",
+        "pool",
+        "operation",
+        "name",
+        "var_name",
+        "var_type",
+        "size",
+        "found",
+        "instance_id",
+        "class",
+        "method",
+        "status",
+        "message",
+        "valid",
+    ];
+    match KNOWN.iter().find(|k| **k == key) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(key.to_owned()),
+    }
+}
+
 fn any(value: &dspex_telemetry_core::Value<'_>) -> AnyValue {
     use dspex_telemetry_core::Value;
     match value {
-        Value::Str(s) => AnyValue::Str(s.to_string()),
+        Value::Str(s) => AnyValue::Str(Arc::from(&**s)),
         Value::Int(i) => AnyValue::Int(*i),
         Value::Float(x) => AnyValue::Double(*x),
         Value::Bool(b) => AnyValue::Bool(*b),
@@ -384,10 +436,10 @@ fn any(value: &dspex_telemetry_core::Value<'_>) -> AnyValue {
 fn resource(service_name: &str, service_version: Option<&str>) -> Vec<(String, AnyValue)> {
     let mut resource = vec![(
         "service.name".to_owned(),
-        AnyValue::Str(service_name.to_owned()),
+        AnyValue::Str(service_name.into()),
     )];
     if let Some(version) = service_version {
-        resource.push(("service.version".into(), AnyValue::Str(version.to_owned())));
+        resource.push(("service.version".into(), AnyValue::Str(version.into())));
     }
     resource.push((
         "telemetry.sdk.name".into(),

@@ -5,7 +5,9 @@
 /// An attribute value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AnyValue {
-    Str(String),
+    /// Shared, so a value sent under two keys (`code.function` and `dspex.function`) is
+    /// copied once.
+    Str(std::sync::Arc<str>),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -16,7 +18,7 @@ pub(crate) enum AnyValue {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AttrKey {
     Static(&'static str),
-    Dspex(Box<str>),
+    Dspex(std::borrow::Cow<'static, str>),
     Own(Box<str>),
 }
 
@@ -26,7 +28,7 @@ pub(crate) struct SpanRecord {
     pub(crate) trace_id: [u8; 16],
     pub(crate) span_id: [u8; 8],
     pub(crate) parent_span_id: Option<[u8; 8]>,
-    pub(crate) name: String,
+    pub(crate) name: std::sync::Arc<str>,
     /// `SPAN_KIND_INTERNAL` = 1, `SPAN_KIND_CLIENT` = 3.
     pub(crate) kind: u64,
     pub(crate) start_unix_ns: u64,
@@ -143,7 +145,12 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
         },
         str::to_owned,
     );
-    key_value(out, 9, "dspex.correlation_id", &AnyValue::Str(correlation));
+    key_value(
+        out,
+        9,
+        "dspex.correlation_id",
+        &AnyValue::Str(correlation.into()),
+    );
     for (k, v) in &span.attributes {
         match k {
             AttrKey::Static(k) => key_value(out, 9, k, v),
