@@ -234,6 +234,7 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
             "cargo bench -p dspex-telemetry-benches --bench {suite}"
         );
     }
+    doc.push_str("cargo bench -p dspex-telemetry-benches --bench memory_bench\n");
     doc.push_str("cargo xtask bench-report\n```\n\n");
     let _ = writeln!(doc, "Machine: {}.\n", machine());
     doc.push_str(
@@ -292,6 +293,44 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
             );
         }
         doc.push('\n');
+    }
+
+    if let Some(memory) = fs::read_to_string(criterion.join("memory.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        let n = |k: &str| memory[k].as_f64().unwrap_or(f64::NAN);
+        doc.push_str(
+            "## memory_bench\n\nBytes live on the heap, counted by a global allocator (`cargo bench -p \
+             dspex-telemetry-benches --bench memory_bench`).\n\n| figure | value |\n|---|---:|\n",
+        );
+        let _ = writeln!(
+            doc,
+            "| one sliding-window series after 100 000 samples (`memory_bytes`) | {:.0} B |",
+            n("window_series_bytes")
+        );
+        let _ = writeln!(
+            doc,
+            "| a bridge call's `stop` series (duration and count) in the window, after 100 000 events | {:.0} B |",
+            n("stop_event_series_heap_bytes")
+        );
+        let _ = writeln!(
+            doc,
+            "| 10 000 methods through the catalog into the window and Prometheus, one call each (a window series grows with its samples, up to the figure above) | {:.1} MB ({:.0} B per method) |",
+            n("catalog_10000_series_bytes") / 1e6,
+            n("catalog_10000_series_bytes") / 1e4
+        );
+        let _ = writeln!(
+            doc,
+            "| baseline: the same 10 000 methods, one call each, `histogram!` + `counter!` into Prometheus alone | {:.1} MB ({:.0} B per method) |",
+            n("prometheus_10000_series_bytes") / 1e6,
+            n("prometheus_10000_series_bytes") / 1e4
+        );
+        let _ = writeln!(
+            doc,
+            "| Prometheus text render of the 10 000 methods (median of 5) | {:.1} ms |\n",
+            n("prometheus_render_10000_series_ms")
+        );
     }
 
     let mut missed = Vec::new();
