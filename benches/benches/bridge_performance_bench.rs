@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `bridge/bare_pipe_echo_1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
 //! | `bridge/uninstrumented_N` | `Pool::call` with no handler attached, N concurrent callers |
+//! | `bridge_ops/tool_calculator_*`, `bridge_ops/contract_predict_*`, `bridge_ops/session_set_get_*` | a tool execution, a contract-checked prediction (the predictor sleeps 3–12 ms), a session variable set + get, with telemetry off and on, one caller |
 //! | `bridge/instrumented_N` | `Pool::call` with the DSPex metric catalog attached (spans, pool events, metrics into a windowed recorder; the trace travels to Python), N callers |
 //!
 //! Both configurations use the same pool (the same worker processes, so the same placement on
@@ -167,6 +168,12 @@ fn setup() -> Setup {
             size: 2,
             health_interval: None,
             dispatcher: dispatcher.clone(),
+            // The bridge example's tools and predictor, for the operation benches.
+            python_path: vec![
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../dspex-telemetry-bridge/examples/python"),
+            ],
+            preload: vec!["workload".into()],
             ..PoolConfig::default()
         }))
         .expect("python3 must be installed");
@@ -188,6 +195,52 @@ fn pool_round_trip(c: &mut Criterion, s: &mut Setup) {
             b.iter_custom(|n| run_interleaved(&s.rt, &s.pool, &mut s.telemetry, true, callers, n))
         });
     }
+    g.finish();
+}
+
+/// A tool execution, a contract-checked prediction and a session variable set + get, each
+/// with telemetry off and on (interleaved as the round trips are), one caller.
+fn operations(c: &mut Criterion, s: &mut Setup) {
+    use dspex_telemetry_bridge::{Sessions, Signature, ToolCall};
+    use serde_json::{Map, json};
+
+    let dispatcher = s.pool.config().dispatcher.clone();
+    let sessions = Sessions::new(dispatcher, Duration::from_secs(600));
+    let session = sessions.create();
+    let signature =
+        Signature::parse("question: str -> answer: str, confidence: float").expect("signature");
+    let mut g = c.benchmark_group("bridge_ops");
+    for on in [false, true] {
+        let label = if on { "instrumented" } else { "uninstrumented" };
+        s.telemetry.set(on);
+        g.bench_function(format!("tool_calculator/{label}"), |b| {
+            b.iter(|| {
+                s.rt.block_on(s.pool.execute_tool(
+                    "calculator",
+                    vec![json!("6 * 7")],
+                    ToolCall::default(),
+                ))
+                .expect("tool")
+            })
+        });
+        g.bench_function(format!("contract_predict/{label}"), |b| {
+            b.iter(|| {
+                let mut inputs = Map::new();
+                inputs.insert("question".into(), json!("what is telemetry?"));
+                s.rt.block_on(s.pool.predict(&signature, "workload", "predict", inputs))
+                    .expect("predict")
+            })
+        });
+        g.bench_function(format!("session_set_get/{label}"), |b| {
+            b.iter(|| {
+                sessions
+                    .set(&session, "answer", json!("forty-two"))
+                    .expect("set");
+                sessions.get(&session, "answer").expect("get")
+            })
+        });
+    }
+    s.telemetry.set(false);
     g.finish();
 }
 
@@ -242,6 +295,7 @@ fn main() {
     bare_echo(&mut c);
     let mut s = setup();
     pool_round_trip(&mut c, &mut s);
+    operations(&mut c, &mut s);
     c.final_summary();
     if !args.iter().any(|a| a == "--list") {
         // A quick pass checks that the rounds run, and keeps the last real results.

@@ -108,7 +108,7 @@ const SUITES: &[(&str, &[&str])] = &[
             "otlp_span",
         ],
     ),
-    ("bridge_performance_bench", &["bridge"]),
+    ("bridge_performance_bench", &["bridge", "bridge_ops"]),
 ];
 
 const PAIRED_INTRO: &str = "## bridge_performance_bench: paired rounds\n\n\
