@@ -235,6 +235,7 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         );
     }
     doc.push_str("cargo bench -p dspex-telemetry-benches --bench memory_bench\n");
+    doc.push_str("cargo bench -p dspex-telemetry-benches --bench three_layer_bench\n");
     doc.push_str("cargo xtask bench-report\n```\n\n");
     let _ = writeln!(doc, "Machine: {}.\n", machine());
     doc.push_str(
@@ -295,6 +296,34 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         doc.push('\n');
     }
 
+    if let Some(rows) = fs::read_to_string(criterion.join("three-layer.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+    {
+        doc.push_str(
+            "## three_layer_bench: telemetry's share of a request\n\n\
+             An application request (a traced, contract-checked prediction, a tool call, a session \
+             variable set and get) through the bridge to a Python worker, with the whole stack on \
+             (window, Prometheus, StatsD and OTLP metrics, OTLP spans including Python's, alerts \
+             every second) against a pool whose dispatcher has nothing attached; paired rounds of \
+             200 requests (`cargo bench -p dspex-telemetry-benches --bench three_layer_bench`).\n\n\
+             | callers | off | on | on/off (median of pairs) | share of the request in telemetry |\n\
+             |---:|---:|---:|---:|---:|\n",
+        );
+        for r in &rows {
+            let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                doc,
+                "| {} | {:.1} µs | {:.1} µs | {:.3} | {:.1} % |",
+                n("callers"),
+                n("off_us"),
+                n("on_us"),
+                n("ratio"),
+                100.0 * n("telemetry_share")
+            );
+        }
+        doc.push('\n');
+    }
     if let Some(memory) = fs::read_to_string(criterion.join("memory.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
