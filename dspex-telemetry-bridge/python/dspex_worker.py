@@ -37,8 +37,9 @@ MAX_FRAME = 64 * 1024 * 1024
 _header = b""
 # The innermost `dspex_span` open, if any (else the call's own span id, from the trace).
 _span_id = contextvars.ContextVar("dspex_span_id", default=None)
-# The spans timed during the call, when the Rust side asked for them.
-_spans = contextvars.ContextVar("dspex_spans", default=None)
+# The spans timed during the request being served, when the Rust side asked for them (None
+# otherwise); like the header, it lives for the length of the request.
+_collected = None
 
 # The traceparent (version 00) is 55 characters; this call's span id follows it.
 _CALL_SPAN_ID = slice(56, 72)
@@ -89,7 +90,7 @@ def current_trace():
 
 
 def _finish_span(name, span_id, parent, start, status, message, attributes):
-    spans = _spans.get()
+    spans = _collected
     if spans is not None:
         # Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
         spans.append([name, span_id, parent, start, time.time_ns(), status, message, attributes])
@@ -194,11 +195,11 @@ def _run(request):
 def _serve_one(request, traced):
     # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
     # become its children. Timing the call and collecting spans happen only when asked for.
+    global _collected
     timed = False
     if traced and request.get("timed"):
         timed = True
-        spans = []
-        _spans.set(spans)
+        spans = _collected = []
         start = time.time_ns()
     reply = {"id": request.get("id")}
     try:
@@ -214,6 +215,7 @@ def _serve_one(request, traced):
         )
     if timed:
         reply["call_span"] = [start, time.time_ns()]
+        _collected = None
         if spans:
             reply["spans"] = spans
     if request.get("op") == "ping":
@@ -225,7 +227,7 @@ _proto_out = None
 
 
 def main():
-    global _proto_out, _header
+    global _proto_out, _header, _collected
     # Take the real stdout for frames; send fd 1 (and so print) to stderr.
     proto_out = _proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -262,6 +264,7 @@ def main():
             contextvars.copy_context().run(lambda: _write_frame(proto_out, _serve_one(request, bool(header))))
         finally:
             _header = b""
+            _collected = None
 
 
 if __name__ == "__main__":

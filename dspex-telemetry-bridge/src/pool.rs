@@ -763,20 +763,21 @@ async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
     }
 }
 
-fn parse_reply(frame: Value, worker_id: usize, generation: u64) -> Result<Reply, BridgeError> {
+fn parse_reply(mut frame: Value, worker_id: usize, generation: u64) -> Result<Reply, BridgeError> {
     let ok = frame.get("ok").and_then(Value::as_bool).unwrap_or(false);
     if ok {
+        // The reply's parts are moved out, not copied.
+        let mut take = |key: &str| frame.as_object_mut().and_then(|o| o.remove(key));
         Ok(Reply {
-            result: frame.get("result").cloned().unwrap_or(Value::Null),
-            spans: frame
-                .get("spans")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-            trace_seen: frame.get("trace_seen").cloned().unwrap_or(Value::Null),
+            result: take("result").unwrap_or(Value::Null),
+            spans: match take("spans") {
+                Some(Value::Array(spans)) => spans,
+                _ => Vec::new(),
+            },
+            trace_seen: take("trace_seen").unwrap_or(Value::Null),
             worker_id,
             generation,
-            call_span: frame.get("call_span").cloned(),
+            call_span: take("call_span"),
             python_span_id: None,
         })
     } else {

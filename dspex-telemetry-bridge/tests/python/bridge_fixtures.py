@@ -45,7 +45,7 @@ def collecting():
     import dspex_worker
 
     # Whether the worker collects this call's spans (only when the Rust side listens for them).
-    return {"collecting": dspex_worker._spans.get() is not None, "trace": current_trace()}
+    return {"collecting": dspex_worker._collected is not None, "trace": current_trace()}
 
 
 def nested(k):
