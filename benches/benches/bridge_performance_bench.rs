@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criterion::Criterion;
-use dspex_telemetry_benches::{paired_rounds, run_calls};
+use dspex_telemetry_benches::{paired_rounds, run_calls, write_result};
 use dspex_telemetry_bridge::{Pool, PoolConfig};
 use dspex_telemetry_core::Dispatcher;
 use dspex_telemetry_metrics::{
@@ -263,21 +263,7 @@ fn paired(s: &mut Setup, rounds: usize, write: bool) {
     if !write {
         return;
     }
-    // Criterion writes under `$CARGO_TARGET_DIR/criterion`; this binary is `<target>/release/deps/…`.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("the bench's path");
-            exe.ancestors()
-                .nth(3)
-                .expect("<target>/release/deps/<bench>")
-                .to_path_buf()
-        });
-    let dir = target.join("criterion");
-    std::fs::create_dir_all(&dir).expect("criterion's folder");
-    let path = dir.join("bridge-paired.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json")).expect("write");
-    println!("wrote {}", path.display());
+    write_result("bridge-paired.json", &Value::from(results));
 }
 
 fn config() -> Criterion {

@@ -151,18 +151,7 @@ fn main() {
         "prometheus_render_10000_series_ms": renders[renders.len() / 2],
     });
     println!("{}", serde_json::to_string_pretty(&json).expect("json"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("the bench's path");
-            exe.ancestors()
-                .nth(3)
-                .expect("<target>/release/deps/<bench>")
-                .to_path_buf()
-        });
-    let dir = target.join("criterion");
-    std::fs::create_dir_all(&dir).expect("criterion's folder");
-    std::fs::write(dir.join("memory.json"), json.to_string()).expect("write");
+    dspex_telemetry_benches::write_result("memory.json", &json);
     drop(window);
 }
 

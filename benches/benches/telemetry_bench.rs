@@ -331,29 +331,6 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
-/// Sinks standing in for a StatsD server (a UDP socket that drains) and for a push gateway and
-/// an OTLP/HTTP collector (an HTTP listener that answers 200): the sender's side sees what a
-/// live server gives it.
-fn start_sinks() -> (u16, u16) {
-    use std::io::{Read, Write};
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
-    let udp_port = udp.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65_536];
-        while udp.recv(&mut buf).is_ok() {}
-    });
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("http sink");
-    let tcp_port = tcp.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut stream in tcp.incoming().flatten() {
-            let mut buf = [0u8; 65_536];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        }
-    });
-    (udp_port, tcp_port)
-}
-
 /// The caller's cost while exporters send every 10 ms to peers that are up, then down: it
 /// must not grow when they are down.
 fn exporters_peer_down(c: &mut Criterion) {
@@ -368,7 +345,7 @@ fn exporters_peer_down(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (udp_up, tcp_up) = start_sinks();
+    let (udp_up, tcp_up) = dspex_telemetry_benches::sinks();
     // Ports nothing listens on.
     let closed = || {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -458,7 +435,7 @@ fn otlp_span(c: &mut Criterion) {
     use tracing_subscriber::layer::SubscriberExt;
 
     const QUEUE: usize = 65_536;
-    let (_, http) = start_sinks();
+    let (_, http) = dspex_telemetry_benches::sinks();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

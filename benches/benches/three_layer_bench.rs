@@ -21,6 +21,7 @@ use criterion::Criterion;
 use dspex_telemetry::bridge::{Pool, PoolConfig, Sessions, Signature, ToolCall};
 use dspex_telemetry::core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
 use dspex_telemetry::{Config, Telemetry};
+use dspex_telemetry_benches::{quartiles, sinks, write_result};
 use serde_json::{Map, json};
 
 struct Stack {
@@ -103,32 +104,6 @@ fn run(
     })
 }
 
-/// Sinks for StatsD (UDP, drained) and for OTLP/HTTP (answers 200).
-fn sinks() -> (u16, u16) {
-    use std::io::{Read, Write};
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
-    let udp_port = udp.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65_536];
-        while udp.recv(&mut buf).is_ok() {}
-    });
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("http sink");
-    let tcp_port = tcp.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut stream in tcp.incoming().flatten() {
-            let mut buf = [0u8; 65_536];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        }
-    });
-    (udp_port, tcp_port)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -207,11 +182,11 @@ fn main() {
             let (a, b) = (off_us[off_us.len() - 1], on_us[on_us.len() - 1]);
             ratios.push(b / a);
         }
-        let ratio = median(ratios);
+        let ratio = quartiles(ratios).1;
         let row = json!({
             "callers": callers,
-            "off_us": median(off_us),
-            "on_us": median(on_us),
+            "off_us": quartiles(off_us).1,
+            "on_us": quartiles(on_us).1,
             "ratio": ratio,
             "telemetry_share": 1.0 - 1.0 / ratio,
         });
@@ -229,20 +204,5 @@ fn main() {
     if quick {
         return;
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("the bench's path");
-            exe.ancestors()
-                .nth(3)
-                .expect("<target>/release/deps/<bench>")
-                .to_path_buf()
-        });
-    let dir = target.join("criterion");
-    std::fs::create_dir_all(&dir).expect("criterion's folder");
-    std::fs::write(
-        dir.join("three-layer.json"),
-        serde_json::Value::from(results).to_string(),
-    )
-    .expect("write");
+    write_result("three-layer.json", &serde_json::Value::from(results));
 }

@@ -85,7 +85,7 @@ pub fn own_cpu_ns() -> u64 {
 }
 
 /// The first quartile, median and third quartile.
-fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+pub fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     (v[n / 4], v[n / 2], v[3 * n / 4])
@@ -215,4 +215,46 @@ pub fn paired_rounds(
         rust_cpu: Compared::of(&off[1], &on[1]),
         workers_cpu: Compared::of(&off[2], &on[2]),
     }
+}
+
+/// Sinks standing in for a StatsD server (a UDP socket that drains) and for a push gateway
+/// and an OTLP/HTTP collector (an HTTP listener that answers 200): the sender's side sees what
+/// a live server gives it. Returns (UDP port, HTTP port).
+pub fn sinks() -> (u16, u16) {
+    use std::io::{Read, Write};
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+    let udp_port = udp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while udp.recv(&mut buf).is_ok() {}
+    });
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("http sink");
+    let tcp_port = tcp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in tcp.incoming().flatten() {
+            let mut buf = [0u8; 65_536];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (udp_port, tcp_port)
+}
+
+/// Writes a bench's results beside criterion's, as `<target>/criterion/<name>`, for `cargo
+/// xtask bench-report` (a bench binary runs as `<target>/release/deps/<bench>`).
+pub fn write_result(name: &str, json: &Value) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the bench's path");
+            exe.ancestors()
+                .nth(3)
+                .expect("<target>/release/deps/<bench>")
+                .to_path_buf()
+        });
+    let dir = target.join("criterion");
+    std::fs::create_dir_all(&dir).expect("criterion's folder");
+    let path = dir.join(name);
+    std::fs::write(&path, json.to_string()).expect("write");
+    println!("wrote {}", path.display());
 }
