@@ -177,11 +177,7 @@ impl Rule {
             if series.name != metric {
                 continue;
             }
-            let labels: Vec<(&str, &str)> = series
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let labels = series.label_pairs();
             let (value, samples, window) = match (&self.source, &series.value) {
                 (Source::Operation(base), SeriesValue::Histogram(_)) => {
                     let Some(op) = recorder.operation(base, &labels) else {

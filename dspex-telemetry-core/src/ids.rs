@@ -41,12 +41,9 @@ pub(crate) fn decode_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 /// Lowercase hex of up to 16 bytes, into `buf`; returns the digits written.
 #[inline]
 fn hex_digits<'b>(bytes: &[u8], buf: &'b mut [u8; 32]) -> &'b str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().take(16).enumerate() {
-        buf[2 * i] = DIGITS[usize::from(b >> 4)];
-        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-    }
-    let digits = &buf[..bytes.len().min(16) * 2];
+    let bytes = &bytes[..bytes.len().min(16)];
+    let digits = &mut buf[..bytes.len() * 2];
+    hex_into(bytes, digits);
     // Only ASCII hex digits were written.
     std::str::from_utf8(digits).unwrap_or_default()
 }

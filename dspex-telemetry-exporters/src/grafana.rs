@@ -100,6 +100,19 @@ fn quantile(q: f64, histogram: &str, by: &str) -> String {
     format!("histogram_quantile({q}, sum by ({by_le}) (rate({histogram}_bucket[{RATE_INTERVAL}])))")
 }
 
+/// p50, p95 and p99 of `histogram` per `label`, each with its legend.
+fn quantiles(histogram: &str, label: &str) -> Vec<(String, String)> {
+    [0.5, 0.95, 0.99]
+        .into_iter()
+        .map(|q| {
+            (
+                quantile(q, histogram, label),
+                format!("{{{{{label}}}}} p{}", (q * 100.0) as u32),
+            )
+        })
+        .collect()
+}
+
 fn latency(f: &Family) -> Value {
     let histogram = format!("{}_duration", f.base);
     let l = f.label;
@@ -108,15 +121,7 @@ fn latency(f: &Family) -> Value {
         &format!("{} latency p50 / p95 / p99", f.title),
         &format!("Quantiles of `{histogram}` per `{l}`, from its buckets (milliseconds)."),
         "ms",
-        [0.5, 0.95, 0.99]
-            .into_iter()
-            .map(|q| {
-                (
-                    quantile(q, &histogram, l),
-                    format!("{{{{{l}}}}} p{}", (q * 100.0) as u32),
-                )
-            })
-            .collect(),
+        quantiles(&histogram, l),
     )
 }
 
@@ -270,15 +275,7 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
         "Queue time p50 / p95 / p99",
         "How long requests waited for a worker (milliseconds).",
         "ms",
-        [0.5, 0.95, 0.99]
-            .into_iter()
-            .map(|q| {
-                (
-                    quantile(q, "dspex_pool_queue_time", "pool"),
-                    format!("{{{{pool}}}} p{}", (q * 100.0) as u32),
-                )
-            })
-            .collect(),
+        quantiles("dspex_pool_queue_time", "pool"),
     ));
     if has("dspex_session_created_total") {
         panels.push(row("Sessions"));

@@ -136,6 +136,17 @@ pub struct SeriesSnapshot {
     pub value: SeriesValue,
 }
 
+impl SeriesSnapshot {
+    /// The labels as borrowed pairs, as [`WindowedRecorder::operation`] and the other lookups
+    /// take them.
+    pub fn label_pairs(&self) -> Vec<(&str, &str)> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
 /// The value of a series.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeriesValue {

@@ -131,11 +131,7 @@ fn operation_rows(telemetry: &Telemetry) -> Vec<String> {
         if !matches!(series.value, SeriesValue::Histogram(_)) {
             continue;
         }
-        let labels: Vec<(&str, &str)> = series
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let labels = series.label_pairs();
         let Some(op) = window.operation(base, &labels) else {
             continue;
         };
@@ -378,25 +374,28 @@ pub async fn run(
             .into_iter()
             .map(|a| (a.id.clone(), a.message.clone()))
             .collect();
-        for (id, text) in &now {
-            if !firing.contains_key(id) {
-                summary.fired += 1;
-                let line = format!("{:>5.1}s FIRED    {text}", elapsed.as_secs_f64());
-                if !options.live {
-                    let _ = writeln!(out, "{line}");
-                }
-                summary.transcript.push(line);
+        let fired: Vec<&String> = now
+            .iter()
+            .filter(|(id, _)| !firing.contains_key(*id))
+            .map(|(_, t)| t)
+            .collect();
+        let resolved: Vec<&String> = firing
+            .iter()
+            .filter(|(id, _)| !now.contains_key(*id))
+            .map(|(_, t)| t)
+            .collect();
+        summary.fired += fired.len() as u64;
+        summary.resolved += resolved.len() as u64;
+        let changes = fired
+            .into_iter()
+            .map(|t| ("FIRED   ", t))
+            .chain(resolved.into_iter().map(|t| ("RESOLVED", t)));
+        for (what, text) in changes {
+            let line = format!("{:>5.1}s {what} {text}", elapsed.as_secs_f64());
+            if !options.live {
+                let _ = writeln!(out, "{line}");
             }
-        }
-        for (id, text) in &firing {
-            if !now.contains_key(id) {
-                summary.resolved += 1;
-                let line = format!("{:>5.1}s RESOLVED {text}", elapsed.as_secs_f64());
-                if !options.live {
-                    let _ = writeln!(out, "{line}");
-                }
-                summary.transcript.push(line);
-            }
+            summary.transcript.push(line);
         }
         firing = now;
         if Instant::now() >= next_print {
