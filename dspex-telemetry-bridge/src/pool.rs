@@ -447,20 +447,17 @@ fn health(inner: &Inner) -> PoolHealth {
 /// id empty when it is the trace id. No part holds a space or a newline (W3C formats; a
 /// correlation id is printable ASCII without spaces), so the worker splits it cheaply, and only
 /// when user code asks for it.
-fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut Vec<u8>) {
-    out.extend_from_slice(&ctx.traceparent().header_bytes());
-    out.push(b' ');
-    out.extend_from_slice(&span_id.hex_bytes());
-    out.push(b' ');
-    let explicit = ctx.explicit_correlation_id();
-    if let Some(id) = explicit {
-        out.extend_from_slice(id.as_str().as_bytes());
+fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut String) {
+    ctx.traceparent().push_header(out);
+    out.push(' ');
+    span_id.push_hex(out);
+    out.push(' ');
+    if let Some(id) = ctx.explicit_correlation_id() {
+        out.push_str(id.as_str());
     }
-    out.push(b' ');
+    out.push(' ');
     // The baggage a call sends carries an explicit correlation id too.
-    if explicit.is_some() || !ctx.baggage().is_empty() {
-        out.extend_from_slice(ctx.outgoing_baggage().to_header().as_bytes());
-    }
+    ctx.push_outgoing_baggage(out);
 }
 
 async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, String> {
@@ -649,7 +646,7 @@ async fn serve(
     let generation = inner.generations[worker_id].load(Ordering::Acquire);
     inner.idle.fetch_add(1, Ordering::Relaxed);
     // Reused for every request this worker serves.
-    let (mut frame, mut header) = (Vec::with_capacity(512), Vec::with_capacity(128));
+    let (mut frame, mut header) = (Vec::with_capacity(512), String::with_capacity(128));
     let outcome = loop {
         let job = match next_job(inner, pinned, &mut worker.child).await {
             Next::Job(job) => job,
@@ -664,13 +661,15 @@ async fn serve(
             let _ = job.reply.send(Err(BridgeError::InstanceLost));
             continue;
         }
-        if Instant::now() >= job.deadline {
+        // One clock read: the deadline check and the queue time.
+        let now = Instant::now();
+        if now >= job.deadline {
             let _ = job
                 .reply
                 .send(Err(BridgeError::DeadlineExceeded(job.timeout)));
             continue;
         }
-        let queue_time = job.enqueued.elapsed().as_nanos() as u64;
+        let queue_time = now.saturating_duration_since(job.enqueued).as_nanos() as u64;
         inner.idle.fetch_sub(1, Ordering::Relaxed);
         inner.busy.fetch_add(1, Ordering::Relaxed);
         let id = job.message.get("id").cloned();
@@ -684,7 +683,7 @@ async fn serve(
         let ctx = job.ctx;
         let exchange = async {
             let stdin = worker.stdin.as_mut().ok_or(FrameError::Closed)?;
-            let written = write_request(stdin, &mut frame, &header, &message).await;
+            let written = write_request(stdin, &mut frame, header.as_bytes(), &message).await;
             // Emitted once the worker has the request, so that handlers run while it works.
             // In the caller's trace: the queue wait belongs to the request.
             if inner.interest.get(&inner.config.dispatcher) & Interest::DISPATCHED != 0 {

@@ -110,7 +110,7 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn percent_encode(value: &str, out: &mut String) {
+pub(crate) fn percent_encode(value: &str, out: &mut String) {
     for &b in value.as_bytes() {
         if is_baggage_octet(b) && b != b'%' {
             out.push(b as char);
@@ -241,19 +241,24 @@ impl Baggage {
     /// The `baggage` header value.
     pub fn to_header(&self) -> String {
         let mut out = String::new();
+        self.push_header(&mut out);
+        out
+    }
+
+    /// Appends the header value (as [`Baggage::to_header`] gives it) to `out`.
+    pub fn push_header(&self, out: &mut String) {
         for (i, m) in self.members.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
             out.push_str(&m.key);
             out.push('=');
-            percent_encode(&m.value, &mut out);
+            percent_encode(&m.value, out);
             if let Some(props) = &m.properties {
                 out.push(';');
                 out.push_str(props);
             }
         }
-        out
     }
 
     fn encoded_len(&self) -> usize {

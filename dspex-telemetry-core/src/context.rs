@@ -253,6 +253,21 @@ impl TraceContext {
         baggage
     }
 
+    /// Appends the `baggage` header value a call made from this span sends (that of
+    /// [`TraceContext::outgoing_baggage`]) to `out`, without copying the baggage when it holds
+    /// nothing but the correlation id.
+    pub fn push_outgoing_baggage(&self, out: &mut String) {
+        match self.explicit_correlation_id() {
+            Some(id) if self.baggage().is_empty() => {
+                out.push_str(CORRELATION_BAGGAGE_KEY);
+                out.push('=');
+                crate::baggage::percent_encode(id.as_str(), out);
+            }
+            None => self.baggage().push_header(out),
+            Some(_) => self.outgoing_baggage().push_header(out),
+        }
+    }
+
     /// Runs `f` with this context as the current one, then restores the previous one.
     #[inline]
     pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -454,5 +469,32 @@ mod tests {
         with_correlation(CorrelationId::parse("req-2").unwrap(), || {
             assert_eq!(current().unwrap().correlation_id().as_str(), "req-2");
         });
+    }
+
+    #[test]
+    fn the_outgoing_baggage_header_is_written_as_outgoing_baggage_gives_it() {
+        let id = || CorrelationId::parse("req-1%;,=x").unwrap();
+        let mut with_member = TraceContext::new_root();
+        with_member.add_baggage("tenant", "a b").unwrap();
+        let mut with_own_id = TraceContext::new_root().with_correlation_id(id());
+        with_own_id
+            .add_baggage(CORRELATION_BAGGAGE_KEY, "old")
+            .unwrap();
+        let mut both = with_member.clone().with_correlation_id(id());
+        both.add_baggage("region", "eu").unwrap();
+        for ctx in [
+            TraceContext::new_root(),
+            TraceContext::new_root().with_correlation_id(id()),
+            with_member,
+            with_own_id,
+            both,
+        ] {
+            let mut out = String::from("prefix ");
+            ctx.push_outgoing_baggage(&mut out);
+            assert_eq!(
+                out,
+                format!("prefix {}", ctx.outgoing_baggage().to_header())
+            );
+        }
     }
 }
