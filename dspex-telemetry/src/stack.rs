@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use dspex_telemetry_alerts::{Alert, AlertService};
 use dspex_telemetry_core::{Dispatcher, EventName, attach_debug_handler};
 use dspex_telemetry_exporters::reporter::Reporter;
-use dspex_telemetry_metrics::{MetricsHandler, WindowedRecorder, catalog};
+use dspex_telemetry_metrics::{MetricsHandler, WindowConfigError, WindowedRecorder, catalog};
 
 use crate::config::{Config, Handler};
 
@@ -64,19 +64,8 @@ impl Telemetry {
     /// runtime: installs the process's global `metrics` recorder (the sliding window, plus the
     /// reporter's backends), attaches the DSPex metric catalog, starts the alert service.
     pub async fn start(config: &Config, dispatcher: &Dispatcher) -> Result<Telemetry, StartError> {
-        let recorder_config =
-            config
-                .metrics
-                .clone()
-                .into_recorder_config()
-                .map_err(|e| StartError::Metrics {
-                    key: invalid_key(&e.to_string()),
-                    reason: e.to_string(),
-                })?;
-        let window = WindowedRecorder::new(recorder_config).map_err(|e| StartError::Metrics {
-            key: invalid_key(&e.to_string()),
-            reason: e.to_string(),
-        })?;
+        let recorder_config = config.metrics.clone().into_recorder_config()?;
+        let window = WindowedRecorder::new(recorder_config)?;
         let alerts_parts = if config.runs(Handler::Alerts) {
             Some(config.alerts.build().map_err(|e| StartError::Alerts {
                 key: e.key.clone(),
@@ -181,7 +170,12 @@ impl Telemetry {
     }
 }
 
-/// The key a window error's text names (``invalid `window_size_ms`: …``).
-fn invalid_key(text: &str) -> String {
-    text.split('`').nth(1).unwrap_or("?").to_owned()
+impl From<WindowConfigError> for StartError {
+    fn from(e: WindowConfigError) -> Self {
+        let WindowConfigError::Invalid { key, reason } = e;
+        StartError::Metrics {
+            key: key.to_owned(),
+            reason,
+        }
+    }
 }
