@@ -29,9 +29,14 @@
 //! | `exporters/backends_down` | the same with every server down (closed ports): the caller's cost must not grow |
 //! | `otlp_span/dspex_bridge_call_span` | a bridge-call span (six attributes) through the OTLP span handler, exported over OTLP/HTTP to a local sink |
 //! | `otlp_span/tracing_opentelemetry_span` | the same span with `tracing` + `tracing-opentelemetry` 0.34 + the OpenTelemetry SDK's batch processor and OTLP/HTTP exporter 0.33, to the same kind of sink |
+//! | `otlp_span/fastrace_span` | the same span with `fastrace` 0.7 (a local span under a root per 256 spans) and its OpenTelemetry reporter 0.19 with the same OTLP/HTTP exporter |
+//! | `whole_stack/dspex_{1,2}` | the bridge-call span through the stack `Telemetry::start` runs (the catalog into the window, Prometheus, StatsD and OTLP metrics; alerts evaluating every second; the span over OTLP/HTTP), on 1 and 2 threads at once; time per call per thread |
+//! | `whole_stack/metrics_tracing_opentelemetry_{1,2}` | the `metrics` macros (duration histogram, call counter) into the Prometheus recorder, and the span with `tracing` + `tracing-opentelemetry` as above |
+//! | `whole_stack/metrics_fastrace_{1,2}` | the same macros, and the span with `fastrace` as above |
 //!
 //! The three `event_path` benches time their own batches interleaved with untimed batches of
-//! the other two, so drift in the machine's speed falls on all three alike.
+//! the other two, so drift in the machine's speed falls on all three alike; the `whole_stack`
+//! contenders likewise run in turn within each sample.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -345,7 +350,7 @@ fn exporters_peer_down(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (udp_up, tcp_up) = dspex_telemetry_benches::sinks();
+    let (udp_up, tcp_up) = sink_ports();
     // Ports nothing listens on.
     let closed = || {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -407,6 +412,16 @@ fn exporters_peer_down(c: &mut Criterion) {
     g.finish();
 }
 
+/// How many spans every contender may queue for export.
+const SPAN_QUEUE: usize = 65_536;
+
+/// The process's sinks (a UDP port and an HTTP port that accept everything), started once:
+/// `fastrace`'s reporter is global and keeps the first port it is given.
+fn sink_ports() -> (u16, u16) {
+    static PORTS: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *PORTS.get_or_init(dspex_telemetry_benches::sinks)
+}
+
 /// Runs `n` iterations in chunks of 256, each timed by `chunk` (which flushes, untimed, after
 /// its timed part, so no queue ever fills and every span is exported).
 fn timed_in_chunks(n: u64, mut chunk: impl FnMut(u64) -> Duration) -> Duration {
@@ -429,13 +444,7 @@ fn timed_in_chunks(n: u64, mut chunk: impl FnMut(u64) -> Duration) -> Duration {
 fn otlp_span(c: &mut Criterion) {
     use dspex_telemetry_core::{catalog, context, metadata};
     use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
-    use tracing_subscriber::layer::SubscriberExt;
-
-    const QUEUE: usize = 65_536;
-    let (_, http) = dspex_telemetry_benches::sinks();
+    let (_, http) = sink_ports();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -449,7 +458,7 @@ fn otlp_span(c: &mut Criterion) {
             OtlpTraces::start(
                 OtlpConfig {
                     endpoint: format!("http://127.0.0.1:{http}"),
-                    max_queue: QUEUE,
+                    max_queue: SPAN_QUEUE,
                     max_batch: 512,
                     export_interval: Duration::from_millis(100),
                     ..OtlpConfig::default()
@@ -459,9 +468,12 @@ fn otlp_span(c: &mut Criterion) {
             )
         })
         .expect("otlp");
+    // A filter may skip the bench: what it exported is checked only if it ran.
+    let mut ran = false;
     {
         let _trace = context::start_trace();
         g.bench_function("dspex_bridge_call_span", |b| {
+            ran = true;
             b.iter_custom(|n| {
                 timed_in_chunks(n, |count| {
                     let start = Instant::now();
@@ -487,7 +499,64 @@ fn otlp_span(c: &mut Criterion) {
     let stats = traces.stats();
     rt.block_on(traces.shutdown());
     assert_eq!(stats.dropped, 0, "every span was exported: {stats:?}");
-    assert!(stats.exported > 0, "{stats:?}");
+    assert!(!ran || stats.exported > 0, "{stats:?}");
+
+    let (provider, dispatch) = tracing_opentelemetry_to(http);
+    tracing::dispatcher::with_default(&dispatch, || {
+        let root = tracing::info_span!("request");
+        let _root = root.enter();
+        g.bench_function("tracing_opentelemetry_span", |b| {
+            b.iter_custom(|n| {
+                timed_in_chunks(n, |count| {
+                    let start = Instant::now();
+                    for _ in 0..count {
+                        tracing_bridge_call_span();
+                    }
+                    let spent = start.elapsed();
+                    provider.force_flush().expect("flush");
+                    spent
+                })
+            })
+        });
+    });
+    let _ = provider.shutdown();
+
+    fastrace_to(http);
+    g.bench_function("fastrace_span", |b| {
+        b.iter_custom(|n| {
+            timed_in_chunks(n, |count| {
+                let start = Instant::now();
+                {
+                    // Spans under a root are reported when the root ends: one root per chunk.
+                    let root =
+                        fastrace::Span::root("request", fastrace::collector::SpanContext::random());
+                    let _parent = root.set_local_parent();
+                    for _ in 0..count {
+                        fastrace_bridge_call_span();
+                    }
+                }
+                let spent = start.elapsed();
+                fastrace::flush();
+                spent
+            })
+        })
+    });
+    g.finish();
+}
+
+/// Spans queued by the OpenTelemetry SDK's batch processor (as many as ours queue, batches of
+/// 512) and exported with the official OTLP/HTTP exporter to the sink at `http`; the
+/// provider (to flush) and a `tracing` dispatch with the `tracing-opentelemetry` layer.
+fn tracing_opentelemetry_to(
+    http: u16,
+) -> (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    tracing::Dispatch,
+) {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
 
     let exporter = SpanExporter::builder()
         .with_http()
@@ -497,7 +566,7 @@ fn otlp_span(c: &mut Criterion) {
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(
             BatchConfigBuilder::default()
-                .with_max_queue_size(QUEUE)
+                .with_max_queue_size(SPAN_QUEUE)
                 .with_max_export_batch_size(512)
                 .with_scheduled_delay(Duration::from_millis(100))
                 .build(),
@@ -508,44 +577,278 @@ fn otlp_span(c: &mut Criterion) {
         .build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dspex")));
-    tracing::subscriber::with_default(subscriber, || {
-        let root = tracing::info_span!("request");
-        let _root = root.enter();
-        g.bench_function("tracing_opentelemetry_span", |b| {
-            b.iter_custom(|n| {
-                timed_in_chunks(n, |count| {
-                    let start = Instant::now();
-                    for _ in 0..count {
-                        let span = tracing::info_span!(
-                            "dspex.bridge.call",
-                            module = "dspy",
-                            function = "Predict",
-                            args = "[\"question\"]",
-                            success = tracing::field::Empty,
-                            result_type = tracing::field::Empty,
-                            worker_id = tracing::field::Empty,
-                        );
-                        let entered = span.enter();
-                        black_box(());
-                        span.record("success", true);
-                        span.record("result_type", "dict");
-                        span.record("worker_id", 1);
-                        drop(entered);
+    (provider, tracing::Dispatch::new(subscriber))
+}
+
+/// The bridge-call span with `tracing`: three attributes at the start, three at the end.
+fn tracing_bridge_call_span() {
+    let span = tracing::info_span!(
+        "dspex.bridge.call",
+        module = "dspy",
+        function = "Predict",
+        args = "[\"question\"]",
+        success = tracing::field::Empty,
+        result_type = tracing::field::Empty,
+        worker_id = tracing::field::Empty,
+    );
+    let entered = span.enter();
+    black_box(());
+    span.record("success", true);
+    span.record("result_type", "dict");
+    span.record("worker_id", 1);
+    drop(entered);
+}
+
+/// `fastrace`'s global reporter: its OpenTelemetry reporter with the official OTLP/HTTP
+/// exporter, to the sink at `http`. Set once per process (the first caller's sink wins).
+fn fastrace_to(http: u16) {
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        let exporter = SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("http://127.0.0.1:{http}/v1/traces"))
+            .build()
+            .expect("otlp exporter");
+        let reporter = fastrace_opentelemetry::OpenTelemetryReporter::new(
+            exporter,
+            std::borrow::Cow::Owned(opentelemetry_sdk::Resource::builder().build()),
+            opentelemetry::InstrumentationScope::builder("dspex").build(),
+        );
+        fastrace::set_reporter(
+            reporter,
+            fastrace::collector::Config::default().report_interval(Duration::from_millis(100)),
+        );
+    });
+}
+
+/// The bridge-call span with `fastrace`, under the thread's local parent: three properties at
+/// the start, three at the end (its properties are strings).
+fn fastrace_bridge_call_span() {
+    let _span = fastrace::local::LocalSpan::enter_with_local_parent("dspex.bridge.call")
+        .with_properties(|| {
+            [
+                ("module", "dspy"),
+                ("function", "Predict"),
+                ("args", "[\"question\"]"),
+            ]
+        });
+    black_box(());
+    fastrace::local::LocalSpan::add_properties(|| {
+        [
+            ("success", "true"),
+            ("result_type", "dict"),
+            ("worker_id", "1"),
+        ]
+    });
+}
+
+/// One contender of `whole_stack`: what a thread runs, in what context, and how its spans are
+/// exported between the timed chunks.
+struct Contender<'a> {
+    name: &'static str,
+    /// Sets up the thread's context (recorder, subscriber, trace) around `body`.
+    scope: &'a (dyn Fn(&mut dyn FnMut()) + Sync),
+    /// Makes `count` bridge calls' worth of telemetry.
+    chunk: &'a (dyn Fn(u64) + Sync),
+    /// Exports what the chunks queued; untimed.
+    flush: &'a (dyn Fn() + Sync),
+}
+
+/// Calls per thread between two flushes in `whole_stack`: two threads' chunks fit the stack's
+/// default span queue (2 048).
+const CHUNK: u64 = 512;
+
+/// `n` calls on each of `threads` threads, in chunks of [`CHUNK`] that all threads start
+/// together; the wall time from each start until the last thread is done, summed. The flush
+/// after each chunk is not timed.
+fn on_threads(threads: usize, n: u64, c: &Contender<'_>) -> Duration {
+    use std::sync::Barrier;
+    let (start, end) = (Barrier::new(threads + 1), Barrier::new(threads + 1));
+    let count = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                (c.scope)(&mut || {
+                    loop {
+                        start.wait();
+                        let k = count.load(Ordering::Acquire);
+                        if k == 0 {
+                            return;
+                        }
+                        (c.chunk)(k);
+                        end.wait();
                     }
-                    let spent = start.elapsed();
-                    provider.force_flush().expect("flush");
-                    spent
+                })
+            });
+        }
+        let mut total = Duration::ZERO;
+        let mut done = 0;
+        while done < n {
+            let k = CHUNK.min(n - done);
+            count.store(k, Ordering::Release);
+            start.wait();
+            let t = Instant::now();
+            end.wait();
+            total += t.elapsed();
+            (c.flush)();
+            done += k;
+        }
+        count.store(0, Ordering::Release);
+        start.wait();
+        total
+    })
+}
+
+/// The whole stack on, at 1 and 2 threads: a bridge-call span (six attributes) through the
+/// stack a service runs (`Telemetry::start`: the metric catalog into the sliding window,
+/// Prometheus, StatsD and OTLP metrics; alerts evaluating every second; the span exported over
+/// OTLP/HTTP), against the `metrics` macros (duration histogram and call counter) into the
+/// Prometheus recorder plus the same span with `tracing` + `tracing-opentelemetry`, and with
+/// `fastrace` and its OpenTelemetry reporter. Every span goes to the same kind of local sink.
+/// The three run in turn within each sample, so drift falls on all alike.
+fn whole_stack(c: &mut Criterion) {
+    use dspex_telemetry::{Config, Telemetry};
+    use dspex_telemetry_core::{catalog, metadata};
+    use dspex_telemetry_metrics::catalog as metric_catalog;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    let (udp, http) = sink_ports();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = Config::from_toml(&format!(
+        "[alerts]\nevaluation_interval_ms = 1000\n\
+         [reporter]\nreporting_interval = 1000\n\
+         [[reporter.backends]]\ntype = \"statsd\"\nhost = \"127.0.0.1\"\nport = {udp}\n\
+         [[reporter.backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n\
+         [[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:{http}\"\n"
+    ))
+    .expect("config");
+    let d = Dispatcher::new();
+    let telemetry = rt
+        .block_on(Telemetry::start(&config, &d))
+        .expect("the stack starts");
+    let ours = Contender {
+        name: "dspex",
+        scope: &|body| {
+            let _trace = context::start_trace();
+            body()
+        },
+        chunk: &|count| {
+            for _ in 0..count {
+                d.span(
+                    &catalog::BRIDGE_CALL,
+                    metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
+                    || {
+                        (
+                            black_box(()),
+                            metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
+                        )
+                    },
+                )
+            }
+        },
+        flush: &|| rt.block_on(telemetry.flush_spans()),
+    };
+
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(metric_catalog::DURATION_BUCKETS_MS)
+        .expect("buckets")
+        .build_recorder();
+    let prometheus_handle = prometheus.handle();
+    let macros = || {
+        metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+            .record(black_box(2.5));
+        metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict")
+            .increment(1);
+    };
+    let (provider, dispatch) = tracing_opentelemetry_to(http);
+    let with_tracing = Contender {
+        name: "metrics_tracing_opentelemetry",
+        scope: &|body| {
+            metrics::with_local_recorder(&prometheus, || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let root = tracing::info_span!("request");
+                    let _root = root.enter();
+                    body()
                 })
             })
-        });
-    });
-    let _ = provider.shutdown();
+        },
+        chunk: &|count| {
+            for _ in 0..count {
+                tracing_bridge_call_span();
+                macros();
+            }
+        },
+        flush: &|| {
+            provider.force_flush().expect("flush");
+            prometheus_handle.run_upkeep();
+        },
+    };
+    fastrace_to(http);
+    let with_fastrace = Contender {
+        name: "metrics_fastrace",
+        scope: &|body| metrics::with_local_recorder(&prometheus, body),
+        chunk: &|count| {
+            // Spans under a root are reported when the root ends: one root per chunk.
+            let root = fastrace::Span::root("request", fastrace::collector::SpanContext::random());
+            let _parent = root.set_local_parent();
+            for _ in 0..count {
+                fastrace_bridge_call_span();
+                macros();
+            }
+        },
+        flush: &|| {
+            fastrace::flush();
+            prometheus_handle.run_upkeep();
+        },
+    };
+
+    let contenders = [&ours, &with_tracing, &with_fastrace];
+    // A filter may skip the benches: what ours recorded is checked only if they ran.
+    let mut ran = false;
+    let mut g = c.benchmark_group("whole_stack");
+    for threads in [1usize, 2] {
+        for timed in contenders {
+            g.bench_function(format!("{}_{threads}", timed.name), |b| {
+                ran = true;
+                b.iter_custom(|n| {
+                    let mut total = Duration::ZERO;
+                    for other in contenders {
+                        let spent = on_threads(threads, n, other);
+                        if std::ptr::eq(other, timed) {
+                            total = spent;
+                        }
+                    }
+                    total
+                })
+            });
+        }
+    }
     g.finish();
+    let stats = telemetry
+        .span_stats()
+        .expect("the OpenTelemetry backend runs");
+    assert_eq!(stats.dropped, 0, "every span was exported: {stats:?}");
+    assert!(!ran || stats.exported > 0, "{stats:?}");
+    assert!(
+        !ran || telemetry
+            .window()
+            .operation("dspex_bridge_call_method", &[("method", "dspy.Predict")])
+            .is_some_and(|s| s.count > 0),
+        "the window saw the calls"
+    );
+    let _ = provider.shutdown();
+    rt.block_on(telemetry.shutdown());
 }
 
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, execute, span, trace_context, window, event_path, exporters_peer_down, otlp_span
+    // `whole_stack` installs the process's global recorder: it runs last.
+    targets = baselines, execute, span, trace_context, window, event_path, exporters_peer_down, otlp_span, whole_stack
 }
 criterion_main!(benches);

@@ -437,6 +437,14 @@ impl Reporter {
         self.traces.as_ref().map(OtlpTraces::stats)
     }
 
+    /// Sends the spans the OpenTelemetry backend has queued now, and waits until they have
+    /// been sent (or have failed); returns at once without that backend.
+    pub async fn flush_spans(&self) {
+        if let Some(traces) = &self.traces {
+            traces.flush().await;
+        }
+    }
+
     /// Flushes every backend once (a last push, the StatsD buffer, the queued spans), then
     /// stops them.
     pub async fn shutdown(mut self) {

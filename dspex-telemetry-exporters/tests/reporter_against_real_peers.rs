@@ -77,6 +77,15 @@ async fn every_backend_gets_the_events_and_shutdown_flushes_them_all() {
         handler
     });
 
+    // A flush sends the queued span at once, before the 200 ms interval is up.
+    reporter.flush_spans().await;
+    let spans = otlp.spans().await;
+    assert!(
+        spans.iter().any(|s| s["name"] == "dspex.tools.execute"),
+        "the flush sent the tool span: {spans:#?}"
+    );
+    assert_eq!(reporter.otlp_stats().map(|s| s.exported), Some(1));
+
     // On the interval: StatsD and the gateway; any time: the endpoint; the window too.
     assert_eq!(
         statsd

@@ -151,6 +151,20 @@ impl Telemetry {
             .unwrap_or_default()
     }
 
+    /// Sends the spans queued for OpenTelemetry now and waits until they have been sent (or
+    /// have failed): before a checkpoint, or a test reading the collector. Returns at once
+    /// without the OpenTelemetry backend.
+    pub async fn flush_spans(&self) {
+        if let Some(reporter) = &self.reporter {
+            reporter.flush_spans().await;
+        }
+    }
+
+    /// Spans sent, dropped and failed by the OpenTelemetry backend, if it runs.
+    pub fn span_stats(&self) -> Option<dspex_telemetry_exporters::otlp::OtlpStats> {
+        self.reporter.as_ref().and_then(Reporter::otlp_stats)
+    }
+
     /// Detaches the handlers, stops the alert service, flushes and stops every backend.
     pub async fn shutdown(self) {
         if let Some(handler) = self.metrics {

@@ -65,6 +65,18 @@ const TARGETS: &[Target] = &[
         if_missed: "",
     },
     Target {
+        bench: "whole_stack/dspex_1",
+        baseline: "whole_stack/metrics_tracing_opentelemetry_1",
+        max_ratio: 1.0,
+        if_missed: "",
+    },
+    Target {
+        bench: "whole_stack/dspex_2",
+        baseline: "whole_stack/metrics_tracing_opentelemetry_2",
+        max_ratio: 1.0,
+        if_missed: "",
+    },
+    Target {
         bench: "exporters/backends_down",
         baseline: "exporters/backends_up",
         max_ratio: 1.1,
@@ -106,6 +118,7 @@ const SUITES: &[(&str, &[&str])] = &[
             "event_path",
             "exporters",
             "otlp_span",
+            "whole_stack",
         ],
     ),
     ("bridge_performance_bench", &["bridge", "bridge_ops"]),
@@ -118,6 +131,54 @@ const PAIRED_INTRO: &str = "## bridge_performance_bench: paired rounds\n\n\
     and compares each \"on\" round with its neighbour (median and quartiles of the ratios; mean \
     difference of the CPU time each side of the pipe spent per call). The instrumentation target is \
     checked on these.\n\n";
+
+const WHOLE_STACK_INTRO: &str = "## telemetry_bench: the whole stack against the alternatives\n\n\
+    Per bridge call, per thread (wall time; every thread makes the same calls at once). `dspex`: a \
+    bridge-call span through the stack `Telemetry::start` runs — the metric catalog into the sliding \
+    window, Prometheus, StatsD and OTLP metrics, alerts evaluating every second, the span exported \
+    over OTLP/HTTP. The alternatives do less: the `metrics` macros (duration histogram and call \
+    counter) into the Prometheus recorder, and the same span (six attributes) with `tracing` + \
+    `tracing-opentelemetry` and the SDK's batch processor, or with `fastrace` and its OpenTelemetry \
+    reporter; both export over OTLP/HTTP with the official exporter. Every span reaches a local \
+    sink; flushes between chunks of 512 calls are not timed.\n\n";
+
+/// The `whole_stack` comparison, if it ran.
+fn whole_stack(doc: &mut String, all: &[(String, f64)]) {
+    let find = |n: String| all.iter().find(|(name, _)| *name == n).map(|r| r.1);
+    let rows: Vec<_> = [1, 2]
+        .into_iter()
+        .filter_map(|threads| {
+            Some((
+                threads,
+                find(format!("whole_stack/dspex_{threads}"))?,
+                find(format!(
+                    "whole_stack/metrics_tracing_opentelemetry_{threads}"
+                ))?,
+                find(format!("whole_stack/metrics_fastrace_{threads}"))?,
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    doc.push_str(WHOLE_STACK_INTRO);
+    doc.push_str(
+        "| threads | dspex, whole stack | `metrics` + Prometheus, `tracing` + `tracing-opentelemetry` | dspex × it | `metrics` + Prometheus, `fastrace` | dspex × it |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (threads, ours, tracing, fastrace) in rows {
+        let _ = writeln!(
+            doc,
+            "| {threads} | {} | {} | {:.2} | {} | {:.2} |",
+            format_ns(ours),
+            format_ns(tracing),
+            ours / tracing,
+            format_ns(fastrace),
+            ours / fastrace
+        );
+    }
+    doc.push('\n');
+}
 
 /// One row of `bridge-paired.json`.
 struct PairedRow {
@@ -270,6 +331,7 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         all.extend(rows);
     }
 
+    whole_stack(&mut doc, &all);
     let paired = paired_rounds(&criterion);
     if let Some(rows) = &paired {
         doc.push_str(PAIRED_INTRO);

@@ -2,6 +2,8 @@
 //! `opentelemetry/proto/{collector/trace/v1,trace/v1,common/v1,resource/v1}`). A test decodes
 //! them with the official Python decoders.
 
+use dspex_telemetry_core::TraceId;
+
 /// An attribute value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AnyValue {
@@ -58,10 +60,30 @@ fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A length-delimited field whose body `build` writes in place: one byte is kept for the
+/// length (enough below 128 bytes, the usual case), and a longer body moves right once to
+/// make room for its length. No buffer per message.
 fn message(out: &mut Vec<u8>, field: u32, build: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    build(&mut inner);
-    bytes_field(out, field, &inner);
+    key(out, field, 2);
+    let at = out.len();
+    out.push(0);
+    build(out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+        return;
+    }
+    let (mut prefix, mut n, mut v) = ([0u8; 10], 0, len as u64);
+    while v >= 0x80 {
+        prefix[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    n += 1;
+    out.resize(out.len() + n - 1, 0);
+    out.copy_within(at + 1..at + 1 + len, at + n);
+    out[at..at + n].copy_from_slice(&prefix[..n]);
 }
 
 fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
@@ -80,17 +102,31 @@ fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &AnyValue) {
 
 /// A `KeyValue` whose key is `prefix` followed by `k`.
 fn key_value_parts(out: &mut Vec<u8>, field: u32, prefix: &str, k: &str, v: &AnyValue) {
+    match v {
+        AnyValue::Str(s) => key_string_value(out, field, prefix, k, s.as_bytes()),
+        _ => message(out, field, |kv| {
+            key(kv, 1, 2);
+            varint(kv, (prefix.len() + k.len()) as u64);
+            kv.extend_from_slice(prefix.as_bytes());
+            kv.extend_from_slice(k.as_bytes());
+            message(kv, 2, |any| match v {
+                AnyValue::Str(s) => bytes_field(any, 1, s.as_bytes()),
+                AnyValue::Bool(b) => varint_field(any, 2, u64::from(*b)),
+                AnyValue::Int(i) => varint_field(any, 3, *i as u64),
+                AnyValue::Double(d) => fixed64(any, 4, d.to_bits()),
+            });
+        }),
+    }
+}
+
+/// A `KeyValue` with a string value given as its UTF-8 bytes.
+fn key_string_value(out: &mut Vec<u8>, field: u32, prefix: &str, k: &str, value: &[u8]) {
     message(out, field, |kv| {
         key(kv, 1, 2);
         varint(kv, (prefix.len() + k.len()) as u64);
         kv.extend_from_slice(prefix.as_bytes());
         kv.extend_from_slice(k.as_bytes());
-        message(kv, 2, |any| match v {
-            AnyValue::Str(s) => bytes_field(any, 1, s.as_bytes()),
-            AnyValue::Bool(b) => varint_field(any, 2, u64::from(*b)),
-            AnyValue::Int(i) => varint_field(any, 3, *i as u64),
-            AnyValue::Double(d) => fixed64(any, 4, d.to_bits()),
-        });
+        message(kv, 2, |any| bytes_field(any, 1, value));
     });
 }
 
@@ -101,7 +137,8 @@ pub(crate) fn export_trace_request(
     scope_version: &str,
     spans: &[SpanRecord],
 ) -> Vec<u8> {
-    let mut out = Vec::new();
+    // About what a bridge-call span with six attributes takes, so the buffer seldom grows.
+    let mut out = Vec::with_capacity(256 + spans.len() * 320);
     // resource_spans = 1
     message(&mut out, 1, |rs| {
         // resource = 1 { attributes = 1 }
@@ -136,21 +173,15 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
     varint_field(out, 6, span.kind);
     fixed64(out, 7, span.start_unix_ns);
     fixed64(out, 8, span.end_unix_ns);
-    let correlation = span.correlation_id.as_deref().map_or_else(
-        || {
-            span.trace_id
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        },
-        str::to_owned,
-    );
-    key_value(
-        out,
-        9,
-        "dspex.correlation_id",
-        &AnyValue::Str(correlation.into()),
-    );
+    let trace_hex;
+    let correlation = match span.correlation_id.as_deref() {
+        Some(id) => id.as_bytes(),
+        None => {
+            trace_hex = TraceId::from_bytes(span.trace_id).hex_bytes();
+            &trace_hex[..]
+        }
+    };
+    key_string_value(out, 9, "", "dspex.correlation_id", correlation);
     for (k, v) in &span.attributes {
         match k {
             AttrKey::Static(k) => key_value(out, 9, k, v),
@@ -170,6 +201,28 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_of_every_length_carry_their_length_before_their_body() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = vec![0xee];
+            message(&mut out, 2, |m| m.extend_from_slice(&body));
+            let mut expected = vec![0xee];
+            bytes_field(&mut expected, 2, &body);
+            assert_eq!(out, expected, "a body of {len} bytes");
+        }
+        // Nested, both long.
+        let mut out = Vec::new();
+        message(&mut out, 1, |outer| {
+            message(outer, 2, |inner| inner.extend_from_slice(&[7; 200]))
+        });
+        let mut inner = Vec::new();
+        bytes_field(&mut inner, 2, &[7; 200]);
+        let mut expected = Vec::new();
+        bytes_field(&mut expected, 1, &inner);
+        assert_eq!(out, expected);
+    }
 
     #[test]
     fn varints_match_the_protobuf_examples() {
