@@ -29,14 +29,14 @@
 //! | `exporters/backends_down` | the same with every server down (closed ports): the caller's cost must not grow |
 //! | `otlp_span/dspex_bridge_call_span` | a bridge-call span (six attributes) through the OTLP span handler, exported over OTLP/HTTP to a local sink |
 //! | `otlp_span/tracing_opentelemetry_span` | the same span with `tracing` + `tracing-opentelemetry` 0.34 + the OpenTelemetry SDK's batch processor and OTLP/HTTP exporter 0.33, to the same kind of sink |
-//! | `otlp_span/fastrace_span` | the same span with `fastrace` 0.7 (a local span under a root per 256 spans) and its OpenTelemetry reporter 0.19 with the same OTLP/HTTP exporter |
+//! | `otlp_span/fastrace_span` | the same span with `fastrace` 0.7 (a local span under a root per 512 spans) and its OpenTelemetry reporter 0.19 with the same OTLP/HTTP exporter |
 //! | `whole_stack/dspex_{1,2}` | the bridge-call span through the stack `Telemetry::start` runs (the catalog into the window, Prometheus, StatsD and OTLP metrics; alerts evaluating every second; the span over OTLP/HTTP), on 1 and 2 threads at once; time per call per thread |
 //! | `whole_stack/metrics_tracing_opentelemetry_{1,2}` | the `metrics` macros (duration histogram, call counter) into the Prometheus recorder, and the span with `tracing` + `tracing-opentelemetry` as above |
 //! | `whole_stack/metrics_fastrace_{1,2}` | the same macros, and the span with `fastrace` as above |
 //!
 //! The three `event_path` benches time their own batches interleaved with untimed batches of
-//! the other two, in a rotating order, so drift in the machine's speed falls on all three alike; the `whole_stack`
-//! contenders likewise run in turn within each sample.
+//! the other two, in a rotating order, so drift in the machine's speed falls on all three alike; the
+//! `otlp_span` and `whole_stack` contenders likewise run in turn within each sample.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -434,27 +434,14 @@ fn sink_ports() -> (u16, u16) {
     *PORTS.get_or_init(dspex_telemetry_benches::sinks)
 }
 
-/// Runs `n` iterations in chunks of 256, each timed by `chunk` (which flushes, untimed, after
-/// its timed part, so no queue ever fills and every span is exported).
-fn timed_in_chunks(n: u64, mut chunk: impl FnMut(u64) -> Duration) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < n {
-        let count = 256.min(n - done);
-        total += chunk(count);
-        done += count;
-    }
-    total
-}
-
 /// A bridge-call span exported over OTLP/HTTP to a local collector sink: ours (the OTLP span
 /// handler on the dispatcher) against `tracing` + `tracing-opentelemetry` with the SDK's batch
 /// processor and the official OTLP/HTTP exporter, for a span with the same name and attributes.
-/// Both queue up to 65 536 spans and send batches of 512 from their own thread or task; spans
-/// are timed in chunks of 256, each followed by an untimed flush, so every span is exported
-/// (none dropped) and the caller's cost is what is timed.
+/// Both queue up to 65 536 spans and send batches of 512 from their own thread or task; and
+/// `fastrace` with its OpenTelemetry reporter and the same exporter. Spans are timed in chunks
+/// of 512, each followed by an untimed flush, so every span is exported (none dropped) and the
+/// caller's cost is what is timed; the three take turns within each sample.
 fn otlp_span(c: &mut Criterion) {
-    use dspex_telemetry_core::{catalog, context, metadata};
     use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
     let (_, http) = sink_ports();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -480,80 +467,101 @@ fn otlp_span(c: &mut Criterion) {
             )
         })
         .expect("otlp");
-    // A filter may skip the bench: what it exported is checked only if it ran.
+    let ours = Contender {
+        name: "dspex_bridge_call_span",
+        scope: &|body| {
+            let _trace = context::start_trace();
+            body()
+        },
+        chunk: &|count| {
+            for _ in 0..count {
+                dspex_bridge_call_span(&d)
+            }
+        },
+        flush: &|| rt.block_on(traces.flush()),
+    };
+    let (provider, dispatch) = tracing_opentelemetry_to(http);
+    let with_tracing = Contender {
+        name: "tracing_opentelemetry_span",
+        scope: &|body| {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let root = tracing::info_span!("request");
+                let _root = root.enter();
+                body()
+            })
+        },
+        chunk: &|count| {
+            for _ in 0..count {
+                tracing_bridge_call_span();
+            }
+        },
+        flush: &|| provider.force_flush().expect("flush"),
+    };
+    fastrace_to(http);
+    let with_fastrace = Contender {
+        name: "fastrace_span",
+        scope: &|body| body(),
+        chunk: &|count| {
+            // Spans under a root are reported when the root ends: one root per chunk.
+            let root = fastrace::Span::root("request", fastrace::collector::SpanContext::random());
+            let _parent = root.set_local_parent();
+            for _ in 0..count {
+                fastrace_bridge_call_span();
+            }
+        },
+        flush: &fastrace::flush,
+    };
+    let ran = in_turn(&mut g, 1, "", &[&ours, &with_tracing, &with_fastrace]);
+    g.finish();
+    let stats = traces.stats();
+    rt.block_on(traces.shutdown());
+    let _ = provider.shutdown();
+    assert_eq!(stats.dropped, 0, "every span was exported: {stats:?}");
+    assert!(!ran || stats.exported > 0, "{stats:?}");
+}
+
+/// A bridge-call span with six attributes: three at the start, three at the end.
+fn dspex_bridge_call_span(d: &Dispatcher) {
+    use dspex_telemetry_core::{catalog, metadata};
+    d.span(
+        &catalog::BRIDGE_CALL,
+        metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
+        || {
+            (
+                black_box(()),
+                metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
+            )
+        },
+    )
+}
+
+/// One bench per contender, `<name><suffix>`, each run on `threads` threads; within each
+/// sample every contender runs the same calls in turn and only the bench's own are timed, so
+/// drift in the machine's speed falls on all alike. Whether any bench ran (a filter can skip
+/// them all).
+fn in_turn(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    threads: usize,
+    suffix: &str,
+    contenders: &[&Contender<'_>],
+) -> bool {
     let mut ran = false;
-    {
-        let _trace = context::start_trace();
-        g.bench_function("dspex_bridge_call_span", |b| {
+    for timed in contenders {
+        g.bench_function(format!("{}{suffix}", timed.name), |b| {
             ran = true;
             b.iter_custom(|n| {
-                timed_in_chunks(n, |count| {
-                    let start = Instant::now();
-                    for _ in 0..count {
-                        d.span(
-                            &catalog::BRIDGE_CALL,
-                            metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
-                            || {
-                                (
-                                    black_box(()),
-                                    metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
-                                )
-                            },
-                        )
+                let mut total = Duration::ZERO;
+                for other in contenders {
+                    let spent = on_threads(threads, n, other);
+                    if std::ptr::eq(*other, *timed) {
+                        total = spent;
                     }
-                    let spent = start.elapsed();
-                    rt.block_on(traces.flush());
-                    spent
-                })
+                }
+                total
             })
         });
     }
-    let stats = traces.stats();
-    rt.block_on(traces.shutdown());
-    assert_eq!(stats.dropped, 0, "every span was exported: {stats:?}");
-    assert!(!ran || stats.exported > 0, "{stats:?}");
-
-    let (provider, dispatch) = tracing_opentelemetry_to(http);
-    tracing::dispatcher::with_default(&dispatch, || {
-        let root = tracing::info_span!("request");
-        let _root = root.enter();
-        g.bench_function("tracing_opentelemetry_span", |b| {
-            b.iter_custom(|n| {
-                timed_in_chunks(n, |count| {
-                    let start = Instant::now();
-                    for _ in 0..count {
-                        tracing_bridge_call_span();
-                    }
-                    let spent = start.elapsed();
-                    provider.force_flush().expect("flush");
-                    spent
-                })
-            })
-        });
-    });
-    let _ = provider.shutdown();
-
-    fastrace_to(http);
-    g.bench_function("fastrace_span", |b| {
-        b.iter_custom(|n| {
-            timed_in_chunks(n, |count| {
-                let start = Instant::now();
-                {
-                    // Spans under a root are reported when the root ends: one root per chunk.
-                    let root =
-                        fastrace::Span::root("request", fastrace::collector::SpanContext::random());
-                    let _parent = root.set_local_parent();
-                    for _ in 0..count {
-                        fastrace_bridge_call_span();
-                    }
-                }
-                let spent = start.elapsed();
-                fastrace::flush();
-                spent
-            })
-        })
-    });
-    g.finish();
+    ran
 }
 
 /// Spans queued by the OpenTelemetry SDK's batch processor (as many as ours queue, batches of
@@ -721,7 +729,6 @@ fn on_threads(threads: usize, n: u64, c: &Contender<'_>) -> Duration {
 /// The three run in turn within each sample, so drift falls on all alike.
 fn whole_stack(c: &mut Criterion) {
     use dspex_telemetry::{Config, Telemetry};
-    use dspex_telemetry_core::{catalog, metadata};
     use dspex_telemetry_metrics::catalog as metric_catalog;
     use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -751,16 +758,7 @@ fn whole_stack(c: &mut Criterion) {
         },
         chunk: &|count| {
             for _ in 0..count {
-                d.span(
-                    &catalog::BRIDGE_CALL,
-                    metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
-                    || {
-                        (
-                            black_box(()),
-                            metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
-                        )
-                    },
-                )
+                dspex_bridge_call_span(&d)
             }
         },
         flush: &|| rt.block_on(telemetry.flush_spans()),
@@ -819,26 +817,11 @@ fn whole_stack(c: &mut Criterion) {
         },
     };
 
-    let contenders = [&ours, &with_tracing, &with_fastrace];
-    // A filter may skip the benches: what ours recorded is checked only if they ran.
-    let mut ran = false;
     let mut g = c.benchmark_group("whole_stack");
+    let mut ran = false;
     for threads in [1usize, 2] {
-        for timed in contenders {
-            g.bench_function(format!("{}_{threads}", timed.name), |b| {
-                ran = true;
-                b.iter_custom(|n| {
-                    let mut total = Duration::ZERO;
-                    for other in contenders {
-                        let spent = on_threads(threads, n, other);
-                        if std::ptr::eq(other, timed) {
-                            total = spent;
-                        }
-                    }
-                    total
-                })
-            });
-        }
+        let contenders = [&ours, &with_tracing, &with_fastrace];
+        ran |= in_turn(&mut g, threads, &format!("_{threads}"), &contenders);
     }
     g.finish();
     let stats = telemetry

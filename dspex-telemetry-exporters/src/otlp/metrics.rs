@@ -14,7 +14,7 @@ use metrics::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::proto::{self, AnyValue, MetricRecord, PointValue};
+use super::proto::{self, MetricRecord, PointValue};
 use super::transport::{Signal, Transport};
 use super::{OtlpError, Protocol, resource};
 use crate::Secret;
@@ -215,7 +215,7 @@ impl OtlpMetricsRecorder {
             });
             let attributes = key
                 .labels()
-                .map(|l| (l.key().to_owned(), AnyValue::Str(l.value().into())))
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
                 .collect();
             let value = match &*series {
                 Series::Counter(total) => PointValue::Counter(total.load(Ordering::Relaxed)),

@@ -11,7 +11,6 @@ mod transport;
 
 pub use metrics::{OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder};
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::Secret;
-use proto::{AnyValue, AttrKey, SpanRecord};
+use proto::{Attributes, SpanRecord, StrAttributes};
 use transport::{Signal, Transport};
 
 /// How spans travel to the collector.
@@ -131,8 +130,12 @@ impl Queue {
         true
     }
 
+    /// Everything queued; the queue starts again with as much room as it had, so the next
+    /// interval's spans do not regrow it step by step on the callers' threads.
     fn take(&self) -> Vec<SpanRecord> {
-        std::mem::take(&mut *self.spans.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let room = spans.capacity().min(self.max);
+        std::mem::replace(&mut *spans, Vec::with_capacity(room))
     }
 }
 
@@ -297,7 +300,8 @@ fn span_of(event: &Event<'_>, span_name: Option<Arc<str>>) -> Option<SpanRecord>
         let segments: Vec<&str> = name.segments().collect();
         Arc::from(segments[..segments.len().saturating_sub(1)].join("."))
     });
-    let mut attributes = Vec::with_capacity(event.metadata().len() + 3);
+    let mut attributes = Attributes::with_capacity(event.metadata().len() + 4);
+    push_correlation_id(&mut attributes, &ctx);
     let mut error = None;
     let trace_span = name.starts_with(catalog::TRACE_SPAN.prefix());
     for (key, value) in event.metadata().iter() {
@@ -310,18 +314,17 @@ fn span_of(event: &Event<'_>, span_name: Option<Arc<str>>) -> Option<SpanRecord>
         }
         // OpenTelemetry semantic conventions where one applies: the Python function a bridge
         // call runs, and the error's type.
-        let value = any(value);
         match key {
-            "module" => attributes.push((AttrKey::Static("code.namespace"), value.clone())),
-            "function" => attributes.push((AttrKey::Static("code.function"), value.clone())),
-            "kind" if failed => attributes.push((AttrKey::Static("error.type"), value.clone())),
+            "module" => attributes.push("", "code.namespace", value),
+            "function" => attributes.push("", "code.function", value),
+            "kind" if failed => attributes.push("", "error.type", value),
             _ => {}
         }
-        attributes.push((AttrKey::Dspex(dspex_key(key)), value));
+        attributes.push("dspex.", key, value);
     }
     // Set by the code inside the span (`context::set_attributes`), under their own names.
     for (key, value) in ctx.attributes() {
-        attributes.push((AttrKey::Own(key.into()), any(value)));
+        attributes.push("", key, value);
     }
     if failed && error.is_none() {
         error = Some("failed".into());
@@ -338,113 +341,68 @@ fn span_of(event: &Event<'_>, span_name: Option<Arc<str>>) -> Option<SpanRecord>
         name: span_name,
         start_unix_ns: end.saturating_sub(duration),
         end_unix_ns: end,
-        attributes,
-        correlation_id: ctx.explicit_correlation_id().map(|c| c.as_str().into()),
+        attributes: attributes.into_bytes(),
         error,
     })
+}
+
+/// `dspex.correlation_id`: the correlation id when one was given, else the trace id.
+fn push_correlation_id(attributes: &mut Attributes, ctx: &dspex_telemetry_core::TraceContext) {
+    const KEY: &str = "dspex.correlation_id";
+    match ctx.explicit_correlation_id() {
+        Some(id) => attributes.push_str(KEY, id.as_str().as_bytes()),
+        None => attributes.push_str(KEY, &ctx.trace_id().hex_bytes()),
+    }
 }
 
 /// A `[:dspex, :python, :span]` event: ids, parent and times as the worker reported them.
 fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
     let md = event.metadata();
-    let text = |k: &str| md.get(k).map(|v| v.to_string());
-    let trace_id = TraceId::from_hex(&text("trace_id")?).ok()?;
-    let span_id = SpanId::from_hex(&text("span_id")?).ok()?;
-    let parent = text("parent_span_id").and_then(|p| SpanId::from_hex(&p).ok());
+    let text = |k: &str| md.get(k).and_then(|v| v.as_str());
+    let trace_id = TraceId::from_hex(text("trace_id")?).ok()?;
+    let span_id = SpanId::from_hex(text("span_id")?).ok()?;
+    let parent = text("parent_span_id").and_then(|p| SpanId::from_hex(p).ok());
     let time = |k: &str| {
         event
             .measurements()
             .get(k)
             .map_or(0, |v| v.as_i64().unwrap_or(0).max(0) as u64)
     };
-    let status = text("status").unwrap_or_default();
-    let mut attributes = Vec::new();
+    let mut attributes = Attributes::with_capacity(md.len());
+    // The correlation id of the call the worker served (the trace id when none was given).
+    match context::current().and_then(|ctx| ctx.explicit_correlation_id().cloned()) {
+        Some(id) => attributes.push_str("dspex.correlation_id", id.as_str().as_bytes()),
+        None => attributes.push_str("dspex.correlation_id", &trace_id.hex_bytes()),
+    }
     for (key, value) in md.iter() {
         if !matches!(
             key,
             "trace_id" | "span_id" | "parent_span_id" | "name" | "status" | "message"
         ) {
-            attributes.push((AttrKey::Dspex(dspex_key(key)), any(value)));
+            attributes.push("dspex.", key, value);
         }
     }
-    // The correlation id of the call the worker served (the trace id when none was given).
-    let correlation_id =
-        context::current().and_then(|ctx| ctx.explicit_correlation_id().map(|c| c.as_str().into()));
     Some(SpanRecord {
         trace_id: trace_id.to_bytes(),
         span_id: span_id.to_bytes(),
         parent_span_id: parent.map(SpanId::to_bytes),
-        name: Arc::from(text("name").unwrap_or_else(|| "python".into())),
+        name: Arc::from(text("name").unwrap_or("python")),
         kind: 1,
         start_unix_ns: time("start_time"),
         end_unix_ns: time("end_time"),
-        attributes,
-        correlation_id,
-        error: (status == "error").then(|| text("message").unwrap_or_else(|| "error".into())),
+        attributes: attributes.into_bytes(),
+        error: (text("status") == Some("error"))
+            .then(|| text("message").unwrap_or("error").to_owned()),
     })
 }
 
-/// A metadata key as an attribute key: the catalog's keys without copying them.
-fn dspex_key(key: &str) -> Cow<'static, str> {
-    const KNOWN: &[&str] = &[
-        "module",
-        "function",
-        "args",
-        "success",
-        "result_type",
-        "worker_id",
-        "error",
-        "kind",
-        "reason",
-        "tool_name",
-        "session_id",
-        "caller",
-        "signature",
-        "to_type",
-        "from_type",
-        "pool",
-        "operation",
-        "name",
-        "var_name",
-        "var_type",
-        "size",
-        "found",
-        "instance_id",
-        "class",
-        "method",
-        "status",
-        "message",
-        "valid",
-    ];
-    match KNOWN.iter().find(|k| **k == key) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(key.to_owned()),
-    }
-}
-
-fn any(value: &dspex_telemetry_core::Value<'_>) -> AnyValue {
-    use dspex_telemetry_core::Value;
-    match value {
-        Value::Str(s) => AnyValue::Str(Arc::from(&**s)),
-        Value::Int(i) => AnyValue::Int(*i),
-        Value::Float(x) => AnyValue::Double(*x),
-        Value::Bool(b) => AnyValue::Bool(*b),
-    }
-}
-
 /// The resource attributes every export carries.
-fn resource(service_name: &str, service_version: Option<&str>) -> Vec<(String, AnyValue)> {
-    let mut resource = vec![(
-        "service.name".to_owned(),
-        AnyValue::Str(service_name.into()),
-    )];
+fn resource(service_name: &str, service_version: Option<&str>) -> Vec<(String, String)> {
+    let mut resource = vec![("service.name".to_owned(), service_name.to_owned())];
     if let Some(version) = service_version {
-        resource.push(("service.version".into(), AnyValue::Str(version.into())));
+        resource.push(("service.version".into(), version.to_owned()));
     }
-    resource.push((
-        "telemetry.sdk.name".into(),
-        AnyValue::Str("dspex-telemetry".into()),
-    ));
+    resource.push(("telemetry.sdk.name".into(), "dspex-telemetry".to_owned()));
     resource
 }
 
@@ -480,7 +438,7 @@ async fn export_loop(
 
 async fn send(
     transport: &Transport,
-    resource: &[(String, AnyValue)],
+    resource: &StrAttributes,
     spans: &[SpanRecord],
     counters: &Counters,
 ) {

@@ -2,27 +2,8 @@
 //! `opentelemetry/proto/{collector/trace/v1,trace/v1,common/v1,resource/v1}`). A test decodes
 //! them with the official Python decoders.
 
-use dspex_telemetry_core::TraceId;
-
-/// An attribute value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum AnyValue {
-    /// Shared, so a value sent under two keys (`code.function` and `dspex.function`) is
-    /// copied once.
-    Str(std::sync::Arc<str>),
-    Bool(bool),
-    Int(i64),
-    Double(f64),
-}
-
-/// A span attribute's key: fixed, or a metadata key sent as `dspex.<key>`, or a key as the
-/// code set it. Kept apart so that the caller's thread never formats one.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum AttrKey {
-    Static(&'static str),
-    Dspex(std::borrow::Cow<'static, str>),
-    Own(Box<str>),
-}
+/// A resource's or a data point's attributes: string keys and values.
+pub(crate) type StrAttributes = [(String, String)];
 
 /// One finished span.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,11 +16,54 @@ pub(crate) struct SpanRecord {
     pub(crate) kind: u64,
     pub(crate) start_unix_ns: u64,
     pub(crate) end_unix_ns: u64,
-    pub(crate) attributes: Vec<(AttrKey, AnyValue)>,
-    /// The correlation id when one was given; else the trace id is sent as it.
-    pub(crate) correlation_id: Option<Box<str>>,
+    /// The attributes, encoded already ([`Attributes`]): one buffer per span instead of a
+    /// value per attribute, and nothing left to convert when the batch is sent.
+    pub(crate) attributes: Vec<u8>,
     /// `None`: unset; `Some(message)`: error.
     pub(crate) error: Option<String>,
+}
+
+/// A span's attributes as the `Span.attributes` (field 9) `KeyValue`s of its encoding, written
+/// as the span ends.
+pub(crate) struct Attributes(Vec<u8>);
+
+impl Attributes {
+    /// Room for about `count` attributes.
+    pub(crate) fn with_capacity(count: usize) -> Self {
+        Attributes(Vec::with_capacity(count * 40))
+    }
+
+    /// The attribute `prefix` + `key` = `value`.
+    pub(crate) fn push(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        value: &dspex_telemetry_core::Value<'_>,
+    ) {
+        use dspex_telemetry_core::Value;
+        match value {
+            Value::Str(s) => key_string_value(&mut self.0, 9, prefix, key, s.as_bytes()),
+            Value::Int(i) => self.push_any(prefix, key, |any| varint_field(any, 3, *i as u64)),
+            Value::Float(x) => self.push_any(prefix, key, |any| fixed64(any, 4, x.to_bits())),
+            Value::Bool(b) => self.push_any(prefix, key, |any| varint_field(any, 2, u64::from(*b))),
+        }
+    }
+
+    /// The string attribute `key` = `value`.
+    pub(crate) fn push_str(&mut self, key: &str, value: &[u8]) {
+        key_string_value(&mut self.0, 9, "", key, value);
+    }
+
+    fn push_any(&mut self, prefix: &str, key: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        message(&mut self.0, 9, |kv| {
+            key_bytes(kv, prefix, key);
+            message(kv, 2, value);
+        });
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -96,43 +120,30 @@ fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
     varint(out, v);
 }
 
-fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &AnyValue) {
-    key_value_parts(out, field, "", k, v);
-}
-
-/// A `KeyValue` whose key is `prefix` followed by `k`.
-fn key_value_parts(out: &mut Vec<u8>, field: u32, prefix: &str, k: &str, v: &AnyValue) {
-    match v {
-        AnyValue::Str(s) => key_string_value(out, field, prefix, k, s.as_bytes()),
-        _ => message(out, field, |kv| {
-            key(kv, 1, 2);
-            varint(kv, (prefix.len() + k.len()) as u64);
-            kv.extend_from_slice(prefix.as_bytes());
-            kv.extend_from_slice(k.as_bytes());
-            message(kv, 2, |any| match v {
-                AnyValue::Str(s) => bytes_field(any, 1, s.as_bytes()),
-                AnyValue::Bool(b) => varint_field(any, 2, u64::from(*b)),
-                AnyValue::Int(i) => varint_field(any, 3, *i as u64),
-                AnyValue::Double(d) => fixed64(any, 4, d.to_bits()),
-            });
-        }),
-    }
+/// A `KeyValue` with a string value.
+fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &str) {
+    key_string_value(out, field, "", k, v.as_bytes());
 }
 
 /// A `KeyValue` with a string value given as its UTF-8 bytes.
 fn key_string_value(out: &mut Vec<u8>, field: u32, prefix: &str, k: &str, value: &[u8]) {
     message(out, field, |kv| {
-        key(kv, 1, 2);
-        varint(kv, (prefix.len() + k.len()) as u64);
-        kv.extend_from_slice(prefix.as_bytes());
-        kv.extend_from_slice(k.as_bytes());
+        key_bytes(kv, prefix, k);
         message(kv, 2, |any| bytes_field(any, 1, value));
     });
 }
 
+/// A `KeyValue`'s key (field 1): `prefix` followed by `k`.
+fn key_bytes(kv: &mut Vec<u8>, prefix: &str, k: &str) {
+    key(kv, 1, 2);
+    varint(kv, (prefix.len() + k.len()) as u64);
+    kv.extend_from_slice(prefix.as_bytes());
+    kv.extend_from_slice(k.as_bytes());
+}
+
 /// `ExportTraceServiceRequest` with one resource and one scope holding `spans`.
 pub(crate) fn export_trace_request(
-    resource: &[(String, AnyValue)],
+    resource: &StrAttributes,
     scope_name: &str,
     scope_version: &str,
     spans: &[SpanRecord],
@@ -173,22 +184,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
     varint_field(out, 6, span.kind);
     fixed64(out, 7, span.start_unix_ns);
     fixed64(out, 8, span.end_unix_ns);
-    let trace_hex;
-    let correlation = match span.correlation_id.as_deref() {
-        Some(id) => id.as_bytes(),
-        None => {
-            trace_hex = TraceId::from_bytes(span.trace_id).hex_bytes();
-            &trace_hex[..]
-        }
-    };
-    key_string_value(out, 9, "", "dspex.correlation_id", correlation);
-    for (k, v) in &span.attributes {
-        match k {
-            AttrKey::Static(k) => key_value(out, 9, k, v),
-            AttrKey::Dspex(k) => key_value_parts(out, 9, "dspex.", k, v),
-            AttrKey::Own(k) => key_value(out, 9, k, v),
-        }
-    }
+    out.extend_from_slice(&span.attributes);
     // status = 15 { message = 2, code = 3 (1 ok, 2 error) }
     if let Some(message_text) = &span.error {
         message(out, 15, |status| {
@@ -241,9 +237,9 @@ mod tests {
             assert_eq!(out, bytes, "{v}");
         }
         // A negative int64 takes ten bytes (two's complement), as protobuf requires.
-        let mut out = Vec::new();
-        key_value(&mut out, 9, "n", &AnyValue::Int(-1));
-        assert_eq!(out.len(), 2 + 3 + 2 + 11);
+        let mut attributes = Attributes::with_capacity(1);
+        attributes.push("", "n", &dspex_telemetry_core::Value::Int(-1));
+        assert_eq!(attributes.into_bytes().len(), 2 + 3 + 2 + 11);
     }
 }
 
@@ -272,13 +268,13 @@ pub(crate) struct MetricRecord {
     pub(crate) description: String,
     pub(crate) unit: String,
     /// Label sets and values; all of one kind.
-    pub(crate) points: Vec<(Vec<(String, AnyValue)>, PointValue)>,
+    pub(crate) points: Vec<(Vec<(String, String)>, PointValue)>,
 }
 
 /// `ExportMetricsServiceRequest` with one resource and one scope holding `metrics`, every
 /// point cumulative since `start_unix_ns`, observed at `now_unix_ns`.
 pub(crate) fn export_metrics_request(
-    resource: &[(String, AnyValue)],
+    resource: &StrAttributes,
     scope_name: &str,
     scope_version: &str,
     metrics: &[MetricRecord],
@@ -306,25 +302,23 @@ pub(crate) fn export_metrics_request(
                     bytes_field(m, 1, metric.name.as_bytes());
                     bytes_field(m, 2, metric.description.as_bytes());
                     bytes_field(m, 3, metric.unit.as_bytes());
-                    let number_point = |out: &mut Vec<u8>,
-                                        attrs: &[(String, AnyValue)],
-                                        value: f64,
-                                        int: Option<u64>| {
-                        // data_points = 1 (NumberDataPoint)
-                        message(out, 1, |p| {
-                            for (k, v) in attrs {
-                                key_value(p, 7, k, v);
-                            }
-                            fixed64(p, 2, start_unix_ns);
-                            fixed64(p, 3, now_unix_ns);
-                            match int {
-                                // as_int = 6 (sfixed64)
-                                Some(i) => fixed64(p, 6, i),
-                                // as_double = 4
-                                None => fixed64(p, 4, value.to_bits()),
-                            }
-                        });
-                    };
+                    let number_point =
+                        |out: &mut Vec<u8>, attrs: &StrAttributes, value: f64, int: Option<u64>| {
+                            // data_points = 1 (NumberDataPoint)
+                            message(out, 1, |p| {
+                                for (k, v) in attrs {
+                                    key_value(p, 7, k, v);
+                                }
+                                fixed64(p, 2, start_unix_ns);
+                                fixed64(p, 3, now_unix_ns);
+                                match int {
+                                    // as_int = 6 (sfixed64)
+                                    Some(i) => fixed64(p, 6, i),
+                                    // as_double = 4
+                                    None => fixed64(p, 4, value.to_bits()),
+                                }
+                            });
+                        };
                     match metric.points.first().map(|p| &p.1) {
                         Some(PointValue::Counter(_)) => {
                             // sum = 7 { data_points = 1, aggregation_temporality = 2, is_monotonic = 3 }
