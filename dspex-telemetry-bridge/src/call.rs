@@ -141,20 +141,27 @@ impl Pool {
         let Some(ctx) = context::current() else {
             return;
         };
-        let trace_id = ctx.trace_id().to_string();
+        // Hex on the stack: the ids are ASCII.
+        let trace_hex = ctx.trace_id().hex_bytes();
+        let trace_id = std::str::from_utf8(&trace_hex).unwrap_or_default();
         if let (Some(call), Some(span_id)) = (
             reply.call_span.as_ref().and_then(Value::as_array),
             reply.python_span_id,
         ) {
             let num = |i: usize| call.get(i).and_then(Value::as_i64).unwrap_or(0);
             let (start, end) = (num(0), num(1));
-            let span_id = span_id.to_string();
-            let parent = ctx.span_id().to_string();
+            let (span_hex, parent_hex) = (span_id.hex_bytes(), ctx.span_id().hex_bytes());
             let mut md = Metadata::new()
                 .with("name", name())
-                .with("trace_id", trace_id.as_str())
-                .with("span_id", span_id.as_str())
-                .with("parent_span_id", parent.as_str())
+                .with("trace_id", trace_id)
+                .with(
+                    "span_id",
+                    std::str::from_utf8(&span_hex).unwrap_or_default(),
+                )
+                .with(
+                    "parent_span_id",
+                    std::str::from_utf8(&parent_hex).unwrap_or_default(),
+                )
                 .with(
                     "status",
                     call.get(2).and_then(Value::as_str).unwrap_or("ok"),
@@ -184,7 +191,7 @@ impl Pool {
                 .with("duration", end.saturating_sub(start));
             let mut md = Metadata::new()
                 .with("name", text(0))
-                .with("trace_id", trace_id.as_str())
+                .with("trace_id", trace_id)
                 .with("span_id", text(1))
                 .with("parent_span_id", text(2))
                 .with("status", text(5))

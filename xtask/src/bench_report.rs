@@ -180,6 +180,44 @@ fn whole_stack(doc: &mut String, all: &[(String, f64)]) {
     doc.push('\n');
 }
 
+/// `three_layer_bench`'s criterion rows: time per request and throughput, off and on.
+fn three_layer_latency(doc: &mut String, criterion: &Path) {
+    let rows = collect(criterion, "three_layer");
+    let find = |n: String| rows.iter().find(|(name, _)| *name == n).map(|r| r.1);
+    let mut table = String::new();
+    for callers in [1, 8] {
+        let (Some(off), Some(on)) = (
+            find(format!("three_layer/request_off_{callers}")),
+            find(format!("three_layer/request_on_{callers}")),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            table,
+            "| {callers} | {} | {} | {:.2} | {:.0} | {:.0} |",
+            format_ns(off),
+            format_ns(on),
+            on / off,
+            1e9 / off,
+            1e9 / on
+        );
+    }
+    if table.is_empty() {
+        return;
+    }
+    doc.push_str(
+        "## three_layer_bench: end to end\n\n\
+         An application request (a traced, contract-checked prediction, a tool call, a session \
+         variable set and get) through the bridge to a Python worker (two per pool), from 1 and 8 \
+         concurrent callers; criterion's median time per request (at 8 callers, requests overlap: \
+         the time per request is the inverse of the throughput).\n\n\
+         | callers | telemetry off | whole stack on | on/off | requests/s off | requests/s on |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    doc.push_str(&table);
+    doc.push('\n');
+}
+
 /// One row of `bridge-paired.json`.
 struct PairedRow {
     callers: u64,
@@ -358,14 +396,14 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         doc.push('\n');
     }
 
+    three_layer_latency(&mut doc, &criterion);
     if let Some(rows) = fs::read_to_string(criterion.join("three-layer.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
     {
         doc.push_str(
             "## three_layer_bench: telemetry's share of a request\n\n\
-             An application request (a traced, contract-checked prediction, a tool call, a session \
-             variable set and get) through the bridge to a Python worker, with the whole stack on \
+             The same request, with the whole stack on \
              (window, Prometheus, StatsD and OTLP metrics, OTLP spans including Python's, alerts \
              every second) against a pool whose dispatcher has nothing attached; paired rounds of \
              200 requests (`cargo bench -p dspex-telemetry-benches --bench three_layer_bench`).\n\n\
