@@ -23,7 +23,8 @@
 //! benches, the binary runs paired rounds (`dspex_telemetry_benches::paired_rounds`: 600
 //! rounds of 400 calls per configuration, alternating, each "on" round compared with its
 //! neighbour) at 1, 2 and 8 callers and writes them to `<target>/criterion/bridge-paired.json`;
-//! `cargo xtask bench-report` checks the instrumentation target on those.
+//! `cargo xtask bench-report` checks the instrumentation target on those. The operations
+//! (`bridge_ops`) get paired rounds too, one caller, written to `bridge-ops-paired.json`.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -244,6 +245,77 @@ fn operations(c: &mut Criterion, s: &mut Setup) {
     g.finish();
 }
 
+/// The operations of [`operations`] in paired rounds (telemetry off and on alternating, see
+/// `dspex_telemetry_benches::paired_rounds_of`), one caller, written to
+/// `<target>/criterion/bridge-ops-paired.json` for `cargo xtask bench-report`.
+fn paired_operations(s: &mut Setup, quick: bool) {
+    use dspex_telemetry_benches::paired_rounds_of;
+    use dspex_telemetry_bridge::{Sessions, Signature, ToolCall};
+    use serde_json::{Map, json};
+    use std::time::Instant;
+
+    s.telemetry.set(false);
+    let dispatcher = s.pool.config().dispatcher.clone();
+    let sessions = Sessions::new(dispatcher, Duration::from_secs(600));
+    let session = sessions.create();
+    let signature =
+        Signature::parse("question: str -> answer: str, confidence: float").expect("signature");
+    let (pool, rt) = (&s.pool, &s.rt);
+    let tool = |n: u64| {
+        let start = Instant::now();
+        for _ in 0..n {
+            rt.block_on(pool.execute_tool("calculator", vec![json!("6 * 7")], ToolCall::default()))
+                .expect("tool");
+        }
+        start.elapsed()
+    };
+    let predict = |n: u64| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut inputs = Map::new();
+            inputs.insert("question".into(), json!("what is telemetry?"));
+            rt.block_on(pool.predict(&signature, "workload", "predict", inputs))
+                .expect("predict");
+        }
+        start.elapsed()
+    };
+    let session_set_get = |n: u64| {
+        let start = Instant::now();
+        for _ in 0..n {
+            sessions
+                .set(&session, "answer", json!("forty-two"))
+                .expect("set");
+            sessions.get(&session, "answer").expect("get");
+        }
+        start.elapsed()
+    };
+    // (name, rounds, operations per round): the prediction sleeps 3–12 ms.
+    type Operation<'a> = &'a dyn Fn(u64) -> Duration;
+    let plan: [(&str, usize, u64, Operation<'_>); 3] = [
+        ("tool_calculator", 300, 100, &tool),
+        ("contract_predict", 60, 10, &predict),
+        ("session_set_get", 300, 2_000, &session_set_get),
+    ];
+    let handler = &s.telemetry.handler;
+    let results: Vec<_> = plan
+        .into_iter()
+        .map(|(name, rounds, per_round, run)| {
+            let rounds = if quick { 2 } else { rounds };
+            let p = paired_rounds_of(handler, rounds, per_round, run);
+            println!(
+                "bridge_ops/paired/{name}: wall on/off median {:.3} (quartiles {:.3}–{:.3}); off {:.2} µs, on {:.2} µs per operation",
+                p.wall.ratio, p.wall.ratio_q1, p.wall.ratio_q3, p.wall.off_us, p.wall.on_us
+            );
+            let mut row = p.to_json();
+            row["operation"] = json!(name);
+            row
+        })
+        .collect();
+    if !quick {
+        write_result("bridge-ops-paired.json", &Value::from(results));
+    }
+}
+
 /// Paired rounds with telemetry on and off at 1, 2 and 8 callers (see
 /// `dspex_telemetry_benches::paired_rounds`), written to `<target>/criterion/bridge-paired.json`
 /// for `cargo xtask bench-report`, which checks the instrumentation target on them.
@@ -286,6 +358,7 @@ fn main() {
     if !args.iter().any(|a| a == "--list") {
         // A quick pass checks that the rounds run, and keeps the last real results.
         paired(&mut s, if quick { 2 } else { 600 }, !quick);
+        paired_operations(&mut s, quick);
     }
     let calls = s
         .recorder

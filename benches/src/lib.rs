@@ -177,12 +177,27 @@ pub fn paired_rounds(
     rounds: usize,
     per_round: u64,
 ) -> Paired {
+    let mut paired = paired_rounds_of(handler, rounds, per_round, |calls| {
+        run_calls(rt, pool, callers, calls)
+    });
+    paired.callers = callers;
+    paired
+}
+
+/// [`paired_rounds`] for any operation: `run(n)` makes `n` of them (through the pool whose
+/// workers are this process's children) and returns the time they took.
+pub fn paired_rounds_of(
+    handler: &MetricsHandler,
+    rounds: usize,
+    per_round: u64,
+    mut run: impl FnMut(u64) -> Duration,
+) -> Paired {
     assert!(
         rounds > 0 && per_round > 0,
         "at least one round of one call"
     );
     let workers = children();
-    run_calls(rt, pool, callers, per_round);
+    run(per_round);
     // [off, on] × [wall, own CPU, workers' CPU], µs per call, one entry per round.
     let mut per_call = [[vec![], vec![], vec![]], [vec![], vec![], vec![]]];
     for round in 0..rounds {
@@ -192,7 +207,7 @@ pub fn paired_rounds(
                 handler.resume().expect("resume");
             }
             let (own, theirs) = (own_cpu_ns(), cpu_ns_of(&workers));
-            let wall = run_calls(rt, pool, callers, per_round);
+            let wall = run(per_round);
             let spent = [
                 wall.as_nanos() as f64,
                 (own_cpu_ns() - own) as f64,
@@ -208,7 +223,7 @@ pub fn paired_rounds(
     }
     let [off, on] = &per_call;
     Paired {
-        callers,
+        callers: 1,
         rounds,
         per_round,
         wall: Compared::of(&off[0], &on[0]),

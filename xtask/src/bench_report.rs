@@ -234,7 +234,13 @@ struct PairedRow {
 
 /// The paired rounds the bridge bench wrote, if it ran.
 fn paired_rounds(criterion: &Path) -> Option<Vec<PairedRow>> {
-    let text = fs::read_to_string(criterion.join("bridge-paired.json")).ok()?;
+    paired_rows(criterion, "bridge-paired.json")
+        .map(|rows| rows.into_iter().map(|(_, row)| row).collect())
+}
+
+/// The rows of a paired-rounds file, each with its `operation` (empty if it has none).
+fn paired_rows(criterion: &Path, file: &str) -> Option<Vec<(String, PairedRow)>> {
+    let text = fs::read_to_string(criterion.join(file)).ok()?;
     let rows: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
     rows.iter()
         .map(|r| {
@@ -243,18 +249,22 @@ fn paired_rounds(criterion: &Path) -> Option<Vec<PairedRow>> {
                     .try_fold(r, |v, k| v.get(k))
                     .and_then(serde_json::Value::as_f64)
             };
-            Some(PairedRow {
-                callers: num(&["callers"])? as u64,
-                rounds: num(&["rounds"])? as u64,
-                per_round: num(&["per_round"])? as u64,
-                off_us: num(&["wall", "off_us"])?,
-                on_us: num(&["wall", "on_us"])?,
-                ratio: num(&["wall", "ratio"])?,
-                q1: num(&["wall", "ratio_q1"])?,
-                q3: num(&["wall", "ratio_q3"])?,
-                rust_cpu_diff_us: num(&["rust_cpu", "mean_difference_us"])?,
-                workers_cpu_diff_us: num(&["workers_cpu", "mean_difference_us"])?,
-            })
+            let operation = r["operation"].as_str().unwrap_or_default().to_owned();
+            Some((
+                operation,
+                PairedRow {
+                    callers: num(&["callers"])? as u64,
+                    rounds: num(&["rounds"])? as u64,
+                    per_round: num(&["per_round"])? as u64,
+                    off_us: num(&["wall", "off_us"])?,
+                    on_us: num(&["wall", "on_us"])?,
+                    ratio: num(&["wall", "ratio"])?,
+                    q1: num(&["wall", "ratio_q1"])?,
+                    q3: num(&["wall", "ratio_q3"])?,
+                    rust_cpu_diff_us: num(&["rust_cpu", "mean_difference_us"])?,
+                    workers_cpu_diff_us: num(&["workers_cpu", "mean_difference_us"])?,
+                },
+            ))
         })
         .collect()
 }
@@ -396,6 +406,30 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         doc.push('\n');
     }
 
+    if let Some(rows) = paired_rows(&criterion, "bridge-ops-paired.json") {
+        doc.push_str(
+            "The operations, paired the same way (one caller; telemetry is the metric catalog, spans \
+             and pool events into the window, and the trace sent to Python):\n\n\
+             | operation | rounds × operations | off | on | wall on/off (quartiles) | Rust CPU on − off | workers' CPU on − off |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (operation, r) in rows {
+            let _ = writeln!(
+                doc,
+                "| `{operation}` | {} × {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:+.2} µs | {:+.2} µs |",
+                r.rounds,
+                r.per_round,
+                format_ns(r.off_us * 1e3),
+                format_ns(r.on_us * 1e3),
+                r.ratio,
+                r.q1,
+                r.q3,
+                r.rust_cpu_diff_us,
+                r.workers_cpu_diff_us
+            );
+        }
+        doc.push('\n');
+    }
     three_layer_latency(&mut doc, &criterion);
     if let Some(rows) = fs::read_to_string(criterion.join("three-layer.json"))
         .ok()
