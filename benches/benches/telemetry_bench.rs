@@ -467,52 +467,16 @@ fn otlp_span(c: &mut Criterion) {
             )
         })
         .expect("otlp");
-    let ours = Contender {
-        name: "dspex_bridge_call_span",
-        scope: &|body| {
-            let _trace = context::start_trace();
-            body()
-        },
-        chunk: &|count| {
-            for _ in 0..count {
-                dspex_bridge_call_span(&d)
-            }
-        },
-        flush: &|| rt.block_on(traces.flush()),
-    };
+    let ours = dspex_contender("dspex_bridge_call_span", &d, || rt.block_on(traces.flush()));
     let (provider, dispatch) = tracing_opentelemetry_to(http);
-    let with_tracing = Contender {
-        name: "tracing_opentelemetry_span",
-        scope: &|body| {
-            tracing::dispatcher::with_default(&dispatch, || {
-                let root = tracing::info_span!("request");
-                let _root = root.enter();
-                body()
-            })
-        },
-        chunk: &|count| {
-            for _ in 0..count {
-                tracing_bridge_call_span();
-            }
-        },
-        flush: &|| provider.force_flush().expect("flush"),
-    };
+    let with_tracing = tracing_contender("tracing_opentelemetry_span", &dispatch, None, || {
+        provider.force_flush().expect("flush")
+    });
     fastrace_to(http);
-    let with_fastrace = Contender {
-        name: "fastrace_span",
-        scope: &|body| body(),
-        chunk: &|count| {
-            // Spans under a root are reported when the root ends: one root per chunk.
-            let root = fastrace::Span::root("request", fastrace::collector::SpanContext::random());
-            let _parent = root.set_local_parent();
-            for _ in 0..count {
-                fastrace_bridge_call_span();
-            }
-        },
-        flush: &fastrace::flush,
-    };
+    let with_fastrace = fastrace_contender("fastrace_span", None, fastrace::flush);
     let ran = in_turn(&mut g, 1, "", &[&ours, &with_tracing, &with_fastrace]);
     g.finish();
+    drop([ours, with_tracing, with_fastrace]);
     let stats = traces.stats();
     rt.block_on(traces.shutdown());
     let _ = provider.shutdown();
@@ -663,16 +627,109 @@ fn fastrace_bridge_call_span() {
     });
 }
 
-/// One contender of `whole_stack`: what a thread runs, in what context, and how its spans are
-/// exported between the timed chunks.
+/// Runs a thread's body in the thread's context.
+type Scope<'a> = Box<dyn Fn(&mut dyn FnMut()) + Sync + 'a>;
+
+/// One contender of `otlp_span` or `whole_stack`: what a thread runs, in what context, and how
+/// its spans are exported between the timed chunks.
 struct Contender<'a> {
     name: &'static str,
     /// Sets up the thread's context (recorder, subscriber, trace) around `body`.
-    scope: &'a (dyn Fn(&mut dyn FnMut()) + Sync),
+    scope: Scope<'a>,
     /// Makes `count` bridge calls' worth of telemetry.
-    chunk: &'a (dyn Fn(u64) + Sync),
+    chunk: Box<dyn Fn(u64) + Sync + 'a>,
     /// Exports what the chunks queued; untimed.
-    flush: &'a (dyn Fn() + Sync),
+    flush: Box<dyn Fn() + Sync + 'a>,
+}
+
+/// Ours: the bridge-call span on `d`, inside a trace.
+fn dspex_contender<'a>(
+    name: &'static str,
+    d: &'a Dispatcher,
+    flush: impl Fn() + Sync + 'a,
+) -> Contender<'a> {
+    Contender {
+        name,
+        scope: Box::new(|body| {
+            let _trace = context::start_trace();
+            body()
+        }),
+        chunk: Box::new(move |count| {
+            for _ in 0..count {
+                dspex_bridge_call_span(d)
+            }
+        }),
+        flush: Box::new(flush),
+    }
+}
+
+/// The duration histogram and the call counter of a bridge call, with the `metrics` macros.
+fn bridge_call_macros() {
+    metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
+        .record(black_box(2.5));
+    metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict").increment(1);
+}
+
+/// The span with `tracing` + `tracing-opentelemetry` (under a root span), and with `metrics`
+/// the macros into that recorder.
+fn tracing_contender<'a>(
+    name: &'static str,
+    dispatch: &'a tracing::Dispatch,
+    metrics: Option<&'a metrics_exporter_prometheus::PrometheusRecorder>,
+    flush: impl Fn() + Sync + 'a,
+) -> Contender<'a> {
+    Contender {
+        name,
+        scope: Box::new(move |body| {
+            let mut traced = || {
+                tracing::dispatcher::with_default(dispatch, || {
+                    let root = tracing::info_span!("request");
+                    let _root = root.enter();
+                    body()
+                })
+            };
+            match metrics {
+                Some(recorder) => metrics::with_local_recorder(recorder, traced),
+                None => traced(),
+            }
+        }),
+        chunk: Box::new(move |count| {
+            for _ in 0..count {
+                tracing_bridge_call_span();
+                if metrics.is_some() {
+                    bridge_call_macros();
+                }
+            }
+        }),
+        flush: Box::new(flush),
+    }
+}
+
+/// The span with `fastrace` (a root per chunk: spans under a root are reported when it ends),
+/// and with `metrics` the macros into that recorder.
+fn fastrace_contender<'a>(
+    name: &'static str,
+    metrics: Option<&'a metrics_exporter_prometheus::PrometheusRecorder>,
+    flush: impl Fn() + Sync + 'a,
+) -> Contender<'a> {
+    Contender {
+        name,
+        scope: Box::new(move |body| match metrics {
+            Some(recorder) => metrics::with_local_recorder(recorder, body),
+            None => body(),
+        }),
+        chunk: Box::new(move |count| {
+            let root = fastrace::Span::root("request", fastrace::collector::SpanContext::random());
+            let _parent = root.set_local_parent();
+            for _ in 0..count {
+                fastrace_bridge_call_span();
+                if metrics.is_some() {
+                    bridge_call_macros();
+                }
+            }
+        }),
+        flush: Box::new(flush),
+    }
 }
 
 /// Calls per thread between two flushes in `whole_stack`: two threads' chunks fit the stack's
@@ -750,72 +807,27 @@ fn whole_stack(c: &mut Criterion) {
     let telemetry = rt
         .block_on(Telemetry::start(&config, &d))
         .expect("the stack starts");
-    let ours = Contender {
-        name: "dspex",
-        scope: &|body| {
-            let _trace = context::start_trace();
-            body()
-        },
-        chunk: &|count| {
-            for _ in 0..count {
-                dspex_bridge_call_span(&d)
-            }
-        },
-        flush: &|| rt.block_on(telemetry.flush_spans()),
-    };
-
+    let ours = dspex_contender("dspex", &d, || rt.block_on(telemetry.flush_spans()));
     let prometheus = PrometheusBuilder::new()
         .set_buckets(metric_catalog::DURATION_BUCKETS_MS)
         .expect("buckets")
         .build_recorder();
     let prometheus_handle = prometheus.handle();
-    let macros = || {
-        metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
-            .record(black_box(2.5));
-        metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict")
-            .increment(1);
-    };
     let (provider, dispatch) = tracing_opentelemetry_to(http);
-    let with_tracing = Contender {
-        name: "metrics_tracing_opentelemetry",
-        scope: &|body| {
-            metrics::with_local_recorder(&prometheus, || {
-                tracing::dispatcher::with_default(&dispatch, || {
-                    let root = tracing::info_span!("request");
-                    let _root = root.enter();
-                    body()
-                })
-            })
-        },
-        chunk: &|count| {
-            for _ in 0..count {
-                tracing_bridge_call_span();
-                macros();
-            }
-        },
-        flush: &|| {
+    let with_tracing = tracing_contender(
+        "metrics_tracing_opentelemetry",
+        &dispatch,
+        Some(&prometheus),
+        || {
             provider.force_flush().expect("flush");
             prometheus_handle.run_upkeep();
         },
-    };
+    );
     fastrace_to(http);
-    let with_fastrace = Contender {
-        name: "metrics_fastrace",
-        scope: &|body| metrics::with_local_recorder(&prometheus, body),
-        chunk: &|count| {
-            // Spans under a root are reported when the root ends: one root per chunk.
-            let root = fastrace::Span::root("request", fastrace::collector::SpanContext::random());
-            let _parent = root.set_local_parent();
-            for _ in 0..count {
-                fastrace_bridge_call_span();
-                macros();
-            }
-        },
-        flush: &|| {
-            fastrace::flush();
-            prometheus_handle.run_upkeep();
-        },
-    };
+    let with_fastrace = fastrace_contender("metrics_fastrace", Some(&prometheus), || {
+        fastrace::flush();
+        prometheus_handle.run_upkeep();
+    });
 
     let mut g = c.benchmark_group("whole_stack");
     let mut ran = false;
@@ -837,6 +849,7 @@ fn whole_stack(c: &mut Criterion) {
         "the window saw the calls"
     );
     let _ = provider.shutdown();
+    drop([ours, with_tracing, with_fastrace]);
     rt.block_on(telemetry.shutdown());
 }
 

@@ -180,6 +180,36 @@ fn whole_stack(doc: &mut String, all: &[(String, f64)]) {
     doc.push('\n');
 }
 
+/// A table of paired rounds, one row per `(first column, row)`.
+fn paired_table<'a>(
+    doc: &mut String,
+    first: &str,
+    unit: &str,
+    rows: impl Iterator<Item = (String, &'a PairedRow)>,
+) {
+    let _ = writeln!(
+        doc,
+        "| {first} | rounds × {unit} | off | on | wall on/off (quartiles) | Rust CPU on − off | workers' CPU on − off |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (label, r) in rows {
+        let _ = writeln!(
+            doc,
+            "| {label} | {} × {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:+.2} µs | {:+.2} µs |",
+            r.rounds,
+            r.per_round,
+            format_ns(r.off_us * 1e3),
+            format_ns(r.on_us * 1e3),
+            r.ratio,
+            r.q1,
+            r.q3,
+            r.rust_cpu_diff_us,
+            r.workers_cpu_diff_us
+        );
+    }
+    doc.push('\n');
+}
+
 /// `three_layer_bench`'s criterion rows: time per request and throughput, off and on.
 fn three_layer_latency(doc: &mut String, criterion: &Path) {
     let rows = collect(criterion, "three_layer");
@@ -383,52 +413,18 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
     let paired = paired_rounds(&criterion);
     if let Some(rows) = &paired {
         doc.push_str(PAIRED_INTRO);
-        doc.push_str(
-            "| callers | rounds × calls | off | on | wall on/off (quartiles) | Rust CPU on − off | workers' CPU on − off |\n\
-             |---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for r in rows {
-            let _ = writeln!(
-                doc,
-                "| {} | {} × {} | {:.1} µs | {:.1} µs | {:.3} ({:.3}–{:.3}) | {:+.2} µs | {:+.2} µs |",
-                r.callers,
-                r.rounds,
-                r.per_round,
-                r.off_us,
-                r.on_us,
-                r.ratio,
-                r.q1,
-                r.q3,
-                r.rust_cpu_diff_us,
-                r.workers_cpu_diff_us
-            );
-        }
-        doc.push('\n');
+        let rows = rows.iter().map(|r| (r.callers.to_string(), r));
+        paired_table(&mut doc, "callers", "calls", rows);
     }
-
     if let Some(rows) = paired_rows(&criterion, "bridge-ops-paired.json") {
         doc.push_str(
             "The operations, paired the same way (one caller; telemetry is the metric catalog, spans \
-             and pool events into the window, and the trace sent to Python):\n\n\
-             | operation | rounds × operations | off | on | wall on/off (quartiles) | Rust CPU on − off | workers' CPU on − off |\n\
-             |---|---:|---:|---:|---:|---:|---:|\n",
+             and pool events into the window, and the trace sent to Python):\n\n",
         );
-        for (operation, r) in rows {
-            let _ = writeln!(
-                doc,
-                "| `{operation}` | {} × {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:+.2} µs | {:+.2} µs |",
-                r.rounds,
-                r.per_round,
-                format_ns(r.off_us * 1e3),
-                format_ns(r.on_us * 1e3),
-                r.ratio,
-                r.q1,
-                r.q3,
-                r.rust_cpu_diff_us,
-                r.workers_cpu_diff_us
-            );
-        }
-        doc.push('\n');
+        let rows = rows
+            .iter()
+            .map(|(operation, r)| (format!("`{operation}`"), r));
+        paired_table(&mut doc, "operation", "operations", rows);
     }
     three_layer_latency(&mut doc, &criterion);
     if let Some(rows) = fs::read_to_string(criterion.join("three-layer.json"))
