@@ -676,7 +676,9 @@ impl OtlpReceiver {
             "no Python environment with opentelemetry-proto at {} (`cargo xtask test` creates it)",
             python.display()
         );
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_receiver.py");
+        // From this crate's tests or from a sibling crate's that include this module.
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../dspex-telemetry-exporters/tests/otlp_receiver.py");
         let child = Command::new(python)
             .arg(script)
             .arg(port.to_string())
