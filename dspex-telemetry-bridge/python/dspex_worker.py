@@ -96,28 +96,42 @@ def _finish_span(name, span_id, parent, start, status, message, attributes):
         spans.append([name, span_id, parent, start, time.time_ns(), status, message, attributes])
 
 
-@contextlib.contextmanager
-def dspex_span(name, **attributes):
+class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a function
     """Times a block as a child span of the current one; it is returned to Rust with the reply.
 
-    When the Rust side does not listen for Python spans, nothing is collected: the block runs
-    as it is, and costs no ids or clock reads."""
-    if _collected is None:
-        yield attributes
-        return
-    parent = _current_span_id()
-    span_id = _new_span_id()
-    token = _span_id.set(span_id)
-    start = time.time_ns()
-    status, message = "ok", None
-    try:
-        yield attributes
-    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
-        status, message = "error", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
+    `with dspex_span("retrieve", k=3) as attributes:` (add to `attributes` inside the block),
+    or `@dspex_span("retrieve")` on a function. When the Rust side does not listen for Python
+    spans, nothing is collected: the block runs as it is, and costs no ids or clock reads.
+    """
+
+    def __init__(self, name, **attributes):
+        self._name = name
+        self._attributes = attributes
+        self._open = None
+
+    def _recreate_cm(self):
+        # Each call of a decorated function times a span of its own.
+        return dspex_span(self._name, **self._attributes)
+
+    def __enter__(self):
+        if _collected is not None:
+            parent = _current_span_id()
+            span_id = _new_span_id()
+            self._open = (span_id, parent, _span_id.set(span_id), time.time_ns())
+        return self._attributes
+
+    def __exit__(self, kind, exc, _traceback):
+        if self._open is None:
+            return False
+        span_id, parent, token, start = self._open
+        self._open = None
         _span_id.reset(token)
-        _finish_span(name, span_id, parent, start, status, message, {k: _jsonable(v) for k, v in attributes.items()})
+        status, message = ("ok", None) if kind is None else ("error", f"{kind.__name__}: {exc}")
+        _finish_span(
+            self._name, span_id, parent, start, status, message,
+            {k: _jsonable(v) for k, v in self._attributes.items()},
+        )
+        return False
 
 
 def _new_span_id():

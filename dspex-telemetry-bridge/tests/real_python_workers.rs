@@ -220,7 +220,14 @@ async fn the_trace_reaches_python_and_python_spans_come_back_as_children() {
     assert_eq!(retrieve.md("parent_span_id"), call.md("span_id"));
     assert_eq!(rank.md("parent_span_id"), retrieve.md("span_id"));
     assert_eq!(retrieve.md("k"), Some("3"));
-    for s in [call, retrieve, rank] {
+    assert_eq!(retrieve.md("found"), Some("6"), "set inside the block");
+    // A decorated function's span, and a block that raised.
+    let (score, lookup) = (by_name("score"), by_name("lookup"));
+    assert_eq!(score.md("parent_span_id"), rank.md("span_id"));
+    assert_eq!(lookup.md("parent_span_id"), retrieve.md("span_id"));
+    assert_eq!(lookup.md("status"), Some("error"));
+    assert_eq!(lookup.md("message"), Some("KeyError: 'missing'"));
+    for s in [call, retrieve, rank, score] {
         assert_eq!(s.md("trace_id"), Some(root.trace_id().to_string().as_str()));
         assert_eq!(s.md("status"), Some("ok"));
         let (start, end) = (s.m("start_time").unwrap(), s.m("end_time").unwrap());
@@ -625,8 +632,8 @@ async fn python_spans_are_collected_only_while_someone_listens() {
         .with_trace_context(root)
         .await
         .unwrap();
-    // The two calls' own spans and the two blocks `nested` timed.
-    assert_eq!(*spans.lock().unwrap(), 4);
+    // The two calls' own spans and the four blocks `nested` timed.
+    assert_eq!(*spans.lock().unwrap(), 6);
     pool.shutdown().await;
 }
 

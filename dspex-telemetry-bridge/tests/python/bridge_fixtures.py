@@ -48,10 +48,22 @@ def collecting():
     return {"collecting": dspex_worker._collected is not None, "trace": current_trace()}
 
 
+@dspex_span("score")
+def _score():
+    return 1
+
+
 def nested(k):
-    with dspex_span("retrieve", k=k):
+    with dspex_span("retrieve", k=k) as attributes:
         with dspex_span("rank"):
             time.sleep(0.002)
+            _score()
+        attributes["found"] = k * 2
+        try:
+            with dspex_span("lookup"):
+                raise KeyError("missing")
+        except KeyError:
+            pass
     return "done"
 
 
