@@ -301,7 +301,7 @@ fn paired_operations(s: &mut Setup, quick: bool) {
         .into_iter()
         .map(|(name, rounds, per_round, run)| {
             let rounds = if quick { 2 } else { rounds };
-            let p = paired_rounds_of(handler, rounds, per_round, run);
+            let p = paired_rounds_of(handler, 1, rounds, per_round, run);
             println!(
                 "bridge_ops/paired/{name}: wall on/off median {:.3} (quartiles {:.3}–{:.3}); off {:.2} µs, on {:.2} µs per operation",
                 p.wall.ratio, p.wall.ratio_q1, p.wall.ratio_q3, p.wall.off_us, p.wall.on_us

@@ -289,10 +289,7 @@ fn event_path(c: &mut Criterion) {
         let start = Instant::now();
         metrics::with_local_recorder(&macros_prometheus, || {
             for _ in 0..batch {
-                metrics::histogram!("dspex_bridge_call_method_duration", "method" => "dspy.Predict")
-                    .record(black_box(2.5));
-                metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict")
-                    .increment(1);
+                bridge_call_macros();
             }
         });
         let spent = start.elapsed();

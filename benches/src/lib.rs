@@ -177,17 +177,17 @@ pub fn paired_rounds(
     rounds: usize,
     per_round: u64,
 ) -> Paired {
-    let mut paired = paired_rounds_of(handler, rounds, per_round, |calls| {
+    paired_rounds_of(handler, callers, rounds, per_round, |calls| {
         run_calls(rt, pool, callers, calls)
-    });
-    paired.callers = callers;
-    paired
+    })
 }
 
 /// [`paired_rounds`] for any operation: `run(n)` makes `n` of them (through the pool whose
-/// workers are this process's children) and returns the time they took.
+/// workers are this process's children, from `callers` concurrent callers) and returns the
+/// time they took.
 pub fn paired_rounds_of(
     handler: &MetricsHandler,
+    callers: u64,
     rounds: usize,
     per_round: u64,
     mut run: impl FnMut(u64) -> Duration,
@@ -223,7 +223,7 @@ pub fn paired_rounds_of(
     }
     let [off, on] = &per_call;
     Paired {
-        callers: 1,
+        callers,
         rounds,
         per_round,
         wall: Compared::of(&off[0], &on[0]),

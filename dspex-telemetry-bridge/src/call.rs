@@ -141,9 +141,12 @@ impl Pool {
         let Some(ctx) = context::current() else {
             return;
         };
-        // Hex on the stack: the ids are ASCII.
+        // Ids in hex on the stack (ASCII, so always UTF-8).
+        fn ascii(hex: &[u8]) -> &str {
+            std::str::from_utf8(hex).unwrap_or_default()
+        }
         let trace_hex = ctx.trace_id().hex_bytes();
-        let trace_id = std::str::from_utf8(&trace_hex).unwrap_or_default();
+        let trace_id = ascii(&trace_hex);
         if let (Some(call), Some(span_id)) = (
             reply.call_span.as_ref().and_then(Value::as_array),
             reply.python_span_id,
@@ -154,14 +157,8 @@ impl Pool {
             let mut md = Metadata::new()
                 .with("name", name())
                 .with("trace_id", trace_id)
-                .with(
-                    "span_id",
-                    std::str::from_utf8(&span_hex).unwrap_or_default(),
-                )
-                .with(
-                    "parent_span_id",
-                    std::str::from_utf8(&parent_hex).unwrap_or_default(),
-                )
+                .with("span_id", ascii(&span_hex))
+                .with("parent_span_id", ascii(&parent_hex))
                 .with(
                     "status",
                     call.get(2).and_then(Value::as_str).unwrap_or("ok"),

@@ -301,7 +301,11 @@ fn span_of(event: &Event<'_>, span_name: Option<Arc<str>>) -> Option<SpanRecord>
         Arc::from(segments[..segments.len().saturating_sub(1)].join("."))
     });
     let mut attributes = Attributes::with_capacity(event.metadata().len() + 4);
-    push_correlation_id(&mut attributes, &ctx);
+    push_correlation_id(
+        &mut attributes,
+        ctx.explicit_correlation_id(),
+        ctx.trace_id(),
+    );
     let mut error = None;
     let trace_span = name.starts_with(catalog::TRACE_SPAN.prefix());
     for (key, value) in event.metadata().iter() {
@@ -347,11 +351,15 @@ fn span_of(event: &Event<'_>, span_name: Option<Arc<str>>) -> Option<SpanRecord>
 }
 
 /// `dspex.correlation_id`: the correlation id when one was given, else the trace id.
-fn push_correlation_id(attributes: &mut Attributes, ctx: &dspex_telemetry_core::TraceContext) {
+fn push_correlation_id(
+    attributes: &mut Attributes,
+    given: Option<&dspex_telemetry_core::CorrelationId>,
+    trace_id: TraceId,
+) {
     const KEY: &str = "dspex.correlation_id";
-    match ctx.explicit_correlation_id() {
+    match given {
         Some(id) => attributes.push_str(KEY, id.as_str().as_bytes()),
-        None => attributes.push_str(KEY, &ctx.trace_id().hex_bytes()),
+        None => attributes.push_str(KEY, &trace_id.hex_bytes()),
     }
 }
 
@@ -370,10 +378,9 @@ fn python_span(event: &Event<'_>) -> Option<SpanRecord> {
     };
     let mut attributes = Attributes::with_capacity(md.len());
     // The correlation id of the call the worker served (the trace id when none was given).
-    match context::current().and_then(|ctx| ctx.explicit_correlation_id().cloned()) {
-        Some(id) => attributes.push_str("dspex.correlation_id", id.as_str().as_bytes()),
-        None => attributes.push_str("dspex.correlation_id", &trace_id.hex_bytes()),
-    }
+    let call = context::current();
+    let given = call.as_ref().and_then(|ctx| ctx.explicit_correlation_id());
+    push_correlation_id(&mut attributes, given, trace_id);
     for (key, value) in md.iter() {
         if !matches!(
             key,

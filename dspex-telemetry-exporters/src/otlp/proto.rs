@@ -66,12 +66,25 @@ impl Attributes {
     }
 }
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+fn varint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else {
+        let (bytes, n) = varint_bytes(v);
+        out.extend_from_slice(&bytes[..n]);
     }
-    out.push(v as u8);
+}
+
+/// `v` as a varint: the bytes, and how many of them are used.
+fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let (mut bytes, mut n) = ([0u8; 10], 0);
+    while v >= 0x80 {
+        bytes[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    bytes[n] = v as u8;
+    (bytes, n + 1)
 }
 
 fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
@@ -97,14 +110,7 @@ fn message(out: &mut Vec<u8>, field: u32, build: impl FnOnce(&mut Vec<u8>)) {
         out[at] = len as u8;
         return;
     }
-    let (mut prefix, mut n, mut v) = ([0u8; 10], 0, len as u64);
-    while v >= 0x80 {
-        prefix[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    prefix[n] = v as u8;
-    n += 1;
+    let (prefix, n) = varint_bytes(len as u64);
     out.resize(out.len() + n - 1, 0);
     out.copy_within(at + 1..at + 1 + len, at + n);
     out[at..at + n].copy_from_slice(&prefix[..n]);
