@@ -19,7 +19,8 @@ use crate::span::SpanPrefix;
 ///
 /// Metadata: `module`, `function`, `args` (never a label), `session_id` (never a label);
 /// on stop `success` (bool) and `result_type`; on exception `kind`, `reason`, `error`.
-pub static BRIDGE_CALL: SpanPrefix = SpanPrefix::from_static(BRIDGE_CALL_SEGMENTS);
+pub static BRIDGE_CALL: SpanPrefix =
+    SpanPrefix::from_static(BRIDGE_CALL_SEGMENTS).with_kind(crate::SpanKind::Client);
 const BRIDGE_CALL_SEGMENTS: &[&str] = &["dspex", "bridge", "call"];
 
 /// Tool execution span, `[:dspex, :tools, :execute, …]`.

@@ -46,6 +46,8 @@ pub struct TraceContext {
     span_id: SpanId,
     parent_span_id: Option<SpanId>,
     flags: TraceFlags,
+    /// Whether `parent_span_id` is a span of another process (a caller's `traceparent`).
+    remote_parent: bool,
     shared: Option<Arc<Shared>>,
     /// This span's own attributes ([`set_attributes`]); not inherited by children.
     attributes: Option<Arc<Attributes>>,
@@ -102,6 +104,7 @@ impl TraceContext {
             span_id: SpanId::random(),
             parent_span_id: None,
             flags: TraceFlags::SAMPLED,
+            remote_parent: false,
             shared: None,
             attributes: None,
         }
@@ -120,6 +123,7 @@ impl TraceContext {
             span_id: SpanId::random(),
             parent_span_id: Some(traceparent.parent_id),
             flags: traceparent.flags,
+            remote_parent: true,
             shared: None,
             attributes: None,
         }
@@ -137,6 +141,7 @@ impl TraceContext {
             span_id,
             parent_span_id,
             flags,
+            remote_parent: false,
             shared: None,
             attributes: None,
         }
@@ -150,6 +155,7 @@ impl TraceContext {
             span_id: SpanId::random(),
             parent_span_id: Some(self.span_id),
             flags: self.flags,
+            remote_parent: false,
             shared: self.shared.clone(),
             attributes: None,
         }
@@ -168,6 +174,17 @@ impl TraceContext {
     /// The parent span's id; `None` for a trace's root.
     pub fn parent_span_id(&self) -> Option<SpanId> {
         self.parent_span_id
+    }
+
+    /// Whether the parent span lives in another process (this context continues a caller's
+    /// `traceparent`).
+    pub fn parent_is_remote(&self) -> bool {
+        self.remote_parent
+    }
+
+    /// This span's attributes as a span record holds them.
+    pub fn span_attributes(&self) -> crate::record::SpanAttributes<'_> {
+        crate::record::SpanAttributes(self.attributes.as_ref().map_or(&[], |a| &a.0))
     }
 
     /// The W3C trace flags.
@@ -309,6 +326,14 @@ fn with_current<R>(f: impl FnOnce(&mut Option<TraceContext>) -> R) -> Option<R> 
             result
         })
         .ok()
+}
+
+/// Runs `f` on this thread's current context without cloning it (`f` itself runs with no
+/// current context: span sinks are called this way).
+#[inline]
+pub(crate) fn with_current_ref<R>(f: impl FnOnce(Option<&TraceContext>) -> R) -> Option<R> {
+    let mut f = Some(f);
+    with_current(|ctx| f.take().map(|f| f(ctx.as_ref()))).flatten()
 }
 
 /// Whether a trace context is current on this thread, without cloning it.

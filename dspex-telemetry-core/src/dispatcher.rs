@@ -17,6 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::catalog;
 use crate::event::EventName;
+use crate::record::{SpanRecord, SpanSink};
 use crate::value::{Measurements, Metadata};
 
 /// One event as a handler sees it: its name, measurements and metadata.
@@ -132,8 +133,14 @@ pub struct HandlerInfo {
 struct Registration {
     id: String,
     subscriptions: Vec<Subscription>,
-    handler: Box<dyn Handler>,
+    target: Target,
     reads: Reads,
+}
+
+/// What a registration calls: an event handler, or a span sink (which has no subscriptions).
+enum Target {
+    Handler(Box<dyn Handler>),
+    Sink(Box<dyn SpanSink>),
 }
 
 /// Which metadata keys a handler reads, so that emitters may leave out costly entries that no
@@ -220,12 +227,16 @@ impl Hasher for PrecomputedHasher {
 struct Table {
     exact: HashMap<u64, Vec<Route>, BuildHasherDefault<PrecomputedHasher>>,
     prefixes: Vec<(EventName, Arc<Registration>)>,
+    sinks: Vec<Arc<Registration>>,
 }
 
 impl Table {
     fn build(registrations: &[Arc<Registration>]) -> Table {
         let mut table = Table::default();
         for reg in registrations {
+            if let Target::Sink(_) = reg.target {
+                table.sinks.push(reg.clone());
+            }
             for sub in &reg.subscriptions {
                 match sub {
                     Subscription::Event(name) => {
@@ -413,7 +424,7 @@ impl Dispatcher {
         state.registrations.push(Arc::new(Registration {
             id,
             subscriptions,
-            handler: Box::new(handler),
+            target: Target::Handler(Box::new(handler)),
             reads: Reads::All,
         }));
         let old_table = self.publish(&mut state);
@@ -450,7 +461,7 @@ impl Dispatcher {
                 Arc::new(Registration {
                     id: a.id,
                     subscriptions: vec![Subscription::Event(a.event)],
-                    handler: a.handler,
+                    target: Target::Handler(a.handler),
                     reads: a.reads,
                 })
             })
@@ -615,24 +626,86 @@ impl Dispatcher {
     }
 
     /// Which of the events have a handler, as bits (bit `i` for `events[i]`): one table read
-    /// for all of them.
+    /// for all of them. Bit 3 ([`SINKS`]) is set when a span sink is attached.
     #[inline]
     pub(crate) fn handled_of(&self, events: [&EventName; 3]) -> u8 {
         if self.inner.attached.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         self.with_table(|t| {
-            events
-                .iter()
-                .enumerate()
-                .fold(0, |bits, (i, e)| bits | (u8::from(t.has_handlers(e)) << i))
+            let sinks = if t.sinks.is_empty() { 0 } else { SINKS };
+            events.iter().enumerate().fold(sinks, |bits, (i, e)| {
+                bits | (u8::from(t.has_handlers(e)) << i)
+            })
         })
     }
 
     #[inline]
     fn call(&self, reg: &Arc<Registration>, event: &Event<'_>) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| reg.handler.handle(event))) {
+        let Target::Handler(handler) = &reg.target else {
+            return;
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
             self.handler_panicked(reg, event.name, payload);
+        }
+    }
+
+    /// Attaches `sink` under `id`: it receives a [`SpanRecord`] for every span that ends on
+    /// this dispatcher (sync, async, `with_span`, and what [`Dispatcher::export_span`] is given:
+    /// the spans Python workers time). Detach it with [`Dispatcher::detach`]. Errors if `id`
+    /// is attached already.
+    ///
+    /// With a sink and no handler, a span emits no event: it reads the clock twice, makes its
+    /// ids and hands the record over.
+    pub fn attach_span_sink(
+        &self,
+        id: impl Into<String>,
+        sink: impl SpanSink,
+    ) -> Result<(), AttachError> {
+        let id = id.into();
+        let mut state = self.lock();
+        if state.registrations.iter().any(|r| r.id == id) {
+            return Err(AttachError::AlreadyExists(id));
+        }
+        state.registrations.push(Arc::new(Registration {
+            id,
+            subscriptions: Vec::new(),
+            target: Target::Sink(Box::new(sink)),
+            reads: Reads::Only(Vec::new()),
+        }));
+        let old_table = self.publish(&mut state);
+        drop(state);
+        drop(old_table);
+        Ok(())
+    }
+
+    /// Whether a span sink is attached (one atomic load, then a table read).
+    #[inline]
+    pub fn has_span_sinks(&self) -> bool {
+        self.inner.attached.load(Ordering::Relaxed) != 0 && self.with_table(|t| !t.sinks.is_empty())
+    }
+
+    /// Hands a finished span to every sink: for spans timed elsewhere (a Python worker's)
+    /// and for bridges of other kinds. A sink that panics is detached and reported.
+    #[inline]
+    pub fn export_span(&self, span: &SpanRecord<'_>) {
+        if self.inner.attached.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.with_table(|t| {
+            for reg in &t.sinks {
+                self.call_sink(reg, span);
+            }
+        });
+    }
+
+    #[inline]
+    fn call_sink(&self, reg: &Arc<Registration>, span: &SpanRecord<'_>) {
+        let Target::Sink(sink) = &reg.target else {
+            return;
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| sink.on_end(span))) {
+            self.handler_panicked(reg, catalog::TRACE_SPAN.prefix(), payload);
         }
     }
 
@@ -712,6 +785,9 @@ impl Dispatcher {
         }
     }
 }
+
+/// The bit of [`Dispatcher::handled_of`] that says a span sink is attached.
+pub(crate) const SINKS: u8 = 1 << 3;
 
 /// The global dispatcher's id space starts at 1; a cache slot with id 0 is empty.
 const CACHE_SLOTS: usize = 4;

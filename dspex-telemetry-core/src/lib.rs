@@ -51,6 +51,7 @@ mod ids;
 mod instrument;
 #[cfg(feature = "tracing")]
 pub mod log_fields;
+mod record;
 mod span;
 mod traceparent;
 mod value;
@@ -72,6 +73,9 @@ pub use dispatcher::{
 pub use event::{EventName, EventNameError};
 pub use ids::{CorrelationId, CorrelationIdError, IdError, SpanId, TraceFlags, TraceId};
 pub use instrument::{Traced, WithTraceContext};
+pub use record::{
+    SpanAttributes, SpanEventRecord, SpanKind, SpanName, SpanRecord, SpanSink, SpanStatus,
+};
 pub use span::{SpanFuture, SpanPrefix, with_span};
 pub use traceparent::{TraceParent, TraceParentError};
 pub use value::{Measurements, Metadata, Number, Value};

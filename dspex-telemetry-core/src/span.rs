@@ -8,10 +8,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::catalog;
-use crate::clock::{monotonic_ns_at, now, system_time_ns};
+use crate::clock::{monotonic_ns_at, now, system_time_ns, unix_ns_at};
 use crate::context::{self, TraceContext, replace_current};
-use crate::dispatcher::{Dispatcher, panic_message};
+use crate::dispatcher::{Dispatcher, SINKS, panic_message};
 use crate::event::EventName;
+use crate::record::{SpanKind, SpanName, SpanRecord, SpanStatus};
 use crate::value::{Measurements, Metadata};
 
 /// The three event names of a span sharing one prefix: `…:start`, `…:stop`, `…:exception`.
@@ -27,16 +28,19 @@ pub struct SpanPrefix {
     start: EventName,
     stop: EventName,
     exception: EventName,
+    kind: SpanKind,
 }
 
 impl SpanPrefix {
     /// A prefix from static segments; all four names are built at compile time in a `const`.
+    /// Its spans are [`SpanKind::Internal`].
     pub const fn from_static(segments: &'static [&'static str]) -> Self {
         SpanPrefix {
             prefix: EventName::from_static(segments),
             start: EventName::from_static_with_phase(segments, "start"),
             stop: EventName::from_static_with_phase(segments, "stop"),
             exception: EventName::from_static_with_phase(segments, "exception"),
+            kind: SpanKind::Internal,
         }
     }
 
@@ -47,7 +51,20 @@ impl SpanPrefix {
             stop: prefix.with_phase("stop"),
             exception: prefix.with_phase("exception"),
             prefix,
+            kind: SpanKind::Internal,
         }
+    }
+
+    /// This prefix with its spans of `kind` (a call to another process is
+    /// [`SpanKind::Client`]).
+    pub const fn with_kind(mut self, kind: SpanKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The kind of its spans.
+    pub fn kind(&self) -> SpanKind {
+        self.kind
     }
 
     /// The prefix itself.
@@ -97,8 +114,7 @@ fn start_measurements(started: Instant) -> Measurements<'static> {
     m
 }
 
-fn end_measurements(started: Instant) -> Measurements<'static> {
-    let ended = now();
+fn end_measurements(started: Instant, ended: Instant) -> Measurements<'static> {
     let duration =
         i64::try_from(ended.saturating_duration_since(started).as_nanos()).unwrap_or(i64::MAX);
     let mut m = Measurements::new();
@@ -107,26 +123,75 @@ fn end_measurements(started: Instant) -> Measurements<'static> {
     m
 }
 
-/// Emits the closing event of a span: `stop`, or `exception` with `kind` and `reason`.
+/// The bits of `stop` and `exception` in [`Dispatcher::handled_of`].
+const STOP: u8 = 2;
+const EXCEPTION: u8 = 4;
+
+/// Ends a span: emits `stop`, or `exception` with `kind` and `reason`, to the handlers that
+/// listen, then hands its record to the span sinks (`handled` says which of them there are).
+/// `name` is the span's own name, where it is not its prefix's.
 fn finish_span(
     dispatcher: &Dispatcher,
     prefix: &SpanPrefix,
     started: Instant,
     metadata: &mut Metadata<'_>,
     failure: Option<(&'static str, String)>,
+    handled: u8,
+    name: Option<&str>,
 ) {
-    let measurements = end_measurements(started);
-    match failure {
-        None => dispatcher.execute(&prefix.stop, &measurements, metadata),
-        Some((kind, reason)) => {
-            // An `Err`'s own metadata may name a finer kind (`timeout`, say); a panic's may not.
-            if kind == "panic" || metadata.get("kind").is_none() {
-                metadata.insert("kind", kind);
-            }
-            metadata.insert("reason", reason);
-            dispatcher.execute(&prefix.exception, &measurements, metadata);
+    let ended = now();
+    let failed = failure.is_some();
+    if let Some((kind, reason)) = failure {
+        // An `Err`'s own metadata may name a finer kind (`timeout`, say); a panic's may not.
+        if kind == "panic" || metadata.get("kind").is_none() {
+            metadata.insert("kind", kind);
         }
+        metadata.insert("reason", reason);
     }
+    let event = if failed { EXCEPTION } else { STOP };
+    if handled & event != 0 {
+        let name = if failed {
+            &prefix.exception
+        } else {
+            &prefix.stop
+        };
+        dispatcher.execute(name, &end_measurements(started, ended), metadata);
+    }
+    if handled & SINKS == 0 {
+        return;
+    }
+    let status = if failed {
+        let text = |key| metadata.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        SpanStatus::Error {
+            kind: text("kind"),
+            message: text("reason"),
+        }
+    } else {
+        SpanStatus::Unset
+    };
+    let name = match name {
+        Some(text) => SpanName::Text(text),
+        None => SpanName::Prefix(&prefix.prefix),
+    };
+    context::with_current_ref(|ctx| {
+        let Some(ctx) = ctx else { return };
+        dispatcher.export_span(&SpanRecord {
+            trace_id: ctx.trace_id(),
+            span_id: ctx.span_id(),
+            parent_span_id: ctx.parent_span_id(),
+            parent_is_remote: ctx.parent_is_remote(),
+            flags: ctx.flags(),
+            name,
+            kind: prefix.kind,
+            start_unix_ns: unix_ns_at(started),
+            end_unix_ns: unix_ns_at(ended),
+            status,
+            metadata,
+            attributes: ctx.span_attributes(),
+            correlation_id: ctx.explicit_correlation_id(),
+            events: &[],
+        });
+    });
 }
 
 impl Dispatcher {
@@ -155,7 +220,14 @@ impl Dispatcher {
         metadata: Metadata<'m>,
         f: impl FnOnce() -> (T, Metadata<'m>),
     ) -> T {
-        self.run_span(prefix, metadata, f, |_| None, ContextPolicy::WhenObserved)
+        self.run_span(
+            prefix,
+            metadata,
+            f,
+            |_| None,
+            ContextPolicy::WhenObserved,
+            None,
+        )
     }
 
     /// As [`Dispatcher::span`], for work that can fail: an `Err` emits `exception` with
@@ -173,6 +245,7 @@ impl Dispatcher {
             f,
             error_reason,
             ContextPolicy::WhenObserved,
+            None,
         )
     }
 
@@ -183,6 +256,7 @@ impl Dispatcher {
         f: impl FnOnce() -> (R, Metadata<'m>),
         failed: impl FnOnce(&R) -> Option<String>,
         policy: ContextPolicy,
+        name: Option<&str>,
     ) -> R {
         let handled = self.handled_of(prefix.names());
         if handled == 0 {
@@ -202,7 +276,7 @@ impl Dispatcher {
                     metadata.extend(extra);
                 }
                 let failure = failed(&result).map(|reason| ("error", reason));
-                finish_span(self, prefix, started, &mut metadata, failure);
+                finish_span(self, prefix, started, &mut metadata, failure, handled, name);
                 result
             }
             Err(payload) => {
@@ -213,6 +287,8 @@ impl Dispatcher {
                     started,
                     &mut metadata,
                     Some(("panic", reason)),
+                    handled,
+                    name,
                 );
                 resume_unwind(payload)
             }
@@ -274,13 +350,18 @@ pub fn with_span<R>(name: &str, f: impl FnOnce() -> R) -> R {
         || (f(), Metadata::new()),
         |_| None,
         ContextPolicy::Always,
+        Some(name),
     )
 }
 
 enum SpanState {
     NotStarted,
     Unobserved,
-    Running { started: Instant, ctx: TraceContext },
+    Running {
+        started: Instant,
+        ctx: TraceContext,
+        handled: u8,
+    },
     Done,
 }
 
@@ -300,10 +381,10 @@ pin_project_lite::pin_project! {
     impl<'m, F, T> PinnedDrop for SpanFuture<'m, F, T> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let SpanState::Running { started, ctx } = std::mem::replace(this.state, SpanState::Done) {
+            if let SpanState::Running { started, ctx, handled } = std::mem::replace(this.state, SpanState::Done) {
                 let mut metadata = this.metadata.take().unwrap_or_default();
                 let reason = String::from("the future was dropped before it completed");
-                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, Some(("cancelled", reason))));
+                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, Some(("cancelled", reason)), handled, None));
             }
         }
     }
@@ -352,7 +433,11 @@ where
                         )
                     });
                 }
-                SpanState::Running { started, ctx }
+                SpanState::Running {
+                    started,
+                    ctx,
+                    handled,
+                }
             } else {
                 SpanState::Unobserved
             };
@@ -380,7 +465,11 @@ where
                 (Some(("panic", reason)), None, Some(payload))
             }
         };
-        if let SpanState::Running { started, ctx } = std::mem::replace(this.state, SpanState::Done)
+        if let SpanState::Running {
+            started,
+            ctx,
+            handled,
+        } = std::mem::replace(this.state, SpanState::Done)
         {
             let mut metadata = this.metadata.take().unwrap_or_default();
             ctx.in_scope(|| {
@@ -390,6 +479,8 @@ where
                     started,
                     &mut metadata,
                     failure,
+                    handled,
+                    None,
                 )
             });
         }

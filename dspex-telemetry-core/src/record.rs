@@ -1,0 +1,179 @@
+//! Span records: a finished span as typed data (ids as bytes, name, kind, times, status,
+//! attributes, events), handed to span sinks when the span ends.
+//!
+//! A record borrows everything it holds from the span that ended: making one costs nothing
+//! on the heap. A sink that keeps spans (an exporter) copies what it needs into its own
+//! buffers.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use dspex_telemetry_core::{catalog, metadata, Dispatcher, SpanKind, SpanRecord, SpanSink};
+//!
+//! #[derive(Default)]
+//! struct Names(Mutex<Vec<(String, SpanKind)>>);
+//! impl SpanSink for Names {
+//!     fn on_end(&self, span: &SpanRecord<'_>) {
+//!         self.0.lock().unwrap().push((span.name.to_string(), span.kind));
+//!     }
+//! }
+//!
+//! let dispatcher = Dispatcher::new();
+//! let names = Arc::new(Names::default());
+//! dispatcher.attach_span_sink("names", names.clone()).unwrap();
+//! dispatcher.span(&catalog::BRIDGE_CALL, metadata! { "module" => "dspy" }, || ((), metadata! {}));
+//! assert_eq!(*names.0.lock().unwrap(), [("dspex.bridge.call".to_owned(), SpanKind::Client)]);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::EventName;
+use crate::ids::{CorrelationId, SpanId, TraceFlags, TraceId};
+use crate::value::{Metadata, Value};
+
+/// What a span stands for, as OpenTelemetry's `SpanKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SpanKind {
+    /// Work inside this process (the default).
+    #[default]
+    Internal,
+    /// The server side of a request from elsewhere.
+    Server,
+    /// A call to another process (a bridge call into a Python worker).
+    Client,
+    /// A message sent for later handling.
+    Producer,
+    /// A message handled.
+    Consumer,
+}
+
+/// How a span ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpanStatus<'a> {
+    /// It completed.
+    #[default]
+    Unset,
+    /// It failed.
+    Error {
+        /// The failure's kind (`error`, `panic`, `timeout`, an exception's type).
+        kind: &'a str,
+        /// What went wrong.
+        message: &'a str,
+    },
+}
+
+/// A span's name: an event prefix (`dspex.bridge.call`) or a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanName<'a> {
+    /// The span's event prefix; its name is the segments joined by `.`.
+    Prefix(&'a EventName),
+    /// A name given as text (`with_span`'s, a Python span's).
+    Text(&'a str),
+}
+
+impl SpanName<'_> {
+    /// The name's parts, to be written one after another (no allocation).
+    pub fn parts(&self) -> impl Iterator<Item = &str> + '_ {
+        let (prefix, text) = match self {
+            SpanName::Prefix(name) => (Some(*name), None),
+            SpanName::Text(text) => (None, Some(*text)),
+        };
+        let segments = prefix.into_iter().flat_map(|name| {
+            name.segments()
+                .enumerate()
+                .flat_map(|(i, s)| [if i == 0 { "" } else { "." }, s])
+        });
+        segments.chain(text)
+    }
+}
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.parts().try_for_each(|part| f.write_str(part))
+    }
+}
+
+/// Something that happened during a span (an exception, a retry), at a point in time.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanEventRecord<'a> {
+    /// The event's name (`exception`, say).
+    pub name: &'a str,
+    /// When, in nanoseconds since the Unix epoch.
+    pub unix_ns: u64,
+    /// Its attributes.
+    pub attributes: &'a Metadata<'a>,
+}
+
+/// Attributes the code inside a span set on it (`context::set_attributes`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanAttributes<'a>(pub(crate) &'a [(String, Value<'static>)]);
+
+impl<'a> SpanAttributes<'a> {
+    /// No attributes.
+    pub const EMPTY: SpanAttributes<'static> = SpanAttributes(&[]);
+
+    /// Each attribute, in the order it was first set.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Value<'static>)> + 'a {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A finished span. Built on the stack when a span ends and passed by reference to every
+/// [`SpanSink`]; it borrows from the span and is valid only during the call.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanRecord<'a> {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// This span.
+    pub span_id: SpanId,
+    /// Its parent; `None` for a trace's root.
+    pub parent_span_id: Option<SpanId>,
+    /// Whether the parent lives in another process (a caller's `traceparent`).
+    pub parent_is_remote: bool,
+    /// The W3C trace flags.
+    pub flags: TraceFlags,
+    /// The span's name.
+    pub name: SpanName<'a>,
+    /// Its kind.
+    pub kind: SpanKind,
+    /// When it started, in nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// When it ended, in nanoseconds since the Unix epoch.
+    pub end_unix_ns: u64,
+    /// How it ended.
+    pub status: SpanStatus<'a>,
+    /// The span's event metadata (exported as `dspex.<key>`).
+    pub metadata: &'a Metadata<'a>,
+    /// What the code inside the span set on it (exported under their own names).
+    pub attributes: SpanAttributes<'a>,
+    /// The correlation id, when one was given (else it is the trace id).
+    pub correlation_id: Option<&'a CorrelationId>,
+    /// Events during the span.
+    pub events: &'a [SpanEventRecord<'a>],
+}
+
+/// Receives every span that ends on a dispatcher (see [`crate::Dispatcher::attach_span_sink`]).
+///
+/// Called on the thread that ended the span, so it must be quick: copy the record into a
+/// buffer and return. It runs with no current trace context (the record carries the span's).
+/// A sink that panics is detached, and a handler-failure event says so.
+pub trait SpanSink: Send + Sync + 'static {
+    /// One span ended.
+    fn on_end(&self, span: &SpanRecord<'_>);
+}
+
+impl<S: SpanSink + ?Sized> SpanSink for Arc<S> {
+    fn on_end(&self, span: &SpanRecord<'_>) {
+        (**self).on_end(span)
+    }
+}

@@ -1,0 +1,229 @@
+//! Every span that ends reaches the span sinks as a typed record: ids as bytes, the parent,
+//! its kind, times, status and attributes, with or without event handlers, sync and async;
+//! a sink that panics is detached and reported, never the caller's problem.
+
+use std::sync::{Arc, Mutex};
+
+use dspex_telemetry_core::{
+    Dispatcher, Event, SpanKind, SpanRecord, SpanSink, SpanStatus, TraceContext, TraceParent,
+    catalog, context, metadata,
+};
+
+/// What a sink saw of one span, owned.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    trace_id: String,
+    span_id: String,
+    parent: Option<String>,
+    remote_parent: bool,
+    name: String,
+    kind: SpanKind,
+    duration_ns: u64,
+    error: Option<(String, String)>,
+    metadata: Vec<(String, String)>,
+    attributes: Vec<(String, String)>,
+    correlation_id: Option<String>,
+}
+
+#[derive(Default)]
+struct Recording(Mutex<Vec<Seen>>);
+
+impl SpanSink for Recording {
+    fn on_end(&self, span: &SpanRecord<'_>) {
+        assert!(
+            context::current().is_none(),
+            "a sink runs with no current context"
+        );
+        self.0.lock().unwrap().push(Seen {
+            trace_id: span.trace_id.to_string(),
+            span_id: span.span_id.to_string(),
+            parent: span.parent_span_id.map(|p| p.to_string()),
+            remote_parent: span.parent_is_remote,
+            name: span.name.to_string(),
+            kind: span.kind,
+            duration_ns: span.end_unix_ns - span.start_unix_ns,
+            error: match span.status {
+                SpanStatus::Unset => None,
+                SpanStatus::Error { kind, message } => Some((kind.into(), message.into())),
+            },
+            metadata: span
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_string()))
+                .collect(),
+            attributes: span
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_string()))
+                .collect(),
+            correlation_id: span.correlation_id.map(|c| c.as_str().to_owned()),
+        });
+    }
+}
+
+fn sink(dispatcher: &Dispatcher) -> Arc<Recording> {
+    let sink = Arc::new(Recording::default());
+    dispatcher.attach_span_sink("spans", sink.clone()).unwrap();
+    sink
+}
+
+#[test]
+fn nested_spans_arrive_with_their_parents_kinds_and_times_without_any_handler() {
+    let d = Dispatcher::new();
+    let spans = sink(&d);
+    let outer = d.span(
+        &catalog::TOOLS_EXECUTE,
+        metadata! { "tool_name" => "search" },
+        || {
+            let ctx = context::current().unwrap();
+            d.span(
+                &catalog::BRIDGE_CALL,
+                metadata! { "module" => "dspy" },
+                || {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    ((), metadata! { "success" => true })
+                },
+            );
+            (ctx, metadata! {})
+        },
+    );
+    let seen = spans.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let (inner, top) = (&seen[0], &seen[1]);
+    assert_eq!(inner.name, "dspex.bridge.call");
+    assert_eq!(inner.kind, SpanKind::Client);
+    assert_eq!(top.name, "dspex.tools.execute");
+    assert_eq!(top.kind, SpanKind::Internal);
+    assert_eq!(inner.trace_id, top.trace_id);
+    assert_eq!(inner.parent.as_deref(), Some(top.span_id.as_str()));
+    assert_eq!(top.span_id, outer.span_id().to_string());
+    assert_eq!(top.parent, None);
+    assert!(inner.duration_ns >= 2_000_000, "{inner:?}");
+    assert!(top.duration_ns >= inner.duration_ns);
+    assert_eq!(
+        inner.metadata,
+        [
+            ("module".into(), "dspy".into()),
+            ("success".into(), "true".into())
+        ]
+    );
+    assert_eq!(inner.error, None);
+}
+
+#[test]
+fn errors_and_panics_end_with_error_status_and_the_events_still_reach_handlers() {
+    let d = Dispatcher::new();
+    let spans = sink(&d);
+    let stops = Arc::new(Mutex::new(0));
+    let counted = stops.clone();
+    d.attach(
+        "stops",
+        catalog::CONTRACT_VALIDATE.exception().clone(),
+        move |_: &Event<'_>| *counted.lock().unwrap() += 1,
+    )
+    .unwrap();
+    let failed: Result<(), String> = d.try_span(&catalog::CONTRACT_VALIDATE, metadata! {}, || {
+        (Err("bad field".to_owned()), metadata! {})
+    });
+    assert!(failed.is_err());
+    let panicked = std::panic::catch_unwind(|| {
+        d.span(&catalog::TYPES_CAST, metadata! {}, || -> ((), _) {
+            panic!("cast exploded")
+        })
+    });
+    assert!(panicked.is_err());
+    let seen = spans.0.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].error,
+        Some(("error".to_owned(), "bad field".to_owned()))
+    );
+    assert_eq!(
+        seen[1].error,
+        Some(("panic".to_owned(), "cast exploded".to_owned()))
+    );
+    assert_eq!(*stops.lock().unwrap(), 1);
+}
+
+#[test]
+fn with_span_names_its_span_and_attributes_set_inside_come_along() {
+    let sink = Arc::new(Recording::default());
+    Dispatcher::global()
+        .attach_span_sink("with-span-records", sink.clone())
+        .unwrap();
+    let root = TraceContext::new_root()
+        .with_correlation_id(dspex_telemetry_core::CorrelationId::parse("order-9").unwrap());
+    root.in_scope(|| {
+        dspex_telemetry_core::with_span("business.load", || {
+            context::set_attributes([("rows", 12.into())]);
+        })
+    });
+    Dispatcher::global().detach("with-span-records").unwrap();
+    let seen = sink.0.lock().unwrap().clone();
+    let span = seen
+        .iter()
+        .find(|s| s.name == "business.load")
+        .unwrap_or_else(|| panic!("{seen:#?}"));
+    assert_eq!(span.attributes, [("rows".to_owned(), "12".to_owned())]);
+    assert_eq!(
+        span.parent.as_deref(),
+        Some(root.span_id().to_string().as_str())
+    );
+    assert_eq!(span.correlation_id.as_deref(), Some("order-9"));
+}
+
+#[test]
+fn a_span_continuing_a_callers_traceparent_has_a_remote_parent() {
+    let d = Dispatcher::new();
+    let spans = sink(&d);
+    let caller =
+        TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    TraceContext::continue_from(&caller).in_scope(|| {
+        d.span(&catalog::BRIDGE_CALL, metadata! {}, || ((), metadata! {}));
+    });
+    let seen = spans.0.lock().unwrap().clone();
+    assert_eq!(seen[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(
+        !seen[0].remote_parent,
+        "its parent is the local server span"
+    );
+}
+
+#[tokio::test]
+async fn async_spans_and_cancelled_ones_arrive_too() {
+    let d = Dispatcher::new();
+    let spans = sink(&d);
+    d.span_async(&catalog::BRIDGE_CALL, metadata! {}, async {
+        tokio::task::yield_now().await;
+        ((), metadata! {})
+    })
+    .await;
+    let never = d.span_async(&catalog::TOOLS_EXECUTE, metadata! {}, async {
+        std::future::pending::<()>().await;
+        ((), metadata! {})
+    });
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(5), never).await;
+    let seen = spans.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[0].error, None);
+    assert_eq!(
+        seen[1].error.as_ref().map(|e| e.0.as_str()),
+        Some("cancelled")
+    );
+}
+
+#[test]
+fn a_sink_that_panics_is_detached_and_the_call_goes_on() {
+    struct Exploding;
+    impl SpanSink for Exploding {
+        fn on_end(&self, _: &SpanRecord<'_>) {
+            panic!("sink exploded");
+        }
+    }
+    let d = Dispatcher::new();
+    d.attach_span_sink("boom", Exploding).unwrap();
+    let value = d.span(&catalog::BRIDGE_CALL, metadata! {}, || (7, metadata! {}));
+    assert_eq!(value, 7);
+    assert_eq!(d.handler_failures(), 1);
+    assert!(!d.has_span_sinks());
+    assert!(d.attach_span_sink("boom", Exploding).is_ok());
+}
