@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 
 use dspex_telemetry_core::{
-    Measurements, Metadata, Value as MetaValue, catalog, context, metadata,
+    Measurements, Metadata, SpanAttributes, SpanId, SpanKind, SpanName, SpanRecord, SpanStatus,
+    Value as MetaValue, catalog, context, metadata,
 };
 use serde_json::{Map, Value, json};
 
@@ -141,61 +142,98 @@ impl Pool {
         let Some(ctx) = context::current() else {
             return;
         };
-        // Ids in hex on the stack (ASCII, so always UTF-8).
+        let events = dispatcher.has_handlers(&catalog::PYTHON_SPAN);
+        let records = dispatcher.has_span_sinks();
+        // Ids in hex on the stack (ASCII, so always UTF-8), for the events.
         fn ascii(hex: &[u8]) -> &str {
             std::str::from_utf8(hex).unwrap_or_default()
         }
         let trace_hex = ctx.trace_id().hex_bytes();
         let trace_id = ascii(&trace_hex);
+        let span = |name: &str,
+                    span_id: SpanId,
+                    parent: Option<SpanId>,
+                    kind: SpanKind,
+                    (start, end): (i64, i64),
+                    status: SpanStatus<'_>,
+                    metadata: &Metadata<'_>| {
+            dispatcher.export_span(&SpanRecord {
+                trace_id: ctx.trace_id(),
+                span_id,
+                parent_span_id: parent,
+                parent_is_remote: false,
+                flags: ctx.flags(),
+                name: SpanName::Text(name),
+                kind,
+                start_unix_ns: start.max(0) as u64,
+                end_unix_ns: end.max(start).max(0) as u64,
+                status,
+                metadata,
+                attributes: SpanAttributes::EMPTY,
+                correlation_id: ctx.explicit_correlation_id(),
+                events: &[],
+            });
+        };
         if let (Some(call), Some(span_id)) = (
             reply.call_span.as_ref().and_then(Value::as_array),
             reply.python_span_id,
         ) {
             let num = |i: usize| call.get(i).and_then(Value::as_i64).unwrap_or(0);
             let (start, end) = (num(0), num(1));
-            let (span_hex, parent_hex) = (span_id.hex_bytes(), ctx.span_id().hex_bytes());
-            let mut md = Metadata::new()
-                .with("name", name())
-                .with("trace_id", trace_id)
-                .with("span_id", ascii(&span_hex))
-                .with("parent_span_id", ascii(&parent_hex))
-                .with(
-                    "status",
-                    call.get(2).and_then(Value::as_str).unwrap_or("ok"),
-                )
-                .with("worker_id", reply.worker_id);
-            if let Some(message) = call.get(3).and_then(Value::as_str) {
-                md.insert("message", message);
+            let name = name();
+            let failed = call.get(2).and_then(Value::as_str) == Some("error");
+            let message = call.get(3).and_then(Value::as_str);
+            if records {
+                let status = match failed {
+                    true => SpanStatus::Error {
+                        kind: "error",
+                        message: message.unwrap_or("error"),
+                    },
+                    false => SpanStatus::Unset,
+                };
+                let md = Metadata::new().with("worker_id", reply.worker_id);
+                span(
+                    &name,
+                    span_id,
+                    Some(ctx.span_id()),
+                    SpanKind::Server,
+                    (start, end),
+                    status,
+                    &md,
+                );
             }
-            let m = Measurements::new()
-                .with("start_time", start)
-                .with("end_time", end)
-                .with("duration", end.saturating_sub(start));
-            dispatcher.execute(&catalog::PYTHON_SPAN, &m, &md);
+            if events {
+                let (span_hex, parent_hex) = (span_id.hex_bytes(), ctx.span_id().hex_bytes());
+                let mut md = Metadata::new()
+                    .with("name", name)
+                    .with("trace_id", trace_id)
+                    .with("span_id", ascii(&span_hex))
+                    .with("parent_span_id", ascii(&parent_hex))
+                    .with(
+                        "status",
+                        call.get(2).and_then(Value::as_str).unwrap_or("ok"),
+                    )
+                    .with("worker_id", reply.worker_id);
+                if let Some(message) = message {
+                    md.insert("message", message);
+                }
+                let m = Measurements::new()
+                    .with("start_time", start)
+                    .with("end_time", end)
+                    .with("duration", end.saturating_sub(start));
+                dispatcher.execute(&catalog::PYTHON_SPAN, &m, &md);
+            }
         }
-        for span in &reply.spans {
+        for python in &reply.spans {
             // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
-            let Some(fields) = span.as_array().filter(|f| f.len() == 8) else {
-                tracing::debug!(%span, "ignored a malformed span from a worker");
+            let Some(fields) = python.as_array().filter(|f| f.len() == 8) else {
+                tracing::debug!(span = %python, "ignored a malformed span from a worker");
                 continue;
             };
             let num = |i: usize| fields[i].as_i64().unwrap_or(0);
             let text = |i: usize| fields[i].as_str().unwrap_or("");
             let (start, end) = (num(3), num(4));
-            let measurements = Measurements::new()
-                .with("start_time", start)
-                .with("end_time", end)
-                .with("duration", end.saturating_sub(start));
-            let mut md = Metadata::new()
-                .with("name", text(0))
-                .with("trace_id", trace_id)
-                .with("span_id", text(1))
-                .with("parent_span_id", text(2))
-                .with("status", text(5))
-                .with("worker_id", reply.worker_id);
-            if let Some(message) = fields[6].as_str() {
-                md.insert("message", message);
-            }
+            let mut attributes = Metadata::new();
             if let Some(attrs) = fields[7].as_object() {
                 for (k, v) in attrs {
                     let value: MetaValue<'_> = match v {
@@ -205,10 +243,50 @@ impl Pool {
                         Value::Number(n) => n.as_f64().unwrap_or(0.0).into(),
                         other => Cow::<str>::Owned(other.to_string()).into(),
                     };
-                    md.insert(k.as_str(), value);
+                    attributes.insert(k.as_str(), value);
                 }
             }
-            dispatcher.execute(&catalog::PYTHON_SPAN, &measurements, &md);
+            if records {
+                if let Ok(span_id) = SpanId::from_hex(text(1)) {
+                    let parent = SpanId::from_hex(text(2)).ok();
+                    let status = match text(5) {
+                        "error" => SpanStatus::Error {
+                            kind: "error",
+                            message: fields[6].as_str().unwrap_or("error"),
+                        },
+                        _ => SpanStatus::Unset,
+                    };
+                    let mut md = attributes.clone();
+                    md.insert("worker_id", reply.worker_id);
+                    span(
+                        text(0),
+                        span_id,
+                        parent,
+                        SpanKind::Internal,
+                        (start, end),
+                        status,
+                        &md,
+                    );
+                }
+            }
+            if events {
+                let measurements = Measurements::new()
+                    .with("start_time", start)
+                    .with("end_time", end)
+                    .with("duration", end.saturating_sub(start));
+                let mut md = Metadata::new()
+                    .with("name", text(0))
+                    .with("trace_id", trace_id)
+                    .with("span_id", text(1))
+                    .with("parent_span_id", text(2))
+                    .with("status", text(5))
+                    .with("worker_id", reply.worker_id);
+                if let Some(message) = fields[6].as_str() {
+                    md.insert("message", message);
+                }
+                md.extend(attributes);
+                dispatcher.execute(&catalog::PYTHON_SPAN, &measurements, &md);
+            }
         }
     }
 }

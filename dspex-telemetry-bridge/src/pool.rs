@@ -133,7 +133,7 @@ impl Interest {
             dispatcher.has_handlers(&catalog::POOL_REQUEST_DISPATCHED),
             Self::DISPATCHED,
         ) | bit(
-            dispatcher.has_handlers(&catalog::PYTHON_SPAN),
+            dispatcher.has_handlers(&catalog::PYTHON_SPAN) || dispatcher.has_span_sinks(),
             Self::PYTHON_SPAN,
         ) | bit(
             [

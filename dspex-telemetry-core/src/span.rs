@@ -169,7 +169,12 @@ fn finish_span(
     } else {
         SpanStatus::Unset
     };
-    let name = match name {
+    // A user's span (`with_span`, or `TRACE_SPAN` emitted directly) is named by its metadata.
+    let name = match name.or_else(|| {
+        (prefix.prefix == *catalog::TRACE_SPAN.prefix())
+            .then(|| metadata.get("name").and_then(|v| v.as_str()))
+            .flatten()
+    }) {
         Some(text) => SpanName::Text(text),
         None => SpanName::Prefix(&prefix.prefix),
     };

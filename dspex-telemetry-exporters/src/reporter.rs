@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::Secret;
 use crate::otlp::{
-    OtlpConfig, OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder, OtlpTraces, Protocol,
+    Compression, OtlpConfig, OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder, OtlpTraces,
+    Protocol,
 };
 use crate::prometheus::{PrometheusConfig, PrometheusEndpoint, prometheus_recorder};
 use crate::push_gateway::{PushGateway, PushGatewayConfig};
@@ -144,28 +145,141 @@ pub struct PrometheusBackend {
 }
 
 /// The OpenTelemetry backend's keys: the spans of the Reporter's dispatcher, and the metrics,
-/// over OTLP.
+/// over OTLP. A connection key left out is taken from its OpenTelemetry environment variable
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `…_HEADERS`, `…_PROTOCOL`, `…_CERTIFICATE`,
+/// `…_COMPRESSION`, `…_TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`): the key wins
+/// when both are given.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenTelemetryBackend {
     /// As in the spec (default true); `false` leaves the backend off.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// The collector (default `http://127.0.0.1:4318`, or `:4317` for gRPC).
+    /// The collector's base URL (default `http://localhost:4318`, or `:4317` for gRPC);
+    /// `https://` for TLS.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The traces URL, used as it is (else `<endpoint>/v1/traces`).
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// The metrics URL, used as it is (else `<endpoint>/v1/metrics`).
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
     /// `"http/protobuf"` (default) or `"grpc"`.
     #[serde(default)]
-    pub protocol: ProtocolKey,
+    pub protocol: Option<ProtocolKey>,
     /// Request headers (an API key, say); values never shown in `Debug`.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, Secret>,
+    /// A PEM file of CA certificates to trust besides the system's.
+    #[serde(default)]
+    pub certificate: Option<std::path::PathBuf>,
+    /// `"gzip"` or `"none"` (default).
+    #[serde(default)]
+    pub compression: Option<CompressionKey>,
+    /// How long one export may take, in milliseconds (default 10 000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
     /// The `service.name` resource attribute (default `dspex`).
     #[serde(default)]
     pub service_name: Option<String>,
     /// The `service.version` resource attribute.
     #[serde(default)]
     pub service_version: Option<String>,
+    /// Spans waiting for export, at most (default 65 536); more are dropped and counted.
+    #[serde(default)]
+    pub max_queue: Option<usize>,
+    /// Spans per export request, at most (default 512).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// How long a span may wait before its batch is sent, in milliseconds (default 1 000).
+    #[serde(default)]
+    pub export_interval_ms: Option<u64>,
+    /// Bytes of spans each thread buffers for the exporter (default 262 144).
+    #[serde(default)]
+    pub thread_buffer_bytes: Option<usize>,
+    /// How long the shutdown may take, in milliseconds (default 5 000).
+    #[serde(default)]
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+impl OpenTelemetryBackend {
+    /// The exporters' configuration these keys describe; an error is (key, reason).
+    pub fn otlp_config(&self) -> Result<OtlpConfig, (&'static str, String)> {
+        let defaults = OtlpConfig::default();
+        let ms = |key: &'static str, v: Option<u64>, default: Duration| match v {
+            None => Ok(default),
+            Some(0) => Err((key, "must be above zero".to_owned())),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        };
+        Ok(OtlpConfig {
+            endpoint: self.endpoint.clone(),
+            traces_endpoint: self.traces_endpoint.clone(),
+            metrics_endpoint: self.metrics_endpoint.clone(),
+            protocol: self.protocol.map(|p| match p {
+                ProtocolKey::HttpProtobuf => Protocol::HttpProtobuf,
+                ProtocolKey::Grpc => Protocol::Grpc,
+            }),
+            headers: self.headers.clone().into_iter().collect(),
+            certificate: self.certificate.clone(),
+            compression: self.compression.map(|c| match c {
+                CompressionKey::Gzip => Compression::Gzip,
+                CompressionKey::None => Compression::None,
+            }),
+            timeout: self
+                .timeout_ms
+                .map(|_| ms("timeout_ms", self.timeout_ms, Duration::ZERO))
+                .transpose()?,
+            service_name: self.service_name.clone(),
+            service_version: self.service_version.clone(),
+            max_queue: self.max_queue.unwrap_or(defaults.max_queue),
+            max_batch: self.max_batch.unwrap_or(defaults.max_batch),
+            export_interval: ms(
+                "export_interval_ms",
+                self.export_interval_ms,
+                defaults.export_interval,
+            )?,
+            thread_buffer_bytes: self
+                .thread_buffer_bytes
+                .unwrap_or(defaults.thread_buffer_bytes),
+            shutdown_timeout: ms(
+                "shutdown_timeout_ms",
+                self.shutdown_timeout_ms,
+                defaults.shutdown_timeout,
+            )?,
+        })
+    }
+}
+
+impl Default for OpenTelemetryBackend {
+    fn default() -> Self {
+        OpenTelemetryBackend {
+            enabled: true,
+            endpoint: None,
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            protocol: None,
+            headers: Default::default(),
+            certificate: None,
+            compression: None,
+            timeout_ms: None,
+            service_name: None,
+            service_version: None,
+            max_queue: None,
+            max_batch: None,
+            export_interval_ms: None,
+            thread_buffer_bytes: None,
+            shutdown_timeout_ms: None,
+        }
+    }
+}
+
+/// Whether the environment asks for OTLP export: `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, and `OTEL_SDK_DISABLED` is not `true`.
+pub fn otlp_wanted_by_env(env: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name| env(name).is_some_and(|v| !v.trim().is_empty());
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
 fn yes() -> bool {
@@ -182,6 +296,16 @@ pub enum ProtocolKey {
     /// OTLP/gRPC.
     #[serde(rename = "grpc")]
     Grpc,
+}
+
+/// Request compression, as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionKey {
+    /// gzip.
+    Gzip,
+    /// None.
+    None,
 }
 
 /// Why the Reporter could not start; `key` names the configuration key at fault
@@ -262,7 +386,15 @@ impl Reporter {
         };
         let mut prometheus_seen = false;
         let mut statsd_seen = false;
-        for (i, backend) in config.backends.iter().enumerate() {
+        // With no opentelemetry backend configured, the OpenTelemetry environment turns one on
+        // (its keys from the variables), as an OpenTelemetry SDK would.
+        let from_env = (!config
+            .backends
+            .iter()
+            .any(|b| matches!(b, BackendConfig::Opentelemetry(_)))
+            && otlp_wanted_by_env(|name| std::env::var(name).ok()))
+        .then(|| BackendConfig::Opentelemetry(OpenTelemetryBackend::default()));
+        for (i, backend) in config.backends.iter().chain(from_env.iter()).enumerate() {
             let key = |k: &str| format!("backends[{i}].{k}");
             match backend {
                 BackendConfig::Opentelemetry(b) => {
@@ -272,53 +404,29 @@ impl Reporter {
                     if reporter.traces.is_some() {
                         return Err(error(key("type"), "only one opentelemetry backend"));
                     }
-                    let protocol = match b.protocol {
-                        ProtocolKey::HttpProtobuf => Protocol::HttpProtobuf,
-                        ProtocolKey::Grpc => Protocol::Grpc,
-                    };
-                    let defaults = OtlpConfig::default();
-                    let endpoint = b.endpoint.clone().unwrap_or_else(|| match protocol {
-                        Protocol::HttpProtobuf => defaults.endpoint.clone(),
-                        Protocol::Grpc => "http://127.0.0.1:4317".into(),
-                    });
-                    let headers: Vec<(String, Secret)> = b.headers.clone().into_iter().collect();
                     let otlp_error = |e: crate::otlp::OtlpError| match e {
+                        // An environment variable is named as it is; a key under its backend.
+                        crate::otlp::OtlpError::Invalid { key: k, reason }
+                            if k.starts_with("OTEL_") =>
+                        {
+                            error(k, reason)
+                        }
                         crate::otlp::OtlpError::Invalid { key: k, reason } => error(key(k), reason),
                         other => error(key("type"), other),
                     };
+                    let connection = b
+                        .otlp_config()
+                        .map_err(|(k, reason)| error(key(k), reason))?;
                     let metrics_recorder = OtlpMetricsRecorder::new(
                         OtlpMetricsConfig {
-                            endpoint: endpoint.clone(),
-                            protocol,
-                            headers: headers.clone(),
-                            service_name: b
-                                .service_name
-                                .clone()
-                                .unwrap_or(defaults.service_name.clone()),
-                            service_version: b.service_version.clone(),
+                            connection: connection.clone(),
                             export_interval: interval,
-                            ..OtlpMetricsConfig::default()
                         },
                         definitions,
                     )
                     .map_err(otlp_error)?;
-                    let traces = OtlpTraces::start(
-                        OtlpConfig {
-                            endpoint,
-                            protocol,
-                            headers,
-                            service_name: b
-                                .service_name
-                                .clone()
-                                .unwrap_or(defaults.service_name.clone()),
-                            service_version: b.service_version.clone(),
-                            export_interval: interval.min(defaults.export_interval),
-                            ..defaults
-                        },
-                        dispatcher,
-                        "dspex-reporter:otlp",
-                    )
-                    .map_err(otlp_error)?;
+                    let traces = OtlpTraces::start(connection, dispatcher, "dspex-reporter:otlp")
+                        .map_err(otlp_error)?;
                     reporter.traces = Some(traces);
                     fanout = fanout.add_recorder(metrics_recorder.clone());
                     reporter.otlp_metrics = Some(OtlpMetrics::start(metrics_recorder));

@@ -81,10 +81,13 @@ async fn error_texts_are_pinned() {
     texts.push(
         OtlpMetricsRecorder::new(
             OtlpMetricsConfig {
-                headers: vec![(
-                    "bad header".into(),
-                    dspex_telemetry_exporters::Secret::new("x"),
-                )],
+                connection: OtlpConfig {
+                    headers: vec![(
+                        "bad header".into(),
+                        dspex_telemetry_exporters::Secret::new("x"),
+                    )],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             &[],

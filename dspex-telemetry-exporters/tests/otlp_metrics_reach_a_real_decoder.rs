@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dspex_telemetry_core::{Dispatcher, catalog, measurements, metadata};
 use dspex_telemetry_exporters::otlp::{
-    OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder, Protocol,
+    OtlpConfig, OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder, Protocol,
 };
 use dspex_telemetry_metrics::{MetricsHandler, catalog as metric_catalog};
 use serde_json::{Value, json};
@@ -46,11 +46,13 @@ async fn exported_through(protocol: Protocol) {
     };
     let recorder = OtlpMetricsRecorder::new(
         OtlpMetricsConfig {
-            endpoint: format!("http://{endpoint}"),
-            protocol,
-            service_name: "metrics-test".into(),
+            connection: OtlpConfig {
+                endpoint: Some(format!("http://{endpoint}")),
+                protocol: Some(protocol),
+                service_name: Some("metrics-test".into()),
+                ..OtlpConfig::default()
+            },
             export_interval: Duration::from_secs(3600),
-            ..OtlpMetricsConfig::default()
         },
         &metric_catalog::dspex_metrics(),
     )
@@ -125,7 +127,10 @@ fn bad_configuration_names_the_key() {
     for (config, key) in [
         (
             OtlpMetricsConfig {
-                endpoint: "ftp://x".into(),
+                connection: OtlpConfig {
+                    endpoint: Some("ftp://x".into()),
+                    ..OtlpConfig::default()
+                },
                 ..Default::default()
             },
             "endpoint",
@@ -139,7 +144,10 @@ fn bad_configuration_names_the_key() {
         ),
         (
             OtlpMetricsConfig {
-                timeout: Duration::ZERO,
+                connection: OtlpConfig {
+                    timeout: Some(Duration::ZERO),
+                    ..OtlpConfig::default()
+                },
                 ..Default::default()
             },
             "timeout",

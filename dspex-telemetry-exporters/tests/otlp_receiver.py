@@ -1,15 +1,24 @@
 """An OTLP receiver (traces and metrics) for the tests, on the official OpenTelemetry decoders.
 
-Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT]. It decodes every POST /v1/traces and
-/v1/metrics (and, with a gRPC port, every TraceService/Export and MetricsService/Export call)
-and keeps the spans and data points; GET /spans and GET /points on the HTTP port return them as
-JSON (ids in hex), with the resource attributes, the request headers (or gRPC metadata) and the
-transport each arrived with.
+Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT] [--tls CERT KEY --control PORT]
+[--answers 503,200] [--hang] [--huge-error BYTES]. It decodes every POST /v1/traces and
+/v1/metrics (gzip bodies too; and, with a gRPC port, every TraceService/Export and
+MetricsService/Export call) and keeps the spans and data points; GET /spans and GET /points on
+the HTTP port (or, with --tls, on the plain control port) return them as JSON (ids in hex),
+with the resource attributes, the request headers (or gRPC metadata) and the transport each
+arrived with. With --tls both OTLP ports serve TLS with that certificate. --answers scripts the
+status of successive trace exports (503 carries `Retry-After: 1`; a refused export is not
+kept); --hang reads each export and never answers; --huge-error answers every export 500 with a
+body of that many bytes, newlines and terminal escapes included.
 """
 
+import argparse
+import gzip
 import json
+import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -17,7 +26,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 SPANS = []
 POINTS = []
+ATTEMPTS = []
 LOCK = threading.Lock()
+OPTIONS = None
 
 
 def value(any_value):
@@ -93,7 +104,7 @@ def record_metrics(request, headers, transport):
         POINTS.extend(received)
 
 
-def serve_grpc(port):
+def serve_grpc(port, tls):
     from concurrent import futures
 
     import grpc
@@ -113,7 +124,12 @@ def serve_grpc(port):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls:
+        with open(tls[0], "rb") as cert, open(tls[1], "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     return server
 
@@ -131,6 +147,28 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        if self.path == "/v1/traces":
+            with LOCK:
+                ATTEMPTS.append(self.headers.get("content-encoding", "identity"))
+                attempt = len(ATTEMPTS)
+            if OPTIONS.hang:
+                time.sleep(3600)
+                return
+            if OPTIONS.huge_error:
+                line = b"error\n\x1b[31mFORGED LOG LINE level=ERROR\x1b[0m\n"
+                payload = (line * (OPTIONS.huge_error // len(line) + 1))[: OPTIONS.huge_error]
+                return self.reply(500, payload, "text/plain")
+            answers = OPTIONS.answers
+            if answers and attempt <= len(answers) and answers[attempt - 1] != 200:
+                status = answers[attempt - 1]
+                self.send_response(status)
+                if status in (429, 503):
+                    self.send_header("retry-after", "1")
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
         if self.headers.get("content-type") != "application/x-protobuf":
             return self.reply(415, b"protobuf only", "text/plain")
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -154,14 +192,34 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.dumps(SPANS).encode()
             elif self.path == "/points":
                 body = json.dumps(POINTS).encode()
+            elif self.path == "/attempts":
+                body = json.dumps(ATTEMPTS).encode()
             else:
                 return self.reply(404, b"not found", "text/plain")
         self.reply(200, body, "application/json")
 
 
 def main():
-    grpc_server = serve_grpc(int(sys.argv[2])) if len(sys.argv) > 2 else None
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    global OPTIONS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("http_port", type=int)
+    parser.add_argument("grpc_port", type=int, nargs="?")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--control", type=int)
+    parser.add_argument("--answers", type=lambda s: [int(a) for a in s.split(",")], default=[])
+    parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--huge-error", type=int, default=0)
+    OPTIONS = parser.parse_args()
+    grpc_server = serve_grpc(OPTIONS.grpc_port, OPTIONS.tls) if OPTIONS.grpc_port else None
+    server = ThreadingHTTPServer(("127.0.0.1", OPTIONS.http_port), Handler)
+    server.daemon_threads = True
+    if OPTIONS.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(OPTIONS.tls[0], OPTIONS.tls[1])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        control = ThreadingHTTPServer(("127.0.0.1", OPTIONS.control), Handler)
+        control.daemon_threads = True
+        threading.Thread(target=control.serve_forever, daemon=True).start()
     print("ready", flush=True)
     server.serve_forever()
     if grpc_server:

@@ -14,9 +14,9 @@ use support::OtlpReceiver;
 
 fn config(receiver: &OtlpReceiver) -> OtlpConfig {
     OtlpConfig {
-        endpoint: format!("http://{}", receiver.addr),
+        endpoint: Some(format!("http://{}", receiver.addr)),
         headers: vec![("x-api-key".into(), Secret::new("k-123"))],
-        service_name: "dspex-test".into(),
+        service_name: Some("dspex-test".into()),
         service_version: Some("1.2.3".into()),
         ..OtlpConfig::default()
     }
@@ -48,8 +48,8 @@ async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace(protocol: Protoc
     };
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: format!("http://{endpoint}"),
-            protocol,
+            endpoint: Some(format!("http://{endpoint}")),
+            protocol: Some(protocol),
             ..config(&receiver)
         },
         &d,
@@ -170,6 +170,7 @@ async fn a_receiver_that_is_down_costs_counted_drops_and_delivery_resumes() {
     let traces = OtlpTraces::start(
         OtlpConfig {
             max_queue: 100,
+            timeout: Some(std::time::Duration::from_secs(2)),
             ..config
         },
         &d,
@@ -211,8 +212,8 @@ async fn spans_travel_over_grpc_too() {
     let d = Dispatcher::new();
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: format!("http://{}", receiver.grpc),
-            protocol: Protocol::Grpc,
+            endpoint: Some(format!("http://{}", receiver.grpc)),
+            protocol: Some(Protocol::Grpc),
             ..config(&receiver)
         },
         &d,

@@ -14,41 +14,58 @@ use metrics::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::proto::{self, MetricRecord, PointValue};
-use super::transport::{Signal, Transport};
-use super::{OtlpError, Protocol, resource};
-use crate::Secret;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    self as pb, AggregationTemporality, HistogramDataPoint, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
+use prost::Message;
+
+use super::client::{OtlpHttpClient, grpc_channel};
+use super::env::{OtlpConfig, Protocol, ResolvedOtlp, Signal};
+use super::{OtlpError, invalid, log_safe};
 use crate::series_map::{SeriesMap, update_f64};
 
-/// The OTLP metrics exporter's configuration.
+/// A counter's total, a gauge's value or a histogram's buckets, at one export.
+enum PointValue {
+    Counter(u64),
+    Gauge(f64),
+    Histogram {
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+        counts: Vec<u64>,
+        bounds: Vec<f64>,
+    },
+}
+
+/// One metric's points at one export.
+struct MetricRecord {
+    name: String,
+    description: String,
+    unit: String,
+    points: Vec<(Vec<(String, String)>, PointValue)>,
+}
+
+/// The OTLP metrics exporter's configuration: the connection ([`OtlpConfig`]'s keys, and
+/// the environment's `…_METRICS_…` variables) and how often to export.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpMetricsConfig {
-    /// The collector's base URL (default `http://127.0.0.1:4318`; gRPC usually 4317).
-    pub endpoint: String,
-    /// OTLP/HTTP (default) or OTLP/gRPC.
-    pub protocol: Protocol,
-    /// Extra request headers; values never shown in `Debug`.
-    pub headers: Vec<(String, Secret)>,
-    /// The `service.name` resource attribute (default `dspex`).
-    pub service_name: String,
-    /// The `service.version` resource attribute, if any.
-    pub service_version: Option<String>,
+    /// Where and how (its batching keys are not used).
+    pub connection: OtlpConfig,
     /// How often to export (default 10 s).
     pub export_interval: Duration,
-    /// How long one request may take (default 10 s).
-    pub timeout: Duration,
 }
 
 impl Default for OtlpMetricsConfig {
     fn default() -> Self {
         OtlpMetricsConfig {
-            endpoint: "http://127.0.0.1:4318".into(),
-            protocol: Protocol::HttpProtobuf,
-            headers: Vec::new(),
-            service_name: "dspex".into(),
-            service_version: None,
+            connection: OtlpConfig::default(),
             export_interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -115,6 +132,7 @@ impl HistogramFn for Series {
 
 struct Shared {
     config: OtlpMetricsConfig,
+    resolved: ResolvedOtlp,
     series: SeriesMap<Series>,
     descriptions: RwLock<HashMap<String, (String, Option<Unit>)>>,
     buckets: HashMap<String, Arc<[f64]>>,
@@ -147,18 +165,9 @@ impl OtlpMetricsRecorder {
         definitions: &[MetricDefinition],
     ) -> Result<Self, OtlpError> {
         // Checked here so that a bad configuration fails before anything is recorded.
-        Transport::new(
-            config.protocol,
-            &config.endpoint,
-            &config.headers,
-            config.timeout,
-        )
-        .map_err(|(key, reason)| OtlpError::Invalid { key, reason })?;
+        let resolved = config.connection.resolve(Signal::Metrics)?;
         if config.export_interval.is_zero() {
-            return Err(OtlpError::Invalid {
-                key: "export_interval",
-                reason: "must be above zero".into(),
-            });
+            return Err(invalid("export_interval", "must be above zero"));
         }
         let buckets = definitions
             .iter()
@@ -172,6 +181,7 @@ impl OtlpMetricsRecorder {
         Ok(OtlpMetricsRecorder {
             shared: Arc::new(Shared {
                 config,
+                resolved,
                 series: SeriesMap::default(),
                 descriptions: RwLock::new(HashMap::new()),
                 buckets,
@@ -308,23 +318,19 @@ impl OtlpMetrics {
         let (stop, mut stopped) = watch::channel(false);
         let exporter = recorder.clone();
         let task = tokio::spawn(async move {
-            let config = &exporter.shared.config;
-            let Ok(transport) = Transport::new(
-                config.protocol,
-                &config.endpoint,
-                &config.headers,
-                config.timeout,
-            ) else {
+            let shared = &exporter.shared;
+            let Ok(transport) = Transport::new(&shared.resolved) else {
                 return;
             };
-            let mut ticks = tokio::time::interval(config.export_interval);
+            let mut ticks = tokio::time::interval(shared.config.export_interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => exporter.export(&transport).await,
                     _ = stopped.changed() => {
-                        exporter.export(&transport).await;
+                        let limit = shared.resolved.timeout();
+                        let _ = tokio::time::timeout(limit, exporter.export(&transport)).await;
                         return;
                     }
                 }
@@ -361,6 +367,195 @@ impl Drop for OtlpMetrics {
     }
 }
 
+/// How metric exports travel: the OTLP/HTTP client or a gRPC channel.
+enum Transport {
+    Http {
+        client: OtlpHttpClient,
+        headers: http::HeaderMap,
+    },
+    Grpc(tonic::transport::Channel),
+}
+
+impl Transport {
+    fn new(resolved: &ResolvedOtlp) -> Result<Self, OtlpError> {
+        Ok(match resolved.protocol() {
+            Protocol::HttpProtobuf => Transport::Http {
+                client: OtlpHttpClient::new(resolved.timeout(), resolved.roots())
+                    .map_err(|e| invalid(resolved.certificate_key(), e))?,
+                headers: resolved.http_headers(),
+            },
+            Protocol::Grpc => Transport::Grpc(
+                grpc_channel(resolved.url(), resolved.timeout(), resolved.roots())
+                    .map_err(|e| invalid(resolved.endpoint_key(), e))?,
+            ),
+        })
+    }
+
+    async fn send(
+        &self,
+        resolved: &ResolvedOtlp,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<(), String> {
+        match self {
+            Transport::Http { client, headers } => {
+                let (status, body) = client
+                    .post(
+                        resolved.url(),
+                        headers,
+                        "application/x-protobuf",
+                        request.encode_to_vec(),
+                    )
+                    .await
+                    .map_err(|e| e.without_url().to_string())?;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "status {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(200)])
+                    ))
+                }
+            }
+            Transport::Grpc(channel) => {
+                let mut client = MetricsServiceClient::new(channel.clone());
+                let mut call = tonic::Request::new(request);
+                *call.metadata_mut() = resolved.grpc_metadata();
+                call.set_timeout(resolved.timeout());
+                client
+                    .export(call)
+                    .await
+                    .map(|_| ())
+                    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+            }
+        }
+    }
+}
+
+fn string_value(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `ExportMetricsServiceRequest` holding `metrics`, every point cumulative since
+/// `start_unix_ns`, observed at `now_unix_ns`.
+fn export_request(
+    resource: &opentelemetry_sdk::Resource,
+    metrics: Vec<MetricRecord>,
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+) -> ExportMetricsServiceRequest {
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    let attributes = |labels: &[(String, String)]| {
+        labels
+            .iter()
+            .map(|(k, v)| string_value(k, v))
+            .collect::<Vec<_>>()
+    };
+    let number = |labels: &[(String, String)], value| NumberDataPoint {
+        attributes: attributes(labels),
+        start_time_unix_nano: start_unix_ns,
+        time_unix_nano: now_unix_ns,
+        value: Some(value),
+        ..Default::default()
+    };
+    let metrics = metrics
+        .into_iter()
+        .filter_map(|record| {
+            let data = match record.points.first().map(|p| &p.1)? {
+                PointValue::Counter(_) => metric::Data::Sum(pb::Sum {
+                    data_points: record
+                        .points
+                        .iter()
+                        .filter_map(|(labels, value)| match value {
+                            PointValue::Counter(total) => Some(number(
+                                labels,
+                                number_data_point::Value::AsInt(*total as i64),
+                            )),
+                            _ => None,
+                        })
+                        .collect(),
+                    aggregation_temporality: cumulative,
+                    is_monotonic: true,
+                }),
+                PointValue::Gauge(_) => metric::Data::Gauge(pb::Gauge {
+                    data_points: record
+                        .points
+                        .iter()
+                        .filter_map(|(labels, value)| match value {
+                            PointValue::Gauge(v) => {
+                                Some(number(labels, number_data_point::Value::AsDouble(*v)))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                }),
+                PointValue::Histogram { .. } => metric::Data::Histogram(pb::Histogram {
+                    data_points: record
+                        .points
+                        .iter()
+                        .filter_map(|(labels, value)| match value {
+                            PointValue::Histogram {
+                                count,
+                                sum,
+                                min,
+                                max,
+                                counts,
+                                bounds,
+                            } => Some(HistogramDataPoint {
+                                attributes: attributes(labels),
+                                start_time_unix_nano: start_unix_ns,
+                                time_unix_nano: now_unix_ns,
+                                count: *count,
+                                sum: Some(*sum),
+                                bucket_counts: counts.clone(),
+                                explicit_bounds: bounds.clone(),
+                                min: (*count > 0).then_some(*min),
+                                max: (*count > 0).then_some(*max),
+                                ..Default::default()
+                            }),
+                            _ => None,
+                        })
+                        .collect(),
+                    aggregation_temporality: cumulative,
+                }),
+            };
+            Some(pb::Metric {
+                name: record.name,
+                description: record.description,
+                unit: record.unit,
+                data: Some(data),
+                ..Default::default()
+            })
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(PbResource {
+                attributes: resource
+                    .iter()
+                    .map(|(k, v)| string_value(k.as_str(), &v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "dspex-telemetry".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
 impl OtlpMetricsRecorder {
     async fn export(&self, transport: &Transport) {
         let metrics = self.collect();
@@ -369,24 +564,19 @@ impl OtlpMetricsRecorder {
         }
         let shared = &self.shared;
         let points: u64 = metrics.iter().map(|m| m.points.len() as u64).sum();
-        let body = proto::export_metrics_request(
-            &resource(
-                &shared.config.service_name,
-                shared.config.service_version.as_deref(),
-            ),
-            "dspex-telemetry",
-            env!("CARGO_PKG_VERSION"),
-            &metrics,
+        let request = export_request(
+            &shared.resolved.resource(),
+            metrics,
             shared.started_unix_ns,
             dspex_telemetry_core::system_time_ns().max(0) as u64,
         );
-        match transport.export(Signal::Metrics, body).await {
+        match transport.send(&shared.resolved, request).await {
             Ok(()) => {
                 shared.exported_points.fetch_add(points, Ordering::Relaxed);
             }
             Err(why) => {
                 if shared.failed_requests.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(error = %why, "OTLP metrics export failed; counting further failures");
+                    tracing::warn!(error = %log_safe(&why, 200), "OTLP metrics export failed; counting further failures");
                 }
             }
         }

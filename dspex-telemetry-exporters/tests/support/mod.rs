@@ -655,7 +655,23 @@ pub struct OtlpReceiver {
     pub addr: SocketAddr,
     /// Its gRPC address.
     pub grpc: SocketAddr,
+    /// Where its plain-HTTP `GET /spans` answers (its HTTP address unless it serves TLS).
+    pub control: SocketAddr,
     child: Child,
+}
+
+/// How a test's OTLP receiver behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverOptions {
+    /// Serve both OTLP ports over TLS with this certificate and key (the control port stays
+    /// plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The statuses of successive trace exports (503 carries `Retry-After: 1`).
+    pub answers: Vec<u16>,
+    /// Read each trace export and never answer.
+    pub hang: bool,
+    /// Answer every trace export 500 with a body of this many bytes.
+    pub huge_error: usize,
 }
 
 impl OtlpReceiver {
@@ -664,6 +680,10 @@ impl OtlpReceiver {
     }
 
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, ReceiverOptions::default()).await
+    }
+
+    pub async fn start_with(port: u16, options: ReceiverOptions) -> Self {
         let grpc_port = free_port();
         let peers = std::env::var_os("DSPEX_TEST_PEERS")
             .map(PathBuf::from)
@@ -679,10 +699,37 @@ impl OtlpReceiver {
         // From this crate's tests or from a sibling crate's that include this module.
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../dspex-telemetry-exporters/tests/otlp_receiver.py");
-        let child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(script)
             .arg(port.to_string())
-            .arg(grpc_port.to_string())
+            .arg(grpc_port.to_string());
+        let control = match &options.tls {
+            Some((cert, key)) => {
+                let control = free_port();
+                command
+                    .arg("--tls")
+                    .arg(cert)
+                    .arg(key)
+                    .arg("--control")
+                    .arg(control.to_string());
+                control
+            }
+            None => port,
+        };
+        if !options.answers.is_empty() {
+            let answers: Vec<String> = options.answers.iter().map(u16::to_string).collect();
+            command.arg("--answers").arg(answers.join(","));
+        }
+        if options.hang {
+            command.arg("--hang");
+        }
+        if options.huge_error > 0 {
+            command
+                .arg("--huge-error")
+                .arg(options.huge_error.to_string());
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -690,10 +737,14 @@ impl OtlpReceiver {
         let receiver = OtlpReceiver {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            control: SocketAddr::from(([127, 0, 0, 1], control)),
             child,
         };
         let limit = Instant::now() + Duration::from_secs(20);
-        while !matches!(http_get(receiver.addr, "/spans", &[]).await, Ok((200, _))) {
+        while !matches!(
+            http_get(receiver.control, "/spans", &[]).await,
+            Ok((200, _))
+        ) {
             assert!(
                 Instant::now() < limit,
                 "the OTLP receiver did not start within 20 s"
@@ -703,9 +754,18 @@ impl OtlpReceiver {
         receiver
     }
 
+    /// The content encodings of the trace exports that reached it, in order.
+    pub async fn attempts(&self) -> Vec<String> {
+        let (status, body) = http_get(self.control, "/attempts", &[])
+            .await
+            .expect("GET /attempts");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("JSON")
+    }
+
     /// Every metric data point received so far.
     pub async fn points(&self) -> Vec<serde_json::Value> {
-        let (status, body) = http_get(self.addr, "/points", &[])
+        let (status, body) = http_get(self.control, "/points", &[])
             .await
             .expect("GET /points");
         assert_eq!(status, 200);
@@ -714,7 +774,7 @@ impl OtlpReceiver {
 
     /// Every span received so far.
     pub async fn spans(&self) -> Vec<serde_json::Value> {
-        let (status, body) = http_get(self.addr, "/spans", &[])
+        let (status, body) = http_get(self.control, "/spans", &[])
             .await
             .expect("GET /spans");
         assert_eq!(status, 200);
@@ -727,4 +787,76 @@ impl Drop for OtlpReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`:
+/// (the CA's PEM, the server's certificate, its key).
+pub fn test_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("create the certificate folder");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed to make the test CA");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dspex test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the extension file");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }

@@ -1,0 +1,480 @@
+//! The span path: a sink that copies each finished span into a buffer of its thread (a
+//! single-producer ring, no lock), and a collector thread that takes every thread's ring,
+//! turns the records into `SpanData` and hands batches to a `SpanExporter`.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dspex_telemetry_core::{Dispatcher, SpanRecord, SpanSink};
+use opentelemetry::InstrumentationScope;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use rtrb::{Consumer, Producer, RingBuffer};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::env::{OtlpConfig, Signal};
+use super::{OtlpError, invalid, log_safe, record, span_exporter};
+
+/// What the exporter has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OtlpStats {
+    /// Spans the exporter accepted.
+    pub exported: u64,
+    /// Spans dropped: a thread's buffer or the queue was full, or their request failed.
+    pub dropped: u64,
+    /// Export requests that failed (collector down, refusing, too slow).
+    pub failed_requests: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    failed_requests: AtomicU64,
+}
+
+static NEXT_COLLECTOR: AtomicU64 = AtomicU64::new(1);
+
+/// What the sink and the collector thread share.
+struct Shared {
+    id: u64,
+    ring_bytes: usize,
+    /// Rings of threads that recorded their first span since the collector last looked.
+    new_rings: Mutex<Vec<Consumer<u8>>>,
+    /// Set by a thread whose ring is half full; the collector clears it when it drains.
+    nudged: AtomicBool,
+    wake: Notify,
+    counters: Counters,
+}
+
+/// One thread's rings (one per collector it sends to) and the buffer a record is encoded in.
+#[derive(Default)]
+struct Local {
+    scratch: Vec<u8>,
+    rings: Vec<(u64, Producer<u8>)>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+/// The span sink attached to the dispatcher.
+struct RingSink(Arc<Shared>);
+
+impl SpanSink for RingSink {
+    fn on_end(&self, span: &SpanRecord<'_>) {
+        let shared = &self.0;
+        let pushed = LOCAL.try_with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return false;
+            };
+            let Local { scratch, rings } = &mut *local;
+            scratch.clear();
+            scratch.extend_from_slice(&[0; 4]);
+            record::encode(span, scratch);
+            let len = (scratch.len() - 4) as u32;
+            scratch[..4].copy_from_slice(&len.to_le_bytes());
+            let ring = match rings.iter().position(|(id, _)| *id == shared.id) {
+                Some(i) => &mut rings[i].1,
+                None => {
+                    rings.retain(|(_, p)| !p.is_abandoned());
+                    let (producer, consumer) = RingBuffer::new(shared.ring_bytes);
+                    shared
+                        .new_rings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(consumer);
+                    rings.push((shared.id, producer));
+                    &mut rings.last_mut().expect("just pushed").1
+                }
+            };
+            let Ok(mut chunk) = ring.write_chunk(scratch.len()) else {
+                return false;
+            };
+            let (first, second) = chunk.as_mut_slices();
+            let split = first.len();
+            first.copy_from_slice(&scratch[..split]);
+            second.copy_from_slice(&scratch[split..]);
+            chunk.commit_all();
+            if ring.slots() < shared.ring_bytes / 2 && !shared.nudged.swap(true, Ordering::AcqRel) {
+                shared.wake.notify_one();
+            }
+            true
+        });
+        if pushed != Ok(true) {
+            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Command {
+    Flush(oneshot::Sender<()>),
+    Shutdown(Instant, oneshot::Sender<()>),
+}
+
+/// A running trace exporter: the span sink on a dispatcher and the collector thread behind it.
+/// [`OtlpTraces::shutdown`] exports what is buffered, then stops, within its deadline.
+#[derive(Debug)]
+pub struct OtlpTraces {
+    dispatcher: Dispatcher,
+    sink_id: String,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<SharedHandle>,
+    shutdown_timeout: Duration,
+}
+
+struct SharedHandle(Arc<Shared>);
+
+impl std::fmt::Debug for SharedHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("id", &self.0.id)
+            .finish_non_exhaustive()
+    }
+}
+
+type ExportFuture = Pin<Box<dyn Future<Output = (usize, Option<String>)> + Send>>;
+
+impl OtlpTraces {
+    /// Checks `config` (with the environment filling what it leaves unset), builds the
+    /// `opentelemetry-otlp` exporter it describes, attaches the span sink (id `sink_id`) to
+    /// `dispatcher` and starts the collector thread. Errors name the key at fault.
+    pub fn start(
+        config: OtlpConfig,
+        dispatcher: &Dispatcher,
+        sink_id: &str,
+    ) -> Result<Self, OtlpError> {
+        config.check_batching()?;
+        let resolved = config.resolve(Signal::Traces)?;
+        let runtime = runtime()?;
+        let mut exporter = {
+            let _inside = runtime.enter();
+            span_exporter(&resolved)?
+        };
+        exporter.set_resource(&resolved.resource());
+        Self::start_on(runtime, exporter, config, dispatcher, sink_id)
+    }
+
+    /// As [`OtlpTraces::start`], with spans going to `exporter` (your own: a vendor's, the
+    /// SDK's in-memory one in tests). Its resource is yours to set.
+    pub fn start_with_exporter<E: SpanExporter + 'static>(
+        exporter: E,
+        config: OtlpConfig,
+        dispatcher: &Dispatcher,
+        sink_id: &str,
+    ) -> Result<Self, OtlpError> {
+        config.check_batching()?;
+        Self::start_on(runtime()?, exporter, config, dispatcher, sink_id)
+    }
+
+    fn start_on<E: SpanExporter + 'static>(
+        runtime: tokio::runtime::Runtime,
+        exporter: E,
+        config: OtlpConfig,
+        dispatcher: &Dispatcher,
+        sink_id: &str,
+    ) -> Result<Self, OtlpError> {
+        let shared = Arc::new(Shared {
+            id: NEXT_COLLECTOR.fetch_add(1, Ordering::Relaxed),
+            ring_bytes: config.thread_buffer_bytes,
+            new_rings: Mutex::new(Vec::new()),
+            nudged: AtomicBool::new(false),
+            wake: Notify::new(),
+            counters: Counters::default(),
+        });
+        dispatcher.attach_span_sink(sink_id, RingSink(shared.clone()))?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let collector = Collector {
+            shared: shared.clone(),
+            exporter: Arc::new(exporter),
+            timeout: config.timeout.unwrap_or(Duration::from_secs(10)),
+            config: config.clone(),
+            rings: Vec::new(),
+            queue: VecDeque::new(),
+            scope: InstrumentationScope::builder("dspex-telemetry")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            last_warning: None,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("dspex-otlp-spans".into())
+            .spawn(move || runtime.block_on(collector.run(receiver)));
+        if let Err(e) = spawned {
+            let _ = dispatcher.detach(sink_id);
+            return Err(invalid("otlp", format!("cannot start its thread: {e}")));
+        }
+        Ok(OtlpTraces {
+            dispatcher: dispatcher.clone(),
+            sink_id: sink_id.to_owned(),
+            commands,
+            shared: Arc::new(SharedHandle(shared)),
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// What has been exported, dropped and failed so far.
+    pub fn stats(&self) -> OtlpStats {
+        let c = &self.shared.0.counters;
+        OtlpStats {
+            exported: c.exported.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed_requests: c.failed_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Exports what every thread has buffered now, and waits until it has been sent (or has
+    /// failed); at most the shutdown deadline.
+    pub async fn flush(&self) {
+        let (done, sent) = oneshot::channel();
+        if self.commands.send(Command::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(self.shutdown_timeout, sent).await;
+        }
+    }
+
+    /// Detaches the sink, exports what is buffered, shuts the exporter down and stops: within
+    /// `shutdown_timeout` whatever the collector does.
+    pub async fn shutdown(self) {
+        let _ = self.dispatcher.detach(&self.sink_id);
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let (done, stopped) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown(deadline, done))
+            .is_ok()
+        {
+            let margin = self.shutdown_timeout + Duration::from_millis(200);
+            let _ = tokio::time::timeout(margin, stopped).await;
+        }
+    }
+}
+
+impl Drop for OtlpTraces {
+    fn drop(&mut self) {
+        let _ = self.dispatcher.detach(&self.sink_id);
+        let (done, _) = oneshot::channel();
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let _ = self.commands.send(Command::Shutdown(deadline, done));
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, OtlpError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| invalid("otlp", format!("cannot start its runtime: {e}")))
+}
+
+/// How long the collector sleeps between looks at the rings when no thread nudges it.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// A failure is logged at most this often (with the count since).
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+struct Collector<E> {
+    shared: Arc<Shared>,
+    exporter: Arc<E>,
+    config: OtlpConfig,
+    timeout: Duration,
+    rings: Vec<Consumer<u8>>,
+    queue: VecDeque<SpanData>,
+    scope: InstrumentationScope,
+    last_warning: Option<(Instant, u64)>,
+}
+
+impl<E: SpanExporter + 'static> Collector<E> {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut in_flight: Option<ExportFuture> = None;
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut next_export = Instant::now() + self.config.export_interval;
+        loop {
+            let wait = tokio::time::sleep(DRAIN_INTERVAL);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Flush(done)) => flushes.push(done),
+                    Some(Command::Shutdown(deadline, done)) => {
+                        self.finish(in_flight.take(), deadline).await;
+                        flushes.into_iter().for_each(|f| { let _ = f.send(()); });
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        let deadline = Instant::now() + self.config.shutdown_timeout;
+                        self.finish(in_flight.take(), deadline).await;
+                        return;
+                    }
+                },
+                () = self.shared.wake.notified() => {}
+                () = wait => {}
+                result = async { match in_flight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    in_flight = None;
+                    self.record_result(result);
+                }
+            }
+            self.drain();
+            let due = Instant::now() >= next_export || !flushes.is_empty();
+            if in_flight.is_none()
+                && !self.queue.is_empty()
+                && (due || self.queue.len() >= self.config.max_batch)
+            {
+                in_flight = Some(self.next_export());
+                if self.queue.is_empty() {
+                    next_export = Instant::now() + self.config.export_interval;
+                }
+            }
+            if in_flight.is_none() && self.queue.is_empty() {
+                flushes.drain(..).for_each(|f| {
+                    let _ = f.send(());
+                });
+                if due {
+                    next_export = Instant::now() + self.config.export_interval;
+                }
+            }
+            publish_counters(&self.shared.counters);
+        }
+    }
+
+    /// Moves every ring's records into the queue (dropping, and counting, beyond `max_queue`).
+    fn drain(&mut self) {
+        self.shared.nudged.store(false, Ordering::Release);
+        {
+            let mut new = self
+                .shared
+                .new_rings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.rings.append(&mut new);
+        }
+        let mut dropped = 0;
+        for ring in &mut self.rings {
+            while let Some(bytes) = next_record(ring) {
+                if self.queue.len() >= self.config.max_queue {
+                    dropped += 1;
+                    continue;
+                }
+                if let Some(span) = record::decode(&bytes, &self.scope) {
+                    self.queue.push_back(span);
+                }
+            }
+        }
+        // A thread that ended leaves its ring behind; once read it can go.
+        self.rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
+        if dropped > 0 {
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    fn next_export(&mut self) -> ExportFuture {
+        let n = self.queue.len().min(self.config.max_batch);
+        let batch: Vec<SpanData> = self.queue.drain(..n).collect();
+        let exporter = self.exporter.clone();
+        // The exporter's own timeout bounds each request and its retries; this bounds an
+        // exporter that ignores it.
+        let limit = self.timeout + Duration::from_secs(1);
+        Box::pin(async move {
+            let outcome: Result<OTelSdkResult, _> =
+                tokio::time::timeout(limit, exporter.export(batch)).await;
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {} ms", limit.as_millis())),
+            };
+            (n, failure)
+        })
+    }
+
+    fn record_result(&mut self, (n, failure): (usize, Option<String>)) {
+        let counters = &self.shared.counters;
+        let Some(why) = failure else {
+            counters.exported.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        };
+        counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        let failed = counters.failed_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let quiet = self
+            .last_warning
+            .is_some_and(|(at, _)| now.duration_since(at) < WARN_INTERVAL);
+        if !quiet {
+            let since = failed - self.last_warning.map_or(0, |(_, count)| count);
+            tracing::warn!(
+                error = %log_safe(&why, 200),
+                failed_requests = since,
+                "OTLP span export failed; further failures are counted and logged at most once a minute"
+            );
+            self.last_warning = Some((now, failed));
+        }
+    }
+
+    /// The last exports before stopping, bounded by `deadline`.
+    async fn finish(&mut self, in_flight: Option<ExportFuture>, deadline: Instant) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let work = async {
+            if let Some(f) = in_flight {
+                let result = f.await;
+                self.record_result(result);
+            }
+            self.drain();
+            while !self.queue.is_empty() {
+                let result = self.next_export().await;
+                self.record_result(result);
+            }
+        };
+        if tokio::time::timeout_at(deadline, work).await.is_err() {
+            // What is still queued is lost: count it.
+            let left = self.queue.len() as u64;
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(left, Ordering::Relaxed);
+            tracing::warn!(
+                dropped = left,
+                "OTLP span export did not finish before the shutdown deadline"
+            );
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = self.exporter.shutdown_with_timeout(remaining);
+    }
+}
+
+/// The next length-prefixed record in `ring`, if a whole one is there.
+fn next_record(ring: &mut Consumer<u8>) -> Option<Vec<u8>> {
+    let available = ring.slots();
+    if available < 4 {
+        return None;
+    }
+    let head = ring.read_chunk(4).ok()?;
+    let (a, b) = head.as_slices();
+    let mut len = [0u8; 4];
+    len[..a.len()].copy_from_slice(a);
+    len[a.len()..].copy_from_slice(b);
+    let len = u32::from_le_bytes(len) as usize;
+    // A record is committed whole, so its body is there when its length is.
+    drop(head);
+    let chunk = ring.read_chunk(4 + len).ok()?;
+    let (a, b) = chunk.as_slices();
+    let mut bytes = Vec::with_capacity(len);
+    let skip = 4;
+    let joined = a.iter().chain(b.iter()).skip(skip);
+    bytes.extend(joined);
+    chunk.commit_all();
+    Some(bytes)
+}
+
+/// The exporter's own counters in the metrics (Prometheus `/metrics` and the other backends
+/// of the recorder installed now), as `dspex_telemetry_spans_exported_total`,
+/// `…_dropped_total` and `dspex_telemetry_span_export_failures_total`.
+fn publish_counters(c: &Counters) {
+    metrics::counter!("dspex_telemetry_spans_exported_total")
+        .absolute(c.exported.load(Ordering::Relaxed));
+    metrics::counter!("dspex_telemetry_spans_dropped_total")
+        .absolute(c.dropped.load(Ordering::Relaxed));
+    metrics::counter!("dspex_telemetry_span_export_failures_total")
+        .absolute(c.failed_requests.load(Ordering::Relaxed));
+}

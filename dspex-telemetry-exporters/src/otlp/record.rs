@@ -1,0 +1,350 @@
+//! A span record as bytes in a thread's buffer, and back as `SpanData` on the collector.
+//!
+//! The caller's thread only copies: ids, times and the attribute bytes, length-prefixed, into
+//! a buffer it reuses. Everything that allocates (strings, `KeyValue`s, the `SpanData`)
+//! happens on the collector thread.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use dspex_telemetry_core::{SpanKind, SpanRecord, SpanStatus, Value};
+use opentelemetry::trace::{Event, SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+/// Longest text kept of one attribute value or error message; longer ones are cut (on a
+/// character boundary) so one span cannot fill a buffer.
+const MAX_TEXT: usize = 4096;
+/// Most attributes kept of one span.
+const MAX_ATTRIBUTES: usize = 128;
+
+const FLAG_PARENT: u8 = 1;
+const FLAG_REMOTE_PARENT: u8 = 2;
+const FLAG_ERROR: u8 = 4;
+const FLAG_CORRELATION: u8 = 8;
+
+/// Where an attribute came from: the span's metadata (exported as `dspex.<key>`) or what the
+/// code set (under its own name).
+const FROM_METADATA: u8 = 0;
+const FROM_CODE: u8 = 1;
+
+const STR: u8 = 0;
+const INT: u8 = 1;
+const FLOAT: u8 = 2;
+const BOOL: u8 = 3;
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str, max: usize) {
+    let text = cut(text, max);
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, value: &Value<'_>) {
+    match value {
+        Value::Str(s) => {
+            out.push(STR);
+            put_str(out, s, MAX_TEXT);
+        }
+        Value::Int(i) => {
+            out.push(INT);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Float(f) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Value::Bool(b) => {
+            out.push(BOOL);
+            out.push(u8::from(*b));
+        }
+    }
+}
+
+fn kind_byte(kind: SpanKind) -> u8 {
+    match kind {
+        SpanKind::Internal => 0,
+        SpanKind::Server => 1,
+        SpanKind::Client => 2,
+        SpanKind::Producer => 3,
+        SpanKind::Consumer => 4,
+    }
+}
+
+/// Appends `span` to `out` (which the caller clears and reuses).
+pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
+    let mut flags = 0;
+    if span.parent_span_id.is_some() {
+        flags |= FLAG_PARENT;
+    }
+    if span.parent_is_remote {
+        flags |= FLAG_REMOTE_PARENT;
+    }
+    if matches!(span.status, SpanStatus::Error { .. }) {
+        flags |= FLAG_ERROR;
+    }
+    if span.correlation_id.is_some() {
+        flags |= FLAG_CORRELATION;
+    }
+    out.extend_from_slice(&span.trace_id.to_bytes());
+    out.extend_from_slice(&span.span_id.to_bytes());
+    out.extend_from_slice(&span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
+    out.push(flags);
+    out.push(span.flags.bits());
+    out.push(kind_byte(span.kind));
+    out.extend_from_slice(&span.start_unix_ns.to_le_bytes());
+    out.extend_from_slice(&span.end_unix_ns.to_le_bytes());
+    // The name, in parts (`dspex` `.` `bridge` …), as one length-prefixed text.
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    for part in span.name.parts() {
+        out.extend_from_slice(part.as_bytes());
+    }
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    if let SpanStatus::Error { kind, message } = span.status {
+        put_str(out, kind, 256);
+        put_str(out, message, MAX_TEXT);
+    }
+    if let Some(id) = span.correlation_id {
+        put_str(out, id.as_str(), 256);
+    }
+    let count_at = out.len();
+    out.extend_from_slice(&[0; 2]);
+    let mut count = 0u16;
+    for (key, value) in span.metadata.iter() {
+        if usize::from(count) == MAX_ATTRIBUTES {
+            break;
+        }
+        out.push(FROM_METADATA);
+        put_str(out, key, 256);
+        put_value(out, value);
+        count += 1;
+    }
+    for (key, value) in span.attributes.iter() {
+        if usize::from(count) == MAX_ATTRIBUTES {
+            break;
+        }
+        out.push(FROM_CODE);
+        put_str(out, key, 256);
+        put_value(out, value);
+        count += 1;
+    }
+    out[count_at..count_at + 2].copy_from_slice(&count.to_le_bytes());
+}
+
+/// Reads what [`encode`] wrote.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N).and_then(|b| b.try_into().ok())
+    }
+    fn byte(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+    fn text(&mut self) -> Option<&'a str> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+    fn value(&mut self) -> Option<opentelemetry::Value> {
+        Some(match self.byte()? {
+            STR => opentelemetry::Value::from(self.text()?.to_owned()),
+            INT => opentelemetry::Value::I64(i64::from_le_bytes(self.array()?)),
+            FLOAT => opentelemetry::Value::F64(f64::from_le_bytes(self.array()?)),
+            BOOL => opentelemetry::Value::Bool(self.byte()? != 0),
+            _ => return None,
+        })
+    }
+}
+
+fn time(unix_ns: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_ns)
+}
+
+/// The `SpanData` of one encoded record; `None` if the bytes are not one (never expected).
+pub(crate) fn decode(bytes: &[u8], scope: &InstrumentationScope) -> Option<SpanData> {
+    let mut r = Reader(bytes);
+    let trace_id: [u8; 16] = r.array()?;
+    let span_id: [u8; 8] = r.array()?;
+    let parent: [u8; 8] = r.array()?;
+    let flags = r.byte()?;
+    let trace_flags = r.byte()?;
+    let kind = match r.byte()? {
+        1 => opentelemetry::trace::SpanKind::Server,
+        2 => opentelemetry::trace::SpanKind::Client,
+        3 => opentelemetry::trace::SpanKind::Producer,
+        4 => opentelemetry::trace::SpanKind::Consumer,
+        _ => opentelemetry::trace::SpanKind::Internal,
+    };
+    let start = r.u64()?;
+    let end = r.u64()?;
+    let name = r.text()?.to_owned();
+    let failed = flags & FLAG_ERROR != 0;
+    let (error_kind, error_message) = if failed {
+        (Some(r.text()?), Some(r.text()?))
+    } else {
+        (None, None)
+    };
+    let mut attributes = Vec::new();
+    match flags & FLAG_CORRELATION != 0 {
+        true => attributes.push(KeyValue::new("dspex.correlation_id", r.text()?.to_owned())),
+        false => attributes.push(KeyValue::new(
+            "dspex.correlation_id",
+            TraceId::from_bytes(trace_id).to_string(),
+        )),
+    }
+    let count = u16::from_le_bytes(r.array()?);
+    for _ in 0..count {
+        let origin = r.byte()?;
+        let key = r.text()?;
+        let value = r.value()?;
+        if origin == FROM_CODE {
+            attributes.push(KeyValue::new(key.to_owned(), value));
+            continue;
+        }
+        // OpenTelemetry's semantic conventions where one applies: the Python function a
+        // bridge call runs, and the error's type.
+        match key {
+            "module" => attributes.push(KeyValue::new("code.namespace", value.clone())),
+            "function" => attributes.push(KeyValue::new("code.function", value.clone())),
+            "kind" if failed => attributes.push(KeyValue::new("error.type", value.clone())),
+            _ => {}
+        }
+        attributes.push(KeyValue::new(format!("dspex.{key}"), value));
+    }
+    let mut events = SpanEvents::default();
+    let status = match (error_kind, error_message) {
+        (Some(kind), Some(message)) => {
+            let message = if message.is_empty() {
+                "failed"
+            } else {
+                message
+            };
+            events.events.push(Event::new(
+                "exception",
+                time(end),
+                vec![
+                    KeyValue::new("exception.type", kind.to_owned()),
+                    KeyValue::new("exception.message", message.to_owned()),
+                ],
+                0,
+            ));
+            Status::error(message.to_owned())
+        }
+        _ => Status::Unset,
+    };
+    Some(SpanData {
+        span_context: SpanContext::new(
+            TraceId::from_bytes(trace_id),
+            SpanId::from_bytes(span_id),
+            TraceFlags::new(trace_flags),
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: if flags & FLAG_PARENT != 0 {
+            SpanId::from_bytes(parent)
+        } else {
+            SpanId::INVALID
+        },
+        parent_span_is_remote: flags & FLAG_REMOTE_PARENT != 0,
+        span_kind: kind,
+        name: Cow::Owned(name),
+        start_time: time(start),
+        end_time: time(end.max(start)),
+        attributes,
+        dropped_attributes_count: 0,
+        events,
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dspex_telemetry_core::{CorrelationId, Metadata, SpanAttributes, SpanName, TraceFlags};
+
+    #[test]
+    fn a_record_comes_back_as_the_span_it_was() {
+        let metadata = Metadata::new()
+            .with("module", "dspy")
+            .with("attempt", 2)
+            .with("score", 0.5)
+            .with("ok", false)
+            .with("reason", "x".repeat(10_000));
+        let name = dspex_telemetry_core::catalog::BRIDGE_CALL.prefix().clone();
+        let correlation = CorrelationId::parse("order-7").unwrap();
+        let record = SpanRecord {
+            trace_id: dspex_telemetry_core::TraceId::random(),
+            span_id: dspex_telemetry_core::SpanId::random(),
+            parent_span_id: Some(dspex_telemetry_core::SpanId::random()),
+            parent_is_remote: true,
+            flags: TraceFlags::SAMPLED,
+            name: SpanName::Prefix(&name),
+            kind: SpanKind::Client,
+            start_unix_ns: 1_000,
+            end_unix_ns: 3_000,
+            status: SpanStatus::Error {
+                kind: "timeout",
+                message: "é".repeat(3_000).leak(),
+            },
+            metadata: &metadata,
+            attributes: SpanAttributes::EMPTY,
+            correlation_id: Some(&correlation),
+            events: &[],
+        };
+        let mut bytes = Vec::new();
+        encode(&record, &mut bytes);
+        let span = decode(&bytes, &InstrumentationScope::builder("t").build()).unwrap();
+        assert_eq!(span.name, "dspex.bridge.call");
+        assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Client);
+        assert_eq!(
+            span.span_context.trace_id().to_bytes(),
+            record.trace_id.to_bytes()
+        );
+        assert_eq!(
+            span.parent_span_id.to_bytes(),
+            record.parent_span_id.unwrap().to_bytes()
+        );
+        assert!(span.parent_span_is_remote);
+        let attr = |k: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(attr("dspex.correlation_id"), Some("order-7".into()));
+        assert_eq!(attr("code.namespace"), Some("dspy".into()));
+        assert_eq!(attr("dspex.attempt"), Some(opentelemetry::Value::I64(2)));
+        assert_eq!(attr("dspex.ok"), Some(opentelemetry::Value::Bool(false)));
+        assert_eq!(attr("dspex.reason").unwrap().as_str().len(), MAX_TEXT);
+        let Status::Error { description } = &span.status else {
+            panic!("{:?}", span.status)
+        };
+        assert!(description.len() <= MAX_TEXT && description.starts_with('é'));
+        assert_eq!(span.events.events[0].name, "exception");
+    }
+}
