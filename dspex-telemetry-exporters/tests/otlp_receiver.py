@@ -9,7 +9,8 @@ with the resource attributes, the request headers (or gRPC metadata) and the tra
 arrived with. With --tls both OTLP ports serve TLS with that certificate. --answers scripts the
 status of successive trace exports (503 carries `Retry-After: 1`; a refused export is not
 kept); --hang reads each export and never answers; --huge-error answers every export 500 with a
-body of that many bytes, newlines and terminal escapes included.
+body of that many bytes, newlines and terminal escapes included; --count-only keeps only the
+number of spans received (GET /count).
 """
 
 import argparse
@@ -27,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 SPANS = []
 POINTS = []
 ATTEMPTS = []
+COUNT = 0
 LOCK = threading.Lock()
 OPTIONS = None
 
@@ -37,6 +39,12 @@ def value(any_value):
 
 
 def record(request, headers, transport):
+    if OPTIONS.count_only:
+        global COUNT
+        n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        with LOCK:
+            COUNT += n
+        return
     received = []
     for resource_spans in request.resource_spans:
         resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
@@ -192,6 +200,8 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.dumps(SPANS).encode()
             elif self.path == "/points":
                 body = json.dumps(POINTS).encode()
+            elif self.path == "/count":
+                body = json.dumps(COUNT).encode()
             elif self.path == "/attempts":
                 body = json.dumps(ATTEMPTS).encode()
             else:
@@ -209,6 +219,7 @@ def main():
     parser.add_argument("--answers", type=lambda s: [int(a) for a in s.split(",")], default=[])
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--huge-error", type=int, default=0)
+    parser.add_argument("--count-only", action="store_true")
     OPTIONS = parser.parse_args()
     grpc_server = serve_grpc(OPTIONS.grpc_port, OPTIONS.tls) if OPTIONS.grpc_port else None
     server = ThreadingHTTPServer(("127.0.0.1", OPTIONS.http_port), Handler)

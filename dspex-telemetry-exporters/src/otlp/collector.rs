@@ -196,6 +196,7 @@ impl OtlpTraces {
             config: config.clone(),
             rings: Vec::new(),
             queue: VecDeque::new(),
+            scratch: Vec::new(),
             scope: InstrumentationScope::builder("dspex-telemetry")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -281,6 +282,7 @@ struct Collector<E> {
     timeout: Duration,
     rings: Vec<Consumer<u8>>,
     queue: VecDeque<SpanData>,
+    scratch: Vec<u8>,
     scope: InstrumentationScope,
     last_warning: Option<(Instant, u64)>,
 }
@@ -349,8 +351,9 @@ impl<E: SpanExporter + 'static> Collector<E> {
             self.rings.append(&mut new);
         }
         let mut dropped = 0;
+        let mut bytes = std::mem::take(&mut self.scratch);
         for ring in &mut self.rings {
-            while let Some(bytes) = next_record(ring) {
+            while next_record(ring, &mut bytes) {
                 if self.queue.len() >= self.config.max_queue {
                     dropped += 1;
                     continue;
@@ -360,6 +363,7 @@ impl<E: SpanExporter + 'static> Collector<E> {
                 }
             }
         }
+        self.scratch = bytes;
         // A thread that ended leaves its ring behind; once read it can go.
         self.rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
         if dropped > 0 {
@@ -443,13 +447,13 @@ impl<E: SpanExporter + 'static> Collector<E> {
     }
 }
 
-/// The next length-prefixed record in `ring`, if a whole one is there.
-fn next_record(ring: &mut Consumer<u8>) -> Option<Vec<u8>> {
-    let available = ring.slots();
-    if available < 4 {
-        return None;
-    }
-    let head = ring.read_chunk(4).ok()?;
+/// Copies the next length-prefixed record in `ring` into `out` (cleared first); false when
+/// there is none.
+fn next_record(ring: &mut Consumer<u8>, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let Ok(head) = ring.read_chunk(4) else {
+        return false;
+    };
     let (a, b) = head.as_slices();
     let mut len = [0u8; 4];
     len[..a.len()].copy_from_slice(a);
@@ -457,14 +461,18 @@ fn next_record(ring: &mut Consumer<u8>) -> Option<Vec<u8>> {
     let len = u32::from_le_bytes(len) as usize;
     // A record is committed whole, so its body is there when its length is.
     drop(head);
-    let chunk = ring.read_chunk(4 + len).ok()?;
+    let Ok(chunk) = ring.read_chunk(4 + len) else {
+        return false;
+    };
     let (a, b) = chunk.as_slices();
-    let mut bytes = Vec::with_capacity(len);
-    let skip = 4;
-    let joined = a.iter().chain(b.iter()).skip(skip);
-    bytes.extend(joined);
+    if a.len() >= 4 {
+        out.extend_from_slice(&a[4..]);
+        out.extend_from_slice(b);
+    } else {
+        out.extend_from_slice(&b[4 - a.len()..]);
+    }
     chunk.commit_all();
-    Some(bytes)
+    true
 }
 
 /// The exporter's own counters in the metrics (Prometheus `/metrics` and the other backends

@@ -672,6 +672,8 @@ pub struct ReceiverOptions {
     pub hang: bool,
     /// Answer every trace export 500 with a body of this many bytes.
     pub huge_error: usize,
+    /// Keep only the number of spans received ([`OtlpReceiver::count`]).
+    pub count_only: bool,
 }
 
 impl OtlpReceiver {
@@ -724,6 +726,9 @@ impl OtlpReceiver {
         if options.hang {
             command.arg("--hang");
         }
+        if options.count_only {
+            command.arg("--count-only");
+        }
         if options.huge_error > 0 {
             command
                 .arg("--huge-error")
@@ -752,6 +757,15 @@ impl OtlpReceiver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         receiver
+    }
+
+    /// How many spans reached it (with `count_only`).
+    pub async fn count(&self) -> u64 {
+        let (status, body) = http_get(self.control, "/count", &[])
+            .await
+            .expect("GET /count");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("JSON")
     }
 
     /// The content encodings of the trace exports that reached it, in order.
