@@ -10,6 +10,7 @@
 //! | `catalog_10000_series_bytes` | 10 000 bridge-call label sets through the metric catalog into the window and Prometheus (fanout), after one event each |
 //! | `prometheus_10000_series_bytes` | the baseline: the same 10 000 label sets into `metrics-exporter-prometheus` alone, with `histogram!` + `counter!` |
 //! | `prometheus_render_10000_series_ms` | rendering the Prometheus text of the first case (median of 5) |
+//! | `otlp_span_caller_allocations_per_span` | heap allocations on the caller's thread per bridge-call span exported through `OtlpTraces`, in steady state (10 000 spans after 1 000 to warm up) |
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -26,11 +27,25 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+thread_local! {
+    /// Allocations made on this thread (no destructor, so readable from the allocator).
+    static THREAD_ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    let _ = THREAD_ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+fn thread_allocations() -> u64 {
+    THREAD_ALLOCATIONS.with(|n| n.get())
+}
+
 // SAFETY: every call forwards to the system allocator with the same arguments; the counter
 // only observes sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count_allocation();
         // SAFETY: forwarded as received.
         unsafe { System.alloc(layout) }
     }
@@ -44,6 +59,7 @@ unsafe impl GlobalAlloc for Counting {
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
+        count_allocation();
         // SAFETY: forwarded as received.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -143,7 +159,14 @@ fn main() {
     baseline_handle.run_upkeep();
     let baseline_bytes = live() - start_live;
 
+    let span_allocations = otlp_span_caller_allocations();
+    assert_eq!(
+        span_allocations, 0.0,
+        "a span costs the caller's thread no allocation in steady state"
+    );
+
     let json = serde_json::json!({
+        "otlp_span_caller_allocations_per_span": span_allocations,
         "window_series_bytes": window_series_bytes(),
         "stop_event_series_heap_bytes": one_series,
         "catalog_10000_series_bytes": catalog_bytes,
@@ -156,6 +179,53 @@ fn main() {
         dspex_telemetry_benches::write_result("memory.json", &json);
     }
     drop(window);
+}
+
+/// Allocations on this thread per bridge-call span (six attributes, in a trace) exported
+/// through `OtlpTraces` to the SDK's in-memory exporter, after a warm-up.
+fn otlp_span_caller_allocations() -> f64 {
+    use dspex_telemetry_core::TraceContext;
+    use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start_with_exporter(
+        exporter.clone(),
+        OtlpConfig {
+            thread_buffer_bytes: 16 * 1024 * 1024,
+            max_queue: 1 << 20,
+            ..OtlpConfig::default()
+        },
+        &d,
+        "otlp",
+    )
+    .expect("otlp");
+    let span =
+        || {
+            d.span(
+            &catalog::BRIDGE_CALL,
+            metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
+            || ((), metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 }),
+        )
+        };
+    let _trace = TraceContext::new_root().attach();
+    for _ in 0..1_000 {
+        span();
+    }
+    let before = thread_allocations();
+    const SPANS: u64 = 10_000;
+    for _ in 0..SPANS {
+        span();
+    }
+    let per_span = (thread_allocations() - before) as f64 / SPANS as f64;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(traces.flush());
+    let stats = traces.stats();
+    assert_eq!(stats.exported, 11_000, "every span was exported: {stats:?}");
+    rt.block_on(traces.shutdown());
+    per_span
 }
 
 /// One series' `memory_bytes` after 100 000 samples.

@@ -470,6 +470,11 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         );
         let _ = writeln!(
             doc,
+            "| heap allocations on the caller's thread per bridge-call span exported through `OtlpTraces`, steady state (counting allocator) | {} |",
+            n("otlp_span_caller_allocations_per_span")
+        );
+        let _ = writeln!(
+            doc,
             "| a bridge call's `stop` series (duration and count) in the window, after 100 000 events | {:.0} B |",
             n("stop_event_series_heap_bytes")
         );

@@ -451,16 +451,17 @@ impl<E: SpanExporter + 'static> Collector<E> {
 /// there is none.
 fn next_record(ring: &mut Consumer<u8>, out: &mut Vec<u8>) -> bool {
     out.clear();
-    let Ok(head) = ring.read_chunk(4) else {
-        return false;
+    let len = {
+        let Ok(head) = ring.read_chunk(4) else {
+            return false;
+        };
+        let (a, b) = head.as_slices();
+        let mut len = [0u8; 4];
+        len[..a.len()].copy_from_slice(a);
+        len[a.len()..].copy_from_slice(b);
+        u32::from_le_bytes(len) as usize
     };
-    let (a, b) = head.as_slices();
-    let mut len = [0u8; 4];
-    len[..a.len()].copy_from_slice(a);
-    len[a.len()..].copy_from_slice(b);
-    let len = u32::from_le_bytes(len) as usize;
     // A record is committed whole, so its body is there when its length is.
-    drop(head);
     let Ok(chunk) = ring.read_chunk(4 + len) else {
         return false;
     };
