@@ -2,7 +2,12 @@
 //! timestamps. Both in nanoseconds.
 
 use std::sync::LazyLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The monotonic clock: `quanta`'s, which reads the CPU's time-stamp counter where it is
+/// stable (about 10 ns a reading here, against 28 ns for `std::time::Instant`) and the OS's
+/// monotonic clock elsewhere.
+pub(crate) use quanta::Instant;
 
 static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -11,7 +16,7 @@ static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 static ORIGIN_UNIX_NS: LazyLock<u64> = LazyLock::new(|| {
     let origin = *ORIGIN;
     let unix = system_time_ns().max(0) as u64;
-    let since = Instant::now().saturating_duration_since(origin).as_nanos() as u64;
+    let since = now().saturating_duration_since(origin).as_nanos() as u64;
     unix.saturating_sub(since)
 });
 

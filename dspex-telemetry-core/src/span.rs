@@ -5,10 +5,9 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use crate::catalog;
-use crate::clock::{monotonic_ns_at, now, system_time_ns, unix_ns_at};
+use crate::clock::{Instant, monotonic_ns_at, now, system_time_ns, unix_ns_at};
 use crate::context::{self, TraceContext, replace_current};
 use crate::dispatcher::{Dispatcher, SINKS, panic_message};
 use crate::event::EventName;

@@ -14,7 +14,8 @@ async fn flush_spans_sends_the_queued_spans_at_once() {
     // Exports every 60 s: only a flush sends within the test.
     let config = Config::from_toml(&format!(
         "[reporter]\nreporting_interval = 60000\n\
-         [[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://{}\"\n",
+         [[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://{}\"\n\
+         [[reporter.backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n",
         receiver.addr
     ))
     .expect("config");
@@ -49,5 +50,21 @@ async fn flush_spans_sends_the_queued_spans_at_once() {
     }
     let stats = telemetry.span_stats().expect("the backend runs");
     assert_eq!((stats.exported, stats.dropped), (3, 0), "{stats:?}");
+    // The exporter's own counters, in /metrics.
+    let addr = telemetry.prometheus_addr().expect("the endpoint runs");
+    let (status, text) = support::http_get(addr, "/metrics", &[])
+        .await
+        .expect("scrape");
+    assert_eq!(status, 200);
+    let exposition = support::parse(&text);
+    assert_eq!(
+        exposition.get("dspex_telemetry_spans_exported_total", &[]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        exposition.get("dspex_telemetry_spans_dropped_total", &[]),
+        Some(0.0)
+    );
     telemetry.shutdown().await;
 }

@@ -65,6 +65,11 @@ fn tls_config(extra: &ExtraRoots) -> Result<rustls::ClientConfig, String> {
                 .map_err(|e| format!("unusable CA certificate: {e}"))?;
         }
     }
+    // Other rustls users in the process (a reqwest client built without a provider of its
+    // own, as features unify) need a process-wide provider: give them ours when none is set.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

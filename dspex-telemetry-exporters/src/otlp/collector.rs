@@ -46,7 +46,10 @@ struct Shared {
     ring_bytes: usize,
     /// Rings of threads that recorded their first span since the collector last looked.
     new_rings: Mutex<Vec<Consumer<u8>>>,
-    /// Set by a thread whose ring is half full; the collector clears it when it drains.
+    /// The writing ends of rings whose threads ended: a new thread takes one before making a
+    /// ring (no allocation, no fresh pages, the collector keeps reading it).
+    spare: Mutex<Vec<Producer<u8>>>,
+    /// Set by a thread whose ring is three quarters full; the collector clears it when it drains.
     nudged: AtomicBool,
     wake: Notify,
     counters: Counters,
@@ -56,7 +59,22 @@ struct Shared {
 #[derive(Default)]
 struct Local {
     scratch: Vec<u8>,
-    rings: Vec<(u64, Producer<u8>)>,
+    rings: Vec<(Arc<Shared>, Producer<u8>)>,
+}
+
+impl Drop for Local {
+    /// The thread ends: its rings go back to their collectors' spares.
+    fn drop(&mut self) {
+        for (shared, producer) in self.rings.drain(..) {
+            if !producer.is_abandoned() {
+                shared
+                    .spare
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(producer);
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -74,25 +92,29 @@ impl SpanSink for RingSink {
                 return false;
             };
             let Local { scratch, rings } = &mut *local;
+            let ring = match rings.iter().position(|(s, _)| s.id == shared.id) {
+                Some(i) => &mut rings[i].1,
+                None => {
+                    rings.retain(|(_, p)| !p.is_abandoned());
+                    let spare = shared.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let producer = spare.unwrap_or_else(|| {
+                        let (producer, consumer) = RingBuffer::new(shared.ring_bytes);
+                        shared
+                            .new_rings
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(consumer);
+                        producer
+                    });
+                    rings.push((shared.clone(), producer));
+                    &mut rings.last_mut().expect("just pushed").1
+                }
+            };
             scratch.clear();
             scratch.extend_from_slice(&[0; 4]);
             record::encode(span, scratch);
             let len = (scratch.len() - 4) as u32;
             scratch[..4].copy_from_slice(&len.to_le_bytes());
-            let ring = match rings.iter().position(|(id, _)| *id == shared.id) {
-                Some(i) => &mut rings[i].1,
-                None => {
-                    rings.retain(|(_, p)| !p.is_abandoned());
-                    let (producer, consumer) = RingBuffer::new(shared.ring_bytes);
-                    shared
-                        .new_rings
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(consumer);
-                    rings.push((shared.id, producer));
-                    &mut rings.last_mut().expect("just pushed").1
-                }
-            };
             let Ok(mut chunk) = ring.write_chunk(scratch.len()) else {
                 return false;
             };
@@ -101,7 +123,8 @@ impl SpanSink for RingSink {
             first.copy_from_slice(&scratch[..split]);
             second.copy_from_slice(&scratch[split..]);
             chunk.commit_all();
-            if ring.slots() < shared.ring_bytes / 2 && !shared.nudged.swap(true, Ordering::AcqRel) {
+            // Three quarters full: the collector is asked to come before its next round.
+            if ring.slots() < shared.ring_bytes / 4 && !shared.nudged.swap(true, Ordering::AcqRel) {
                 shared.wake.notify_one();
             }
             true
@@ -183,6 +206,7 @@ impl OtlpTraces {
             id: NEXT_COLLECTOR.fetch_add(1, Ordering::Relaxed),
             ring_bytes: config.thread_buffer_bytes,
             new_rings: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             nudged: AtomicBool::new(false),
             wake: Notify::new(),
             counters: Counters::default(),
@@ -197,6 +221,7 @@ impl OtlpTraces {
             rings: Vec::new(),
             queue: VecDeque::new(),
             scratch: Vec::new(),
+            interned: record::Interned::default(),
             scope: InstrumentationScope::builder("dspex-telemetry")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -283,6 +308,7 @@ struct Collector<E> {
     rings: Vec<Consumer<u8>>,
     queue: VecDeque<SpanData>,
     scratch: Vec<u8>,
+    interned: record::Interned,
     scope: InstrumentationScope,
     last_warning: Option<(Instant, u64)>,
 }
@@ -327,6 +353,7 @@ impl<E: SpanExporter + 'static> Collector<E> {
                     next_export = Instant::now() + self.config.export_interval;
                 }
             }
+            publish_counters(&self.shared.counters);
             if in_flight.is_none() && self.queue.is_empty() {
                 flushes.drain(..).for_each(|f| {
                     let _ = f.send(());
@@ -335,7 +362,6 @@ impl<E: SpanExporter + 'static> Collector<E> {
                     next_export = Instant::now() + self.config.export_interval;
                 }
             }
-            publish_counters(&self.shared.counters);
         }
     }
 
@@ -358,7 +384,7 @@ impl<E: SpanExporter + 'static> Collector<E> {
                     dropped += 1;
                     continue;
                 }
-                if let Some(span) = record::decode(&bytes, &self.scope) {
+                if let Some(span) = record::decode(&bytes, &self.scope, &mut self.interned) {
                     self.queue.push_back(span);
                 }
             }

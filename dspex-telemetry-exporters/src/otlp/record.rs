@@ -5,6 +5,8 @@
 //! happens on the collector thread.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use dspex_telemetry_core::{SpanKind, SpanRecord, SpanStatus, Value};
@@ -44,29 +46,44 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-fn put_str(out: &mut Vec<u8>, text: &str, max: usize) {
-    let text = cut(text, max);
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
+/// Where a record is written (the thread's buffer, reused).
+pub(crate) trait Out {
+    fn put(&mut self, bytes: &[u8]);
+    fn byte(&mut self, b: u8) {
+        self.put(&[b]);
+    }
 }
 
-fn put_value(out: &mut Vec<u8>, value: &Value<'_>) {
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+fn put_str(out: &mut impl Out, text: &str, max: usize) {
+    let text = cut(text, max);
+    out.put(&(text.len() as u32).to_le_bytes());
+    out.put(text.as_bytes());
+}
+
+fn put_value(out: &mut impl Out, value: &Value<'_>) {
     match value {
         Value::Str(s) => {
-            out.push(STR);
+            out.byte(STR);
             put_str(out, s, MAX_TEXT);
         }
         Value::Int(i) => {
-            out.push(INT);
-            out.extend_from_slice(&i.to_le_bytes());
+            out.byte(INT);
+            out.put(&i.to_le_bytes());
         }
         Value::Float(f) => {
-            out.push(FLOAT);
-            out.extend_from_slice(&f.to_le_bytes());
+            out.byte(FLOAT);
+            out.put(&f.to_le_bytes());
         }
         Value::Bool(b) => {
-            out.push(BOOL);
-            out.push(u8::from(*b));
+            out.byte(BOOL);
+            out.byte(u8::from(*b));
         }
     }
 }
@@ -81,8 +98,16 @@ fn kind_byte(kind: SpanKind) -> u8 {
     }
 }
 
+/// The attributes a record keeps: the metadata, then what the code set, at most
+/// [`MAX_ATTRIBUTES`].
+fn kept<'s>(span: &'s SpanRecord<'_>) -> impl Iterator<Item = (u8, &'s str, &'s Value<'s>)> + 's {
+    let metadata = span.metadata.iter().map(|(k, v)| (FROM_METADATA, k, v));
+    let code = span.attributes.iter().map(|(k, v)| (FROM_CODE, k, v));
+    metadata.chain(code).take(MAX_ATTRIBUTES)
+}
+
 /// Appends `span` to `out` (which the caller clears and reuses).
-pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut impl Out) {
     let mut flags = 0;
     if span.parent_span_id.is_some() {
         flags |= FLAG_PARENT;
@@ -96,22 +121,18 @@ pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
     if span.correlation_id.is_some() {
         flags |= FLAG_CORRELATION;
     }
-    out.extend_from_slice(&span.trace_id.to_bytes());
-    out.extend_from_slice(&span.span_id.to_bytes());
-    out.extend_from_slice(&span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
-    out.push(flags);
-    out.push(span.flags.bits());
-    out.push(kind_byte(span.kind));
-    out.extend_from_slice(&span.start_unix_ns.to_le_bytes());
-    out.extend_from_slice(&span.end_unix_ns.to_le_bytes());
+    out.put(&span.trace_id.to_bytes());
+    out.put(&span.span_id.to_bytes());
+    out.put(&span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
+    out.put(&[flags, span.flags.bits(), kind_byte(span.kind)]);
+    out.put(&span.start_unix_ns.to_le_bytes());
+    out.put(&span.end_unix_ns.to_le_bytes());
     // The name, in parts (`dspex` `.` `bridge` …), as one length-prefixed text.
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
+    let name_len: usize = span.name.parts().map(str::len).sum();
+    out.put(&(name_len as u32).to_le_bytes());
     for part in span.name.parts() {
-        out.extend_from_slice(part.as_bytes());
+        out.put(part.as_bytes());
     }
-    let len = (out.len() - at - 4) as u32;
-    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     if let SpanStatus::Error { kind, message } = span.status {
         put_str(out, kind, 256);
         put_str(out, message, MAX_TEXT);
@@ -119,28 +140,13 @@ pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
     if let Some(id) = span.correlation_id {
         put_str(out, id.as_str(), 256);
     }
-    let count_at = out.len();
-    out.extend_from_slice(&[0; 2]);
-    let mut count = 0u16;
-    for (key, value) in span.metadata.iter() {
-        if usize::from(count) == MAX_ATTRIBUTES {
-            break;
-        }
-        out.push(FROM_METADATA);
+    let count = kept(span).count() as u16;
+    out.put(&count.to_le_bytes());
+    for (origin, key, value) in kept(span) {
+        out.byte(origin);
         put_str(out, key, 256);
         put_value(out, value);
-        count += 1;
     }
-    for (key, value) in span.attributes.iter() {
-        if usize::from(count) == MAX_ATTRIBUTES {
-            break;
-        }
-        out.push(FROM_CODE);
-        put_str(out, key, 256);
-        put_value(out, value);
-        count += 1;
-    }
-    out[count_at..count_at + 2].copy_from_slice(&count.to_le_bytes());
 }
 
 /// Reads what [`encode`] wrote.
@@ -168,9 +174,9 @@ impl<'a> Reader<'a> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         std::str::from_utf8(self.take(len)?).ok()
     }
-    fn value(&mut self) -> Option<opentelemetry::Value> {
+    fn value(&mut self, interned: &mut Interned) -> Option<opentelemetry::Value> {
         Some(match self.byte()? {
-            STR => opentelemetry::Value::from(self.text()?.to_owned()),
+            STR => interned.value(self.text()?),
             INT => opentelemetry::Value::I64(i64::from_le_bytes(self.array()?)),
             FLOAT => opentelemetry::Value::F64(f64::from_le_bytes(self.array()?)),
             BOOL => opentelemetry::Value::Bool(self.byte()? != 0),
@@ -183,8 +189,79 @@ fn time(unix_ns: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_ns)
 }
 
+/// Texts the collector has seen before, shared instead of allocated again: attribute keys,
+/// short attribute values (module and function names, result types) and span names. Each
+/// table is bounded; past its bound a text is allocated as it comes.
+#[derive(Default)]
+pub(crate) struct Interned {
+    /// Per origin: metadata keys (as `dspex.<key>`) and the code's own.
+    keys: [HashMap<Box<str>, opentelemetry::Key>; 2],
+    values: HashMap<Box<str>, Arc<str>>,
+}
+
+/// Entries per table, at most.
+const INTERNED: usize = 4096;
+/// Values longer than this are not shared (ids, messages, arguments).
+const INTERNED_VALUE_LEN: usize = 64;
+/// Distinct span names kept for the life of the process (names are few: one per span kind of
+/// the code); others are allocated per span.
+const STATIC_NAMES: usize = 1024;
+
+static NAMES: Mutex<Option<HashMap<Box<str>, &'static str>>> = Mutex::new(None);
+
+/// The span name as `SpanData` holds it: shared when it was seen before.
+fn span_name(name: &str) -> Cow<'static, str> {
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let names = names.get_or_insert_with(HashMap::new);
+    if let Some(known) = names.get(name) {
+        return Cow::Borrowed(known);
+    }
+    if names.len() >= STATIC_NAMES {
+        return Cow::Owned(name.to_owned());
+    }
+    // Bounded by STATIC_NAMES for the whole process.
+    let kept: &'static str = Box::leak(name.into());
+    names.insert(name.into(), kept);
+    Cow::Borrowed(kept)
+}
+
+impl Interned {
+    fn key(&mut self, origin: u8, key: &str) -> opentelemetry::Key {
+        let table = &mut self.keys[usize::from(origin == FROM_CODE)];
+        if let Some(k) = table.get(key) {
+            return k.clone();
+        }
+        let made: opentelemetry::Key = match origin {
+            FROM_CODE => Arc::<str>::from(key).into(),
+            _ => Arc::<str>::from(format!("dspex.{key}")).into(),
+        };
+        if table.len() < INTERNED {
+            table.insert(key.into(), made.clone());
+        }
+        made
+    }
+
+    fn value(&mut self, text: &str) -> opentelemetry::Value {
+        if text.len() > INTERNED_VALUE_LEN {
+            return opentelemetry::Value::from(text.to_owned());
+        }
+        if let Some(v) = self.values.get(text) {
+            return opentelemetry::Value::from(v.clone());
+        }
+        let shared: Arc<str> = text.into();
+        if self.values.len() < INTERNED {
+            self.values.insert(text.into(), shared.clone());
+        }
+        opentelemetry::Value::from(shared)
+    }
+}
+
 /// The `SpanData` of one encoded record; `None` if the bytes are not one (never expected).
-pub(crate) fn decode(bytes: &[u8], scope: &InstrumentationScope) -> Option<SpanData> {
+pub(crate) fn decode(
+    bytes: &[u8],
+    scope: &InstrumentationScope,
+    interned: &mut Interned,
+) -> Option<SpanData> {
     let mut r = Reader(bytes);
     let trace_id: [u8; 16] = r.array()?;
     let span_id: [u8; 8] = r.array()?;
@@ -200,7 +277,7 @@ pub(crate) fn decode(bytes: &[u8], scope: &InstrumentationScope) -> Option<SpanD
     };
     let start = r.u64()?;
     let end = r.u64()?;
-    let name = r.text()?.to_owned();
+    let name = span_name(r.text()?);
     let failed = flags & FLAG_ERROR != 0;
     let (error_kind, error_message) = if failed {
         (Some(r.text()?), Some(r.text()?))
@@ -209,19 +286,23 @@ pub(crate) fn decode(bytes: &[u8], scope: &InstrumentationScope) -> Option<SpanD
     };
     let mut attributes = Vec::new();
     match flags & FLAG_CORRELATION != 0 {
-        true => attributes.push(KeyValue::new("dspex.correlation_id", r.text()?.to_owned())),
+        true => attributes.push(KeyValue::new(
+            "dspex.correlation_id",
+            interned.value(r.text()?),
+        )),
         false => attributes.push(KeyValue::new(
             "dspex.correlation_id",
             TraceId::from_bytes(trace_id).to_string(),
         )),
     }
     let count = u16::from_le_bytes(r.array()?);
+    attributes.reserve(usize::from(count) + 2);
     for _ in 0..count {
         let origin = r.byte()?;
         let key = r.text()?;
-        let value = r.value()?;
+        let value = r.value(interned)?;
         if origin == FROM_CODE {
-            attributes.push(KeyValue::new(key.to_owned(), value));
+            attributes.push(KeyValue::new(interned.key(origin, key), value));
             continue;
         }
         // OpenTelemetry's semantic conventions where one applies: the Python function a
@@ -232,7 +313,7 @@ pub(crate) fn decode(bytes: &[u8], scope: &InstrumentationScope) -> Option<SpanD
             "kind" if failed => attributes.push(KeyValue::new("error.type", value.clone())),
             _ => {}
         }
-        attributes.push(KeyValue::new(format!("dspex.{key}"), value));
+        attributes.push(KeyValue::new(interned.key(origin, key), value));
     }
     let mut events = SpanEvents::default();
     let status = match (error_kind, error_message) {
@@ -270,7 +351,7 @@ pub(crate) fn decode(bytes: &[u8], scope: &InstrumentationScope) -> Option<SpanD
         },
         parent_span_is_remote: flags & FLAG_REMOTE_PARENT != 0,
         span_kind: kind,
-        name: Cow::Owned(name),
+        name,
         start_time: time(start),
         end_time: time(end.max(start)),
         attributes,
@@ -318,7 +399,14 @@ mod tests {
         };
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
-        let span = decode(&bytes, &InstrumentationScope::builder("t").build()).unwrap();
+        let scope = InstrumentationScope::builder("t").build();
+        let mut interned = Interned::default();
+        let span = decode(&bytes, &scope, &mut interned).unwrap();
+        let again = decode(&bytes, &scope, &mut interned).unwrap();
+        assert_eq!(
+            again.attributes, span.attributes,
+            "shared texts decode the same"
+        );
         assert_eq!(span.name, "dspex.bridge.call");
         assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Client);
         assert_eq!(
