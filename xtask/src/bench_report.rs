@@ -30,6 +30,13 @@ const BRIDGE_SHARE: &str = "on this 2-vCPU VM a round trip's cost is set mostly 
 /// The instrumentation target, checked on the paired rounds (`bridge-paired.json`).
 const BRIDGE_MAX_RATIO: f64 = 1.05;
 
+/// Why our span path is behind fastrace's, as profiled (shown under the missed targets).
+const SPAN_PATH_MISSED: &str = "the caller's side of a span copies its record into the thread's ring without a lock or an \
+    allocation, but the core's span path before it (six metadata entries built, moved and merged, three routing-table \
+    probes, the context swapped in and out) costs about 180 ns with one no-op handler (`span/one_noop_handler`), close to \
+    fastrace's whole span; and on two cores the collector thread's conversion to `SpanData` and the OTLP encoding compete \
+    with the caller for CPU.";
+
 const TARGETS: &[Target] = &[
     Target {
         bench: "event_path/dspex_event_to_window_and_prometheus",
@@ -61,8 +68,26 @@ const TARGETS: &[Target] = &[
     Target {
         bench: "otlp_span/dspex_bridge_call_span",
         baseline: "otlp_span/tracing_opentelemetry_span",
-        max_ratio: 0.5,
+        max_ratio: 0.25,
         if_missed: "",
+    },
+    Target {
+        bench: "otlp_span/dspex_bridge_call_span",
+        baseline: "otlp_span/fastrace_span",
+        max_ratio: 1.0,
+        if_missed: SPAN_PATH_MISSED,
+    },
+    Target {
+        bench: "whole_stack/dspex_1",
+        baseline: "whole_stack/metrics_fastrace_1",
+        max_ratio: 1.0,
+        if_missed: SPAN_PATH_MISSED,
+    },
+    Target {
+        bench: "whole_stack/dspex_2",
+        baseline: "whole_stack/metrics_fastrace_2",
+        max_ratio: 1.0,
+        if_missed: SPAN_PATH_MISSED,
     },
     Target {
         bench: "whole_stack/dspex_1",
@@ -140,7 +165,7 @@ const WHOLE_STACK_INTRO: &str = "## telemetry_bench: the whole stack against the
     counter) into the Prometheus recorder, and the same span (six attributes) with `tracing` + \
     `tracing-opentelemetry` and the SDK's batch processor, or with `fastrace` and its OpenTelemetry \
     reporter; both export over OTLP/HTTP with the official exporter. Every span reaches a local \
-    sink; flushes between chunks of 512 calls are not timed.\n\n";
+    sink; flushes between chunks of 512 calls are not timed, nor a first chunk each thread makes to set itself up.\n\n";
 
 /// The `whole_stack` comparison, if it ran.
 fn whole_stack(doc: &mut String, all: &[(String, f64)]) {

@@ -9,7 +9,8 @@
 //!   apt; the StatsD daemon, Grafana's published dashboard types (`@grafana/schema`) and the
 //!   TypeScript compiler through npm, and a Python environment with the OTLP protobuf classes
 //!   and `grpcio` through pip, both into `target/test-peers`): the tests start the peers
-//!   themselves, on 127.0.0.1, and fail naming the program if it is absent.
+//!   themselves, on 127.0.0.1, and fail naming the program if it is absent. `openssl`
+//!   (apt) makes the TLS tests' CA and certificates.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 //! - `cargo xtask alert-rules`: regenerates `telemetry/prometheus_alerts.yml` from the default
 //!   thresholds and window (a test fails when the committed file drifts from the code).
@@ -168,6 +169,8 @@ const PEERS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("prometheus-pushgateway", "prometheus-pushgateway"),
     ("prometheus-alertmanager", "prometheus-alertmanager"),
+    // The TLS tests make their CA and server certificates with it.
+    ("openssl", "openssl"),
 ];
 
 fn on_path(program: &str) -> bool {
