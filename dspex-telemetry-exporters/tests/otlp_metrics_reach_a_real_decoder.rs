@@ -50,6 +50,7 @@ async fn exported_through(protocol: Protocol) {
                 endpoint: Some(format!("http://{endpoint}")),
                 protocol: Some(protocol),
                 service_name: Some("metrics-test".into()),
+                compression: Some(dspex_telemetry_exporters::otlp::Compression::Gzip),
                 ..OtlpConfig::default()
             },
             export_interval: Duration::from_secs(3600),
@@ -105,6 +106,16 @@ async fn exported_through(protocol: Protocol) {
             Protocol::HttpProtobuf => "http",
             Protocol::Grpc => "grpc",
         })));
+    // Compressed: over HTTP the receiver saw the encoding (grpcio decodes without showing it).
+    if protocol == Protocol::HttpProtobuf {
+        assert!(
+            points
+                .iter()
+                .all(|p| p["headers"]["content-encoding"] == "gzip"),
+            "{:#?}",
+            points[0]["headers"]
+        );
+    }
     assert!(
         points
             .iter()

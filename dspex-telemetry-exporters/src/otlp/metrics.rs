@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
 use prost::Message;
 
 use super::client::{OtlpHttpClient, grpc_channel};
-use super::env::{OtlpConfig, Protocol, ResolvedOtlp, Signal};
+use super::env::{Compression, OtlpConfig, Protocol, ResolvedOtlp, Signal};
 use super::{OtlpError, invalid, log_safe};
 use crate::series_map::{SeriesMap, update_f64};
 
@@ -398,13 +398,17 @@ impl Transport {
     ) -> Result<(), String> {
         match self {
             Transport::Http { client, headers } => {
+                let mut body = request.encode_to_vec();
+                let mut headers = headers.clone();
+                if resolved.compression() == Compression::Gzip {
+                    body = gzip(&body).map_err(|e| format!("gzip: {e}"))?;
+                    headers.insert(
+                        http::header::CONTENT_ENCODING,
+                        http::HeaderValue::from_static("gzip"),
+                    );
+                }
                 let (status, body) = client
-                    .post(
-                        resolved.url(),
-                        headers,
-                        "application/x-protobuf",
-                        request.encode_to_vec(),
-                    )
+                    .post(resolved.url(), &headers, "application/x-protobuf", body)
                     .await
                     .map_err(|e| e.without_url().to_string())?;
                 if status.is_success() {
@@ -418,6 +422,9 @@ impl Transport {
             }
             Transport::Grpc(channel) => {
                 let mut client = MetricsServiceClient::new(channel.clone());
+                if resolved.compression() == Compression::Gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
                 let mut call = tonic::Request::new(request);
                 *call.metadata_mut() = resolved.grpc_metadata();
                 call.set_timeout(resolved.timeout());
@@ -429,6 +436,13 @@ impl Transport {
             }
         }
     }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body)?;
+    encoder.finish()
 }
 
 fn string_value(key: &str, value: &str) -> KeyValue {
