@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use dspex_telemetry_core::{Dispatcher, catalog, metadata};
 use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
-use support::{OtlpReceiver, ReceiverOptions, free_port};
+use support::{OtlpReceiver, ReceiverOptions};
 
 /// Log lines written through `tracing`, kept for the test.
 #[derive(Clone, Default)]
@@ -37,7 +37,7 @@ fn resident_bytes() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10_mb_error_body_stays_out_of_memory_and_logs() {
     let receiver = OtlpReceiver::start_with(
-        free_port(),
+        0,
         ReceiverOptions {
             huge_error: 10 * 1024 * 1024,
             ..ReceiverOptions::default()

@@ -11,7 +11,7 @@ use dspex_telemetry_core::{Dispatcher, TraceContext, catalog, metadata};
 use dspex_telemetry_exporters::Secret;
 use dspex_telemetry_exporters::otlp::{Compression, OtlpConfig, OtlpTraces, Protocol};
 use serde_json::Value;
-use support::{OtlpReceiver, ReceiverOptions, free_port, test_ca};
+use support::{OtlpReceiver, ReceiverOptions, test_ca};
 
 fn certificates(name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("dspex-otlp-tls-{name}-{}", std::process::id()));
@@ -84,7 +84,7 @@ fn tls_config(endpoint: String, protocol: Protocol, ca: &std::path::Path) -> Otl
 async fn over_tls(protocol: Protocol) -> (OtlpReceiver, Vec<Value>) {
     let (ca, cert, key) = certificates(&format!("{protocol:?}"));
     let receiver = OtlpReceiver::start_with(
-        free_port(),
+        0,
         ReceiverOptions {
             tls: Some((cert, key)),
             ..ReceiverOptions::default()
@@ -129,7 +129,7 @@ async fn spans_reach_the_decoder_over_grpc_with_tls_and_gzip() {
 async fn a_collector_without_our_ca_is_refused() {
     let (_, cert, key) = certificates("untrusted");
     let receiver = OtlpReceiver::start_with(
-        free_port(),
+        0,
         ReceiverOptions {
             tls: Some((cert, key)),
             ..ReceiverOptions::default()
@@ -159,7 +159,7 @@ async fn a_collector_without_our_ca_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_with_retry_after_then_200_delivers_exactly_once() {
     let receiver = OtlpReceiver::start_with(
-        free_port(),
+        0,
         ReceiverOptions {
             answers: vec![503, 200],
             ..ReceiverOptions::default()
@@ -196,7 +196,7 @@ async fn a_503_with_retry_after_then_200_delivers_exactly_once() {
 async fn a_collector_that_never_answers_costs_at_most_the_shutdown_deadline() {
     for protocol in [Protocol::HttpProtobuf, Protocol::Grpc] {
         let receiver = OtlpReceiver::start_with(
-            free_port(),
+            0,
             ReceiverOptions {
                 hang: true,
                 ..ReceiverOptions::default()

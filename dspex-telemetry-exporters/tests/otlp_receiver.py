@@ -1,6 +1,6 @@
 """An OTLP receiver (traces and metrics) for the tests, on the official OpenTelemetry decoders.
 
-Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT] [--tls CERT KEY --control PORT]
+Usage: python otlp_receiver.py HTTP_PORT [GRPC_PORT] [--tls CERT KEY [--control PORT]]
 [--answers 503,200] [--hang] [--huge-error BYTES]. It decodes every POST /v1/traces and
 /v1/metrics (gzip bodies too; and, with a gRPC port, every TraceService/Export and
 MetricsService/Export call) and keeps the spans and data points; GET /spans and GET /points on
@@ -10,7 +10,8 @@ arrived with. With --tls both OTLP ports serve TLS with that certificate. --answ
 status of successive trace exports (503 carries `Retry-After: 1`; a refused export is not
 kept); --hang reads each export and never answers; --huge-error answers every export 500 with a
 body of that many bytes, newlines and terminal escapes included; --count-only keeps only the
-number of spans received (GET /count).
+number of spans received (GET /count). A port of 0 binds a free one; the first line printed is
+`ready HTTP_PORT GRPC_PORT CONTROL_PORT`.
 """
 
 import argparse
@@ -135,11 +136,11 @@ def serve_grpc(port, tls):
     if tls:
         with open(tls[0], "rb") as cert, open(tls[1], "rb") as key:
             credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
-        server.add_secure_port(f"127.0.0.1:{port}", credentials)
+        bound = server.add_secure_port(f"127.0.0.1:{port}", credentials)
     else:
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
-    return server
+    return server, bound
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -221,17 +222,23 @@ def main():
     parser.add_argument("--huge-error", type=int, default=0)
     parser.add_argument("--count-only", action="store_true")
     OPTIONS = parser.parse_args()
-    grpc_server = serve_grpc(OPTIONS.grpc_port, OPTIONS.tls) if OPTIONS.grpc_port else None
+    grpc_server, grpc_port = (None, 0)
+    if OPTIONS.grpc_port is not None:
+        grpc_server, grpc_port = serve_grpc(OPTIONS.grpc_port, OPTIONS.tls)
     server = ThreadingHTTPServer(("127.0.0.1", OPTIONS.http_port), Handler)
     server.daemon_threads = True
+    http_port = server.server_address[1]
+    control_port = http_port
     if OPTIONS.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(OPTIONS.tls[0], OPTIONS.tls[1])
         server.socket = context.wrap_socket(server.socket, server_side=True)
-        control = ThreadingHTTPServer(("127.0.0.1", OPTIONS.control), Handler)
+        control = ThreadingHTTPServer(("127.0.0.1", OPTIONS.control or 0), Handler)
         control.daemon_threads = True
+        control_port = control.server_address[1]
         threading.Thread(target=control.serve_forever, daemon=True).start()
-    print("ready", flush=True)
+    # Port 0 binds a free port: the ports bound are the first line out.
+    print(f"ready {http_port} {grpc_port} {control_port}", flush=True)
     server.serve_forever()
     if grpc_server:
         grpc_server.stop(None)

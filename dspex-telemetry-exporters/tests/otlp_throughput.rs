@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use dspex_telemetry_core::{Dispatcher, TraceContext, catalog, metadata};
 use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
-use support::{OtlpReceiver, ReceiverOptions, free_port};
+use support::{OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_spans_a_second_for_ten_seconds_are_exported() {
     let receiver = OtlpReceiver::start_with(
-        free_port(),
+        0,
         ReceiverOptions {
             count_only: true,
             ..ReceiverOptions::default()

@@ -9,14 +9,14 @@ mod support;
 use std::time::Duration;
 
 use dspex_telemetry::quickstart::{self, Options};
-use support::{OtlpReceiver, ReceiverOptions, free_port, test_ca};
+use support::{OtlpReceiver, ReceiverOptions, test_ca};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstarts_spans_reach_an_https_collector_configured_by_the_environment() {
     let dir = std::env::temp_dir().join(format!("dspex-env-otlp-{}", std::process::id()));
     let (ca, cert, key) = test_ca(&dir);
     let receiver = OtlpReceiver::start_with(
-        free_port(),
+        0,
         ReceiverOptions {
             tls: Some((cert, key)),
             ..ReceiverOptions::default()

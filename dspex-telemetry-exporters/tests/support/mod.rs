@@ -678,15 +678,16 @@ pub struct ReceiverOptions {
 
 impl OtlpReceiver {
     pub async fn start() -> Self {
-        Self::start_on(free_port()).await
+        Self::start_on(0).await
     }
 
     pub async fn start_on(port: u16) -> Self {
         Self::start_with(port, ReceiverOptions::default()).await
     }
 
+    /// Starts the receiver on `port` (0: a free one, which it binds itself, so no other test
+    /// can take it in between), its gRPC and control ports free ones.
     pub async fn start_with(port: u16, options: ReceiverOptions) -> Self {
-        let grpc_port = free_port();
         let peers = std::env::var_os("DSPEX_TEST_PEERS")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -702,23 +703,10 @@ impl OtlpReceiver {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../dspex-telemetry-exporters/tests/otlp_receiver.py");
         let mut command = Command::new(python);
-        command
-            .arg(script)
-            .arg(port.to_string())
-            .arg(grpc_port.to_string());
-        let control = match &options.tls {
-            Some((cert, key)) => {
-                let control = free_port();
-                command
-                    .arg("--tls")
-                    .arg(cert)
-                    .arg(key)
-                    .arg("--control")
-                    .arg(control.to_string());
-                control
-            }
-            None => port,
-        };
+        command.arg(script).arg(port.to_string()).arg("0");
+        if let Some((cert, key)) = &options.tls {
+            command.arg("--tls").arg(cert).arg(key);
+        }
         if !options.answers.is_empty() {
             let answers: Vec<String> = options.answers.iter().map(u16::to_string).collect();
             command.arg("--answers").arg(answers.join(","));
@@ -734,15 +722,41 @@ impl OtlpReceiver {
                 .arg("--huge-error")
                 .arg(options.huge_error.to_string());
         }
-        let child = command
-            .stdout(Stdio::null())
+        let mut child = command
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the OTLP receiver");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+            .await
+            .expect("join")
+            .unwrap_or_default();
+        let ports: Vec<u16> = line
+            .strip_prefix("ready ")
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            ports.len(),
+            3,
+            "the OTLP receiver did not start within 20 s (it said {line:?})"
+        );
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let receiver = OtlpReceiver {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
-            control: SocketAddr::from(([127, 0, 0, 1], control)),
+            addr: at(ports[0]),
+            grpc: at(ports[1]),
+            control: at(ports[2]),
             child,
         };
         let limit = Instant::now() + Duration::from_secs(20);
@@ -752,7 +766,7 @@ impl OtlpReceiver {
         ) {
             assert!(
                 Instant::now() < limit,
-                "the OTLP receiver did not start within 20 s"
+                "the OTLP receiver did not answer within 20 s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
