@@ -95,6 +95,41 @@ async fn error_texts_are_pinned() {
         .unwrap_err()
         .to_string(),
     );
+    // The OpenTelemetry environment's bad values name their variable; no value is repeated.
+    let env = |name: &str| {
+        match name {
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/json"),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some("x-api-key"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    };
+    texts.push(
+        OtlpConfig::default()
+            .resolve_with(dspex_telemetry_exporters::otlp::Signal::Traces, env)
+            .unwrap_err()
+            .to_string(),
+    );
+    let headers_only =
+        |name: &str| (name == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "x-api-key".to_owned());
+    texts.push(
+        OtlpConfig::default()
+            .resolve_with(
+                dspex_telemetry_exporters::otlp::Signal::Traces,
+                headers_only,
+            )
+            .unwrap_err()
+            .to_string(),
+    );
+    texts.push(
+        OtlpConfig {
+            endpoint: Some("https://user:hunter2@collector.example".into()),
+            ..Default::default()
+        }
+        .resolve(dspex_telemetry_exporters::otlp::Signal::Traces)
+        .unwrap_err()
+        .to_string(),
+    );
     for text in [
         "reporting_interval = 0",
         "[[backends]]\ntype = \"prometheus\"",

@@ -326,23 +326,8 @@ impl OtlpConfig {
                 "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
             ),
         ) {
-            for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-                let (name, value) = pair.split_once('=').ok_or_else(|| {
-                    invalid(
-                        key,
-                        "each entry must be name=value (the values are not shown)",
-                    )
-                })?;
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s.trim())
-                        .decode_utf8()
-                        .map(|c| c.into_owned())
-                        .map_err(|_| invalid(key, "a percent-encoded entry is not UTF-8"))
-                };
-                headers.push((
-                    decode(name)?.to_ascii_lowercase(),
-                    Secret::new(decode(value)?),
-                ));
+            for (name, value) in key_values(&text, key)? {
+                headers.push((name.to_ascii_lowercase(), Secret::new(value)));
             }
         }
         for (name, value) in &self.headers {
@@ -440,26 +425,7 @@ impl OtlpConfig {
 
         let mut resource: Vec<(String, String)> = Vec::new();
         if let Some(text) = env("OTEL_RESOURCE_ATTRIBUTES") {
-            for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-                let Some((k, v)) = pair.split_once('=') else {
-                    return Err(invalid(
-                        "OTEL_RESOURCE_ATTRIBUTES",
-                        "each entry must be key=value",
-                    ));
-                };
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s.trim())
-                        .decode_utf8()
-                        .map(|c| c.into_owned())
-                        .map_err(|_| {
-                            invalid(
-                                "OTEL_RESOURCE_ATTRIBUTES",
-                                "a percent-encoded entry is not UTF-8",
-                            )
-                        })
-                };
-                resource.push((decode(k)?, decode(v)?));
-            }
+            resource = key_values(&text, "OTEL_RESOURCE_ATTRIBUTES")?;
         }
         let from_attributes = resource
             .iter()
@@ -517,6 +483,29 @@ impl OtlpConfig {
         }
         Ok(())
     }
+}
+
+/// The `k=v,k2=v2` entries of an OpenTelemetry list variable (`…_HEADERS`,
+/// `OTEL_RESOURCE_ATTRIBUTES`), percent-decoded; the error never repeats a value.
+fn key_values(text: &str, key: &'static str) -> Result<Vec<(String, String)>, OtlpError> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s.trim())
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| invalid(key, "a percent-encoded entry is not UTF-8"))
+    };
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                invalid(
+                    key,
+                    "each entry must be key=value (the values are not shown)",
+                )
+            })?;
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 /// The signal's URL under a base endpoint: `/v1/traces` appended for OTLP/HTTP (after the

@@ -46,44 +46,29 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Where a record is written (the thread's buffer, reused).
-pub(crate) trait Out {
-    fn put(&mut self, bytes: &[u8]);
-    fn byte(&mut self, b: u8) {
-        self.put(&[b]);
-    }
-}
-
-impl Out for Vec<u8> {
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-fn put_str(out: &mut impl Out, text: &str, max: usize) {
+fn put_str(out: &mut Vec<u8>, text: &str, max: usize) {
     let text = cut(text, max);
-    out.put(&(text.len() as u32).to_le_bytes());
-    out.put(text.as_bytes());
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
 }
 
-fn put_value(out: &mut impl Out, value: &Value<'_>) {
+fn put_value(out: &mut Vec<u8>, value: &Value<'_>) {
     match value {
         Value::Str(s) => {
-            out.byte(STR);
+            out.push(STR);
             put_str(out, s, MAX_TEXT);
         }
         Value::Int(i) => {
-            out.byte(INT);
-            out.put(&i.to_le_bytes());
+            out.push(INT);
+            out.extend_from_slice(&i.to_le_bytes());
         }
         Value::Float(f) => {
-            out.byte(FLOAT);
-            out.put(&f.to_le_bytes());
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_le_bytes());
         }
         Value::Bool(b) => {
-            out.byte(BOOL);
-            out.byte(u8::from(*b));
+            out.push(BOOL);
+            out.push(u8::from(*b));
         }
     }
 }
@@ -107,7 +92,7 @@ fn kept<'s>(span: &'s SpanRecord<'_>) -> impl Iterator<Item = (u8, &'s str, &'s 
 }
 
 /// Appends `span` to `out` (which the caller clears and reuses).
-pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut impl Out) {
+pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
     let mut flags = 0;
     if span.parent_span_id.is_some() {
         flags |= FLAG_PARENT;
@@ -121,17 +106,17 @@ pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut impl Out) {
     if span.correlation_id.is_some() {
         flags |= FLAG_CORRELATION;
     }
-    out.put(&span.trace_id.to_bytes());
-    out.put(&span.span_id.to_bytes());
-    out.put(&span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
-    out.put(&[flags, span.flags.bits(), kind_byte(span.kind)]);
-    out.put(&span.start_unix_ns.to_le_bytes());
-    out.put(&span.end_unix_ns.to_le_bytes());
+    out.extend_from_slice(&span.trace_id.to_bytes());
+    out.extend_from_slice(&span.span_id.to_bytes());
+    out.extend_from_slice(&span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
+    out.extend_from_slice(&[flags, span.flags.bits(), kind_byte(span.kind)]);
+    out.extend_from_slice(&span.start_unix_ns.to_le_bytes());
+    out.extend_from_slice(&span.end_unix_ns.to_le_bytes());
     // The name, in parts (`dspex` `.` `bridge` …), as one length-prefixed text.
     let name_len: usize = span.name.parts().map(str::len).sum();
-    out.put(&(name_len as u32).to_le_bytes());
+    out.extend_from_slice(&(name_len as u32).to_le_bytes());
     for part in span.name.parts() {
-        out.put(part.as_bytes());
+        out.extend_from_slice(part.as_bytes());
     }
     if let SpanStatus::Error { kind, message } = span.status {
         put_str(out, kind, 256);
@@ -141,9 +126,9 @@ pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut impl Out) {
         put_str(out, id.as_str(), 256);
     }
     let count = kept(span).count() as u16;
-    out.put(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
     for (origin, key, value) in kept(span) {
-        out.byte(origin);
+        out.push(origin);
         put_str(out, key, 256);
         put_value(out, value);
     }
