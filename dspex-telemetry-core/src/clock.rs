@@ -9,15 +9,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// monotonic clock elsewhere.
 pub(crate) use quanta::Instant;
 
-static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// The calibrated clock, its first reading (the origin of [`monotonic_time_ns`]) and the
+/// system clock's reading then, so that a span's wall-clock times come from the monotonic
+/// reading it takes anyway (one clock read per span end instead of two).
+struct Clocks {
+    clock: quanta::Clock,
+    origin: Instant,
+    origin_unix_ns: u64,
+}
 
-/// The system clock's reading at [`ORIGIN`], so that a span's wall-clock times come from the
-/// monotonic reading it takes anyway (one clock read per span end instead of two).
-static ORIGIN_UNIX_NS: LazyLock<u64> = LazyLock::new(|| {
-    let origin = *ORIGIN;
+static CLOCKS: LazyLock<Clocks> = LazyLock::new(|| {
+    let clock = quanta::Clock::new();
+    let origin = clock.now();
     let unix = system_time_ns().max(0) as u64;
-    let since = now().saturating_duration_since(origin).as_nanos() as u64;
-    unix.saturating_sub(since)
+    let since = clock.now().saturating_duration_since(origin).as_nanos() as u64;
+    Clocks {
+        clock,
+        origin,
+        origin_unix_ns: unix.saturating_sub(since),
+    }
 });
 
 /// Nanoseconds on this process's monotonic clock (its origin is arbitrary, as Erlang's
@@ -27,18 +37,17 @@ pub fn monotonic_time_ns() -> i64 {
     monotonic_ns_at(now())
 }
 
-/// The current instant, read after the clock's origin is fixed, so
-/// `monotonic_ns_at(now())` never saturates at the origin.
+/// The current instant (after the clock's origin, so `monotonic_ns_at(now())` never
+/// saturates at it).
 #[inline]
 pub(crate) fn now() -> Instant {
-    LazyLock::force(&ORIGIN);
-    Instant::now()
+    CLOCKS.clock.now()
 }
 
 /// The monotonic-clock reading of `instant`, in nanoseconds.
 #[inline]
 pub(crate) fn monotonic_ns_at(instant: Instant) -> i64 {
-    let nanos = instant.saturating_duration_since(*ORIGIN).as_nanos();
+    let nanos = instant.saturating_duration_since(CLOCKS.origin).as_nanos();
     i64::try_from(nanos).unwrap_or(i64::MAX)
 }
 
@@ -54,6 +63,9 @@ pub fn system_time_ns() -> i64 {
 /// process first read a clock (later steps of the system clock are not followed).
 #[inline]
 pub(crate) fn unix_ns_at(instant: Instant) -> u64 {
-    let since = instant.saturating_duration_since(*ORIGIN).as_nanos();
-    ORIGIN_UNIX_NS.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    let clocks = &*CLOCKS;
+    let since = instant.saturating_duration_since(clocks.origin).as_nanos();
+    clocks
+        .origin_unix_ns
+        .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
 }

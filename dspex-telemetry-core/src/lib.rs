@@ -78,6 +78,8 @@ pub use record::{
 };
 pub use span::{SpanFuture, SpanPrefix, with_span};
 pub use traceparent::{TraceParent, TraceParentError};
+#[doc(hidden)]
+pub use value::distinct_keys;
 pub use value::{Measurements, Metadata, Number, Value};
 
 /// Attaches `handler` to `event` on the global dispatcher. See [`Dispatcher::attach`].

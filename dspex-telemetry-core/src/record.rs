@@ -72,24 +72,48 @@ pub enum SpanName<'a> {
 }
 
 impl SpanName<'_> {
-    /// The name's parts, to be written one after another (no allocation).
-    pub fn parts(&self) -> impl Iterator<Item = &str> + '_ {
-        let (prefix, text) = match self {
-            SpanName::Prefix(name) => (Some(*name), None),
-            SpanName::Text(text) => (None, Some(*text)),
-        };
-        let segments = prefix.into_iter().flat_map(|name| {
-            name.segments()
-                .enumerate()
-                .flat_map(|(i, s)| [if i == 0 { "" } else { "." }, s])
-        });
-        segments.chain(text)
+    /// Calls `f` with the name's parts, in order (`dspex`, `.`, `bridge`, …): the name
+    /// written without allocating.
+    #[inline]
+    pub fn for_each_part(&self, mut f: impl FnMut(&str)) {
+        match self {
+            SpanName::Prefix(name) => {
+                let mut first = true;
+                name.for_each_segment(|segment| {
+                    if !first {
+                        f(".");
+                    }
+                    first = false;
+                    f(segment);
+                });
+            }
+            SpanName::Text(text) => f(text),
+        }
+    }
+
+    /// The name's length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        let mut len = 0;
+        self.for_each_part(|part| len += part.len());
+        len
+    }
+
+    /// Whether the name is empty (only a text name can be).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 impl fmt::Display for SpanName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.parts().try_for_each(|part| f.write_str(part))
+        let mut result = Ok(());
+        self.for_each_part(|part| {
+            if result.is_ok() {
+                result = f.write_str(part);
+            }
+        });
+        result
     }
 }
 

@@ -102,7 +102,10 @@ enum ContextPolicy {
 }
 
 fn span_context() -> TraceContext {
-    context::current().map_or_else(TraceContext::new_root, |parent| parent.child())
+    context::with_current_ref(|parent| {
+        parent.map_or_else(TraceContext::new_root, TraceContext::child)
+    })
+    .unwrap_or_else(TraceContext::new_root)
 }
 
 // Built in place: chained `with` calls would move the inline array at each step.
@@ -275,9 +278,9 @@ impl Dispatcher {
             self.execute(&prefix.start, &start_measurements(started), &metadata);
         }
         match catch_unwind(AssertUnwindSafe(f)) {
-            Ok((result, extra)) => {
+            Ok((result, mut extra)) => {
                 if !extra.is_empty() {
-                    metadata.extend(extra);
+                    metadata.append(&mut extra);
                 }
                 let failure = failed(&result).map(|reason| ("error", reason));
                 finish_span(self, prefix, started, &mut metadata, failure, handled, name);

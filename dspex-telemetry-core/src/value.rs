@@ -35,9 +35,22 @@ impl<T, const N: usize> Entries<T, N> {
         self.head.iter().chain(self.tail.iter())
     }
 
+    /// The first entry that `matches`: the inline ones, then the rest (two plain loops are
+    /// cheaper than a chained iterator on the hot path).
     #[inline]
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
-        self.head.iter_mut().chain(self.tail.iter_mut())
+    fn find_mut(&mut self, matches: impl Fn(&T) -> bool) -> Option<&mut T> {
+        if let Some(i) = self.head.iter().position(&matches) {
+            return Some(&mut self.head[i]);
+        }
+        self.tail.iter_mut().find(|entry| matches(entry))
+    }
+
+    #[inline]
+    fn find(&self, matches: impl Fn(&T) -> bool) -> Option<&T> {
+        self.head
+            .iter()
+            .find(|entry| matches(entry))
+            .or_else(|| self.tail.iter().find(|entry| matches(entry)))
     }
 
     fn len(&self) -> usize {
@@ -265,7 +278,7 @@ impl<'a> Measurements<'a> {
     #[inline]
     pub fn insert(&mut self, key: &'a str, value: impl Into<Number>) {
         let value = value.into();
-        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| same_key(k, key)) {
+        if let Some(entry) = self.entries.find_mut(|(k, _)| same_key(k, key)) {
             entry.1 = value;
             return;
         }
@@ -276,7 +289,6 @@ impl<'a> Measurements<'a> {
     #[inline]
     pub fn get(&self, key: &str) -> Option<Number> {
         self.entries
-            .iter()
             .find(|(k, _)| same_key(k, key))
             .map(|(_, v)| *v)
     }
@@ -334,16 +346,33 @@ impl<'a> Metadata<'a> {
     pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: impl Into<Value<'a>>) {
         let key = key.into();
         let value = value.into();
-        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
+        if let Some(entry) = self.entries.find_mut(|(k, _)| same_key(k, &key)) {
             entry.1 = value;
             return;
         }
         self.entries.push((key, value));
     }
 
+    /// Adds `key`, which the caller knows is not there yet ([`metadata!`] with literal keys,
+    /// checked distinct at compile time): no search.
+    #[doc(hidden)]
+    #[inline]
+    pub fn push_new(&mut self, key: &'a str, value: impl Into<Value<'a>>) {
+        self.entries.push((Cow::Borrowed(key), value.into()));
+    }
+
     /// Adds every entry of `other`, replacing entries under the same keys.
-    pub fn extend(&mut self, other: Metadata<'a>) {
-        for (k, v) in other.entries {
+    pub fn extend(&mut self, mut other: Metadata<'a>) {
+        self.append(&mut other);
+    }
+
+    /// Moves every entry of `other` into this one (replacing entries under the same keys),
+    /// leaving `other` empty: [`Metadata::extend`] without moving `other` itself.
+    pub fn append(&mut self, other: &mut Metadata<'a>) {
+        for (k, v) in other.entries.head.drain(..) {
+            self.insert(k, v);
+        }
+        for (k, v) in other.entries.tail.drain(..) {
             self.insert(k, v);
         }
     }
@@ -351,10 +380,7 @@ impl<'a> Metadata<'a> {
     /// The value under `key`.
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.entries
-            .iter()
-            .find(|(k, _)| same_key(k, key))
-            .map(|(_, v)| v)
+        self.entries.find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
     }
 
     /// The entries in insertion order.
@@ -390,9 +416,23 @@ impl<'a> Metadata<'a> {
 /// let md = dspex_telemetry_core::metadata! { "tool_name" => "search", "found" => true };
 /// assert_eq!(md.len(), 2);
 /// ```
+///
+/// Literal keys must be distinct; the compiler says so otherwise:
+///
+/// ```compile_fail
+/// let md = dspex_telemetry_core::metadata! { "attempt" => 1, "attempt" => 2 };
+/// ```
 #[macro_export]
 macro_rules! metadata {
     () => { $crate::Metadata::new() };
+    // Literal keys are checked distinct when the code compiles, and then added without a
+    // search.
+    ($($key:literal => $value:expr),+ $(,)?) => {{
+        const { assert!($crate::distinct_keys(&[$($key),+]), "metadata! keys must be distinct") };
+        let mut md = $crate::Metadata::new();
+        $( md.push_new($key, $value); )+
+        md
+    }};
     ($($key:expr => $value:expr),+ $(,)?) => {{
         let mut md = $crate::Metadata::new();
         $( md.insert($key, $value); )+
@@ -416,11 +456,43 @@ macro_rules! measurements {
     }};
 }
 
+/// Whether no two of `keys` are equal; [`metadata!`] checks its literal keys with it when
+/// the code compiles.
+#[doc(hidden)]
+pub const fn distinct_keys(keys: &[&str]) -> bool {
+    let mut i = 0;
+    while i < keys.len() {
+        let mut j = i + 1;
+        while j < keys.len() {
+            if const_eq(keys[i].as_bytes(), keys[j].as_bytes()) {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn const_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Key equality that skips reading the bytes when both are the same string (keys are usually
 /// literals).
 #[inline]
 fn same_key(a: &str, b: &str) -> bool {
-    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a.as_bytes() == b.as_bytes())
 }
 
 #[cfg(test)]
@@ -442,6 +514,17 @@ mod tests {
             .with("monotonic_time", 2)
             .with("system_time", 3);
         assert!(!m.entries.spilled());
+    }
+
+    #[test]
+    fn literal_keys_build_what_inserts_build() {
+        let key = String::from("attempt");
+        let from_literals = crate::metadata! { "module" => "dspy", "attempt" => 2, "ok" => true };
+        let mixed = crate::metadata! { "module" => "dspy", key.as_str() => 2, "ok" => true };
+        assert_eq!(from_literals, mixed);
+        assert_eq!(from_literals.get("attempt"), Some(&Value::Int(2)));
+        assert!(distinct_keys(&["a", "b", "ab"]));
+        assert!(!distinct_keys(&["a", "b", "a"]));
     }
 
     #[test]

@@ -110,18 +110,25 @@ impl SpanSink for RingSink {
                     &mut rings.last_mut().expect("just pushed").1
                 }
             };
-            scratch.clear();
-            scratch.extend_from_slice(&[0; 4]);
-            record::encode(span, scratch);
-            let len = (scratch.len() - 4) as u32;
-            scratch[..4].copy_from_slice(&len.to_le_bytes());
-            let Ok(mut chunk) = ring.write_chunk(scratch.len()) else {
+            // Length-prefixed, written in place where the ring's free space is in one piece
+            // (else through `scratch`, then copied around the ring's end).
+            let len = record::encoded_len(span);
+            let Ok(mut chunk) = ring.write_chunk(4 + len) else {
                 return false;
             };
             let (first, second) = chunk.as_mut_slices();
-            let split = first.len();
-            first.copy_from_slice(&scratch[..split]);
-            second.copy_from_slice(&scratch[split..]);
+            if first.len() >= 4 + len {
+                first[..4].copy_from_slice(&(len as u32).to_le_bytes());
+                record::encode_into(span, &mut first[4..4 + len]);
+            } else {
+                scratch.clear();
+                scratch.resize(4 + len, 0);
+                scratch[..4].copy_from_slice(&(len as u32).to_le_bytes());
+                record::encode_into(span, &mut scratch[4..]);
+                let split = first.len();
+                first.copy_from_slice(&scratch[..split]);
+                second.copy_from_slice(&scratch[split..]);
+            }
             chunk.commit_all();
             // Three quarters full: the collector is asked to come before its next round.
             if ring.slots() < shared.ring_bytes / 4 && !shared.nudged.swap(true, Ordering::AcqRel) {

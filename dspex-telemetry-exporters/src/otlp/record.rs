@@ -46,30 +46,75 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-fn put_str(out: &mut Vec<u8>, text: &str, max: usize) {
-    let text = cut(text, max);
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
+/// Writes into a slice the record's exact size: each write is a bounds check and a copy.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
 }
 
-fn put_value(out: &mut Vec<u8>, value: &Value<'_>) {
-    match value {
-        Value::Str(s) => {
-            out.push(STR);
-            put_str(out, s, MAX_TEXT);
+impl Cursor<'_> {
+    #[inline(always)]
+    fn array<const N: usize>(&mut self, bytes: [u8; N]) {
+        self.buf[self.at..self.at + N].copy_from_slice(&bytes);
+        self.at += N;
+    }
+
+    /// Most texts of a span (keys, module and function names, name segments) are a few bytes
+    /// long: those are copied with two overlapping fixed-size moves instead of a call to
+    /// `memcpy`, which costs more than the copy itself at that size.
+    #[inline(always)]
+    fn bytes(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        let to = &mut self.buf[self.at..self.at + n];
+        if n > 16 {
+            to.copy_from_slice(bytes);
+        } else if n >= 8 {
+            to[..8].copy_from_slice(&bytes[..8]);
+            to[n - 8..].copy_from_slice(&bytes[n - 8..]);
+        } else if n >= 4 {
+            to[..4].copy_from_slice(&bytes[..4]);
+            to[n - 4..].copy_from_slice(&bytes[n - 4..]);
+        } else {
+            for (to, from) in to.iter_mut().zip(bytes) {
+                *to = *from;
+            }
         }
-        Value::Int(i) => {
-            out.push(INT);
-            out.extend_from_slice(&i.to_le_bytes());
+        self.at += n;
+    }
+
+    #[inline(always)]
+    fn text(&mut self, text: &str) {
+        self.array((text.len() as u32).to_le_bytes());
+        self.bytes(text.as_bytes());
+    }
+
+    #[inline(always)]
+    fn value(&mut self, value: &Value<'_>) {
+        match value {
+            Value::Str(s) => {
+                self.array([STR]);
+                self.text(cut(s, MAX_TEXT));
+            }
+            Value::Int(i) => {
+                self.array([INT]);
+                self.array(i.to_le_bytes());
+            }
+            Value::Float(f) => {
+                self.array([FLOAT]);
+                self.array(f.to_le_bytes());
+            }
+            Value::Bool(b) => self.array([BOOL, u8::from(*b)]),
         }
-        Value::Float(f) => {
-            out.push(FLOAT);
-            out.extend_from_slice(&f.to_le_bytes());
-        }
-        Value::Bool(b) => {
-            out.push(BOOL);
-            out.push(u8::from(*b));
-        }
+    }
+}
+
+/// The bytes [`Cursor::value`] writes for `value`.
+#[inline(always)]
+fn value_len(value: &Value<'_>) -> usize {
+    1 + match value {
+        Value::Str(s) => 4 + cut(s, MAX_TEXT).len(),
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::Bool(_) => 1,
     }
 }
 
@@ -83,16 +128,45 @@ fn kind_byte(kind: SpanKind) -> u8 {
     }
 }
 
-/// The attributes a record keeps: the metadata, then what the code set, at most
-/// [`MAX_ATTRIBUTES`].
-fn kept<'s>(span: &'s SpanRecord<'_>) -> impl Iterator<Item = (u8, &'s str, &'s Value<'s>)> + 's {
-    let metadata = span.metadata.iter().map(|(k, v)| (FROM_METADATA, k, v));
-    let code = span.attributes.iter().map(|(k, v)| (FROM_CODE, k, v));
-    metadata.chain(code).take(MAX_ATTRIBUTES)
+/// The attributes a record keeps, at most [`MAX_ATTRIBUTES`]: the metadata, then what the
+/// code set.
+#[inline(always)]
+fn for_each_kept<'s>(span: &'s SpanRecord<'_>, mut f: impl FnMut(u8, &'s str, &'s Value<'s>)) {
+    let mut left = MAX_ATTRIBUTES;
+    span.metadata.iter().for_each(|(k, v)| {
+        if left > 0 {
+            left -= 1;
+            f(FROM_METADATA, k, v)
+        }
+    });
+    span.attributes.iter().for_each(|(k, v)| {
+        if left > 0 {
+            left -= 1;
+            f(FROM_CODE, k, v)
+        }
+    });
 }
 
-/// Appends `span` to `out` (which the caller clears and reuses).
-pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
+/// Bytes of the header: ids, flags, kind and times.
+const HEADER: usize = 16 + 8 + 8 + 3 + 8 + 8;
+
+/// How many bytes [`encode_into`] writes for `span`.
+pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
+    let mut len = HEADER + 4 + span.name.len() + 2;
+    if let SpanStatus::Error { kind, message } = span.status {
+        len += 8 + cut(kind, 256).len() + cut(message, MAX_TEXT).len();
+    }
+    if let Some(id) = span.correlation_id {
+        len += 4 + cut(id.as_str(), 256).len();
+    }
+    for_each_kept(span, |_, key, value| {
+        len += 1 + 4 + cut(key, 256).len() + value_len(value)
+    });
+    len
+}
+
+/// Writes `span` into `buf`, which is [`encoded_len`] bytes long.
+pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) {
     let mut flags = 0;
     if span.parent_span_id.is_some() {
         flags |= FLAG_PARENT;
@@ -106,32 +180,39 @@ pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
     if span.correlation_id.is_some() {
         flags |= FLAG_CORRELATION;
     }
-    out.extend_from_slice(&span.trace_id.to_bytes());
-    out.extend_from_slice(&span.span_id.to_bytes());
-    out.extend_from_slice(&span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
-    out.extend_from_slice(&[flags, span.flags.bits(), kind_byte(span.kind)]);
-    out.extend_from_slice(&span.start_unix_ns.to_le_bytes());
-    out.extend_from_slice(&span.end_unix_ns.to_le_bytes());
+    let mut out = Cursor { buf, at: 0 };
+    out.array(span.trace_id.to_bytes());
+    out.array(span.span_id.to_bytes());
+    out.array(span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
+    out.array([flags, span.flags.bits(), kind_byte(span.kind)]);
+    out.array(span.start_unix_ns.to_le_bytes());
+    out.array(span.end_unix_ns.to_le_bytes());
     // The name, in parts (`dspex` `.` `bridge` …), as one length-prefixed text.
-    let name_len: usize = span.name.parts().map(str::len).sum();
-    out.extend_from_slice(&(name_len as u32).to_le_bytes());
-    for part in span.name.parts() {
-        out.extend_from_slice(part.as_bytes());
-    }
+    out.array((span.name.len() as u32).to_le_bytes());
+    span.name.for_each_part(|part| out.bytes(part.as_bytes()));
     if let SpanStatus::Error { kind, message } = span.status {
-        put_str(out, kind, 256);
-        put_str(out, message, MAX_TEXT);
+        out.text(cut(kind, 256));
+        out.text(cut(message, MAX_TEXT));
     }
     if let Some(id) = span.correlation_id {
-        put_str(out, id.as_str(), 256);
+        out.text(cut(id.as_str(), 256));
     }
-    let count = kept(span).count() as u16;
-    out.extend_from_slice(&count.to_le_bytes());
-    for (origin, key, value) in kept(span) {
-        out.push(origin);
-        put_str(out, key, 256);
-        put_value(out, value);
-    }
+    let count = (span.metadata.len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
+    out.array(count.to_le_bytes());
+    for_each_kept(span, |origin, key, value| {
+        out.array([origin]);
+        out.text(cut(key, 256));
+        out.value(value);
+    });
+    debug_assert_eq!(out.at, out.buf.len(), "encoded_len is exact");
+}
+
+/// Appends `span` to `out`.
+#[cfg(test)]
+pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + encoded_len(span), 0);
+    encode_into(span, &mut out[at..]);
 }
 
 /// Reads what [`encode`] wrote.
