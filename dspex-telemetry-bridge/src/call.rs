@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use dspex_telemetry_core::{
-    Measurements, Metadata, SpanAttributes, SpanId, SpanKind, SpanName, SpanRecord, SpanStatus,
-    Value as MetaValue, catalog, context, metadata,
+    Measurements, Metadata, SpanAttributes, SpanId, SpanKind, SpanMetadata, SpanName, SpanRecord,
+    SpanStatus, Value as MetaValue, catalog, context, metadata,
 };
 use serde_json::{Map, Value, json};
 
@@ -168,7 +168,7 @@ impl Pool {
                 start_unix_ns: start.max(0) as u64,
                 end_unix_ns: end.max(start).max(0) as u64,
                 status,
-                metadata,
+                metadata: SpanMetadata::one(metadata),
                 attributes: SpanAttributes::EMPTY,
                 correlation_id: ctx.explicit_correlation_id(),
                 events: &[],

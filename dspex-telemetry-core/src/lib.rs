@@ -74,7 +74,8 @@ pub use event::{EventName, EventNameError};
 pub use ids::{CorrelationId, CorrelationIdError, IdError, SpanId, TraceFlags, TraceId};
 pub use instrument::{Traced, WithTraceContext};
 pub use record::{
-    SpanAttributes, SpanEventRecord, SpanKind, SpanName, SpanRecord, SpanSink, SpanStatus,
+    SpanAttributes, SpanEventRecord, SpanKind, SpanMetadata, SpanName, SpanRecord, SpanSink,
+    SpanStatus,
 };
 pub use span::{SpanFuture, SpanPrefix, with_span};
 pub use traceparent::{TraceParent, TraceParentError};

@@ -152,6 +152,95 @@ impl<'a> SpanAttributes<'a> {
     }
 }
 
+/// A span's metadata: what it started with and what its work added at the end, which wins
+/// where both have a key. Kept in two parts so that a span no event handler sees is not
+/// merged just to be exported.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanMetadata<'a> {
+    start: &'a Metadata<'a>,
+    end: &'a Metadata<'a>,
+    /// Bit `i`: the start's entry `i` is replaced by one of the end's (for the first 64).
+    replaced: u64,
+}
+
+impl<'a> SpanMetadata<'a> {
+    /// The metadata of a span that started with `start` and whose work added `end`.
+    pub fn new(start: &'a Metadata<'a>, end: &'a Metadata<'a>) -> Self {
+        SpanMetadata {
+            start,
+            end,
+            replaced: start.replaced_by(end),
+        }
+    }
+
+    /// Metadata in one part.
+    pub fn one(metadata: &'a Metadata<'a>) -> Self {
+        static EMPTY: Metadata<'static> = Metadata::new();
+        SpanMetadata {
+            start: metadata,
+            end: &EMPTY,
+            replaced: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn is_replaced(&self, i: usize, key: &str) -> bool {
+        match i {
+            0..64 => self.replaced >> i & 1 != 0,
+            _ => self.end.get(key).is_some(),
+        }
+    }
+
+    /// Each entry once: the start's (those the end does not replace), then the end's.
+    #[inline(always)]
+    pub fn for_each(&self, mut f: impl FnMut(&'a str, &'a Value<'a>)) {
+        let mut i = 0;
+        self.start.iter().for_each(|(k, v)| {
+            if !self.is_replaced(i, k) {
+                f(k, v);
+            }
+            i += 1;
+        });
+        self.end.iter().for_each(|(k, v)| f(k, v));
+    }
+
+    /// Each entry once, as [`SpanMetadata::for_each`] visits them.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Value<'a>)> + 'a {
+        let this = *self;
+        self.start
+            .iter()
+            .enumerate()
+            .filter(move |(i, (k, _))| !this.is_replaced(*i, k))
+            .map(|(_, entry)| entry)
+            .chain(self.end.iter())
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<&'a Value<'a>> {
+        self.end.get(key).or_else(|| self.start.get(key))
+    }
+
+    /// How many entries there are.
+    #[inline]
+    pub fn len(&self) -> usize {
+        let beyond = match self.start.len() {
+            0..=64 => 0,
+            _ => self
+                .start
+                .iter()
+                .skip(64)
+                .filter(|(k, _)| self.end.get(k).is_some())
+                .count(),
+        };
+        self.start.len() - self.replaced.count_ones() as usize - beyond + self.end.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty() && self.end.is_empty()
+    }
+}
+
 /// A finished span. Built on the stack when a span ends and passed by reference to every
 /// [`SpanSink`]; it borrows from the span and is valid only during the call.
 #[derive(Debug, Clone, Copy)]
@@ -177,7 +266,7 @@ pub struct SpanRecord<'a> {
     /// How it ended.
     pub status: SpanStatus<'a>,
     /// The span's event metadata (exported as `dspex.<key>`).
-    pub metadata: &'a Metadata<'a>,
+    pub metadata: SpanMetadata<'a>,
     /// What the code inside the span set on it (exported under their own names).
     pub attributes: SpanAttributes<'a>,
     /// The correlation id, when one was given (else it is the trace id).

@@ -11,7 +11,7 @@ use crate::clock::{Instant, monotonic_ns_at, now, system_time_ns, unix_ns_at};
 use crate::context::{self, TraceContext, replace_current};
 use crate::dispatcher::{Dispatcher, SINKS, panic_message};
 use crate::event::EventName;
-use crate::record::{SpanKind, SpanName, SpanRecord, SpanStatus};
+use crate::record::{SpanKind, SpanMetadata, SpanName, SpanRecord, SpanStatus};
 use crate::value::{Measurements, Metadata};
 
 /// The three event names of a span sharing one prefix: `…:start`, `…:stop`, `…:exception`.
@@ -131,18 +131,25 @@ const EXCEPTION: u8 = 4;
 
 /// Ends a span: emits `stop`, or `exception` with `kind` and `reason`, to the handlers that
 /// listen, then hands its record to the span sinks (`handled` says which of them there are).
-/// `name` is the span's own name, where it is not its prefix's.
-fn finish_span(
+/// `extra` is what the work added to `metadata`; the two are merged only for an event (a
+/// record takes them apart). `name` is the span's own name, where it is not its prefix's.
+#[allow(clippy::too_many_arguments)]
+fn finish_span<'m>(
     dispatcher: &Dispatcher,
     prefix: &SpanPrefix,
     started: Instant,
-    metadata: &mut Metadata<'_>,
+    metadata: &mut Metadata<'m>,
+    extra: &mut Metadata<'m>,
     failure: Option<(&'static str, String)>,
     handled: u8,
     name: Option<&str>,
 ) {
     let ended = now();
     let failed = failure.is_some();
+    let event = if failed { EXCEPTION } else { STOP };
+    if (failed || handled & event != 0) && !extra.is_empty() {
+        metadata.append(extra);
+    }
     if let Some((kind, reason)) = failure {
         // An `Err`'s own metadata may name a finer kind (`timeout`, say); a panic's may not.
         if kind == "panic" || metadata.get("kind").is_none() {
@@ -150,7 +157,6 @@ fn finish_span(
         }
         metadata.insert("reason", reason);
     }
-    let event = if failed { EXCEPTION } else { STOP };
     if handled & event != 0 {
         let name = if failed {
             &prefix.exception
@@ -162,6 +168,7 @@ fn finish_span(
     if handled & SINKS == 0 {
         return;
     }
+    let metadata = SpanMetadata::new(metadata, extra);
     let status = if failed {
         let text = |key| metadata.get(key).and_then(|v| v.as_str()).unwrap_or("");
         SpanStatus::Error {
@@ -279,11 +286,17 @@ impl Dispatcher {
         }
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok((result, mut extra)) => {
-                if !extra.is_empty() {
-                    metadata.append(&mut extra);
-                }
                 let failure = failed(&result).map(|reason| ("error", reason));
-                finish_span(self, prefix, started, &mut metadata, failure, handled, name);
+                finish_span(
+                    self,
+                    prefix,
+                    started,
+                    &mut metadata,
+                    &mut extra,
+                    failure,
+                    handled,
+                    name,
+                );
                 result
             }
             Err(payload) => {
@@ -293,6 +306,7 @@ impl Dispatcher {
                     prefix,
                     started,
                     &mut metadata,
+                    &mut Metadata::new(),
                     Some(("panic", reason)),
                     handled,
                     name,
@@ -391,7 +405,7 @@ pin_project_lite::pin_project! {
             if let SpanState::Running { started, ctx, handled } = std::mem::replace(this.state, SpanState::Done) {
                 let mut metadata = this.metadata.take().unwrap_or_default();
                 let reason = String::from("the future was dropped before it completed");
-                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, Some(("cancelled", reason)), handled, None));
+                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, &mut Metadata::new(), Some(("cancelled", reason)), handled, None));
             }
         }
     }
@@ -485,6 +499,7 @@ where
                     this.prefix,
                     started,
                     &mut metadata,
+                    &mut Metadata::new(),
                     failure,
                     handled,
                     None,

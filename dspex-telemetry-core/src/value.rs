@@ -361,6 +361,25 @@ impl<'a> Metadata<'a> {
         self.entries.push((Cow::Borrowed(key), value.into()));
     }
 
+    /// Bit `i` set: entry `i` (of the first 64) has its key in `other` too.
+    #[inline]
+    pub(crate) fn replaced_by(&self, other: &Metadata<'_>) -> u64 {
+        let mut mask = 0;
+        if other.is_empty() {
+            return mask;
+        }
+        let in_other = |key: &str| {
+            other.entries.head.iter().any(|(k, _)| same_key(k, key))
+                || other.entries.tail.iter().any(|(k, _)| same_key(k, key))
+        };
+        for (i, (key, _)) in self.entries.iter().enumerate().take(64) {
+            if in_other(key) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
     /// Adds every entry of `other`, replacing entries under the same keys.
     pub fn extend(&mut self, mut other: Metadata<'a>) {
         self.append(&mut other);
@@ -384,6 +403,7 @@ impl<'a> Metadata<'a> {
     }
 
     /// The entries in insertion order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value<'a>)> + '_ {
         self.entries.iter().map(|(k, v)| (&**k, v))
     }

@@ -227,3 +227,85 @@ fn a_sink_that_panics_is_detached_and_the_call_goes_on() {
     assert!(!d.has_span_sinks());
     assert!(d.attach_span_sink("boom", Exploding).is_ok());
 }
+
+#[test]
+fn what_the_work_adds_replaces_what_the_span_started_with_with_or_without_a_stop_handler() {
+    for with_handler in [false, true] {
+        let d = Dispatcher::new();
+        let spans = sink(&d);
+        let stops = Arc::new(Mutex::new(Vec::new()));
+        if with_handler {
+            let stops = stops.clone();
+            d.attach(
+                "stop",
+                catalog::BRIDGE_CALL.stop().clone(),
+                move |e: &Event<'_>| {
+                    stops.lock().unwrap().push(
+                        e.metadata()
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>(),
+                    )
+                },
+            )
+            .unwrap();
+        }
+        d.span(
+            &catalog::BRIDGE_CALL,
+            metadata! { "module" => "dspy", "attempt" => 1, "function" => "Predict" },
+            || ((), metadata! { "attempt" => 2, "success" => true }),
+        );
+        let seen = spans.0.lock().unwrap().clone();
+        let expected: Vec<(String, String)> = [
+            ("module", "dspy"),
+            ("function", "Predict"),
+            ("attempt", "2"),
+            ("success", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut got = seen[0].metadata.clone();
+        got.sort();
+        let mut want = expected.clone();
+        want.sort();
+        assert_eq!(got, want, "with a stop handler: {with_handler}");
+        if with_handler {
+            let stops = stops.lock().unwrap();
+            assert_eq!(stops.len(), 1);
+            assert!(stops[0].contains(&"attempt=2".to_string()), "{stops:?}");
+            assert_eq!(stops[0].len(), 4, "{stops:?}");
+        }
+    }
+}
+
+#[test]
+fn span_metadata_in_two_parts_reads_as_one() {
+    use dspex_telemetry_core::{Metadata, SpanMetadata, Value};
+    let start = metadata! { "a" => 1, "b" => 2, "c" => 3 };
+    let end = metadata! { "b" => 20, "d" => 4 };
+    let both = SpanMetadata::new(&start, &end);
+    assert_eq!(both.len(), 4);
+    assert_eq!(both.get("b"), Some(&Value::Int(20)));
+    assert_eq!(both.get("a"), Some(&Value::Int(1)));
+    assert_eq!(both.get("z"), None);
+    let mut visited = Vec::new();
+    both.for_each(|k, v| visited.push(format!("{k}={v}")));
+    let iterated: Vec<String> = both.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(visited, ["a=1", "c=3", "b=20", "d=4"]);
+    assert_eq!(iterated, visited);
+    let one = SpanMetadata::one(&start);
+    assert_eq!(one.len(), 3);
+    assert!(!one.is_empty());
+    // Past the first 64 entries, replacement is still found (by search).
+    let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
+    let mut many = Metadata::new();
+    for k in &keys {
+        many.insert(k.as_str(), 0);
+    }
+    let late = metadata! { "k68" => 1, "k1" => 1 };
+    let both = SpanMetadata::new(&many, &late);
+    assert_eq!(both.len(), 70);
+    assert_eq!(both.iter().count(), 70);
+    assert_eq!(both.get("k68"), Some(&Value::Int(1)));
+}

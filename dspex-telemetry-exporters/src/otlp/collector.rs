@@ -81,6 +81,19 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
+/// Bytes of a ring's free space a record is first written into in place (most records are a
+/// few hundred bytes).
+const IN_PLACE: usize = 512;
+
+/// After a record went into `ring`: when the ring is three quarters full, the collector is
+/// asked to come before its next round. Always `true` (the record was written).
+fn nudge(shared: &Shared, ring: &Producer<u8>) -> bool {
+    if ring.slots() < shared.ring_bytes / 4 && !shared.nudged.swap(true, Ordering::AcqRel) {
+        shared.wake.notify_one();
+    }
+    true
+}
+
 /// The span sink attached to the dispatcher.
 struct RingSink(Arc<Shared>);
 
@@ -110,31 +123,34 @@ impl SpanSink for RingSink {
                     &mut rings.last_mut().expect("just pushed").1
                 }
             };
-            // Length-prefixed, written in place where the ring's free space is in one piece
-            // (else through `scratch`, then copied around the ring's end).
+            // Length-prefixed, written in place into the ring's free space when it fits in
+            // the first `IN_PLACE` bytes of it in one piece; else measured, written into
+            // `scratch`, and copied (around the ring's end if need be).
+            let room = ring.slots().min(IN_PLACE);
+            let in_place = ring.write_chunk(room).ok().and_then(|mut chunk| {
+                let (first, _) = chunk.as_mut_slices();
+                let len = record::encode_into(span, first.get_mut(4..)?)?;
+                first[..4].copy_from_slice(&(len as u32).to_le_bytes());
+                chunk.commit(4 + len);
+                Some(())
+            });
+            if in_place.is_some() {
+                return nudge(shared, ring);
+            }
             let len = record::encoded_len(span);
             let Ok(mut chunk) = ring.write_chunk(4 + len) else {
                 return false;
             };
+            scratch.clear();
+            scratch.resize(4 + len, 0);
+            scratch[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            record::encode_into(span, &mut scratch[4..]);
             let (first, second) = chunk.as_mut_slices();
-            if first.len() >= 4 + len {
-                first[..4].copy_from_slice(&(len as u32).to_le_bytes());
-                record::encode_into(span, &mut first[4..4 + len]);
-            } else {
-                scratch.clear();
-                scratch.resize(4 + len, 0);
-                scratch[..4].copy_from_slice(&(len as u32).to_le_bytes());
-                record::encode_into(span, &mut scratch[4..]);
-                let split = first.len();
-                first.copy_from_slice(&scratch[..split]);
-                second.copy_from_slice(&scratch[split..]);
-            }
+            let split = first.len();
+            first.copy_from_slice(&scratch[..split]);
+            second.copy_from_slice(&scratch[split..]);
             chunk.commit_all();
-            // Three quarters full: the collector is asked to come before its next round.
-            if ring.slots() < shared.ring_bytes / 4 && !shared.nudged.swap(true, Ordering::AcqRel) {
-                shared.wake.notify_one();
-            }
-            true
+            nudge(shared, ring)
         });
         if pushed != Ok(true) {
             shared.counters.dropped.fetch_add(1, Ordering::Relaxed);

@@ -46,17 +46,43 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Writes into a slice the record's exact size: each write is a bounds check and a copy.
+/// Writes into a slice: each write is a bounds check and a copy. A write that does not fit
+/// is skipped and marks the cursor `overflowed` (the record is then written again through a
+/// buffer of its exact size).
 struct Cursor<'a> {
     buf: &'a mut [u8],
     at: usize,
+    overflowed: bool,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Cursor {
+            buf,
+            at: 0,
+            overflowed: false,
+        }
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Option<&mut [u8]> {
+        match self.buf.get_mut(self.at..self.at + n) {
+            Some(to) => {
+                self.at += n;
+                Some(to)
+            }
+            None => {
+                self.overflowed = true;
+                None
+            }
+        }
+    }
+
     #[inline(always)]
     fn array<const N: usize>(&mut self, bytes: [u8; N]) {
-        self.buf[self.at..self.at + N].copy_from_slice(&bytes);
-        self.at += N;
+        if let Some(to) = self.take(N) {
+            to.copy_from_slice(&bytes);
+        }
     }
 
     /// Most texts of a span (keys, module and function names, name segments) are a few bytes
@@ -65,7 +91,7 @@ impl Cursor<'_> {
     #[inline(always)]
     fn bytes(&mut self, bytes: &[u8]) {
         let n = bytes.len();
-        let to = &mut self.buf[self.at..self.at + n];
+        let Some(to) = self.take(n) else { return };
         if n > 16 {
             to.copy_from_slice(bytes);
         } else if n >= 8 {
@@ -79,13 +105,19 @@ impl Cursor<'_> {
                 *to = *from;
             }
         }
-        self.at += n;
     }
 
     #[inline(always)]
     fn text(&mut self, text: &str) {
         self.array((text.len() as u32).to_le_bytes());
         self.bytes(text.as_bytes());
+    }
+
+    #[inline(always)]
+    fn attribute(&mut self, origin: u8, key: &str, value: &Value<'_>) {
+        self.array([origin]);
+        self.text(cut(key, 256));
+        self.value(value);
     }
 
     #[inline(always)]
@@ -133,7 +165,7 @@ fn kind_byte(kind: SpanKind) -> u8 {
 #[inline(always)]
 fn for_each_kept<'s>(span: &'s SpanRecord<'_>, mut f: impl FnMut(u8, &'s str, &'s Value<'s>)) {
     let mut left = MAX_ATTRIBUTES;
-    span.metadata.iter().for_each(|(k, v)| {
+    span.metadata.for_each(|k, v| {
         if left > 0 {
             left -= 1;
             f(FROM_METADATA, k, v)
@@ -165,8 +197,9 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
     len
 }
 
-/// Writes `span` into `buf`, which is [`encoded_len`] bytes long.
-pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) {
+/// Writes `span` at the start of `buf`: the bytes written, or `None` if `buf` is too short
+/// (see [`encoded_len`]).
+pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize> {
     let mut flags = 0;
     if span.parent_span_id.is_some() {
         flags |= FLAG_PARENT;
@@ -180,7 +213,7 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) {
     if span.correlation_id.is_some() {
         flags |= FLAG_CORRELATION;
     }
-    let mut out = Cursor { buf, at: 0 };
+    let mut out = Cursor::new(buf);
     out.array(span.trace_id.to_bytes());
     out.array(span.span_id.to_bytes());
     out.array(span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
@@ -199,20 +232,21 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) {
     }
     let count = (span.metadata.len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
     out.array(count.to_le_bytes());
-    for_each_kept(span, |origin, key, value| {
-        out.array([origin]);
-        out.text(cut(key, 256));
-        out.value(value);
-    });
-    debug_assert_eq!(out.at, out.buf.len(), "encoded_len is exact");
+    for_each_kept(span, |origin, key, value| out.attribute(origin, key, value));
+    (!out.overflowed).then_some(out.at)
 }
 
 /// Appends `span` to `out`.
 #[cfg(test)]
 pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
     let at = out.len();
-    out.resize(at + encoded_len(span), 0);
-    encode_into(span, &mut out[at..]);
+    let len = encoded_len(span);
+    out.resize(at + len, 0);
+    assert_eq!(
+        encode_into(span, &mut out[at..]),
+        Some(len),
+        "encoded_len is exact"
+    );
 }
 
 /// Reads what [`encode`] wrote.
@@ -432,7 +466,9 @@ pub(crate) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dspex_telemetry_core::{CorrelationId, Metadata, SpanAttributes, SpanName, TraceFlags};
+    use dspex_telemetry_core::{
+        CorrelationId, Metadata, SpanAttributes, SpanMetadata, SpanName, TraceFlags,
+    };
 
     #[test]
     fn a_record_comes_back_as_the_span_it_was() {
@@ -458,7 +494,7 @@ mod tests {
                 kind: "timeout",
                 message: "é".repeat(3_000).leak(),
             },
-            metadata: &metadata,
+            metadata: SpanMetadata::one(&metadata),
             attributes: SpanAttributes::EMPTY,
             correlation_id: Some(&correlation),
             events: &[],
