@@ -226,6 +226,11 @@ impl Hasher for PrecomputedHasher {
 #[derive(Default)]
 struct Table {
     exact: HashMap<u64, Vec<Route>, BuildHasherDefault<PrecomputedHasher>>,
+    /// By the hash of a span prefix: which of its `start`, `stop` and `exception` events have
+    /// exact routes (bits as [`Dispatcher::handled_of`] returns them), so that a span asks
+    /// once, not three times. A hash shared by two prefixes only sets bits that `execute`
+    /// then finds no route for.
+    span_events: HashMap<u64, u8, BuildHasherDefault<PrecomputedHasher>>,
     prefixes: Vec<(EventName, Arc<Registration>)>,
     sinks: Vec<Arc<Registration>>,
 }
@@ -251,6 +256,17 @@ impl Table {
                                 name: name.clone(),
                                 handlers: Box::new([reg.clone()]),
                             }),
+                        }
+                        if let Some((prefix, last)) = name.split_last_hash() {
+                            let bit = match last {
+                                "start" => 1,
+                                "stop" => 2,
+                                "exception" => 4,
+                                _ => 0,
+                            };
+                            if bit != 0 {
+                                *table.span_events.entry(prefix).or_default() |= bit;
+                            }
                         }
                     }
                     Subscription::Prefix(prefix) => {
@@ -628,12 +644,20 @@ impl Dispatcher {
     /// Which of the events have a handler, as bits (bit `i` for `events[i]`): one table read
     /// for all of them. Bit 3 ([`SINKS`]) is set when a span sink is attached.
     #[inline]
-    pub(crate) fn handled_of(&self, events: [&EventName; 3]) -> u8 {
+    pub(crate) fn handled_of(&self, prefix: &EventName, events: [&EventName; 3]) -> u8 {
         if self.inner.attached.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         self.with_table(|t| {
             let sinks = if t.sinks.is_empty() { 0 } else { SINKS };
+            if t.prefixes.is_empty() {
+                let events = t
+                    .span_events
+                    .get(&prefix.precomputed_hash())
+                    .copied()
+                    .unwrap_or(0);
+                return sinks | events;
+            }
             events.iter().enumerate().fold(sinks, |bits, (i, e)| {
                 bits | (u8::from(t.has_handlers(e)) << i)
             })
@@ -906,5 +930,58 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Cow<'static, str> {
         Cow::Owned(s.clone())
     } else {
         Cow::Borrowed("panic with a non-string payload")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::SpanPrefix;
+
+    const OP: SpanPrefix = SpanPrefix::from_static(&["app", "op"]);
+    const OTHER: SpanPrefix = SpanPrefix::from_static(&["app", "other"]);
+
+    fn slow(d: &Dispatcher, prefix: &SpanPrefix) -> u8 {
+        let sinks = d.with_table(|t| if t.sinks.is_empty() { 0 } else { SINKS });
+        [prefix.start(), prefix.stop(), prefix.exception()]
+            .iter()
+            .enumerate()
+            .fold(sinks, |bits, (i, e)| {
+                bits | (u8::from(d.has_handlers(e)) << i)
+            })
+    }
+
+    fn handled(d: &Dispatcher, prefix: &SpanPrefix) -> u8 {
+        d.handled_of(
+            prefix.prefix(),
+            [prefix.start(), prefix.stop(), prefix.exception()],
+        )
+    }
+
+    #[test]
+    fn a_spans_events_are_found_in_one_lookup_as_in_three() {
+        let d = Dispatcher::new();
+        let noop = |_: &Event<'_>| {};
+        assert_eq!(handled(&d, &OP), 0);
+        d.attach("stop", OP.stop().clone(), noop).unwrap();
+        assert_eq!(handled(&d, &OP), 2);
+        d.attach("exc", OP.exception().clone(), noop).unwrap();
+        // A run-time name equal to the static one routes the same.
+        let runtime = SpanPrefix::new(EventName::parse("app.op").unwrap());
+        d.attach("start", runtime.start().clone(), noop).unwrap();
+        for prefix in [&OP, &runtime, &OTHER] {
+            assert_eq!(handled(&d, prefix), slow(&d, prefix));
+        }
+        assert_eq!(handled(&d, &OP), 7);
+        assert_eq!(handled(&d, &OTHER), 0);
+        // With a prefix subscription the three names are looked up one by one.
+        d.attach_prefix("all", EventName::from_static(&["app"]), noop)
+            .unwrap();
+        assert_eq!(handled(&d, &OTHER), 7);
+        assert_eq!(handled(&d, &OTHER), slow(&d, &OTHER));
+        d.detach("all").unwrap();
+        d.detach("exc").unwrap();
+        assert_eq!(handled(&d, &OP), 3);
+        assert_eq!(handled(&d, &OP), slow(&d, &OP));
     }
 }

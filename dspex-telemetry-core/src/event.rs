@@ -240,6 +240,25 @@ impl EventName {
     pub(crate) fn precomputed_hash(&self) -> u64 {
         self.hash
     }
+
+    /// The last segment, and the hash this name would have without it (the hash of the span
+    /// prefix of a `…:start` name); `None` for a one-segment name.
+    pub(crate) fn split_last_hash(&self) -> Option<(u64, &str)> {
+        let n = self.len();
+        if n < 2 {
+            return None;
+        }
+        let mut hash = FNV_OFFSET;
+        let mut last = "";
+        for (i, segment) in self.segments().enumerate() {
+            if i + 1 < n {
+                hash = fnv_segment(hash, segment);
+            } else {
+                last = segment;
+            }
+        }
+        Some((hash, last))
+    }
 }
 
 impl PartialEq for EventName {

@@ -272,7 +272,7 @@ impl Dispatcher {
         policy: ContextPolicy,
         name: Option<&str>,
     ) -> R {
-        let handled = self.handled_of(prefix.names());
+        let handled = self.handled_of(&prefix.prefix, prefix.names());
         if handled == 0 {
             return match policy {
                 ContextPolicy::WhenObserved => f().0,
@@ -439,7 +439,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = self.project();
         if let SpanState::NotStarted = this.state {
-            let handled = this.dispatcher.handled_of(this.prefix.names());
+            let handled = this
+                .dispatcher
+                .handled_of(&this.prefix.prefix, this.prefix.names());
             *this.state = if handled != 0 {
                 let ctx = span_context();
                 let started = now();

@@ -85,25 +85,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Most texts of a span (keys, module and function names, name segments) are a few bytes
-    /// long: those are copied with two overlapping fixed-size moves instead of a call to
-    /// `memcpy`, which costs more than the copy itself at that size.
     #[inline(always)]
     fn bytes(&mut self, bytes: &[u8]) {
-        let n = bytes.len();
-        let Some(to) = self.take(n) else { return };
-        if n > 16 {
-            to.copy_from_slice(bytes);
-        } else if n >= 8 {
-            to[..8].copy_from_slice(&bytes[..8]);
-            to[n - 8..].copy_from_slice(&bytes[n - 8..]);
-        } else if n >= 4 {
-            to[..4].copy_from_slice(&bytes[..4]);
-            to[n - 4..].copy_from_slice(&bytes[n - 4..]);
-        } else {
-            for (to, from) in to.iter_mut().zip(bytes) {
-                *to = *from;
-            }
+        if let Some(to) = self.take(bytes.len()) {
+            copy_short(to, bytes);
         }
     }
 
@@ -113,34 +98,73 @@ impl<'a> Cursor<'a> {
         self.bytes(text.as_bytes());
     }
 
+    /// One attribute, with one bounds check for all its parts.
     #[inline(always)]
     fn attribute(&mut self, origin: u8, key: &str, value: &Value<'_>) {
-        self.array([origin]);
-        self.text(cut(key, 256));
-        self.value(value);
-    }
-
-    #[inline(always)]
-    fn value(&mut self, value: &Value<'_>) {
+        let key = cut(key, 256).as_bytes();
+        let k = key.len();
         match value {
-            Value::Str(s) => {
-                self.array([STR]);
-                self.text(cut(s, MAX_TEXT));
+            Value::Str(text) => {
+                let text = cut(text, MAX_TEXT).as_bytes();
+                let Some(to) = self.take(10 + k + text.len()) else {
+                    return;
+                };
+                attribute_head(to, origin, key, STR);
+                to[6 + k..10 + k].copy_from_slice(&(text.len() as u32).to_le_bytes());
+                copy_short(&mut to[10 + k..], text);
             }
             Value::Int(i) => {
-                self.array([INT]);
-                self.array(i.to_le_bytes());
+                let Some(to) = self.take(14 + k) else { return };
+                attribute_head(to, origin, key, INT);
+                to[6 + k..].copy_from_slice(&i.to_le_bytes());
             }
             Value::Float(f) => {
-                self.array([FLOAT]);
-                self.array(f.to_le_bytes());
+                let Some(to) = self.take(14 + k) else { return };
+                attribute_head(to, origin, key, FLOAT);
+                to[6 + k..].copy_from_slice(&f.to_le_bytes());
             }
-            Value::Bool(b) => self.array([BOOL, u8::from(*b)]),
+            Value::Bool(b) => {
+                let Some(to) = self.take(7 + k) else { return };
+                attribute_head(to, origin, key, BOOL);
+                to[6 + k] = u8::from(*b);
+            }
         }
     }
 }
 
-/// The bytes [`Cursor::value`] writes for `value`.
+/// An attribute's origin, key and value tag, at the start of `to`.
+#[inline(always)]
+fn attribute_head(to: &mut [u8], origin: u8, key: &[u8], tag: u8) {
+    let k = key.len();
+    to[0] = origin;
+    to[1..5].copy_from_slice(&(k as u32).to_le_bytes());
+    copy_short(&mut to[5..5 + k], key);
+    to[5 + k] = tag;
+}
+
+/// Copies `from` into `to`, of the same length. Most texts of a span (keys, module and
+/// function names, name segments) are a few bytes long: those are copied with two
+/// overlapping fixed-size moves instead of a call to `memcpy`, which costs more than the copy
+/// itself at that size.
+#[inline(always)]
+fn copy_short(to: &mut [u8], from: &[u8]) {
+    let n = from.len();
+    if n > 16 {
+        to.copy_from_slice(from);
+    } else if n >= 8 {
+        to[..8].copy_from_slice(&from[..8]);
+        to[n - 8..].copy_from_slice(&from[n - 8..]);
+    } else if n >= 4 {
+        to[..4].copy_from_slice(&from[..4]);
+        to[n - 4..].copy_from_slice(&from[n - 4..]);
+    } else {
+        for (to, from) in to.iter_mut().zip(from) {
+            *to = *from;
+        }
+    }
+}
+
+/// The bytes [`Cursor::attribute`] writes for `value` after the key.
 #[inline(always)]
 fn value_len(value: &Value<'_>) -> usize {
     1 + match value {
