@@ -315,6 +315,26 @@ pub(crate) fn replace_current(ctx: Option<TraceContext>) -> Option<TraceContext>
     CURRENT.try_with(|c| c.replace(ctx)).unwrap_or(None)
 }
 
+/// Makes a child of the current context (or a new trace's root) current, in one access to
+/// the slot; the guard restores the parent.
+#[inline]
+pub(crate) fn enter_child() -> ContextGuard {
+    let previous = CURRENT
+        .try_with(|c| {
+            let parent = c.take();
+            let child = parent
+                .as_ref()
+                .map_or_else(TraceContext::new_root, TraceContext::child);
+            c.set(Some(child));
+            parent
+        })
+        .unwrap_or(None);
+    ContextGuard {
+        previous,
+        _not_send: PhantomData,
+    }
+}
+
 /// Runs `f` on this thread's current context in place; `None` during thread teardown.
 #[inline]
 fn with_current<R>(f: impl FnOnce(&mut Option<TraceContext>) -> R) -> Option<R> {

@@ -279,7 +279,7 @@ impl Dispatcher {
                 ContextPolicy::Always => span_context().in_scope(f).0,
             };
         }
-        let _scope = span_context().attach();
+        let _scope = context::enter_child();
         let started = now();
         if handled & START != 0 {
             self.execute(&prefix.start, &start_measurements(started), &metadata);

@@ -313,3 +313,66 @@ async fn spans_from_many_threads_and_threads_that_ended_all_arrive() {
         traces.shutdown().await;
     }
 }
+
+/// Records small enough to be written in place and large ones written through a measured
+/// buffer, in a ring small enough that many wrap around its end: each arrives whole, with the
+/// value it was given, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_records_arrive_whole_across_the_rings_end() {
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start_with_exporter(
+        exporter.clone(),
+        OtlpConfig {
+            thread_buffer_bytes: 8192,
+            ..OtlpConfig::default()
+        },
+        &d,
+        "mine",
+    )
+    .unwrap();
+    let _trace = dspex_telemetry_core::context::start_trace();
+    let mut sent = Vec::new();
+    for i in 0..300usize {
+        // Every third record is larger than what is written in place.
+        let args = if i % 3 == 0 {
+            format!("{i}:{}", "x".repeat(700 + i))
+        } else {
+            format!("{i}")
+        };
+        d.span(
+            &catalog::BRIDGE_CALL,
+            metadata! { "module" => "dspy", "args" => args.as_str() },
+            || ((), metadata! { "worker_id" => i }),
+        );
+        sent.push(args);
+        if i % 10 == 9 {
+            // Room for the collector: ten records, at most ~15 KiB, against an 8 KiB ring.
+            traces.flush().await;
+        }
+    }
+    traces.flush().await;
+    let stats = traces.stats();
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(spans.len() as u64, stats.exported, "{stats:?}");
+    assert_eq!(spans.len() as u64 + stats.dropped, 300, "{stats:?}");
+    assert!(spans.len() >= 200, "{stats:?}");
+    for span in &spans {
+        let attr = |k: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.clone())
+        };
+        let Some(opentelemetry::Value::I64(i)) = attr("dspex.worker_id") else {
+            panic!("{span:?}")
+        };
+        assert_eq!(
+            attr("dspex.args").map(|v| v.as_str().into_owned()),
+            Some(sent[i as usize].clone()),
+            "record {i} arrives whole"
+        );
+        assert_eq!(attr("dspex.module"), Some("dspy".into()));
+    }
+    traces.shutdown().await;
+}

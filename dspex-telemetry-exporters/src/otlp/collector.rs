@@ -81,9 +81,9 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
-/// Bytes of a ring's free space a record is first written into in place (most records are a
-/// few hundred bytes).
-const IN_PLACE: usize = 512;
+/// Bytes of a ring's free space a record is first written into in place (a bridge call's
+/// record is about 200 bytes; larger ones are measured first).
+const IN_PLACE: usize = 256;
 
 /// After a record went into `ring`: when the ring is three quarters full, the collector is
 /// asked to come before its next round. Always `true` (the record was written).
