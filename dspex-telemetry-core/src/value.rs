@@ -368,13 +368,21 @@ impl<'a> Metadata<'a> {
         if other.is_empty() {
             return mask;
         }
+        let (head, tail) = (&other.entries.head[..], &other.entries.tail[..]);
         let in_other = |key: &str| {
-            other.entries.head.iter().any(|(k, _)| same_key(k, key))
-                || other.entries.tail.iter().any(|(k, _)| same_key(k, key))
+            head.iter().any(|(k, _)| same_key(k, key))
+                || (!tail.is_empty() && tail.iter().any(|(k, _)| same_key(k, key)))
         };
-        for (i, (key, _)) in self.entries.iter().enumerate().take(64) {
+        let mine = &self.entries.head[..];
+        for (i, (key, _)) in mine.iter().enumerate() {
             if in_other(key) {
                 mask |= 1 << i;
+            }
+        }
+        let room = 64 - mine.len();
+        for (i, (key, _)) in self.entries.tail.iter().enumerate().take(room) {
+            if in_other(key) {
+                mask |= 1 << (mine.len() + i);
             }
         }
         mask
