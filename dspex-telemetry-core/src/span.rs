@@ -111,8 +111,8 @@ fn span_context() -> TraceContext {
 // Built in place: chained `with` calls would move the inline array at each step.
 fn start_measurements(started: Instant) -> Measurements<'static> {
     let mut m = Measurements::new();
-    m.insert("monotonic_time", monotonic_ns_at(started));
-    m.insert("system_time", system_time_ns());
+    m.push_new("monotonic_time", monotonic_ns_at(started));
+    m.push_new("system_time", system_time_ns());
     m
 }
 
@@ -120,8 +120,8 @@ fn end_measurements(started: Instant, ended: Instant) -> Measurements<'static> {
     let duration =
         i64::try_from(ended.saturating_duration_since(started).as_nanos()).unwrap_or(i64::MAX);
     let mut m = Measurements::new();
-    m.insert("duration", duration);
-    m.insert("monotonic_time", monotonic_ns_at(ended));
+    m.push_new("duration", duration);
+    m.push_new("monotonic_time", monotonic_ns_at(ended));
     m
 }
 

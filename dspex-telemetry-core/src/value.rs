@@ -285,6 +285,14 @@ impl<'a> Measurements<'a> {
         self.entries.push((key, value));
     }
 
+    /// Adds `key`, which the caller knows is not there yet ([`measurements!`] with literal
+    /// keys, checked distinct at compile time): no search.
+    #[doc(hidden)]
+    #[inline]
+    pub fn push_new(&mut self, key: &'a str, value: impl Into<Number>) {
+        self.entries.push((key, value.into()));
+    }
+
     /// The value under `key`.
     #[inline]
     pub fn get(&self, key: &str) -> Option<Number> {
@@ -468,15 +476,26 @@ macro_rules! metadata {
     }};
 }
 
-/// Builds [`Measurements`] from `key => value` pairs.
+/// Builds [`Measurements`] from `key => value` pairs. Literal keys are checked distinct at
+/// compile time, as [`metadata!`]'s are.
 ///
 /// ```
 /// let m = dspex_telemetry_core::measurements! { "duration" => 100, "count" => 5 };
 /// assert_eq!(m.len(), 2);
 /// ```
+///
+/// ```compile_fail
+/// let m = dspex_telemetry_core::measurements! { "count" => 1, "count" => 2 };
+/// ```
 #[macro_export]
 macro_rules! measurements {
     () => { $crate::Measurements::new() };
+    ($($key:literal => $value:expr),+ $(,)?) => {{
+        const { assert!($crate::distinct_keys(&[$($key),+]), "measurements! keys must be distinct") };
+        let mut m = $crate::Measurements::new();
+        $( m.push_new($key, $value); )+
+        m
+    }};
     ($($key:expr => $value:expr),+ $(,)?) => {{
         let mut m = $crate::Measurements::new();
         $( m.insert($key, $value); )+
@@ -484,8 +503,8 @@ macro_rules! measurements {
     }};
 }
 
-/// Whether no two of `keys` are equal; [`metadata!`] checks its literal keys with it when
-/// the code compiles.
+/// Whether no two of `keys` are equal; [`metadata!`] and [`measurements!`] check their literal
+/// keys with it when the code compiles.
 #[doc(hidden)]
 pub const fn distinct_keys(keys: &[&str]) -> bool {
     let mut i = 0;
