@@ -285,8 +285,9 @@ impl<'a> Measurements<'a> {
         self.entries.push((key, value));
     }
 
-    /// Adds `key`, which the caller knows is not there yet ([`measurements!`] with literal
-    /// keys, checked distinct at compile time): no search.
+    /// Adds `key`, which the caller knows is not there yet
+    /// ([`measurements!`](crate::measurements!) with literal keys, checked distinct at compile
+    /// time): no search.
     #[doc(hidden)]
     #[inline]
     pub fn push_new(&mut self, key: &'a str, value: impl Into<Number>) {
@@ -361,8 +362,8 @@ impl<'a> Metadata<'a> {
         self.entries.push((key, value));
     }
 
-    /// Adds `key`, which the caller knows is not there yet ([`metadata!`] with literal keys,
-    /// checked distinct at compile time): no search.
+    /// Adds `key`, which the caller knows is not there yet ([`metadata!`](crate::metadata!)
+    /// with literal keys, checked distinct at compile time): no search.
     #[doc(hidden)]
     #[inline]
     pub fn push_new(&mut self, key: &'a str, value: impl Into<Value<'a>>) {
@@ -477,7 +478,7 @@ macro_rules! metadata {
 }
 
 /// Builds [`Measurements`] from `key => value` pairs. Literal keys are checked distinct at
-/// compile time, as [`metadata!`]'s are.
+/// compile time, as [`metadata!`](crate::metadata!)'s are.
 ///
 /// ```
 /// let m = dspex_telemetry_core::measurements! { "duration" => 100, "count" => 5 };
@@ -503,8 +504,9 @@ macro_rules! measurements {
     }};
 }
 
-/// Whether no two of `keys` are equal; [`metadata!`] and [`measurements!`] check their literal
-/// keys with it when the code compiles.
+/// Whether no two of `keys` are equal; [`metadata!`](crate::metadata!) and
+/// [`measurements!`](crate::measurements!) check their literal keys with it when the code
+/// compiles.
 #[doc(hidden)]
 pub const fn distinct_keys(keys: &[&str]) -> bool {
     let mut i = 0;
