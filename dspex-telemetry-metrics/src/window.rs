@@ -288,6 +288,10 @@ fn bump(cell: &AtomicU64, add: u64) {
     );
 }
 
+/// Longest a read waits for shards that are joining their sub-window (see
+/// [`SeriesWindow::snapshot`]).
+const MAX_READ_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The sliding window of one series.
 ///
 /// Recording is lock-free: a coarse clock read, a table lookup for the bucket, and adds to the
@@ -587,45 +591,56 @@ impl SeriesWindow {
     pub fn snapshot(&self) -> WindowSnapshot {
         let now = self.clock.now_ms();
         let mut counts = vec![0u64; self.shape.mapping.len() + 1];
-        let (mut errors, mut sum) = (0u64, 0f64);
-        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        let (mut errors, mut sum): (u64, f64);
+        let (mut min, mut max): (f64, f64);
         let oldest_start = self.ring.live(now).1;
         let live = self.ring.live_epochs(now);
         // A shard joining its sub-window during the read would be counted twice or not at
-        // all: read again (a few times at most; joins happen once per sub-window and thread).
-        for attempt in 0..8 {
+        // all: read again until no join began or was under way during the read. A join is a
+        // few hundred nanoseconds, but its thread can be preempted in the middle of one (on a
+        // busy machine, for milliseconds): the read waits for it, yielding, then sleeping, up
+        // to `MAX_READ_WAIT`, and after that keeps its last read.
+        let deadline = std::time::Instant::now() + MAX_READ_WAIT;
+        let mut attempt = 0u32;
+        loop {
             let started = self.joins_started.load(Ordering::Acquire);
-            if started != self.joins_finished.load(Ordering::Acquire) && attempt < 7 {
+            let settled = started == self.joins_finished.load(Ordering::Acquire);
+            let give_up = attempt > 0 && std::time::Instant::now() >= deadline;
+            if settled || give_up {
+                counts.iter_mut().for_each(|c| *c = 0);
+                (errors, sum) = (0, 0.0);
+                (min, max) = (f64::INFINITY, f64::NEG_INFINITY);
+                for slot in self.ring.live(now).0 {
+                    errors += slot.errors.load(Ordering::Relaxed);
+                    sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
+                    min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
+                    max = max.max(f64::from_bits(slot.max.load(Ordering::Relaxed)));
+                    for (total, bucket) in counts.iter_mut().zip(slot.buckets.iter()) {
+                        *total += u64::from(bucket.load(Ordering::Relaxed));
+                    }
+                }
+                for shard in self.shards.iter() {
+                    if !live.contains(&shard.epoch.load(Ordering::Acquire)) {
+                        continue;
+                    }
+                    errors += shard.errors.load(Ordering::Relaxed);
+                    sum += f64::from_bits(shard.sum.load(Ordering::Relaxed));
+                    min = min.min(f64::from_bits(shard.min.load(Ordering::Relaxed)));
+                    max = max.max(f64::from_bits(shard.max.load(Ordering::Relaxed)));
+                    for (total, bucket) in counts.iter_mut().zip(shard.buckets.iter()) {
+                        *total += u64::from(bucket.load(Ordering::Relaxed));
+                    }
+                }
+                fence(Ordering::Acquire);
+                if give_up || (settled && self.joins_started.load(Ordering::Relaxed) == started) {
+                    break;
+                }
+            }
+            attempt += 1;
+            if attempt < 16 {
                 std::thread::yield_now();
-                continue;
-            }
-            counts.iter_mut().for_each(|c| *c = 0);
-            (errors, sum) = (0, 0.0);
-            (min, max) = (f64::INFINITY, f64::NEG_INFINITY);
-            for slot in self.ring.live(now).0 {
-                errors += slot.errors.load(Ordering::Relaxed);
-                sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
-                min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
-                max = max.max(f64::from_bits(slot.max.load(Ordering::Relaxed)));
-                for (total, bucket) in counts.iter_mut().zip(slot.buckets.iter()) {
-                    *total += u64::from(bucket.load(Ordering::Relaxed));
-                }
-            }
-            for shard in self.shards.iter() {
-                if !live.contains(&shard.epoch.load(Ordering::Acquire)) {
-                    continue;
-                }
-                errors += shard.errors.load(Ordering::Relaxed);
-                sum += f64::from_bits(shard.sum.load(Ordering::Relaxed));
-                min = min.min(f64::from_bits(shard.min.load(Ordering::Relaxed)));
-                max = max.max(f64::from_bits(shard.max.load(Ordering::Relaxed)));
-                for (total, bucket) in counts.iter_mut().zip(shard.buckets.iter()) {
-                    *total += u64::from(bucket.load(Ordering::Relaxed));
-                }
-            }
-            fence(Ordering::Acquire);
-            if self.joins_started.load(Ordering::Relaxed) == started {
-                break;
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
         let count: u64 = counts.iter().sum();
