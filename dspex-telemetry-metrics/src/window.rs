@@ -600,12 +600,15 @@ impl SeriesWindow {
         // few hundred nanoseconds, but its thread can be preempted in the middle of one (on a
         // busy machine, for milliseconds): the read waits for it, yielding, then sleeping, up
         // to `MAX_READ_WAIT`, and after that keeps its last read.
-        let deadline = std::time::Instant::now() + MAX_READ_WAIT;
+        // The clock is read only once a first read had to wait.
+        let mut deadline = None;
         let mut attempt = 0u32;
         loop {
             let started = self.joins_started.load(Ordering::Acquire);
             let settled = started == self.joins_finished.load(Ordering::Acquire);
-            let give_up = attempt > 0 && std::time::Instant::now() >= deadline;
+            let give_up = attempt > 0
+                && *deadline.get_or_insert_with(|| std::time::Instant::now() + MAX_READ_WAIT)
+                    <= std::time::Instant::now();
             if settled || give_up {
                 counts.iter_mut().for_each(|c| *c = 0);
                 (errors, sum) = (0, 0.0);

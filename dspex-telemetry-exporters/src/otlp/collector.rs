@@ -144,7 +144,10 @@ impl SpanSink for RingSink {
             scratch.clear();
             scratch.resize(4 + len, 0);
             scratch[..4].copy_from_slice(&(len as u32).to_le_bytes());
-            record::encode_into(span, &mut scratch[4..]);
+            if record::encode_into(span, &mut scratch[4..]) != Some(len) {
+                // Never expected (`encoded_len` is exact): a drop, not a torn record.
+                return false;
+            }
             let (first, second) = chunk.as_mut_slices();
             let split = first.len();
             first.copy_from_slice(&scratch[..split]);
