@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use dspex_telemetry_alerts::{
-    Alert, AlertHandler, AlertType, HandlerError, HandlerFuture, Notification, Severity,
-    Transition, WebhookHandler, WindowSummary,
+    Alert, AlertHandler, AlertType, HandlerFuture, HandlerSetupError, HttpClient, Notification,
+    Severity, Transition, WebhookHandler, WindowSummary,
 };
 use serde_json::{Value, json};
 
@@ -18,10 +18,23 @@ pub struct SlackHandler {
 }
 
 impl SlackHandler {
-    /// A handler for a Slack incoming webhook URL.
-    pub fn new(webhook_url: &str) -> Result<Self, String> {
+    /// A handler for a Slack incoming webhook URL (`https://hooks.slack.com/services/…`; the
+    /// path is the token, so it never shows in errors or logs).
+    pub fn new(webhook_url: &str) -> Result<Self, HandlerSetupError> {
         Ok(SlackHandler {
             webhook: WebhookHandler::new(webhook_url, Vec::new(), Duration::from_secs(5))?,
+        })
+    }
+
+    /// The same through `client` (a CA of one's own, a shared pool of connections).
+    pub fn with_client(client: &HttpClient, webhook_url: &str) -> Result<Self, HandlerSetupError> {
+        Ok(SlackHandler {
+            webhook: WebhookHandler::with_client(
+                client,
+                webhook_url,
+                Vec::new(),
+                Duration::from_secs(5),
+            )?,
         })
     }
 }
@@ -61,8 +74,7 @@ impl AlertHandler for SlackHandler {
 
     fn handle_alert<'a>(&'a self, n: &'a Notification) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&slack_payload(n))
-                .map_err(|e| HandlerError::Other(e.to_string()))?;
+            let body = serde_json::to_vec(&slack_payload(n))?;
             self.webhook.post_json(body).await
         })
     }
@@ -109,7 +121,13 @@ fn main() {
         serde_json::to_string_pretty(&slack_payload(&n)).unwrap_or_default()
     );
     if let Some(url) = std::env::args().nth(1) {
-        let handler = SlackHandler::new(&url).expect("an http:// URL");
+        let handler = match SlackHandler::new(&url) {
+            Ok(handler) => handler,
+            Err(e) => {
+                eprintln!("invalid `{}`: {e}", e.key());
+                return;
+            }
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

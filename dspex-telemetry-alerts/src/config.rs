@@ -2,12 +2,16 @@
 //! `alert_handlers`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use dspex_telemetry_http::{CaCertificates, ClientOptions, HttpClient, UrlText};
 
 use crate::Secret;
 use crate::engine::{AlertEngine, Suppression};
 use crate::handler::{AlertHandler, AlertmanagerHandler, LogHandler, LogLevel, WebhookHandler};
+use crate::http::HandlerSetupError;
 use crate::thresholds::Thresholds;
 
 /// The spec's alerts configuration, loadable from TOML; unknown keys are refused by name.
@@ -67,8 +71,9 @@ pub enum HandlerConfig {
     },
     /// POSTs the notification as JSON.
     Webhook {
-        /// The receiver (`http://` only).
-        url: String,
+        /// The receiver, `https://` or `http://`; shown without its path or query (a
+        /// webhook's token) in `Debug`, errors and logs.
+        url: UrlText,
         /// Request headers (tokens); never shown in `Debug` or logs.
         #[serde(default)]
         headers: BTreeMap<String, Secret>,
@@ -78,14 +83,20 @@ pub enum HandlerConfig {
         /// Attempts after the first (default 3).
         #[serde(default)]
         retries: Option<u32>,
+        /// A PEM file of CA certificates trusted besides the system's.
+        #[serde(default)]
+        certificate: Option<PathBuf>,
     },
     /// Sends to an Alertmanager.
     Alertmanager {
-        /// Its base URL (`http://127.0.0.1:9093`).
-        url: String,
+        /// Its base URL (`http://127.0.0.1:9093`, or `https://`).
+        url: UrlText,
         /// Per attempt, in milliseconds (default 5 000).
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// A PEM file of CA certificates trusted besides the system's.
+        #[serde(default)]
+        certificate: Option<PathBuf>,
     },
 }
 
@@ -134,9 +145,27 @@ impl AlertsConfig {
             }
         }
         let mut handlers: Vec<Arc<dyn AlertHandler>> = Vec::new();
+        // One client (one pool of connections) for the handlers that trust the same CAs.
+        let mut clients: BTreeMap<Option<PathBuf>, HttpClient> = BTreeMap::new();
         for (i, handler) in self.alert_handlers.iter().enumerate() {
             let key = |k: &str| format!("alert_handlers[{i}].{k}");
+            let at = |e: HandlerSetupError| error(key(e.key()), e.to_string());
             let timeout = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(5_000));
+            let mut client_for = |certificate: &Option<PathBuf>| {
+                if let Some(client) = clients.get(certificate) {
+                    return Ok(client.clone());
+                }
+                let ca = match certificate {
+                    Some(path) => CaCertificates::from_file(path)?,
+                    None => CaCertificates::none(),
+                };
+                let client = HttpClient::new(&ClientOptions {
+                    ca,
+                    ..ClientOptions::default()
+                })?;
+                clients.insert(certificate.clone(), client.clone());
+                Ok::<_, HandlerSetupError>(client)
+            };
             handlers.push(match handler {
                 HandlerConfig::Log { level } => Arc::new(LogHandler { level: *level }),
                 HandlerConfig::Webhook {
@@ -144,22 +173,36 @@ impl AlertsConfig {
                     headers,
                     timeout_ms,
                     retries,
+                    certificate,
                 } => {
-                    let mut hook = WebhookHandler::new(
-                        url,
+                    let client = client_for(certificate).map_err(at)?;
+                    let mut hook = WebhookHandler::with_client(
+                        &client,
+                        url.expose(),
                         headers.clone().into_iter().collect(),
                         timeout(*timeout_ms),
                     )
-                    .map_err(|e| error(key("url"), e))?;
+                    .map_err(at)?;
                     if let Some(retries) = retries {
                         hook.retries = *retries;
                     }
                     Arc::new(hook)
                 }
-                HandlerConfig::Alertmanager { url, timeout_ms } => Arc::new(
-                    AlertmanagerHandler::new(url, timeout(*timeout_ms))
-                        .map_err(|e| error(key("url"), e))?,
-                ),
+                HandlerConfig::Alertmanager {
+                    url,
+                    timeout_ms,
+                    certificate,
+                } => {
+                    let client = client_for(certificate).map_err(at)?;
+                    Arc::new(
+                        AlertmanagerHandler::with_client(
+                            &client,
+                            url.expose(),
+                            timeout(*timeout_ms),
+                        )
+                        .map_err(at)?,
+                    )
+                }
             });
         }
         Ok((

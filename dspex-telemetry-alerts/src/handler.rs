@@ -4,8 +4,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use dspex_telemetry_http::{HttpClient, HttpError, HttpUrl};
+
 use crate::alert::{Notification, Transition};
-use crate::http::{self, Target};
+use crate::http::{HandlerSetupError, Target};
 
 /// What a handler's `handle_alert` returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
@@ -39,28 +41,18 @@ pub trait AlertHandler: Send + Sync + 'static {
     fn handle_alert<'a>(&'a self, notification: &'a Notification) -> HandlerFuture<'a>;
 }
 
-/// Why a handler failed.
+/// Why a handler failed. Every text in it is bounded and escaped; URLs show no path, query
+/// or credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// The receiver could not be reached.
-    #[error("{target}: {reason}")]
-    Unreachable {
-        /// Where (secrets left out).
-        target: String,
-        /// What happened.
-        reason: String,
-    },
-    /// The receiver answered with an error status (after every retry).
-    #[error("{target} answered {status}: {body}")]
-    Refused {
-        /// Where.
-        target: String,
-        /// Its status.
-        status: u16,
-        /// The start of its answer.
-        body: String,
-    },
-    /// Anything else.
+    /// The request failed: no answer, a broken connection or an error status (after every
+    /// retry).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The notification could not be written as JSON.
+    #[error("cannot write the payload: {0}")]
+    Payload(#[from] serde_json::Error),
+    /// Anything else (a custom handler's own failure).
     #[error("{0}")]
     Other(String),
 }
@@ -135,15 +127,40 @@ pub struct WebhookHandler {
 }
 
 impl WebhookHandler {
-    /// A handler for `url` (`http://` only), each attempt limited to `timeout`, sending
-    /// `headers`; errors say what is wrong with the URL.
+    /// A handler for `url` (`http://` or `https://`, trusting the system's CA certificates),
+    /// each attempt limited to `timeout`, sending `headers`; errors name the setting at fault
+    /// and never show a secret.
     pub fn new(
         url: &str,
         headers: Vec<(String, crate::Secret)>,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HandlerSetupError> {
+        Self::with_client(
+            &HttpClient::new(&Default::default())?,
+            url,
+            headers,
+            timeout,
+        )
+    }
+
+    /// The same through `client` (its CA certificates, its pool of connections).
+    pub fn with_client(
+        client: &HttpClient,
+        url: &str,
+        headers: Vec<(String, crate::Secret)>,
+        timeout: Duration,
+    ) -> Result<Self, HandlerSetupError> {
+        Self::to(client, HttpUrl::parse(url)?, &headers, timeout)
+    }
+
+    fn to(
+        client: &HttpClient,
+        url: HttpUrl,
+        headers: &[(String, crate::Secret)],
+        timeout: Duration,
+    ) -> Result<Self, HandlerSetupError> {
         Ok(WebhookHandler {
-            target: Target::new(url, headers, timeout)?,
+            target: Target::new(client, url, headers, timeout)?,
             retries: 3,
             backoff: Duration::from_millis(200),
         })
@@ -158,14 +175,13 @@ impl WebhookHandler {
         let mut wait = self.backoff;
         let mut attempt = 0;
         loop {
-            let outcome = http::post_json(&self.target, body.clone()).await;
+            let outcome = self.target.post_json(body.clone()).await;
             let retry = match &outcome {
                 Ok(()) => return Ok(()),
-                Err(HandlerError::Refused { status, .. }) => *status >= 500 || *status == 429,
-                Err(_) => true,
+                Err(e) => e.is_retryable(),
             };
             if !retry || attempt >= self.retries {
-                return outcome;
+                return outcome.map_err(HandlerError::Http);
             }
             attempt += 1;
             tokio::time::sleep(wait).await;
@@ -181,7 +197,7 @@ impl AlertHandler for WebhookHandler {
 
     fn handle_alert<'a>(&'a self, n: &'a Notification) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let body = serde_json::to_vec(n).map_err(|e| HandlerError::Other(e.to_string()))?;
+            let body = serde_json::to_vec(n)?;
             self.post_with_retries(body).await
         })
     }
@@ -197,13 +213,21 @@ pub struct AlertmanagerHandler {
 }
 
 impl AlertmanagerHandler {
-    /// A handler for the Alertmanager at `url` (`http://host:9093`).
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        // The error names the URL as given, not with the API path appended.
-        dspex_telemetry_exporters::http_client::Endpoint::parse(url, 80)?;
-        let url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+    /// A handler for the Alertmanager at `url` (`http://host:9093`, or `https://`, trusting
+    /// the system's CA certificates).
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, HandlerSetupError> {
+        Self::with_client(&HttpClient::new(&Default::default())?, url, timeout)
+    }
+
+    /// The same through `client` (its CA certificates, its pool of connections).
+    pub fn with_client(
+        client: &HttpClient,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Self, HandlerSetupError> {
+        let api = HttpUrl::parse(url)?.join("api/v2/alerts");
         Ok(AlertmanagerHandler {
-            webhook: WebhookHandler::new(&url, Vec::new(), timeout)?,
+            webhook: WebhookHandler::to(client, api, &[], timeout)?,
         })
     }
 
@@ -246,8 +270,7 @@ impl AlertHandler for AlertmanagerHandler {
 
     fn handle_alert<'a>(&'a self, n: &'a Notification) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&Self::payload(n))
-                .map_err(|e| HandlerError::Other(e.to_string()))?;
+            let body = serde_json::to_vec(&Self::payload(n))?;
             self.webhook.post_with_retries(body).await
         })
     }

@@ -1,30 +1,56 @@
-//! POSTing JSON to a receiver, through the exporters' HTTP client.
+//! POSTing JSON to a receiver, through the shared HTTP client.
 
 use std::time::Duration;
 
-use dspex_telemetry_exporters::http_client::{self, Endpoint};
-use http::{Method, Request, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use dspex_telemetry_http::http::{HeaderMap, HeaderValue, Method, header};
+use dspex_telemetry_http::{
+    CertificateError, HeaderError, HttpClient, HttpError, HttpUrl, Secret, UrlError, header_map,
+};
 
-use crate::Secret;
-use crate::handler::HandlerError;
+/// Why a handler could not be made; [`HandlerSetupError::key`] names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerSetupError {
+    /// The URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// A header's name or value.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// A zero timeout.
+    #[error("must be above zero")]
+    Timeout,
+    /// The CA certificate file.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+}
 
-/// A checked receiver URL with its headers and deadline.
+impl HandlerSetupError {
+    /// The configuration key at fault: `url`, `headers`, `timeout_ms` or `certificate`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            HandlerSetupError::Url(_) => "url",
+            HandlerSetupError::Header(_) => "headers",
+            HandlerSetupError::Timeout => "timeout_ms",
+            HandlerSetupError::Certificate(_) => "certificate",
+        }
+    }
+}
+
+/// A checked receiver URL with its headers, deadline and client. `Debug` shows the URL
+/// redacted and no header value.
 #[derive(Clone)]
 pub(crate) struct Target {
-    url: String,
-    endpoint: Endpoint,
-    path: String,
-    headers: Vec<(String, Secret)>,
+    url: HttpUrl,
+    headers: HeaderMap,
     timeout: Duration,
+    client: HttpClient,
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
             .field("url", &self.url)
-            .field("headers", &self.headers)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -32,55 +58,32 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     pub(crate) fn new(
-        url: &str,
-        headers: Vec<(String, Secret)>,
+        client: &HttpClient,
+        url: HttpUrl,
+        headers: &[(String, Secret)],
         timeout: Duration,
-    ) -> Result<Self, String> {
-        let endpoint = Endpoint::parse(url, 80)?;
-        let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
-        let path = uri
-            .path_and_query()
-            .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        for (name, _) in &headers {
-            header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a header name"))?;
-        }
+    ) -> Result<Self, HandlerSetupError> {
+        let mut headers = header_map(headers.iter().map(|(k, v)| (k.as_str(), v)))?;
         if timeout.is_zero() {
-            return Err("the timeout must be above zero".into());
+            return Err(HandlerSetupError::Timeout);
         }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(Target {
-            url: url.to_owned(),
-            endpoint,
-            path,
+            url,
             headers,
             timeout,
+            client: client.clone(),
         })
     }
-}
 
-/// One POST of `body` as JSON; a non-2xx answer is `Refused`.
-pub(crate) async fn post_json(target: &Target, body: Vec<u8>) -> Result<(), HandlerError> {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(&target.path)
-        .header(header::HOST, &target.endpoint.authority)
-        .header(header::CONTENT_TYPE, "application/json");
-    for (name, value) in &target.headers {
-        request = request.header(name.as_str(), value.expose());
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| HandlerError::Other(e.to_string()))?;
-    match http_client::send(&target.endpoint.authority, request, target.timeout).await {
-        Ok((status, _)) if status.is_success() => Ok(()),
-        Ok((status, body)) => Err(HandlerError::Refused {
-            target: target.url.clone(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-        }),
-        Err(reason) => Err(HandlerError::Unreachable {
-            target: target.url.clone(),
-            reason,
-        }),
+    /// One POST of `body` as JSON; an answer outside 2xx is an error.
+    pub(crate) async fn post_json(&self, body: Vec<u8>) -> Result<(), HttpError> {
+        self.client
+            .send(Method::POST, &self.url, &self.headers, body, self.timeout)
+            .await
+            .map(|_| ())
     }
 }

@@ -26,13 +26,14 @@ pub mod thresholds;
 
 pub use alert::{Alert, Notification, Severity, Transition};
 pub use config::{AlertsConfig, ConfigError, HandlerConfig};
-pub use dspex_telemetry_exporters::Secret;
+pub use dspex_telemetry_http::{CaCertificates, HttpClient, HttpError, Secret};
 pub use engine::{AlertEngine, Suppression};
 pub use exemplar::{Exemplar, Exemplars};
 pub use handler::{
     AlertHandler, AlertmanagerHandler, HandlerError, HandlerFuture, LogHandler, LogLevel,
     WebhookHandler,
 };
+pub use http::HandlerSetupError;
 pub use prometheus_rules::prometheus_rules;
 pub use rule::{AlertType, Comparison, Rule, Source, Statistic, WindowSummary};
 pub use service::AlertService;

@@ -66,7 +66,7 @@ impl AlertService {
                             target: "dspex_telemetry::alerts",
                             handler = handler.name(),
                             alert = %notification.alert.id,
-                            error = %e,
+                            error = %dspex_telemetry_http::log_safe(&e.to_string(), 500),
                             "an alert handler failed"
                         );
                     }

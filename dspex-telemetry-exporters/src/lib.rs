@@ -35,16 +35,14 @@
 #![deny(missing_docs)]
 
 pub mod grafana;
-pub mod http_client;
 pub mod otlp;
 pub mod prometheus;
 pub mod push_gateway;
 pub mod reporter;
-mod secret;
 mod series_map;
 pub mod statsd;
 
-pub use secret::Secret;
+pub use dspex_telemetry_http::{CaCertificates, HttpClient, HttpError, HttpUrl, Secret};
 
 /// The guide's samples, run as doctests.
 #[cfg(doctest)]

@@ -1,23 +1,28 @@
-//! Pushing to a Prometheus push gateway: the spec's `{:prometheus, push_gateway: …}` backend.
+//! Pushing to a Prometheus push gateway: the spec's `{:prometheus, push_gateway: …}` backend,
+//! over the shared HTTP client (`https://` with the system's roots plus a CA file).
+//!
+//! metrics-exporter-prometheus can push too (its `push-gateway` feature), but from its own
+//! exporter loop and without a CA of one's own, a per-push deadline or the push's outcome; this
+//! module pushes the same rendered text through the client the alert handlers use.
 
 use std::fmt;
 use std::time::Duration;
 
-use http::{Method, Request, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use dspex_telemetry_http::http::{HeaderMap, HeaderValue, Method, header};
+use dspex_telemetry_http::{
+    CaCertificates, ClientOptions, Credentials, HttpClient, HttpError, HttpUrl, UrlText,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::Secret;
-use crate::http_client::{self, Endpoint};
 use crate::prometheus::{CONTENT_TYPE, PrometheusError};
 
 /// Where and as whom to push.
 #[derive(Clone, PartialEq)]
 pub struct PushGatewayConfig {
-    /// The gateway's base URL, `http://host:port` (the spec's `push_gateway`). Credentials go
-    /// in `basic_auth` or `bearer_token`, not in the URL.
-    pub endpoint: String,
+    /// The gateway's base URL, `http://host:port` or `https://…` (the spec's `push_gateway`).
+    /// Credentials go in `basic_auth` or `bearer_token`, not in the URL.
+    pub endpoint: UrlText,
     /// The `job` grouping label (default `dspex`).
     pub job: String,
     /// The `instance` grouping label, if any (the host name, say).
@@ -28,6 +33,8 @@ pub struct PushGatewayConfig {
     pub bearer_token: Option<Secret>,
     /// How long one push may take (default 5 s).
     pub timeout: Duration,
+    /// CA certificates trusted besides the system's (default none).
+    pub ca: CaCertificates,
 }
 
 impl Default for PushGatewayConfig {
@@ -39,6 +46,7 @@ impl Default for PushGatewayConfig {
             basic_auth: None,
             bearer_token: None,
             timeout: Duration::from_secs(5),
+            ca: CaCertificates::none(),
         }
     }
 }
@@ -55,40 +63,14 @@ impl fmt::Debug for PushGatewayConfig {
             )
             .field("bearer_token", &self.bearer_token)
             .field("timeout", &self.timeout)
+            .field("ca", &self.ca)
             .finish()
     }
 }
 
-/// Why a push failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    /// The gateway could not be reached, or the connection broke.
-    #[error("push gateway {endpoint}: {reason}")]
-    Unreachable {
-        /// The gateway.
-        endpoint: String,
-        /// What happened.
-        reason: String,
-    },
-    /// The gateway answered with an error status.
-    #[error("push gateway {endpoint} answered {status}: {body}")]
-    Refused {
-        /// The gateway.
-        endpoint: String,
-        /// Its status.
-        status: StatusCode,
-        /// The start of its answer.
-        body: String,
-    },
-    /// The push took longer than `timeout`.
-    #[error("push gateway {endpoint}: no answer within {timeout:?}")]
-    TimedOut {
-        /// The gateway.
-        endpoint: String,
-        /// The limit.
-        timeout: Duration,
-    },
-}
+/// Why a push failed: the gateway could not be reached, did not answer in time, or answered
+/// with an error status (the URL shown without its path or query).
+pub type PushError = HttpError;
 
 /// Pushes rendered metrics to one push gateway group (`job`, `instance`), replacing what the
 /// group held (HTTP `PUT`), so a metric that is gone stops being served too.
@@ -107,9 +89,9 @@ pub enum PushError {
 #[derive(Clone)]
 pub struct PushGateway {
     config: PushGatewayConfig,
-    authority: String,
-    path: String,
-    authorization: Option<String>,
+    url: HttpUrl,
+    headers: HeaderMap,
+    client: HttpClient,
 }
 
 impl fmt::Debug for PushGateway {
@@ -117,17 +99,35 @@ impl fmt::Debug for PushGateway {
         // The Authorization header value is left out: it holds the credentials.
         f.debug_struct("PushGateway")
             .field("config", &self.config)
-            .field("path", &self.path)
+            .field("url", &self.url)
             .finish()
     }
 }
 
 impl PushGateway {
-    /// Checks the configuration; errors name the key at fault.
+    /// Checks the configuration; errors name the key at fault and never show a secret.
     pub fn new(config: PushGatewayConfig) -> Result<Self, PrometheusError> {
+        let client = HttpClient::new(&ClientOptions {
+            ca: config.ca.clone(),
+            ..ClientOptions::default()
+        })
+        .map_err(|e| PrometheusError::Invalid {
+            key: "certificate",
+            reason: e.to_string(),
+        })?;
+        Self::with_client(config, &client)
+    }
+
+    /// The same through `client` (its CA certificates and pool; `config.ca` is not read).
+    pub fn with_client(
+        config: PushGatewayConfig,
+        client: &HttpClient,
+    ) -> Result<Self, PrometheusError> {
         let invalid = |key: &'static str, reason: String| PrometheusError::Invalid { key, reason };
-        let endpoint =
-            Endpoint::parse(&config.endpoint, 80).map_err(|e| invalid("push_gateway", e))?;
+        let base = config
+            .endpoint
+            .check()
+            .map_err(|e| invalid("push_gateway", e.to_string()))?;
         if config.job.is_empty() {
             return Err(invalid("job", "must not be empty".into()));
         }
@@ -140,33 +140,41 @@ impl PushGateway {
         if config.timeout.is_zero() {
             return Err(invalid("timeout", "must be above zero".into()));
         }
-        let mut path = format!(
-            "{}/metrics/job/{}",
-            endpoint.base_path,
-            segment(&config.job)
-        );
+        let mut path = format!("metrics/job/{}", segment(&config.job));
         if let Some(instance) = &config.instance {
             path.push_str(&format!("/instance/{}", segment(instance)));
         }
-        let authorization = match (&config.basic_auth, &config.bearer_token) {
-            (Some((user, password)), _) => Some(format!(
-                "Basic {}",
-                base64(format!("{user}:{}", password.expose()).as_bytes())
+        let url = base.join(&path);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        let credentials = match (&config.basic_auth, &config.bearer_token) {
+            (Some((user, password)), _) => Some((
+                "basic_auth",
+                Credentials::Basic {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
             )),
-            (None, Some(token)) => Some(format!("Bearer {}", token.expose())),
+            (None, Some(token)) => Some(("bearer_token", Credentials::Bearer(token.clone()))),
             (None, None) => None,
         };
+        if let Some((key, credentials)) = credentials {
+            let value = credentials
+                .header_value()
+                .map_err(|_| invalid(key, "holds a character a header cannot hold".into()))?;
+            headers.insert(header::AUTHORIZATION, value);
+        }
         Ok(PushGateway {
             config,
-            authority: endpoint.authority,
-            path,
-            authorization,
+            url,
+            headers,
+            client: client.clone(),
         })
     }
 
     /// The path of this group on the gateway.
     pub fn group_path(&self) -> &str {
-        &self.path
+        self.url.path()
     }
 
     /// Renders `handle` and pushes it, replacing the group's metrics.
@@ -176,38 +184,16 @@ impl PushGateway {
         if !body.ends_with('\n') {
             body.push('\n');
         }
-        let endpoint = &self.config.endpoint;
-        let mut request = Request::builder()
-            .method(Method::PUT)
-            .uri(&self.path)
-            .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, CONTENT_TYPE);
-        if let Some(authorization) = &self.authorization {
-            request = request.header(header::AUTHORIZATION, authorization);
-        }
-        let request =
-            request
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| PushError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    reason: e.to_string(),
-                })?;
-        match http_client::send(&self.authority, request, self.config.timeout).await {
-            Ok((status, _)) if status.is_success() => Ok(()),
-            Ok((status, body)) => Err(PushError::Refused {
-                endpoint: endpoint.clone(),
-                status,
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            }),
-            Err(reason) if reason.starts_with("no answer within") => Err(PushError::TimedOut {
-                endpoint: endpoint.clone(),
-                timeout: self.config.timeout,
-            }),
-            Err(reason) => Err(PushError::Unreachable {
-                endpoint: endpoint.clone(),
-                reason,
-            }),
-        }
+        self.client
+            .send(
+                Method::PUT,
+                &self.url,
+                &self.headers,
+                body,
+                self.config.timeout,
+            )
+            .await
+            .map(|_| ())
     }
 }
 
@@ -225,43 +211,9 @@ fn segment(value: &str) -> String {
         .collect()
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_rfc_examples() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
@@ -271,6 +223,6 @@ mod tests {
         };
         let shown = format!("{:?}", PushGateway::new(config).unwrap());
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(!shown.contains(&base64(b"ops:hunter2")), "{shown}");
+        assert!(!shown.contains("b3BzOmh1bnRlcjI="), "{shown}");
     }
 }

@@ -23,6 +23,7 @@ use crate::otlp::{
 use crate::prometheus::{PrometheusConfig, PrometheusEndpoint, prometheus_recorder};
 use crate::push_gateway::{PushGateway, PushGatewayConfig};
 use crate::statsd::{StatsdConfig, StatsdExporter, StatsdRecorder, TagStyle};
+use dspex_telemetry_http::{CaCertificates, UrlText};
 
 /// The Reporter's configuration, with the spec's keys.
 ///
@@ -127,9 +128,16 @@ pub struct PrometheusBackend {
     /// A scrape must send this bearer token.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
-    /// Push to this gateway (`"http://127.0.0.1:9091"`) on every interval.
+    /// Push to this gateway (`"http://127.0.0.1:9091"`, or `https://`) on every interval;
+    /// shown without its path or query in `Debug` and errors.
     #[serde(default)]
-    pub push_gateway: Option<String>,
+    pub push_gateway: Option<UrlText>,
+    /// A PEM file of CA certificates the push trusts besides the system's.
+    #[serde(default)]
+    pub push_certificate: Option<std::path::PathBuf>,
+    /// How long one push may take, in milliseconds (default 5 000).
+    #[serde(default)]
+    pub push_timeout_ms: Option<u64>,
     /// The push's `job` label (default `dspex`).
     #[serde(default)]
     pub job: Option<String>,
@@ -319,6 +327,17 @@ pub struct ReporterError {
     pub reason: String,
 }
 
+/// The Reporter's key for a [`PushGatewayConfig`] field.
+fn push_key(field: &str) -> &'static str {
+    match field {
+        "job" => "job",
+        "basic_auth" => "push_password",
+        "timeout" => "push_timeout_ms",
+        "certificate" => "push_certificate",
+        _ => "push_gateway",
+    }
+}
+
 fn error(key: impl Into<String>, reason: impl std::fmt::Display) -> ReporterError {
     ReporterError {
         key: key.into(),
@@ -494,14 +513,29 @@ impl Reporter {
                                 ));
                             }
                         };
+                        let ca = match &b.push_certificate {
+                            Some(path) => CaCertificates::from_file(path)
+                                .map_err(|e| error(key("push_certificate"), e))?,
+                            None => CaCertificates::none(),
+                        };
+                        if b.push_timeout_ms == Some(0) {
+                            return Err(error(key("push_timeout_ms"), "must be above zero"));
+                        }
                         let gateway = PushGateway::new(PushGatewayConfig {
                             endpoint: url.clone(),
                             job: b.job.clone().unwrap_or_else(|| "dspex".into()),
                             instance: b.instance.clone(),
                             basic_auth,
+                            timeout: Duration::from_millis(b.push_timeout_ms.unwrap_or(5_000)),
+                            ca,
                             ..PushGatewayConfig::default()
                         })
-                        .map_err(|e| error(key("push_gateway"), e))?;
+                        .map_err(|e| match e {
+                            crate::prometheus::PrometheusError::Invalid { key: k, reason } => {
+                                error(key(push_key(k)), reason)
+                            }
+                            other => error(key("push_gateway"), other),
+                        })?;
                         reporter.pusher = Some(Arc::new(Pusher {
                             gateway,
                             handle,

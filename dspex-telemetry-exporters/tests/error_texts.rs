@@ -29,7 +29,7 @@ async fn error_texts_are_pinned() {
     );
     for config in [
         PushGatewayConfig {
-            endpoint: "https://gw:9091".into(),
+            endpoint: "http://gw:99999".into(),
             ..Default::default()
         },
         PushGatewayConfig {
@@ -44,16 +44,16 @@ async fn error_texts_are_pinned() {
         texts.push(PushGateway::new(config).unwrap_err().to_string());
     }
     texts.push(
-        PushError::Refused {
-            endpoint: "http://127.0.0.1:9091".into(),
+        PushError::Status {
+            url: "http://127.0.0.1:9091/…".into(),
             status: http::StatusCode::BAD_REQUEST,
             body: "text format parsing error in line 3".into(),
         }
         .to_string(),
     );
     texts.push(
-        PushError::TimedOut {
-            endpoint: "http://127.0.0.1:9091".into(),
+        PushError::Timeout {
+            url: "http://127.0.0.1:9091/…".into(),
             timeout: Duration::from_secs(5),
         }
         .to_string(),

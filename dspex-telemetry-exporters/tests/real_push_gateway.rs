@@ -28,7 +28,7 @@ fn recorder_with(calls: u64, extra: bool) -> metrics_exporter_prometheus::Promet
 
 fn gateway(addr: std::net::SocketAddr) -> PushGateway {
     PushGateway::new(PushGatewayConfig {
-        endpoint: format!("http://{addr}"),
+        endpoint: format!("http://{addr}").into(),
         instance: Some("worker-1".into()),
         ..PushGatewayConfig::default()
     })
@@ -92,7 +92,7 @@ async fn a_gateway_that_is_down_costs_an_error_at_once() {
         .push(&recorder_with(1, false).handle())
         .await
         .unwrap_err();
-    assert!(matches!(err, PushError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, PushError::Connect { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -134,7 +134,7 @@ async fn basic_auth_is_sent_and_a_refusal_is_an_error() {
     let endpoint = format!("http://{}", server.addr);
 
     let anonymous = PushGateway::new(PushGatewayConfig {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.clone().into(),
         ..PushGatewayConfig::default()
     })
     .unwrap();
@@ -143,12 +143,12 @@ async fn basic_auth_is_sent_and_a_refusal_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, PushError::Refused { status, .. } if status.as_u16() == 401),
+        matches!(&err, PushError::Status { status, .. } if status.as_u16() == 401),
         "{err}"
     );
 
     let ops = PushGateway::new(PushGatewayConfig {
-        endpoint,
+        endpoint: endpoint.into(),
         basic_auth: Some(("ops".into(), Secret::new("s3cret-pw"))),
         ..PushGatewayConfig::default()
     })

@@ -8,9 +8,9 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 
-use super::client::ExtraRoots;
 use super::{OtlpError, invalid};
 use crate::Secret;
+use dspex_telemetry_http::CaCertificates;
 
 /// How requests travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,7 +143,7 @@ pub struct ResolvedOtlp {
     endpoint_key: &'static str,
     protocol: Protocol,
     headers: Vec<(String, Secret)>,
-    roots: ExtraRoots,
+    roots: CaCertificates,
     certificate_key: &'static str,
     compression: Compression,
     timeout: Duration,
@@ -200,7 +200,7 @@ impl ResolvedOtlp {
     pub(crate) fn certificate_key(&self) -> &'static str {
         self.certificate_key
     }
-    pub(crate) fn roots(&self) -> &ExtraRoots {
+    pub(crate) fn roots(&self) -> &CaCertificates {
         &self.roots
     }
     pub(crate) fn header_map(&self) -> HashMap<String, String> {
@@ -364,11 +364,11 @@ impl OtlpConfig {
             .map(|(k, v)| (k, PathBuf::from(v.trim()))),
         };
         let (roots, certificate_key) = match certificate {
-            None => (ExtraRoots::default(), "certificate"),
+            None => (CaCertificates::none(), "certificate"),
             Some((key, path)) => {
                 let pem = std::fs::read(&path)
                     .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-                let roots = ExtraRoots::from_pem(pem)
+                let roots = CaCertificates::from_pem(pem)
                     .map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
                 (roots, key)
             }

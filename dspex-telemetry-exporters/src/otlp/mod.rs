@@ -104,16 +104,4 @@ pub fn span_exporter(
     built.map_err(|e| invalid(resolved.endpoint_key(), e.to_string()))
 }
 
-/// Text from a peer, made safe for one log line: control characters escaped, at most
-/// `max` characters kept.
-pub(crate) fn log_safe(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        out.extend(c.escape_debug());
-    }
-    out
-}
+pub(crate) use dspex_telemetry_http::log_safe;

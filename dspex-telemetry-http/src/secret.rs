@@ -6,7 +6,7 @@ use std::fmt;
 /// [`Secret::expose`].
 ///
 /// ```
-/// use dspex_telemetry_exporters::Secret;
+/// use dspex_telemetry_http::Secret;
 /// let token = Secret::new("s3cr3t");
 /// assert_eq!(format!("{token:?}"), "Secret(***)");
 /// assert_eq!(token.expose(), "s3cr3t");
