@@ -1,10 +1,14 @@
 //! Handlers against real HTTP servers on 127.0.0.1: a webhook receiver gets the payload; one
 //! answering 500 then 200 gets it after a retry; one that hangs stalls neither evaluation nor
-//! the other handlers; a real Alertmanager shows fired alerts and ends resolved ones. Payloads
+//! the other handlers; a real Alertmanager shows fired alerts and ends resolved ones, over
+//! http and over TLS. Over https with a CA the test makes: the spec's webhook configuration
+//! delivers fired and resolved payloads, and the Slack example posts its message. Payloads
 //! pinned for fire and resolve.
 
 #[path = "../examples/slack_handler.rs"]
 mod slack;
+#[path = "../../dspex-telemetry-http/tests/support/tls.rs"]
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use dspex_telemetry_alerts::thresholds::Thresholds;
 use dspex_telemetry_alerts::{
-    AlertEngine, AlertHandler, AlertService, AlertmanagerHandler, Notification, Secret,
-    Suppression, Transition, WebhookHandler,
+    AlertEngine, AlertHandler, AlertService, AlertmanagerHandler, AlertsConfig, CaCertificates,
+    HttpClient, Notification, Secret, Suppression, Transition, WebhookHandler,
 };
 use dspex_telemetry_core::{Dispatcher, Event, catalog};
+use dspex_telemetry_http::{ClientOptions, HttpUrl};
 use dspex_telemetry_metrics::{RecorderConfig, WindowedRecorder};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -218,15 +223,17 @@ async fn a_hanging_receiver_stalls_neither_evaluation_nor_other_handlers() {
     service.shutdown().await;
 }
 
-/// A real Alertmanager on 127.0.0.1, killed on drop.
+/// A real Alertmanager on 127.0.0.1 (over TLS with a certificate of the test's CA when
+/// asked), killed on drop.
 struct Alertmanager {
-    addr: SocketAddr,
+    url: String,
+    client: HttpClient,
     child: Child,
     dir: std::path::PathBuf,
 }
 
 impl Alertmanager {
-    async fn start() -> Self {
+    async fn start(tls: bool) -> Self {
         let binary = ["/usr/bin/prometheus-alertmanager", "/usr/local/bin/alertmanager"]
             .into_iter()
             .map(std::path::PathBuf::from)
@@ -237,26 +244,38 @@ impl Alertmanager {
             .local_addr()
             .unwrap()
             .port();
-        let dir =
-            std::env::temp_dir().join(format!("dspex-alertmanager-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tls::temp_dir("alertmanager");
         let config = dir.join("alertmanager.yml");
         std::fs::write(
             &config,
             "route:\n  receiver: none\nreceivers:\n  - name: none\n",
         )
         .unwrap();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("alertmanager.log")).unwrap())
-            .spawn()
-            .expect("start alertmanager");
+            .stderr(std::fs::File::create(dir.join("alertmanager.log")).unwrap());
+        let mut ca = CaCertificates::none();
+        if tls {
+            let (ca_file, cert, key) = tls::test_ca(&dir.join("tls"));
+            let web = tls::prometheus_tls_web_config(&dir, &cert, &key);
+            command.arg(format!("--web.config.file={}", web.display()));
+            ca = CaCertificates::from_file(ca_file).unwrap();
+        }
+        let child = command.spawn().expect("start alertmanager");
+        let scheme = if tls { "https" } else { "http" };
         let am = Alertmanager {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            client: HttpClient::new(&ClientOptions {
+                ca,
+                max_response_bytes: 1 << 20,
+                ..ClientOptions::default()
+            })
+            .unwrap(),
             child,
             dir,
         };
@@ -273,21 +292,19 @@ impl Alertmanager {
 
     /// `GET /api/v2/alerts`, parsed.
     async fn alerts(&self) -> Option<Vec<serde_json::Value>> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.ok()?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let url = HttpUrl::parse(&self.url).ok()?.join("api/v2/alerts");
+        let answer = self
+            .client
+            .send(
+                http::Method::GET,
+                &url,
+                &http::HeaderMap::new(),
+                "",
+                Duration::from_secs(5),
+            )
             .await
             .ok()?;
-        tokio::spawn(connection);
-        let request = Request::get("/api/v2/alerts")
-            .header("host", self.addr.to_string())
-            .body(Full::new(Bytes::new()))
-            .ok()?;
-        let response = sender.send_request(request).await.ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice(&body).ok()
+        serde_json::from_slice(&answer.body).ok()
     }
 }
 
@@ -299,11 +316,8 @@ impl Drop for Alertmanager {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alertmanager_shows_fired_alerts_and_ends_resolved_ones() {
-    let am = Alertmanager::start().await;
-    let handler =
-        AlertmanagerHandler::new(&format!("http://{}", am.addr), Duration::from_secs(5)).unwrap();
+/// Fires and resolves an alert through `handler` into `am`, reading each back.
+async fn alertmanager_round_trip(am: &Alertmanager, handler: &AlertmanagerHandler) {
     // Timestamps of now, so that Alertmanager keeps the alert active.
     let now = dspex_telemetry_core::system_time_ns() as u64 / 1_000_000;
     let (mut fired, mut resolved) = fired_and_resolved();
@@ -342,6 +356,125 @@ async fn alertmanager_shows_fired_alerts_and_ends_resolved_ones() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_shows_fired_alerts_and_ends_resolved_ones() {
+    let am = Alertmanager::start(false).await;
+    let handler = AlertmanagerHandler::new(&am.url, Duration::from_secs(5)).unwrap();
+    alertmanager_round_trip(&am, &handler).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_over_tls_shows_fired_alerts_and_ends_resolved_ones() {
+    let am = Alertmanager::start(true).await;
+    // Without the CA: refused, and the error says why.
+    let untrusting = AlertmanagerHandler::new(&am.url, Duration::from_secs(5)).unwrap();
+    let (fired, _) = fired_and_resolved();
+    let err = untrusting.handle_alert(&fired).await.unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // Through the configuration, with the CA file.
+    let config: AlertsConfig = toml::from_str(&format!(
+        "[[alert_handlers]]\ntype = \"alertmanager\"\nurl = \"{}\"\ncertificate = \"{}\"",
+        am.url,
+        am.dir.join("tls/ca.pem").display()
+    ))
+    .unwrap();
+    let (_, handlers) = config.build().unwrap();
+    assert_eq!(handlers[0].name(), "alertmanager");
+    let handler = AlertmanagerHandler::with_client(
+        &HttpClient::new(&ClientOptions {
+            ca: CaCertificates::from_file(am.dir.join("tls/ca.pem")).unwrap(),
+            ..ClientOptions::default()
+        })
+        .unwrap(),
+        &am.url,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    alertmanager_round_trip(&am, &handler).await;
+    // The configured handler delivers too (the same alert again, still resolved).
+    let now = dspex_telemetry_core::system_time_ns() as u64 / 1_000_000;
+    let (mut fired, _) = fired_and_resolved();
+    fired.alert.rule = "from_the_config".into();
+    fired.alert.started_at_ms = now - 1_000;
+    handlers[0].handle_alert(&fired).await.unwrap();
+    let alerts = am.alerts().await.unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "from_the_config"),
+        "{alerts:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_specs_https_webhook_delivers_fired_and_resolved_payloads() {
+    let dir = tls::temp_dir("webhook-tls");
+    let (ca, cert, key) = tls::test_ca(&dir);
+    // The first answer is a 500: the handler retries.
+    let receiver = tls::HttpsReceiver::start(&cert, &key, 1);
+    let config: AlertsConfig = toml::from_str(&format!(
+        r#"
+        [[alert_handlers]]
+        type = "webhook"
+        url = "{}"
+        headers = {{ authorization = "Bearer t0k3n" }}
+        certificate = "{}"
+        "#,
+        receiver.url("/hooks/dspex"),
+        ca.display()
+    ))
+    .unwrap();
+    let (_, handlers) = config.build().unwrap();
+    let (fired, resolved) = fired_and_resolved();
+    handlers[0].handle_alert(&fired).await.unwrap();
+    handlers[0].handle_alert(&resolved).await.unwrap();
+    let seen = receiver.until_received(3).await;
+    assert_eq!(seen.len(), 3, "a failed attempt, then each payload once");
+    for (got, sent) in seen[1..].iter().zip([&fired, &resolved]) {
+        assert_eq!(
+            (got.method.as_str(), got.path.as_str()),
+            ("POST", "/hooks/dspex")
+        );
+        assert_eq!(got.headers["authorization"], "Bearer t0k3n");
+        assert_eq!(got.headers["content-type"], "application/json");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&got.body).unwrap(),
+            serde_json::to_value(sent).unwrap()
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slack_example_posts_its_message_over_https() {
+    let dir = tls::temp_dir("slack-tls");
+    let (ca, cert, key) = tls::test_ca(&dir);
+    let receiver = tls::HttpsReceiver::start(&cert, &key, 0);
+    let url = receiver.url("/services/T000/B000/XXXXXXXX");
+    let client = HttpClient::new(&ClientOptions {
+        ca: CaCertificates::from_file(&ca).unwrap(),
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let handler = slack::SlackHandler::with_client(&client, &url).unwrap();
+    let sample = slack::sample();
+    handler.handle_alert(&sample).await.unwrap();
+    let seen = receiver.until_received(1).await;
+    assert_eq!(seen[0].path, "/services/T000/B000/XXXXXXXX");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&seen[0].body).unwrap(),
+        slack::slack_payload(&sample)
+    );
+    // Without the CA the same URL is refused, and the error keeps the token (the path) out.
+    let err = slack::SlackHandler::new(&url)
+        .unwrap()
+        .handle_alert(&sample)
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("XXXXXXXX"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -1,10 +1,18 @@
 //! Prometheus: a recorder whose histograms have the catalog's millisecond buckets, and a
-//! `/metrics` endpoint serving it (127.0.0.1 by default, optional bearer token).
+//! `/metrics` endpoint serving it (127.0.0.1 by default, optional bearer token) that survives
+//! its clients: a header-read deadline that is also the idle deadline, a connection cap that
+//! makes room by closing the connection idle longest, the same when descriptors run out, and
+//! one render shared by the scrapes that arrive while it runs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod connections;
+
+pub use connections::EndpointStats;
+use connections::{Connections, Renders, Tracked};
 
 use dspex_telemetry_metrics::{MetricDefinition, MetricKind, catalog};
 use http::{Method, Request, Response, StatusCode, header};
@@ -12,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -58,6 +66,17 @@ pub struct PrometheusConfig {
     /// How often histogram samples are folded into their buckets between scrapes, which bounds
     /// the memory they take (default 5 s).
     pub upkeep_interval: Duration,
+    /// How long a client has to send a request's headers, counted from when the connection
+    /// opens or its previous answer was sent: a slowloris or an idle keep-alive connection is
+    /// closed then (default 10 s).
+    pub header_read_timeout: Duration,
+    /// How long writing one answer may take before its connection may be closed to make room
+    /// (a client that does not read; default 30 s).
+    pub write_timeout: Duration,
+    /// Open connections at most (default 512). A connection past it makes room by closing the
+    /// one idle longest; with none idle, it waits in the listen queue until one ends. Running
+    /// out of file descriptors does the same.
+    pub max_connections: usize,
 }
 
 impl Default for PrometheusConfig {
@@ -67,6 +86,9 @@ impl Default for PrometheusConfig {
             path: "/metrics".into(),
             bearer_token: None,
             upkeep_interval: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 512,
         }
     }
 }
@@ -115,6 +137,7 @@ pub struct PrometheusEndpoint {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    serving: Arc<Serving>,
 }
 
 impl PrometheusEndpoint {
@@ -130,9 +153,21 @@ impl PrometheusEndpoint {
                 reason: format!("{:?} must start with `/`", config.path),
             });
         }
-        if config.upkeep_interval.is_zero() {
+        for (key, value) in [
+            ("upkeep_interval", config.upkeep_interval),
+            ("header_read_timeout", config.header_read_timeout),
+            ("write_timeout", config.write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(PrometheusError::Invalid {
+                    key,
+                    reason: "must be above zero".into(),
+                });
+            }
+        }
+        if config.max_connections == 0 {
             return Err(PrometheusError::Invalid {
-                key: "upkeep_interval",
+                key: "max_connections",
                 reason: "must be above zero".into(),
             });
         }
@@ -151,16 +186,31 @@ impl PrometheusEndpoint {
             })?;
         let (stop, stopped) = watch::channel(false);
         let serving = Arc::new(Serving {
-            handle,
+            renders: Renders::new(handle),
             path: config.path.clone(),
             token: config.bearer_token.clone(),
+            connections: Arc::default(),
+            header_read_timeout: config.header_read_timeout,
+            write_timeout: config.write_timeout,
+            max_connections: config.max_connections,
         });
-        let task = tokio::spawn(serve(listener, serving, config.upkeep_interval, stopped));
+        let task = tokio::spawn(serve(
+            listener,
+            serving.clone(),
+            config.upkeep_interval,
+            stopped,
+        ));
         Ok(PrometheusEndpoint {
             addr,
             stop,
             task: Some(task),
+            serving,
         })
+    }
+
+    /// What the endpoint has done so far: connections open and closed to make room, renders.
+    pub fn stats(&self) -> EndpointStats {
+        self.serving.stats()
     }
 
     /// The address it listens on (with the port chosen, if 0 was asked for).
@@ -184,10 +234,31 @@ impl Drop for PrometheusEndpoint {
 }
 
 struct Serving {
-    handle: PrometheusHandle,
+    renders: Renders,
     path: String,
     token: Option<Secret>,
+    connections: Arc<Connections>,
+    header_read_timeout: Duration,
+    write_timeout: Duration,
+    max_connections: usize,
 }
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("path", &self.path)
+            .field("token", &self.token)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long to wait before trying again when no connection can be closed to make room.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// How long a new connection has to send its first request before it may be closed to make
+/// room (at most the header-read deadline).
+const GRACE: Duration = Duration::from_millis(250);
 
 async fn serve(
     listener: TcpListener,
@@ -198,44 +269,92 @@ async fn serve(
     let mut upkeep = tokio::time::interval(upkeep_interval);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Room for one more connection: make it by closing the one idle longest, or wait
+        // (the next client waits in the listen queue) until one ends.
+        while serving.connections.open() >= serving.max_connections
+            && !serving
+                .connections
+                .evict_one(serving.grace(), serving.write_timeout)
+        {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                _ = serving.connections.freed() => {}
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
         tokio::select! {
             _ = stopped.changed() => return,
-            _ = upkeep.tick() => serving.handle.run_upkeep(),
+            _ = upkeep.tick() => serving.renders.upkeep(),
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        // Out of file descriptors, say: wait a little rather than spin.
-                        tracing::warn!(error = %e, "the /metrics endpoint could not accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Out of file descriptors, say: close the connection idle longest, and
+                        // wait a little rather than spin.
+                        let made_room = serving
+                            .connections
+                            .evict_one(serving.grace(), serving.write_timeout);
+                        serving.connections.count_accept_error();
+                        tracing::debug!(error = %e, made_room, "the /metrics endpoint could not accept a connection");
+                        let wait = if made_room { Duration::from_millis(1) } else { RETRY };
+                        tokio::select! {
+                            _ = stopped.changed() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
                         continue;
                     }
                 };
-                let serving = serving.clone();
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let serving = serving.clone();
-                        async move { Ok::<_, Infallible>(serving.respond(&request)) }
-                    });
-                    let connection = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        result = connection => {
-                            if let Err(e) = result {
-                                tracing::debug!(error = %e, "a /metrics connection ended with an error");
-                            }
-                        }
-                        _ = stopped.changed() => {}
-                    }
-                });
+                // Counted before the next accept, so that the cap holds.
+                let (id, close) = serving.connections.open_one();
+                tokio::spawn(connection(stream, id, close, serving.clone(), stopped.clone()));
             }
         }
     }
 }
 
+/// Serves one connection until it ends, is closed to make room, or the endpoint stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    id: u64,
+    close: Arc<tokio::sync::Notify>,
+    serving: Arc<Serving>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let on_request = serving.clone();
+    let service = service_fn(move |request| {
+        let serving = on_request.clone();
+        async move {
+            let busy = serving.connections.busy(id);
+            let response = serving.respond(&request).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(serving.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = connection => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "a /metrics connection ended with an error");
+            }
+        }
+        _ = close.notified() => {}
+        _ = stopped.changed() => {}
+    }
+    serving.connections.close(id);
+}
+
 impl Serving {
-    fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn grace(&self) -> Duration {
+        GRACE.min(self.header_read_timeout)
+    }
+
+    fn stats(&self) -> EndpointStats {
+        self.connections.stats(self.renders.count())
+    }
+
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.uri().path() != self.path {
             return plain(StatusCode::NOT_FOUND, "not found\n");
         }
@@ -261,11 +380,14 @@ impl Serving {
             }
         }
         let body = if request.method() == Method::HEAD {
-            String::new()
+            Bytes::new()
         } else {
-            self.handle.render()
+            match self.renders.render().await {
+                Some(text) => text,
+                None => return plain(StatusCode::INTERNAL_SERVER_ERROR, "render failed\n"),
+            }
         };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Full::new(body));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(CONTENT_TYPE),

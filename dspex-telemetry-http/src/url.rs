@@ -113,13 +113,15 @@ impl HttpUrl {
         self.url.path()
     }
 
-    /// This URL with `path` appended to its own path (one `/` between them); the query is
-    /// dropped.
+    /// This URL with `path` appended to its own path (one `/` between them); the query (a
+    /// token, say) is kept.
     ///
     /// ```
     /// use dspex_telemetry_http::HttpUrl;
     /// let base = HttpUrl::parse("https://am.example.com:9093/").unwrap();
     /// assert_eq!(base.join("api/v2/alerts").expose(), "https://am.example.com:9093/api/v2/alerts");
+    /// let gateway = HttpUrl::parse("https://gw.example.com/push?token=t").unwrap();
+    /// assert_eq!(gateway.join("metrics/job/a").expose(), "https://gw.example.com/push/metrics/job/a?token=t");
     /// ```
     pub fn join(&self, path: &str) -> HttpUrl {
         let mut url = self.url.clone();
@@ -129,7 +131,6 @@ impl HttpUrl {
             path.trim_start_matches('/')
         );
         url.set_path(&joined);
-        url.set_query(None);
         HttpUrl { url }
     }
 
