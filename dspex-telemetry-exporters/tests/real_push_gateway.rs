@@ -1,6 +1,7 @@
 //! Pushes land on a real push gateway and read back; a re-push replaces the group; a gateway
 //! that is down or refuses costs an error, not a panic; basic auth works against a gateway
-//! that requires it.
+//! that requires it; a gateway serving TLS (its `--web.config.file`, a CA the test makes) is
+//! reached through the Reporter's `push_certificate`, and refused without it.
 
 mod support;
 
@@ -10,7 +11,7 @@ use dspex_telemetry_exporters::Secret;
 use dspex_telemetry_exporters::prometheus::prometheus_recorder;
 use dspex_telemetry_exporters::push_gateway::{PushError, PushGateway, PushGatewayConfig};
 use dspex_telemetry_metrics::catalog as metric_catalog;
-use support::{PushGatewayServer, free_port};
+use support::{PushGatewayServer, free_port, test_ca, tls::temp_dir};
 
 fn recorder_with(calls: u64, extra: bool) -> metrics_exporter_prometheus::PrometheusRecorder {
     let recorder = prometheus_recorder(&metric_catalog::dspex_metrics()).unwrap();
@@ -215,4 +216,72 @@ fn bad_configuration_names_the_key() {
         let err = PushGateway::new(config).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_over_tls_gets_the_push_with_the_ca_and_refuses_it_without() {
+    let dir = temp_dir("pushgateway-tls");
+    let (ca, cert, key) = test_ca(&dir);
+    let server = PushGatewayServer::start_tls(&cert, &key, &ca).await;
+    let url = server.url();
+    assert!(url.starts_with("https://"), "{url}");
+
+    // Without the CA: a typed connection error naming no path.
+    let untrusting = PushGateway::new(PushGatewayConfig {
+        endpoint: url.clone().into(),
+        ..PushGatewayConfig::default()
+    })
+    .unwrap();
+    let err = untrusting
+        .push(&recorder_with(1, false).handle())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PushError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    // The Reporter's keys, as a user writes them: the push lands and reads back.
+    let config: dspex_telemetry_exporters::reporter::ReporterConfig = toml::from_str(&format!(
+        r#"
+        reporting_interval = 100
+        [[backends]]
+        type = "prometheus"
+        push_gateway = "{url}"
+        push_certificate = "{}"
+        instance = "worker-tls"
+        "#,
+        ca.display()
+    ))
+    .unwrap();
+    let (reporter, recorder) = dspex_telemetry_exporters::reporter::Reporter::start(
+        &config,
+        &metric_catalog::dspex_metrics(),
+        None,
+        &dspex_telemetry_core::Dispatcher::new(),
+    )
+    .await
+    .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::counter!("dspex_bridge_call_method_count", "method" => "dspy.Predict")
+            .increment(4);
+    });
+    let group = [
+        ("instance", "worker-tls"),
+        ("job", "dspex"),
+        ("method", "dspy.Predict"),
+    ];
+    let limit = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = server.scraped(&[]).await;
+        if seen.get("dspex_bridge_call_method_count", &group) == Some(4.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "the push did not land over TLS within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reporter.shutdown().await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -418,6 +418,8 @@ pub struct PushGatewayServer {
     pub addr: SocketAddr,
     child: Child,
     dir: PathBuf,
+    /// For a gateway serving TLS: its URL and a client trusting its CA.
+    tls: Option<(String, dspex_telemetry_http::HttpClient)>,
 }
 
 impl PushGatewayServer {
@@ -429,6 +431,38 @@ impl PushGatewayServer {
 
     /// As `start`, on a given port (to bring a gateway back where one was).
     pub async fn start_on(port: u16, web_config: Option<&str>) -> Self {
+        Self::start_with(port, web_config, None).await
+    }
+
+    /// Starts one serving TLS with `cert` and `key` (made by [`test_ca`]; `ca` trusts them).
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        let web = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            cert.display(),
+            key.display()
+        );
+        let client = dspex_telemetry_http::HttpClient::new(&dspex_telemetry_http::ClientOptions {
+            ca: dspex_telemetry_http::CaCertificates::from_file(ca).expect("the test CA"),
+            max_response_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .expect("a client trusting the test CA");
+        Self::start_with(free_port(), Some(&web), Some(client)).await
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        match &self.tls {
+            Some((url, _)) => url.clone(),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    async fn start_with(
+        port: u16,
+        web_config: Option<&str>,
+        client: Option<dspex_telemetry_http::HttpClient>,
+    ) -> Self {
         let binary = which("prometheus-pushgateway").unwrap_or_else(|| {
             panic!("the `prometheus-pushgateway` binary is needed (Debian package `prometheus-pushgateway`; `cargo xtask test` installs it)")
         });
@@ -451,11 +485,12 @@ impl PushGatewayServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
             dir,
+            tls: client.map(|c| (format!("https://127.0.0.1:{port}"), c)),
         };
         let limit = Instant::now() + Duration::from_secs(20);
         loop {
             // Ready, or asking for credentials: either way it serves.
-            if let Ok((200 | 401, _)) = http_get(server.addr, "/-/ready", &[]).await {
+            if let Ok((200 | 401, _)) = server.get("/-/ready", &[]).await {
                 return server;
             }
             assert!(
@@ -466,9 +501,38 @@ impl PushGatewayServer {
         }
     }
 
+    /// A GET over http, or over https when the gateway serves TLS.
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+        let Some((url, client)) = &self.tls else {
+            return http_get(self.addr, path, headers).await;
+        };
+        let url = dspex_telemetry_http::HttpUrl::parse(&format!("{url}{path}")).expect("a URL");
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+                http::HeaderValue::from_str(v).expect("a header value"),
+            );
+        }
+        match client
+            .send(http::Method::GET, &url, &map, "", Duration::from_secs(5))
+            .await
+        {
+            Ok(answer) => Ok((
+                answer.status.as_u16(),
+                String::from_utf8_lossy(&answer.body).into_owned(),
+            )),
+            Err(dspex_telemetry_http::HttpError::Status { status, body, .. }) => {
+                Ok((status.as_u16(), body))
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
     /// The gateway's own `/metrics` (what Prometheus would scrape from it), parsed.
     pub async fn scraped(&self, auth: &[(&str, &str)]) -> Exposition {
-        let (status, body) = http_get(self.addr, "/metrics", auth)
+        let (status, body) = self
+            .get("/metrics", auth)
             .await
             .expect("scrape the gateway");
         assert_eq!(status, 200, "{body}");
@@ -817,74 +881,6 @@ impl Drop for OtlpReceiver {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`:
-/// (the CA's PEM, the server's certificate, its key).
-pub fn test_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).expect("create the certificate folder");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl must be installed to make the test CA");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=dspex test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write the extension file");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
+#[path = "../../../dspex-telemetry-http/tests/support/tls.rs"]
+pub mod tls;
+pub use tls::test_ca;
