@@ -453,7 +453,7 @@ fn otlp_span(c: &mut Criterion) {
         .block_on(async {
             OtlpTraces::start(
                 OtlpConfig {
-                    endpoint: Some(format!("http://127.0.0.1:{http}")),
+                    endpoint: Some(format!("http://127.0.0.1:{http}").into()),
                     max_queue: SPAN_QUEUE,
                     max_batch: 512,
                     export_interval: Duration::from_millis(100),

@@ -166,13 +166,13 @@ pub struct OpenTelemetryBackend {
     /// The collector's base URL (default `http://localhost:4318`, or `:4317` for gRPC);
     /// `https://` for TLS.
     #[serde(default)]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<UrlText>,
     /// The traces URL, used as it is (else `<endpoint>/v1/traces`).
     #[serde(default)]
-    pub traces_endpoint: Option<String>,
+    pub traces_endpoint: Option<UrlText>,
     /// The metrics URL, used as it is (else `<endpoint>/v1/metrics`).
     #[serde(default)]
-    pub metrics_endpoint: Option<String>,
+    pub metrics_endpoint: Option<UrlText>,
     /// `"http/protobuf"` (default) or `"grpc"`.
     #[serde(default)]
     pub protocol: Option<ProtocolKey>,

@@ -54,7 +54,7 @@ async fn a_10_mb_error_body_stays_out_of_memory_and_logs() {
     let d = Dispatcher::new();
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: Some(format!("http://{}", receiver.addr)),
+            endpoint: Some(format!("http://{}", receiver.addr).into()),
             ..OtlpConfig::default()
         },
         &d,

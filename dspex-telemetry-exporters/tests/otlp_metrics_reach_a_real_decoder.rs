@@ -47,7 +47,7 @@ async fn exported_through(protocol: Protocol) {
     let recorder = OtlpMetricsRecorder::new(
         OtlpMetricsConfig {
             connection: OtlpConfig {
-                endpoint: Some(format!("http://{endpoint}")),
+                endpoint: Some(format!("http://{endpoint}").into()),
                 protocol: Some(protocol),
                 service_name: Some("metrics-test".into()),
                 compression: Some(dspex_telemetry_exporters::otlp::Compression::Gzip),

@@ -69,7 +69,7 @@ fn check_the_three(spans: &[Value], root: &TraceContext) {
 
 fn tls_config(endpoint: String, protocol: Protocol, ca: &std::path::Path) -> OtlpConfig {
     OtlpConfig {
-        endpoint: Some(endpoint),
+        endpoint: Some(endpoint.into()),
         protocol: Some(protocol),
         certificate: Some(ca.to_path_buf()),
         compression: Some(Compression::Gzip),
@@ -139,7 +139,7 @@ async fn a_collector_without_our_ca_is_refused() {
     let d = Dispatcher::new();
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: Some(format!("https://127.0.0.1:{}", receiver.addr.port())),
+            endpoint: Some(format!("https://127.0.0.1:{}", receiver.addr.port()).into()),
             timeout: Some(Duration::from_secs(2)),
             ..OtlpConfig::default()
         },
@@ -169,7 +169,7 @@ async fn a_503_with_retry_after_then_200_delivers_exactly_once() {
     let d = Dispatcher::new();
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: Some(format!("http://{}", receiver.addr)),
+            endpoint: Some(format!("http://{}", receiver.addr).into()),
             ..OtlpConfig::default()
         },
         &d,
@@ -212,7 +212,7 @@ async fn a_collector_that_never_answers_costs_at_most_the_shutdown_deadline() {
         let d = Dispatcher::new();
         let traces = OtlpTraces::start(
             OtlpConfig {
-                endpoint: Some(endpoint),
+                endpoint: Some(endpoint.into()),
                 protocol: Some(protocol),
                 timeout: Some(Duration::from_secs(60)),
                 shutdown_timeout: Duration::from_secs(1),

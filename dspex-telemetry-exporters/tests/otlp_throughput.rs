@@ -24,7 +24,7 @@ async fn fifty_thousand_spans_a_second_for_ten_seconds_are_exported() {
     let d = Dispatcher::new();
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: Some(format!("http://{}", receiver.addr)),
+            endpoint: Some(format!("http://{}", receiver.addr).into()),
             thread_buffer_bytes: 4 * 1024 * 1024,
             ..OtlpConfig::default()
         },

@@ -14,7 +14,7 @@ use support::OtlpReceiver;
 
 fn config(receiver: &OtlpReceiver) -> OtlpConfig {
     OtlpConfig {
-        endpoint: Some(format!("http://{}", receiver.addr)),
+        endpoint: Some(format!("http://{}", receiver.addr).into()),
         headers: vec![("x-api-key".into(), Secret::new("k-123"))],
         service_name: Some("dspex-test".into()),
         service_version: Some("1.2.3".into()),
@@ -48,7 +48,7 @@ async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace(protocol: Protoc
     };
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: Some(format!("http://{endpoint}")),
+            endpoint: Some(format!("http://{endpoint}").into()),
             protocol: Some(protocol),
             ..config(&receiver)
         },
@@ -212,7 +212,7 @@ async fn spans_travel_over_grpc_too() {
     let d = Dispatcher::new();
     let traces = OtlpTraces::start(
         OtlpConfig {
-            endpoint: Some(format!("http://{}", receiver.grpc)),
+            endpoint: Some(format!("http://{}", receiver.grpc).into()),
             protocol: Some(Protocol::Grpc),
             ..config(&receiver)
         },

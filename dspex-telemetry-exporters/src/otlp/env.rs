@@ -10,7 +10,7 @@ use opentelemetry_sdk::Resource;
 
 use super::{OtlpError, invalid};
 use crate::Secret;
-use dspex_telemetry_http::CaCertificates;
+use dspex_telemetry_http::{CaCertificates, HttpUrl, UrlText};
 
 /// How requests travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,11 +75,11 @@ pub struct OtlpConfig {
     /// The collector's base URL (`https://…:4318`); `/v1/traces` and `/v1/metrics` are
     /// appended for OTLP/HTTP. Variable: `OTEL_EXPORTER_OTLP_ENDPOINT`; default
     /// `http://localhost:4318` (`:4317` for gRPC).
-    pub endpoint: Option<String>,
+    pub endpoint: Option<UrlText>,
     /// The traces URL, used as it is. Variable: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
-    pub traces_endpoint: Option<String>,
+    pub traces_endpoint: Option<UrlText>,
     /// The metrics URL, used as it is. Variable: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
-    pub metrics_endpoint: Option<String>,
+    pub metrics_endpoint: Option<UrlText>,
     /// OTLP/HTTP or OTLP/gRPC. Variable: `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`,
     /// `grpc`); default OTLP/HTTP.
     pub protocol: Option<Protocol>,
@@ -139,7 +139,8 @@ impl Default for OtlpConfig {
 /// A connection's settings once the configuration and the environment are combined.
 #[derive(Debug, Clone)]
 pub struct ResolvedOtlp {
-    url: String,
+    /// Shown in `Debug` without its path or query.
+    url: UrlText,
     endpoint_key: &'static str,
     protocol: Protocol,
     headers: Vec<(String, Secret)>,
@@ -154,7 +155,7 @@ pub struct ResolvedOtlp {
 impl ResolvedOtlp {
     /// Where requests go (the full URL for OTLP/HTTP; the server for gRPC).
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.expose()
     }
     /// OTLP/HTTP or gRPC.
     pub fn protocol(&self) -> Protocol {
@@ -281,13 +282,20 @@ impl OtlpConfig {
         };
 
         let own_signal_url = if traces {
-            self.traces_endpoint.clone()
+            &self.traces_endpoint
         } else {
-            self.metrics_endpoint.clone()
-        };
+            &self.metrics_endpoint
+        }
+        .as_ref()
+        .map(|u| u.expose().to_owned());
         let (url, endpoint_key) = if let Some(url) = own_signal_url.filter(|u| !u.is_empty()) {
             (url, pick("traces_endpoint", "metrics_endpoint"))
-        } else if let Some(base) = self.endpoint.clone().filter(|u| !u.is_empty()) {
+        } else if let Some(base) = self
+            .endpoint
+            .as_ref()
+            .map(|u| u.expose().to_owned())
+            .filter(|u| !u.is_empty())
+        {
             (with_path(&base, protocol, signal), "endpoint")
         } else if let Some(url) = env(pick(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -442,7 +450,7 @@ impl OtlpConfig {
             resource.push(("service.version".into(), version.clone()));
         }
         Ok(ResolvedOtlp {
-            url,
+            url: UrlText::new(url),
             endpoint_key,
             protocol,
             headers,
@@ -517,33 +525,12 @@ fn with_path(base: &str, protocol: Protocol, signal: Signal) -> String {
     }
 }
 
-/// An `http://` or `https://` URL with a host and a port in range; the error never repeats
-/// the URL (it may carry credentials).
+/// An `http://` or `https://` URL with a host and a port in range, checked by the shared
+/// parser; the error never repeats the URL (it may carry credentials).
 fn check_url(url: &str, key: &'static str) -> Result<(), OtlpError> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| invalid(key, "is not a URL (scheme://host[:port][/path])"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(invalid(key, "must start with http:// or https://")),
-    }
-    let authority = uri.authority().ok_or_else(|| invalid(key, "has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(invalid(
-            key,
-            "must not carry credentials: put them in `headers`",
-        ));
-    }
-    if authority.host().is_empty() {
-        return Err(invalid(key, "has no host"));
-    }
-    // `http::Uri` accepts any digits as a port; a port must fit in 16 bits and not be 0.
-    if let Some(port) = authority.as_str().rsplit_once(':').map(|(_, p)| p) {
-        if !port.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(invalid(key, "has a port outside 1–65535"));
-        }
-    }
-    Ok(())
+    HttpUrl::parse(url)
+        .map(|_| ())
+        .map_err(|e| invalid(key, e.to_string()))
 }
 
 #[cfg(test)]

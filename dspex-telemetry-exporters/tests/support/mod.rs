@@ -507,15 +507,22 @@ impl PushGatewayServer {
             return http_get(self.addr, path, headers).await;
         };
         let url = dspex_telemetry_http::HttpUrl::parse(&format!("{url}{path}")).expect("a URL");
-        let mut map = http::HeaderMap::new();
+        let mut map = dspex_telemetry_http::http::HeaderMap::new();
         for (k, v) in headers {
             map.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
-                http::HeaderValue::from_str(v).expect("a header value"),
+                dspex_telemetry_http::http::HeaderName::from_bytes(k.as_bytes())
+                    .expect("a header name"),
+                dspex_telemetry_http::http::HeaderValue::from_str(v).expect("a header value"),
             );
         }
         match client
-            .send(http::Method::GET, &url, &map, "", Duration::from_secs(5))
+            .send(
+                dspex_telemetry_http::http::Method::GET,
+                &url,
+                &map,
+                "",
+                Duration::from_secs(5),
+            )
             .await
         {
             Ok(answer) => Ok((
@@ -883,4 +890,5 @@ impl Drop for OtlpReceiver {
 
 #[path = "../../../dspex-telemetry-http/tests/support/tls.rs"]
 pub mod tls;
+#[allow(unused_imports)]
 pub use tls::test_ca;
