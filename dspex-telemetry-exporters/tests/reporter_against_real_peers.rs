@@ -187,8 +187,24 @@ async fn bad_configuration_names_the_key() {
             "backends[0].listen",
         ),
         (
-            "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"https://gw:9091\"",
+            "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"https://gw:99999\"",
             "backends[0].push_gateway",
+        ),
+        (
+            "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"https://gw:abc\"",
+            "backends[0].push_gateway",
+        ),
+        (
+            "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"https:///metrics\"",
+            "backends[0].push_gateway",
+        ),
+        (
+            "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"https://gw:9091\"\npush_certificate = \"/nonexistent/ca.pem\"",
+            "backends[0].push_certificate",
+        ),
+        (
+            "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"https://gw:9091\"\npush_timeout_ms = 0",
+            "backends[0].push_timeout_ms",
         ),
         (
             "[[backends]]\ntype = \"prometheus\"\npush_gateway = \"http://gw:9091\"\npush_user = \"ops\"",
