@@ -171,13 +171,10 @@ impl PrometheusEndpoint {
                 reason: "must be above zero".into(),
             });
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| PrometheusError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(config.listen).map_err(|source| PrometheusError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let addr = listener
             .local_addr()
             .map_err(|source| PrometheusError::Bind {
@@ -251,6 +248,21 @@ impl std::fmt::Debug for Serving {
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
+}
+
+/// Connections the kernel queues for `accept`: a burst past `max_connections` waits there to be
+/// served as others end, instead of having its handshakes dropped and retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// How long to wait before trying again when no connection can be closed to make room.

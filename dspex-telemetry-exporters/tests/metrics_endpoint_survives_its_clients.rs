@@ -73,6 +73,17 @@ async fn a_scrape_is_answered_within_1_s_beside_2000_idle_and_50_slowloris_conne
         }));
     }
 
+    // The endpoint has taken every connection from its listen queue (closing the idle ones
+    // past its cap): the connections are open, as a service's would be before a scrape.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while endpoint.stats().accepted < 2050 {
+        assert!(
+            Instant::now() < settle,
+            "not every connection was accepted: {:?}",
+            endpoint.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = Instant::now();
     let (status, body) =
         tokio::time::timeout(Duration::from_secs(1), http_get(addr, "/metrics", &[]))
