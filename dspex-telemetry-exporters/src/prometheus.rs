@@ -70,8 +70,9 @@ pub struct PrometheusConfig {
     /// opens or its previous answer was sent: a slowloris or an idle keep-alive connection is
     /// closed then (default 10 s).
     pub header_read_timeout: Duration,
-    /// How long writing one answer may take before its connection may be closed to make room
-    /// (a client that does not read; default 30 s).
+    /// How long preparing one answer (its render) may take before its connection may be closed
+    /// to make room (default 30 s). Once hyper holds the answer, the connection counts as idle:
+    /// a client that does not read its answer is closed like any idle one.
     pub write_timeout: Duration,
     /// Open connections at most (default 512). A connection past it makes room by closing the
     /// one idle longest; with none idle, it waits in the listen queue until one ends. Running
@@ -158,10 +159,10 @@ impl PrometheusEndpoint {
             ("header_read_timeout", config.header_read_timeout),
             ("write_timeout", config.write_timeout),
         ] {
-            if value.is_zero() {
+            if value.is_zero() || value > MAX_DURATION {
                 return Err(PrometheusError::Invalid {
                     key,
-                    reason: "must be above zero".into(),
+                    reason: "must be above zero and at most a day".into(),
                 });
             }
         }
@@ -215,7 +216,8 @@ impl PrometheusEndpoint {
         self.addr
     }
 
-    /// Stops listening and waits for the endpoint's tasks to end.
+    /// Stops listening and waits for the accept task to end; open connections see the same
+    /// stop and close at once.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
@@ -265,6 +267,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The longest any of the endpoint's durations may be (hyper adds them to the clock).
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 /// How long to wait before trying again when no connection can be closed to make room.
 const RETRY: Duration = Duration::from_millis(20);
 
@@ -290,6 +295,7 @@ async fn serve(
         {
             tokio::select! {
                 _ = stopped.changed() => return,
+                _ = upkeep.tick() => serving.renders.upkeep(),
                 _ = serving.connections.freed() => {}
                 _ = tokio::time::sleep(RETRY) => {}
             }
@@ -301,11 +307,13 @@ async fn serve(
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        // Out of file descriptors, say: close the connection idle longest, and
-                        // wait a little rather than spin.
-                        let made_room = serving
-                            .connections
-                            .evict_one(serving.grace(), serving.write_timeout);
+                        // Out of file descriptors (EMFILE, ENFILE): close the connection idle
+                        // longest. Any failure: wait a little rather than spin.
+                        let out_of_descriptors = matches!(e.raw_os_error(), Some(23 | 24));
+                        let made_room = out_of_descriptors
+                            && serving
+                                .connections
+                                .evict_one(serving.grace(), serving.write_timeout);
                         serving.connections.count_accept_error();
                         tracing::debug!(error = %e, made_room, "the /metrics endpoint could not accept a connection");
                         let wait = if made_room { Duration::from_millis(1) } else { RETRY };
@@ -332,6 +340,8 @@ async fn connection(
     serving: Arc<Serving>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // Leaves the table however the task ends, a panic included.
+    let _registered = Registered(serving.clone(), id);
     let on_request = serving.clone();
     let service = service_fn(move |request| {
         let serving = on_request.clone();
@@ -354,7 +364,15 @@ async fn connection(
         _ = close.notified() => {}
         _ = stopped.changed() => {}
     }
-    serving.connections.close(id);
+}
+
+/// Removes a connection from the table when its task ends.
+struct Registered(Arc<Serving>, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.connections.close(self.1);
+    }
 }
 
 impl Serving {

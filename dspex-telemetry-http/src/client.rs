@@ -241,13 +241,14 @@ pub async fn read_capped(
 
 fn error_of(e: reqwest::Error, url: &HttpUrl, timeout: Duration) -> HttpError {
     let url = url.to_string();
-    if e.is_timeout() {
-        HttpError::Timeout { url, timeout }
-    } else if e.is_connect() {
+    // A connect timeout is a connection failure (its own deadline), not the request's.
+    if e.is_connect() {
         HttpError::Connect {
             url,
             reason: reason_of(e),
         }
+    } else if e.is_timeout() {
+        HttpError::Timeout { url, timeout }
     } else {
         HttpError::Transport {
             url,

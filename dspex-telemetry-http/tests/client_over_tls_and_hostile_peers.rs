@@ -59,7 +59,7 @@ async fn https_with_the_ca_file_delivers_and_without_it_is_refused() {
     assert_eq!(seen[0].body, r#"{"a":1}"#);
     assert_eq!(seen[0].headers["x-api-key"], "k3y");
 
-    // The same twice through one client: one connection, reused.
+    // Another method to the same receiver.
     client(Some(&ca))
         .send(
             Method::PUT,
@@ -141,10 +141,14 @@ async fn a_10_mb_answer_is_read_only_up_to_the_cap() {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request).await;
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                let status = if request[..n].starts_with(b"GET /ok") {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
                 let size = 10 * 1024 * 1024;
-                let head =
-                    format!("HTTP/1.1 500 Internal Server Error\r\ncontent-length: {size}\r\n\r\n");
+                let head = format!("HTTP/1.1 {status}\r\ncontent-length: {size}\r\n\r\n");
                 let _ = stream.write_all(head.as_bytes()).await;
                 let chunk = vec![b'\n'; 64 * 1024];
                 for _ in 0..size / chunk.len() {
@@ -177,6 +181,20 @@ async fn a_10_mb_answer_is_read_only_up_to_the_cap() {
     assert!(body.starts_with(r"\n\n") && body.ends_with('…'), "{body}");
     assert!(err.to_string().len() < 500, "{err}");
     assert!(!err.to_string().contains('\n'));
+
+    // A 200 with the same 10 MB: the body handed back stops at the cap.
+    let answer = client
+        .send(
+            Method::GET,
+            &HttpUrl::parse(&format!("http://{addr}/ok")).unwrap(),
+            &HeaderMap::new(),
+            "",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.body.len(), 1000);
+    assert!(answer.truncated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,14 +66,32 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is malformed, or a key is unknown or of the wrong type (the message names it).
-    #[error("invalid configuration: {0}")]
-    Toml(#[from] toml::de::Error),
+    /// The offending line is named by its number, never quoted: it may hold a secret.
+    #[error("invalid configuration{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Toml {
+        /// The line at fault, from 1.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `error`'s message and line, without the source text the parser quotes.
+pub(crate) fn toml_error(text: &str, error: &toml::de::Error) -> (Option<usize>, String) {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = dspex_telemetry_http::log_safe(error.message().trim(), 300);
+    (line, message)
 }
 
 impl Config {
     /// Reads a configuration from TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| {
+            let (line, message) = toml_error(text, &e);
+            ConfigError::Toml { line, message }
+        })
     }
 
     /// Reads a configuration file.

@@ -105,7 +105,8 @@ pub enum QuickstartError {
 
 /// A `[[reporter.backends]]` entry from its TOML.
 pub fn backend(entry: &str) -> Result<BackendConfig, QuickstartError> {
-    toml::from_str(entry).map_err(|e| QuickstartError::Backend(e.to_string()))
+    toml::from_str(entry)
+        .map_err(|e| QuickstartError::Backend(crate::config::toml_error(entry, &e).1))
 }
 
 /// How the run goes at `progress` (0 to 1): its name, `web_search`'s delay in ms and

@@ -68,6 +68,10 @@ fn start_errors_keep_credentials_out() {
             "[[alerts.alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/s3cr3t-path\"\nheaders = { authorization = \"Bearer h3ader\\n\" }",
             "alert_handlers[0].headers",
         ),
+        (
+            "[[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:4318/x?token=t0k3n a\"",
+            "backends[0].endpoint",
+        ),
     ] {
         let config = Config::from_toml(text).unwrap();
         assert_clean("the configuration's Debug", &format!("{config:?}"));
@@ -77,6 +81,18 @@ fn start_errors_keep_credentials_out() {
             .to_string();
         assert!(err.contains(key), "{err} names {key}");
         assert_clean("a start error", &err);
+    }
+}
+
+#[test]
+fn a_malformed_file_is_named_by_line_not_quoted() {
+    for text in [
+        "[[alerts.alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/s3cr3t-path\" t0k3n",
+        "[reporter]\nbackends = [{ type = \"prometheus\", push_gateway = \"http://gw:9091\", push_password = \"pa55word\", pushh = 1 }]",
+    ] {
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains("at line"), "{err}");
+        assert_clean("a parse error", &err);
     }
 }
 

@@ -202,7 +202,7 @@ impl OtlpTraces {
         let resolved = config.resolve(Signal::Traces)?;
         let runtime = runtime()?;
         let mut exporter = {
-            let _inside = runtime.enter();
+            let _inside = runtime.get().enter();
             span_exporter(&resolved)?
         };
         exporter.set_resource(&resolved.resource());
@@ -222,7 +222,7 @@ impl OtlpTraces {
     }
 
     fn start_on<E: SpanExporter + 'static>(
-        runtime: tokio::runtime::Runtime,
+        mut runtime: OwnRuntime,
         exporter: E,
         config: OtlpConfig,
         dispatcher: &Dispatcher,
@@ -255,7 +255,11 @@ impl OtlpTraces {
         };
         let spawned = std::thread::Builder::new()
             .name("dspex-otlp-spans".into())
-            .spawn(move || runtime.block_on(collector.run(receiver)));
+            .spawn(move || {
+                if let Some(runtime) = runtime.0.take() {
+                    runtime.block_on(collector.run(receiver));
+                }
+            });
         if let Err(e) = spawned {
             let _ = dispatcher.detach(sink_id);
             return Err(invalid("otlp", format!("cannot start its thread: {e}")));
@@ -314,11 +318,31 @@ impl Drop for OtlpTraces {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, OtlpError> {
+fn runtime() -> Result<OwnRuntime, OtlpError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+        .map(|r| OwnRuntime(Some(r)))
         .map_err(|e| invalid("otlp", format!("cannot start its runtime: {e}")))
+}
+
+/// The collector's runtime until its thread takes it. Dropped unused (a start that failed,
+/// perhaps inside the caller's async code), it shuts down without blocking: dropping a
+/// runtime inside another one's context would panic.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only by the collector thread")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// How long the collector sleeps between looks at the rings when no thread nudges it.

@@ -101,7 +101,13 @@ pub fn span_exporter(
             builder.build()
         }
     };
-    built.map_err(|e| invalid(resolved.endpoint_key(), e.to_string()))
+    // The builder's text quotes the whole URL, which may carry a token: not repeated.
+    built.map_err(|_| {
+        invalid(
+            resolved.endpoint_key(),
+            "the OTLP exporter cannot use this URL (a character a URI cannot hold?)",
+        )
+    })
 }
 
 pub(crate) use dspex_telemetry_http::log_safe;
