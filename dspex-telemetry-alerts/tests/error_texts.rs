@@ -16,6 +16,7 @@ fn error_texts_are_pinned() {
         "[[alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\ntimeout_ms = 0",
         "[[alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nheaders = { authorization = \"Bearer s3cr3t\\nx-forged: 1\" }",
         "[[alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\ncertificate = \"/nonexistent/ca.pem\"",
+        "[[alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nheaders = { \"bad header\" = \"x\" }",
     ] {
         let config: AlertsConfig = toml::from_str(text).unwrap();
         texts.push(config.build().map(|_| ()).unwrap_err().to_string());

@@ -184,7 +184,7 @@ impl PrometheusEndpoint {
             })?;
         let (stop, stopped) = watch::channel(false);
         let serving = Arc::new(Serving {
-            renders: Renders::new(handle),
+            renders: Arc::new(Renders::new(handle)),
             path: config.path.clone(),
             token: config.bearer_token.clone(),
             connections: Arc::default(),
@@ -233,7 +233,7 @@ impl Drop for PrometheusEndpoint {
 }
 
 struct Serving {
-    renders: Renders,
+    renders: Arc<Renders>,
     path: String,
     token: Option<Secret>,
     connections: Arc<Connections>,

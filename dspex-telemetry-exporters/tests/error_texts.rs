@@ -21,12 +21,28 @@ async fn error_texts_are_pinned() {
         path: "metrics".into(),
         ..PrometheusConfig::default()
     };
-    texts.push(
-        PrometheusEndpoint::start(&bad_path, handle)
-            .await
-            .unwrap_err()
-            .to_string(),
-    );
+    for config in [
+        bad_path,
+        PrometheusConfig {
+            max_connections: 0,
+            ..PrometheusConfig::default()
+        },
+        PrometheusConfig {
+            header_read_timeout: Duration::ZERO,
+            ..PrometheusConfig::default()
+        },
+        PrometheusConfig {
+            write_timeout: Duration::MAX,
+            ..PrometheusConfig::default()
+        },
+    ] {
+        texts.push(
+            PrometheusEndpoint::start(&config, handle.clone())
+                .await
+                .unwrap_err()
+                .to_string(),
+        );
+    }
     for config in [
         PushGatewayConfig {
             endpoint: "http://gw:99999".into(),
@@ -48,6 +64,20 @@ async fn error_texts_are_pinned() {
             url: "http://127.0.0.1:9091/…".into(),
             status: http::StatusCode::BAD_REQUEST,
             body: "text format parsing error in line 3".into(),
+        }
+        .to_string(),
+    );
+    texts.push(
+        PushError::Connect {
+            url: "https://127.0.0.1:9091/…".into(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        }
+        .to_string(),
+    );
+    texts.push(
+        PushError::Transport {
+            url: "https://127.0.0.1:9091/…".into(),
+            reason: "connection closed before message completed".into(),
         }
         .to_string(),
     );
@@ -74,6 +104,19 @@ async fn error_texts_are_pinned() {
             },
             &Dispatcher::new(),
             "otlp",
+        )
+        .unwrap_err()
+        .to_string(),
+    );
+    // A URL the URL parser takes but the OTLP exporter refuses: named, not quoted.
+    texts.push(
+        OtlpTraces::start(
+            OtlpConfig {
+                endpoint: Some("http://127.0.0.1:4318/x?token=a b".into()),
+                ..Default::default()
+            },
+            &Dispatcher::new(),
+            "otlp-bad-url",
         )
         .unwrap_err()
         .to_string(),

@@ -1,7 +1,8 @@
 //! The `/metrics` endpoint under hostile and heavy clients: with 2 000 idle and 50 slowloris
 //! connections open, a scrape is still answered within 1 s (the connection cap closes the
 //! connection idle longest; the header-read deadline closes the slowloris ones); 2 000
-//! concurrent scrapes are all answered, sharing renders.
+//! concurrent scrapes are all answered, sharing renders; a shared render never predates the
+//! scrape it answers.
 
 mod support;
 
@@ -144,5 +145,38 @@ async fn two_thousand_concurrent_scrapes_are_all_answered_sharing_renders() {
         "2 000 concurrent scrapes: {:?}; {stats:?}",
         started.elapsed()
     );
+    endpoint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_render_is_never_older_than_the_scrape() {
+    let recorder = prometheus_recorder(&metric_catalog::dspex_metrics()).unwrap();
+    let endpoint = PrometheusEndpoint::start(
+        &PrometheusConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..PrometheusConfig::default()
+        },
+        recorder.handle(),
+    )
+    .await
+    .unwrap();
+    let addr = endpoint.local_addr();
+    for n in 1..=20u64 {
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("app_scrapes_seen").increment(1);
+        });
+        // Two scrapes at once after each increment: both see it, whichever render they share.
+        let (a, b) = tokio::join!(
+            http_get(addr, "/metrics", &[]),
+            http_get(addr, "/metrics", &[])
+        );
+        for (status, body) in [a.unwrap(), b.unwrap()] {
+            assert_eq!(status, 200);
+            assert!(
+                body.contains(&format!("app_scrapes_seen {n}\n")),
+                "{n}: {body}"
+            );
+        }
+    }
     endpoint.shutdown().await;
 }

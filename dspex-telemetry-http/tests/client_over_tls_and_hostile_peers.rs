@@ -164,16 +164,22 @@ async fn a_10_mb_answer_is_read_only_up_to_the_cap() {
         ..ClientOptions::default()
     })
     .unwrap();
-    let err = client
-        .send(
-            Method::GET,
-            &HttpUrl::parse(&format!("http://{addr}/")).unwrap(),
-            &HeaderMap::new(),
-            "",
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap_err();
+    let get = |path: &str| {
+        let url = HttpUrl::parse(&format!("http://{addr}{path}")).unwrap();
+        let client = client.clone();
+        async move {
+            client
+                .send(
+                    Method::GET,
+                    &url,
+                    &HeaderMap::new(),
+                    "",
+                    Duration::from_secs(10),
+                )
+                .await
+        }
+    };
+    let err = get("/").await.unwrap_err();
     let HttpError::Status { body, .. } = &err else {
         panic!("{err}")
     };
@@ -183,16 +189,7 @@ async fn a_10_mb_answer_is_read_only_up_to_the_cap() {
     assert!(!err.to_string().contains('\n'));
 
     // A 200 with the same 10 MB: the body handed back stops at the cap.
-    let answer = client
-        .send(
-            Method::GET,
-            &HttpUrl::parse(&format!("http://{addr}/ok")).unwrap(),
-            &HeaderMap::new(),
-            "",
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    let answer = get("/ok").await.unwrap();
     assert_eq!(answer.body.len(), 1000);
     assert!(answer.truncated);
 }

@@ -233,8 +233,17 @@ impl Renders {
 
     /// The metrics as text, rendered after this call began (off the runtime's threads); None
     /// if rendering failed.
-    pub(crate) async fn render(&self) -> Option<Bytes> {
+    pub(crate) async fn render(self: &Arc<Self>) -> Option<Bytes> {
         let ticket = self.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+        let renders = self.clone();
+        // On its own task: a scrape that goes away (its connection closed) does not cancel a
+        // render the scrapes behind it are waiting for.
+        tokio::spawn(async move { renders.render_for(ticket).await })
+            .await
+            .ok()?
+    }
+
+    async fn render_for(&self, ticket: u64) -> Option<Bytes> {
         let mut latest = self.latest.lock().await;
         if latest.0 >= ticket {
             return Some(latest.1.clone());

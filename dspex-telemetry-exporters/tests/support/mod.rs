@@ -436,11 +436,7 @@ impl PushGatewayServer {
 
     /// Starts one serving TLS with `cert` and `key` (made by [`test_ca`]; `ca` trusts them).
     pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
-        let web = format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
-            cert.display(),
-            key.display()
-        );
+        let web = tls::prometheus_tls_web_config_text(cert, key);
         let client = dspex_telemetry_http::HttpClient::new(&dspex_telemetry_http::ClientOptions {
             ca: dspex_telemetry_http::CaCertificates::from_file(ca).expect("the test CA"),
             max_response_bytes: 1 << 20,

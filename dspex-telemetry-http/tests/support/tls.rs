@@ -97,19 +97,21 @@ pub fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// A web configuration file for Prometheus' servers (Alertmanager, the push gateway) that
-/// turns TLS on with `cert` and `key`, written into `dir`.
+/// A web configuration for Prometheus' servers (Alertmanager, the push gateway) that turns
+/// TLS on with `cert` and `key`.
+pub fn prometheus_tls_web_config_text(cert: &Path, key: &Path) -> String {
+    format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// The same, written into `dir`; returns the file's path.
 pub fn prometheus_tls_web_config(dir: &Path, cert: &Path, key: &Path) -> PathBuf {
     let path = dir.join("web-tls.yml");
-    std::fs::write(
-        &path,
-        format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .expect("write the web configuration");
+    std::fs::write(&path, prometheus_tls_web_config_text(cert, key))
+        .expect("write the web configuration");
     path
 }
 
