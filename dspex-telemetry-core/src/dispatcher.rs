@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::catalog;
@@ -135,6 +135,20 @@ struct Registration {
     subscriptions: Vec<Subscription>,
     target: Target,
     reads: Reads,
+    /// Whether a skipped re-entry of this registration was logged (once per registration).
+    reentry_logged: AtomicBool,
+}
+
+impl Registration {
+    fn new(id: String, subscriptions: Vec<Subscription>, target: Target, reads: Reads) -> Self {
+        Registration {
+            id,
+            subscriptions,
+            target,
+            reads,
+            reentry_logged: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What a registration calls: an event handler, or a span sink (which has no subscriptions).
@@ -309,6 +323,8 @@ struct Inner {
     generation: AtomicU64,
     state: Mutex<State>,
     failures: AtomicU64,
+    /// Handler calls skipped by the re-entrancy guard.
+    skipped: AtomicU64,
 }
 
 static NEXT_DISPATCHER_ID: AtomicU64 = AtomicU64::new(1);
@@ -353,6 +369,7 @@ impl fmt::Debug for Dispatcher {
             .field("id", &self.inner.id)
             .field("attached", &self.inner.attached.load(Ordering::Relaxed))
             .field("handler_failures", &self.handler_failures())
+            .field("reentries_skipped", &self.reentries_skipped())
             .finish()
     }
 }
@@ -379,6 +396,7 @@ impl Dispatcher {
                     generation: 0,
                 }),
                 failures: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
             }),
         }
     }
@@ -437,12 +455,12 @@ impl Dispatcher {
         if state.registrations.iter().any(|r| r.id == id) {
             return Err(AttachError::AlreadyExists(id));
         }
-        state.registrations.push(Arc::new(Registration {
+        state.registrations.push(Arc::new(Registration::new(
             id,
             subscriptions,
-            target: Target::Handler(Box::new(handler)),
-            reads: Reads::All,
-        }));
+            Target::Handler(Box::new(handler)),
+            Reads::All,
+        )));
         let old_table = self.publish(&mut state);
         drop(state);
         drop(old_table);
@@ -474,12 +492,12 @@ impl Dispatcher {
         let new: Vec<Arc<Registration>> = handlers
             .into_iter()
             .map(|a| {
-                Arc::new(Registration {
-                    id: a.id,
-                    subscriptions: vec![Subscription::Event(a.event)],
-                    target: Target::Handler(a.handler),
-                    reads: a.reads,
-                })
+                Arc::new(Registration::new(
+                    a.id,
+                    vec![Subscription::Event(a.event)],
+                    Target::Handler(a.handler),
+                    a.reads,
+                ))
             })
             .collect();
         if new.is_empty() {
@@ -565,9 +583,40 @@ impl Dispatcher {
         self.inner.failures.load(Ordering::Relaxed)
     }
 
+    /// How many handler calls the re-entrancy guard skipped: a handler (or span sink) is not
+    /// called for an event emitted, directly or not, from its own call on the same thread,
+    /// and handlers nest at most [`MAX_NESTED_HANDLERS`] deep on a thread. Each skip is
+    /// counted here; the first skip of each handler is logged at WARN.
+    ///
+    /// ```
+    /// use dspex_telemetry_core::{Dispatcher, Event, EventName, Measurements, Metadata};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// const EVENT: EventName = EventName::from_static(&["app", "echo"]);
+    /// let dispatcher = Dispatcher::new();
+    /// let calls = Arc::new(AtomicU64::new(0));
+    /// let (d, seen) = (dispatcher.clone(), calls.clone());
+    /// // A handler that emits the event it handles.
+    /// dispatcher
+    ///     .attach("echo", EVENT, move |_: &Event<'_>| {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///         d.execute(&EVENT, &Measurements::new(), &Metadata::new());
+    ///     })
+    ///     .unwrap();
+    /// dispatcher.execute(&EVENT, &Measurements::new(), &Metadata::new());
+    /// assert_eq!(calls.load(Ordering::Relaxed), 1);
+    /// assert_eq!(dispatcher.reentries_skipped(), 1);
+    /// ```
+    pub fn reentries_skipped(&self) -> u64 {
+        self.inner.skipped.load(Ordering::Relaxed)
+    }
+
     /// Calls every handler attached to `event`, in attach order, on this thread.
     ///
-    /// Never panics because of a handler: a panicking handler is detached and reported.
+    /// Never panics because of a handler: a panicking handler is detached and reported. A
+    /// handler is never re-entered by the events it emits (see
+    /// [`Dispatcher::reentries_skipped`]).
     #[inline]
     pub fn execute(
         &self,
@@ -669,6 +718,9 @@ impl Dispatcher {
         let Target::Handler(handler) = &reg.target else {
             return;
         };
+        let Some(_running) = self.enter_handler(reg) else {
+            return;
+        };
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
             self.handler_panicked(reg, event.name, payload);
         }
@@ -691,12 +743,12 @@ impl Dispatcher {
         if state.registrations.iter().any(|r| r.id == id) {
             return Err(AttachError::AlreadyExists(id));
         }
-        state.registrations.push(Arc::new(Registration {
+        state.registrations.push(Arc::new(Registration::new(
             id,
-            subscriptions: Vec::new(),
-            target: Target::Sink(Box::new(sink)),
-            reads: Reads::Only(Vec::new()),
-        }));
+            Vec::new(),
+            Target::Sink(Box::new(sink)),
+            Reads::Only(Vec::new()),
+        )));
         let old_table = self.publish(&mut state);
         drop(state);
         drop(old_table);
@@ -728,8 +780,48 @@ impl Dispatcher {
         let Target::Sink(sink) = &reg.target else {
             return;
         };
+        let Some(_running) = self.enter_handler(reg) else {
+            return;
+        };
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| sink.on_end(span))) {
             self.handler_panicked(reg, catalog::TRACE_SPAN.prefix(), payload);
+        }
+    }
+
+    /// Marks `reg` as running on this thread until the guard drops; `None` (counted, and
+    /// logged once per registration) if it is running already or handlers nest too deep.
+    #[inline]
+    fn enter_handler(&self, reg: &Registration) -> Option<RunningGuard> {
+        let ptr: *const Registration = reg;
+        let entered = RUNNING.try_with(|running| {
+            let len = running.len.get();
+            if len == MAX_NESTED_HANDLERS || running.regs[..len].iter().any(|r| r.get() == ptr) {
+                return false;
+            }
+            running.regs[len].set(ptr);
+            running.len.set(len + 1);
+            true
+        });
+        match entered {
+            Ok(true) => Some(RunningGuard { counted: true }),
+            // Thread teardown: the stack is gone, call without the guard.
+            Err(_) => Some(RunningGuard { counted: false }),
+            Ok(false) => {
+                self.reentry_skipped(reg);
+                None
+            }
+        }
+    }
+
+    #[cold]
+    fn reentry_skipped(&self, reg: &Registration) {
+        self.inner.skipped.fetch_add(1, Ordering::Relaxed);
+        if !reg.reentry_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                handler_id = %reg.id,
+                max_nested = MAX_NESTED_HANDLERS,
+                "telemetry handler not called for an event emitted from its own call (or nested too deep); further skips are counted only"
+            );
         }
     }
 
@@ -806,6 +898,39 @@ impl Dispatcher {
                 f(&table)
             }
             (_, None) => unreachable!("the closure ran, so it returned a result"),
+        }
+    }
+}
+
+/// How deep handler calls may nest on one thread (a handler emitting an event whose handler
+/// emits another, …) before the dispatcher skips further calls.
+pub const MAX_NESTED_HANDLERS: usize = 16;
+
+/// The registrations whose handlers are running on this thread, innermost last.
+struct Running {
+    len: Cell<usize>,
+    regs: [Cell<*const Registration>; MAX_NESTED_HANDLERS],
+}
+
+thread_local! {
+    static RUNNING: Running = const {
+        Running {
+            len: Cell::new(0),
+            regs: [const { Cell::new(std::ptr::null()) }; MAX_NESTED_HANDLERS],
+        }
+    };
+}
+
+/// Pops its registration off [`RUNNING`] when the handler returns (or panics).
+struct RunningGuard {
+    counted: bool,
+}
+
+impl Drop for RunningGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if self.counted {
+            let _ = RUNNING.try_with(|running| running.len.set(running.len.get() - 1));
         }
     }
 }

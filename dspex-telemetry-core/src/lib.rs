@@ -67,8 +67,8 @@ pub use clock::{monotonic_time_ns, system_time_ns};
 pub use context::{TraceContext, with_correlation};
 pub use debug_handler::{DEBUG_HANDLER_ID, attach_debug_handler};
 pub use dispatcher::{
-    AttachError, Attachment, DetachError, Dispatcher, Event, Handler, HandlerInfo, Reads,
-    Subscription,
+    AttachError, Attachment, DetachError, Dispatcher, Event, Handler, HandlerInfo,
+    MAX_NESTED_HANDLERS, Reads, Subscription,
 };
 pub use event::{EventName, EventNameError};
 pub use ids::{CorrelationId, CorrelationIdError, IdError, SpanId, TraceFlags, TraceId};
