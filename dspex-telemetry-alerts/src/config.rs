@@ -8,11 +8,22 @@ use std::time::Duration;
 
 use dspex_telemetry_http::{CaCertificates, ClientOptions, HttpClient, UrlText};
 
+use dspex_telemetry_core::bounds;
+
 use crate::Secret;
 use crate::engine::{AlertEngine, Suppression};
 use crate::handler::{AlertHandler, AlertmanagerHandler, LogHandler, LogLevel, WebhookHandler};
 use crate::http::HandlerSetupError;
 use crate::thresholds::Thresholds;
+
+/// A day in milliseconds: the longest `evaluation_interval_ms`.
+const DAY_MS: u64 = 86_400_000;
+
+/// The most `suppression.occurrence_threshold` accepts.
+const MAX_OCCURRENCES: u64 = 1_000_000;
+
+/// The most `retries` a webhook accepts.
+pub const MAX_RETRIES: u32 = 10;
 
 /// The spec's alerts configuration, loadable from TOML; unknown keys are refused by name.
 ///
@@ -55,7 +66,7 @@ pub struct AlertsConfig {
     pub suppression: Suppression,
     /// Where notifications go.
     pub alert_handlers: Vec<HandlerConfig>,
-    /// How often rules are evaluated, in milliseconds (default 10 000).
+    /// How often rules are evaluated, in milliseconds (default 10 000; at most a day).
     pub evaluation_interval_ms: Option<u64>,
 }
 
@@ -77,10 +88,10 @@ pub enum HandlerConfig {
         /// Request headers (tokens); never shown in `Debug` or logs.
         #[serde(default)]
         headers: BTreeMap<String, Secret>,
-        /// Per attempt, in milliseconds (default 5 000).
+        /// Per attempt, in milliseconds (default 5 000; at most 300 000).
         #[serde(default)]
         timeout_ms: Option<u64>,
-        /// Attempts after the first (default 3).
+        /// Attempts after the first (default 3; at most 10).
         #[serde(default)]
         retries: Option<u32>,
         /// A PEM file of CA certificates trusted besides the system's.
@@ -91,7 +102,7 @@ pub enum HandlerConfig {
     Alertmanager {
         /// Its base URL (`http://127.0.0.1:9093`, or `https://`).
         url: UrlText,
-        /// Per attempt, in milliseconds (default 5 000).
+        /// Per attempt, in milliseconds (default 5 000; at most 300 000).
         #[serde(default)]
         timeout_ms: Option<u64>,
         /// A PEM file of CA certificates trusted besides the system's.
@@ -119,11 +130,27 @@ impl AlertsConfig {
     /// The engine and the handlers this configuration describes; errors name the key.
     pub fn build(&self) -> Result<(AlertEngine, Vec<Arc<dyn AlertHandler>>), ConfigError> {
         let error = |key: String, reason: String| ConfigError { key, reason };
-        if self.evaluation_interval_ms == Some(0) {
-            return Err(error(
-                "evaluation_interval_ms".into(),
-                "must be above zero".into(),
-            ));
+        let range = |key: String, value: u64, min: u64, max: u64| {
+            bounds::within(value, min, max).map_err(|e| error(key, e.to_string()))
+        };
+        if let Some(ms) = self.evaluation_interval_ms {
+            range("evaluation_interval_ms".into(), ms, 1, DAY_MS)?;
+        }
+        range(
+            "suppression.min_interval_ms".into(),
+            self.suppression.min_interval_ms,
+            0,
+            bounds::WEEK_MS,
+        )?;
+        range(
+            "suppression.occurrence_threshold".into(),
+            self.suppression.occurrence_threshold.into(),
+            1,
+            MAX_OCCURRENCES,
+        )?;
+        if let Some(percent) = self.thresholds.error_rate_percent {
+            bounds::within(percent, 0.0, 100.0)
+                .map_err(|e| error("thresholds.error_rate_percent".into(), e.to_string()))?;
         }
         for (key, value) in [
             (
@@ -143,6 +170,10 @@ impl AlertsConfig {
             if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
                 return Err(error(key.into(), "must be a number above zero".into()));
             }
+            if let Some(v) = value {
+                bounds::within(v, 0.0, bounds::WEEK_MS as f64)
+                    .map_err(|e| error(key.into(), e.to_string()))?;
+            }
         }
         let mut handlers: Vec<Arc<dyn AlertHandler>> = Vec::new();
         // One client (one pool of connections) for the handlers that trust the same CAs.
@@ -150,7 +181,11 @@ impl AlertsConfig {
         for (i, handler) in self.alert_handlers.iter().enumerate() {
             let key = |k: &str| format!("alert_handlers[{i}].{k}");
             let at = |e: HandlerSetupError| error(key(e.key()), e.to_string());
-            let timeout = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(5_000));
+            let timeout = |ms: Option<u64>| {
+                let ms = ms.unwrap_or(5_000);
+                range(key("timeout_ms"), ms, 1, bounds::REQUEST_TIMEOUT_MAX_MS)?;
+                Ok::<_, ConfigError>(Duration::from_millis(ms))
+            };
             let mut client_for = |certificate: &Option<PathBuf>| {
                 if let Some(client) = clients.get(certificate) {
                     return Ok(client.clone());
@@ -175,12 +210,16 @@ impl AlertsConfig {
                     retries,
                     certificate,
                 } => {
+                    let timeout = timeout(*timeout_ms)?;
+                    if let Some(retries) = retries {
+                        range(key("retries"), (*retries).into(), 0, MAX_RETRIES.into())?;
+                    }
                     let client = client_for(certificate).map_err(at)?;
                     let mut hook = WebhookHandler::with_client(
                         &client,
                         url.expose(),
                         headers.clone().into_iter().collect(),
-                        timeout(*timeout_ms),
+                        timeout,
                     )
                     .map_err(at)?;
                     if let Some(retries) = retries {
@@ -193,14 +232,11 @@ impl AlertsConfig {
                     timeout_ms,
                     certificate,
                 } => {
+                    let timeout = timeout(*timeout_ms)?;
                     let client = client_for(certificate).map_err(at)?;
                     Arc::new(
-                        AlertmanagerHandler::with_client(
-                            &client,
-                            url.expose(),
-                            timeout(*timeout_ms),
-                        )
-                        .map_err(at)?,
+                        AlertmanagerHandler::with_client(&client, url.expose(), timeout)
+                            .map_err(at)?,
                     )
                 }
             });

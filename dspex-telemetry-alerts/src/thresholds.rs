@@ -24,7 +24,7 @@ pub struct Thresholds {
     /// p99 of `dspex_tools_execute_duration` per tool, in ms (spec default 500).
     pub tool_execution_p99_ms: Option<f64>,
     /// Errors per hundred calls of bridge calls (per method) and tools (per tool) (spec
-    /// default 5).
+    /// default 5; above 0, at most 100).
     pub error_rate_percent: Option<f64>,
     /// p99 of `dspex_pool_queue_time` per pool, in ms (spec default 5000); a pool that refused
     /// work (`dspex_pool_exhausted_total` rose within the window) fires too.

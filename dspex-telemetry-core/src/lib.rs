@@ -39,6 +39,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod baggage;
+pub mod bounds;
 pub mod catalog;
 mod clock;
 pub mod context;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dspex_telemetry_core::Dispatcher;
+use dspex_telemetry_core::{Dispatcher, bounds};
 use dspex_telemetry_metrics::{MetricDefinition, WindowedRecorder};
 use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_util::layers::{Fanout, FanoutBuilder};
@@ -51,7 +51,7 @@ pub struct ReporterConfig {
     /// Where metrics go (default none).
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
-    /// How often the Reporter sends, in milliseconds (default 30 000).
+    /// How often the Reporter sends, in milliseconds (default 30 000; at most a week).
     #[serde(default = "default_reporting_interval")]
     pub reporting_interval: u64,
 }
@@ -135,7 +135,7 @@ pub struct PrometheusBackend {
     /// A PEM file of CA certificates the push trusts besides the system's.
     #[serde(default)]
     pub push_certificate: Option<std::path::PathBuf>,
-    /// How long one push may take, in milliseconds (default 5 000).
+    /// How long one push may take, in milliseconds (default 5 000; at most 300 000).
     #[serde(default)]
     pub push_timeout_ms: Option<u64>,
     /// The push's `job` label (default `dspex`).
@@ -185,7 +185,7 @@ pub struct OpenTelemetryBackend {
     /// `"gzip"` or `"none"` (default).
     #[serde(default)]
     pub compression: Option<CompressionKey>,
-    /// How long one export may take, in milliseconds (default 10 000).
+    /// How long one export may take, in milliseconds (default 10 000; at most 300 000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// The `service.name` resource attribute (default `dspex`).
@@ -236,7 +236,11 @@ impl OpenTelemetryBackend {
             }),
             timeout: self
                 .timeout_ms
-                .map(|_| ms("timeout_ms", self.timeout_ms, Duration::ZERO))
+                .map(|timeout_ms| {
+                    bounds::within(timeout_ms, 1, bounds::REQUEST_TIMEOUT_MAX_MS)
+                        .map(Duration::from_millis)
+                        .map_err(|e| ("timeout_ms", e.to_string()))
+                })
                 .transpose()?,
             service_name: self.service_name.clone(),
             service_version: self.service_version.clone(),
@@ -386,9 +390,8 @@ impl Reporter {
         window: Option<WindowedRecorder>,
         dispatcher: &Dispatcher,
     ) -> Result<(Reporter, Fanout), ReporterError> {
-        if config.reporting_interval == 0 {
-            return Err(error("reporting_interval", "must be above zero"));
-        }
+        bounds::within(config.reporting_interval, 1, bounds::WEEK_MS)
+            .map_err(|e| error("reporting_interval", e))?;
         let interval = Duration::from_millis(config.reporting_interval);
         let mut fanout = FanoutBuilder::default();
         if let Some(window) = window {
@@ -526,7 +529,14 @@ impl Reporter {
                             job: b.job.clone().unwrap_or_else(|| "dspex".into()),
                             instance: b.instance.clone(),
                             basic_auth,
-                            timeout: Duration::from_millis(b.push_timeout_ms.unwrap_or(5_000)),
+                            timeout: Duration::from_millis(
+                                bounds::within(
+                                    b.push_timeout_ms.unwrap_or(5_000),
+                                    1,
+                                    bounds::REQUEST_TIMEOUT_MAX_MS,
+                                )
+                                .map_err(|e| error(key("push_timeout_ms"), e))?,
+                            ),
                             ca,
                             ..PushGatewayConfig::default()
                         })

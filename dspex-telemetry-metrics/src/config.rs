@@ -1,9 +1,13 @@
 //! The metrics section of the configuration, with the spec's keys.
 
+use dspex_telemetry_core::bounds;
 use serde::Deserialize;
 
 use crate::recorder::RecorderConfig;
 use crate::window::{WindowConfig, WindowConfigError, WindowShape};
+
+/// The most `max_series_per_metric` accepts.
+pub const MAX_SERIES_PER_METRIC: u64 = 1_000_000;
 
 /// The metrics configuration: the spec's `window_size_ms` and `max_samples`, and the bounds
 /// this implementation adds. Every key is optional; unknown keys are refused by name.
@@ -18,15 +22,17 @@ use crate::window::{WindowConfig, WindowConfigError, WindowShape};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// The sliding window's length in milliseconds (default 60 000).
+    /// The sliding window's length in milliseconds (default 60 000; 10 to a week).
     pub window_size_ms: u64,
-    /// The most bucket counters one series holds (default 10 000); see [`WindowConfig`].
+    /// The most bucket counters one series holds (default 10 000; at most 1 000 000); see
+    /// [`WindowConfig`].
     pub max_samples: usize,
-    /// Sub-windows per window (default 6).
+    /// Sub-windows per window (default 6; 2 to 1 000).
     pub sub_windows: usize,
-    /// Label sets per metric before the overflow series (default 1 000).
+    /// Label sets per metric before the overflow series (default 1 000; 1 to 1 000 000).
     pub max_series_per_metric: usize,
-    /// Idle time after which an unreferenced series is dropped (default 600 000 ms).
+    /// Idle time after which an unreferenced series is dropped (default 600 000 ms; at most a
+    /// week).
     pub idle_timeout_ms: u64,
 }
 
@@ -53,12 +59,19 @@ impl MetricsConfig {
             ..WindowConfig::default()
         };
         WindowShape::new(window.clone())?;
-        if self.max_series_per_metric == 0 {
-            return Err(WindowConfigError::Invalid {
-                key: "max_series_per_metric",
-                reason: "must be at least 1".into(),
-            });
-        }
+        let range = |key, value: u64, min, max| {
+            bounds::within(value, min, max).map_err(|e| WindowConfigError::Invalid {
+                key,
+                reason: e.to_string(),
+            })
+        };
+        range(
+            "max_series_per_metric",
+            self.max_series_per_metric as u64,
+            1,
+            MAX_SERIES_PER_METRIC,
+        )?;
+        range("idle_timeout_ms", self.idle_timeout_ms, 1, bounds::WEEK_MS)?;
         Ok(RecorderConfig {
             window,
             max_series_per_metric: self.max_series_per_metric,

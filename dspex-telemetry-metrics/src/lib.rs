@@ -45,7 +45,7 @@ mod window;
 mod writer;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use config::MetricsConfig;
+pub use config::{MAX_SERIES_PER_METRIC, MetricsConfig};
 pub use counter::CounterSnapshot;
 pub use definition::{
     DefinitionError, EventFilter, FORBIDDEN_TAGS, Measurement, MetricDefinition, MetricKind, Tag,
@@ -55,7 +55,10 @@ pub use handler::{MetricsError, MetricsHandler};
 pub use recorder::{
     Description, OVERFLOW_LABEL, RecorderConfig, SeriesSnapshot, SeriesValue, WindowedRecorder,
 };
-pub use window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};
+pub use window::{
+    MAX_SAMPLES, MAX_SUB_WINDOWS, SeriesWindow, WindowConfig, WindowConfigError, WindowShape,
+    WindowSnapshot,
+};
 
 /// The guide's samples, run as doctests.
 #[cfg(doctest)]

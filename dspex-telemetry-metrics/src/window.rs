@@ -8,6 +8,13 @@ use crate::clock::{Clock, ClockHandle};
 use crate::ring::{Ring, Slot};
 use crate::sketch::LogMapping;
 use crate::writer;
+use dspex_telemetry_core::bounds;
+
+/// The most `max_samples` accepts: a million counters (4 MiB) per series.
+pub const MAX_SAMPLES: u64 = 1_000_000;
+
+/// The most `sub_windows` accepts.
+pub const MAX_SUB_WINDOWS: u64 = 1_000;
 
 /// Why a window configuration was refused; each names the key at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -93,9 +100,12 @@ pub struct WindowShape {
 impl WindowShape {
     /// Validates `config`; errors name the key at fault.
     pub fn new(config: WindowConfig) -> Result<Self, WindowConfigError> {
-        if config.window_size_ms < 10 {
-            return Err(invalid("window_size_ms", "must be at least 10"));
-        }
+        let range = |key, value: u64, min, max| {
+            bounds::within(value, min, max).map_err(|e| invalid(key, e.to_string()))
+        };
+        range("window_size_ms", config.window_size_ms, 10, bounds::WEEK_MS)?;
+        range("max_samples", config.max_samples as u64, 1, MAX_SAMPLES)?;
+        range("sub_windows", config.sub_windows as u64, 2, MAX_SUB_WINDOWS)?;
         if !(config.relative_accuracy >= 0.004 && config.relative_accuracy < 0.5) {
             return Err(invalid("relative_accuracy", "must be in [0.004, 0.5)"));
         }
@@ -104,9 +114,6 @@ impl WindowShape {
         }
         if !(config.max_value > config.min_value && config.max_value.is_finite()) {
             return Err(invalid("max_value", "must be a number above min_value"));
-        }
-        if config.sub_windows < 2 {
-            return Err(invalid("sub_windows", "must be at least 2"));
         }
         let gamma = (1.0 + config.relative_accuracy) / (1.0 - config.relative_accuracy);
         let buckets = (config.max_value / config.min_value).ln() / gamma.ln();
