@@ -2,9 +2,10 @@
 
 use dspex_telemetry_core::bounds;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 use crate::recorder::RecorderConfig;
-use crate::window::{WindowConfig, WindowConfigError, WindowShape};
+use crate::window::{ValueRange, WindowConfig, WindowConfigError, WindowShape};
 
 /// The most `max_series_per_metric` accepts.
 pub const MAX_SERIES_PER_METRIC: u64 = 1_000_000;
@@ -34,6 +35,11 @@ pub struct MetricsConfig {
     /// Idle time after which an unreferenced series is dropped (default 600 000 ms; at most a
     /// week).
     pub idle_timeout_ms: u64,
+    /// Histograms whose values span another range than the default (0.001 to 1 000 000), by
+    /// metric name: `[metrics.ranges] my_job_duration_ms = { min = 1, max = 86_400_000 }`.
+    /// The catalog's distributions have ranges around their buckets already; one set here
+    /// replaces it.
+    pub ranges: BTreeMap<String, ValueRange>,
 }
 
 impl Default for MetricsConfig {
@@ -45,6 +51,7 @@ impl Default for MetricsConfig {
             sub_windows: recorder.window.sub_windows,
             max_series_per_metric: recorder.max_series_per_metric,
             idle_timeout_ms: recorder.idle_timeout_ms,
+            ranges: recorder.ranges,
         }
     }
 }
@@ -61,7 +68,7 @@ impl MetricsConfig {
         WindowShape::new(window.clone())?;
         let range = |key, value: u64, min, max| {
             bounds::within(value, min, max).map_err(|e| WindowConfigError::Invalid {
-                key,
+                key: String::from(key),
                 reason: e.to_string(),
             })
         };
@@ -76,6 +83,7 @@ impl MetricsConfig {
             window,
             max_series_per_metric: self.max_series_per_metric,
             idle_timeout_ms: self.idle_timeout_ms,
+            ranges: self.ranges,
         })
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use dspex_telemetry_core::{Event, EventName, Value};
 
+use crate::window::ValueRange;
+
 /// How a metric aggregates what it is fed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricKind {
@@ -181,6 +183,7 @@ pub struct MetricDefinition {
     pub(crate) tags: Vec<Tag>,
     pub(crate) keep: Option<EventFilter>,
     pub(crate) description: String,
+    pub(crate) range: Option<ValueRange>,
 }
 
 impl fmt::Debug for MetricDefinition {
@@ -214,6 +217,9 @@ pub enum DefinitionError {
     /// Bucket boundaries are not ascending finite numbers.
     #[error("metric {0}: buckets must be finite and strictly ascending")]
     InvalidBuckets(String),
+    /// A declared range is not `0 < min < max`, both finite.
+    #[error("metric {0}: a range needs 0 < min < max, both finite")]
+    InvalidRange(String),
     /// The units cannot be converted (time into bytes, say).
     #[error("metric {0}: cannot convert {1:?} into {2:?}")]
     UnitMismatch(String, Unit, Unit),
@@ -239,6 +245,7 @@ impl MetricDefinition {
             tags: Vec::new(),
             keep: None,
             description: String::new(),
+            range: None,
         }
     }
 
@@ -291,6 +298,23 @@ impl MetricDefinition {
             events,
             Measurement::Constant(0.0),
         )
+    }
+
+    /// The values the sliding window tells apart within its accuracy, in the metric's unit
+    /// (a histogram's; ignored by other kinds). Without it a distribution's range is
+    /// [`ValueRange::around_buckets`], a summary's the window's default.
+    pub fn range(mut self, min: f64, max: f64) -> Self {
+        self.range = Some(ValueRange { min, max });
+        self
+    }
+
+    /// The range its window uses, if it has one of its own: declared with
+    /// [`MetricDefinition::range`], else around a distribution's buckets.
+    pub fn value_range(&self) -> Option<ValueRange> {
+        self.range.or(match &self.kind {
+            MetricKind::Distribution { buckets } => ValueRange::around_buckets(buckets),
+            _ => None,
+        })
     }
 
     /// Takes the value from measurement `key`.
@@ -406,6 +430,13 @@ impl MetricDefinition {
                 && buckets.windows(2).all(|w| w[0] < w[1]);
             if !ok {
                 return Err(DefinitionError::InvalidBuckets(self.name.clone()));
+            }
+        }
+        if let Some(range) = self.range {
+            let ok =
+                range.min >= f64::MIN_POSITIVE && range.max > range.min && range.max.is_finite();
+            if !ok {
+                return Err(DefinitionError::InvalidRange(self.name.clone()));
             }
         }
         if self.from != self.to && (self.from.nanos().is_none() || self.to.nanos().is_none()) {

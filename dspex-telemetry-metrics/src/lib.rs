@@ -56,8 +56,8 @@ pub use recorder::{
     Description, OVERFLOW_LABEL, RecorderConfig, SeriesSnapshot, SeriesValue, WindowedRecorder,
 };
 pub use window::{
-    MAX_SAMPLES, MAX_SUB_WINDOWS, SeriesWindow, WindowConfig, WindowConfigError, WindowShape,
-    WindowSnapshot,
+    MAX_SAMPLES, MAX_SUB_WINDOWS, SeriesWindow, ValueRange, WindowConfig, WindowConfigError,
+    WindowShape, WindowSnapshot,
 };
 
 /// The guide's samples, run as doctests.

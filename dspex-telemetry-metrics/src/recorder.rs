@@ -1,7 +1,7 @@
 //! [`WindowedRecorder`]: a `metrics::Recorder` that keeps every series in a sliding window,
 //! for the alerts and the live view to read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -12,7 +12,10 @@ use metrics::{
 
 use crate::clock::{Clock, ClockHandle, MonotonicClock};
 use crate::counter::{CounterSnapshot, GaugeCell, WindowedCounter};
-use crate::window::{SeriesWindow, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot};
+use crate::definition::MetricDefinition;
+use crate::window::{
+    SeriesWindow, ValueRange, WindowConfig, WindowConfigError, WindowShape, WindowSnapshot,
+};
 
 /// The label an overflow series carries: `overflow="true"`.
 pub const OVERFLOW_LABEL: (&str, &str) = ("overflow", "true");
@@ -28,6 +31,32 @@ pub struct RecorderConfig {
     /// A series nobody has updated for this long, and nobody holds a handle to, is dropped by
     /// [`WindowedRecorder::sweep`] (default 600 000: ten minutes).
     pub idle_timeout_ms: u64,
+    /// Histograms whose values span another range than the window's `min_value` to
+    /// `max_value`, by metric name (see [`RecorderConfig::with_definitions`]).
+    pub ranges: BTreeMap<String, ValueRange>,
+}
+
+impl RecorderConfig {
+    /// Adds the range of each histogram among `definitions` (declared with
+    /// [`MetricDefinition::range`], or around its buckets) that has none here yet: a range
+    /// set in the configuration wins.
+    ///
+    /// ```
+    /// use dspex_telemetry_metrics::{RecorderConfig, catalog};
+    /// let config = RecorderConfig::default().with_definitions(&catalog::dspex_metrics());
+    /// let lifetime = config.ranges["dspex_session_lifetime"];
+    /// assert!(lifetime.max >= 4.0 * 3_600_000.0, "sessions live for hours");
+    /// ```
+    pub fn with_definitions(mut self, definitions: &[MetricDefinition]) -> Self {
+        for definition in definitions {
+            if let Some(range) = definition.value_range() {
+                self.ranges
+                    .entry(definition.name().to_owned())
+                    .or_insert(range);
+            }
+        }
+        self
+    }
 }
 
 impl Default for RecorderConfig {
@@ -36,6 +65,7 @@ impl Default for RecorderConfig {
             window: WindowConfig::default(),
             max_series_per_metric: 1_000,
             idle_timeout_ms: 600_000,
+            ranges: BTreeMap::new(),
         }
     }
 }
@@ -80,6 +110,8 @@ pub struct Description {
 
 struct Inner {
     shape: Arc<WindowShape>,
+    /// The shapes of histograms with a range of their own, by metric name.
+    shapes: HashMap<String, Arc<WindowShape>>,
     clock: ClockHandle,
     config: RecorderConfig,
     registry: RwLock<Registry>,
@@ -185,14 +217,56 @@ impl WindowedRecorder {
     ) -> Result<Self, WindowConfigError> {
         if config.max_series_per_metric == 0 {
             return Err(WindowConfigError::Invalid {
-                key: "max_series_per_metric",
+                key: "max_series_per_metric".into(),
                 reason: "must be at least 1".into(),
             });
         }
         let shape = Arc::new(WindowShape::new(config.window.clone())?);
+        let mut shapes = HashMap::new();
+        // Metrics with the same range share one shape (its bucket table).
+        let mut made: Vec<(ValueRange, Arc<WindowShape>)> = Vec::new();
+        for (name, range) in &config.ranges {
+            let at = |what: &str| format!("ranges.{name}.{what}");
+            if !(range.min >= f64::MIN_POSITIVE && range.min.is_finite()) {
+                return Err(WindowConfigError::Invalid {
+                    key: at("min"),
+                    reason: "must be a positive number".into(),
+                });
+            }
+            if !(range.max > range.min && range.max.is_finite()) {
+                return Err(WindowConfigError::Invalid {
+                    key: at("max"),
+                    reason: "must be a number above min".into(),
+                });
+            }
+            let shape = match made.iter().find(|(r, _)| r == range) {
+                Some((_, shape)) => shape.clone(),
+                None => {
+                    let shape = WindowShape::new(WindowConfig {
+                        min_value: range.min,
+                        max_value: range.max,
+                        ..config.window.clone()
+                    })
+                    .map_err(|e| {
+                        let WindowConfigError::Invalid { key, reason } = e;
+                        let key = match key.as_str() {
+                            "min_value" => at("min"),
+                            "max_value" => at("max"),
+                            other => other.to_owned(),
+                        };
+                        WindowConfigError::Invalid { key, reason }
+                    })?;
+                    let shape = Arc::new(shape);
+                    made.push((*range, shape.clone()));
+                    shape
+                }
+            };
+            shapes.insert(name.clone(), shape);
+        }
         Ok(WindowedRecorder {
             inner: Arc::new(Inner {
                 shape,
+                shapes,
                 clock: ClockHandle::new(clock),
                 config,
                 registry: RwLock::new(Registry::default()),
@@ -453,7 +527,15 @@ impl Recorder for WindowedRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
-        let (shape, clock) = (self.inner.shape.clone(), self.inner.clock.clone());
-        Histogram::from_arc(self.get_or_create(key, || SeriesWindow::with_handle(shape, clock)))
+        let shape = self
+            .inner
+            .shapes
+            .get(key.name())
+            .unwrap_or(&self.inner.shape)
+            .clone();
+        let clock = self.inner.clock.clone();
+        Histogram::from_arc(self.get_or_create(key, || {
+            SeriesWindow::with_handle(shape, clock).named(key.name())
+        }))
     }
 }

@@ -22,17 +22,56 @@ pub enum WindowConfigError {
     /// A key's value is out of range.
     #[error("invalid `{key}`: {reason}")]
     Invalid {
-        /// The configuration key.
-        key: &'static str,
+        /// The configuration key (`window_size_ms`, `ranges.<metric>.max`, …).
+        key: String,
         /// What is wrong with its value.
         reason: String,
     },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> WindowConfigError {
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> WindowConfigError {
     WindowConfigError::Invalid {
-        key,
+        key: key.into(),
         reason: reason.into(),
+    }
+}
+
+/// The values a histogram's window tells apart within the relative accuracy: from `min` to
+/// `max`, in the metric's unit. A sample outside is counted at the range's edge (and in
+/// [`WindowSnapshot::out_of_range`]). Each decade of range costs about 116 bucket counters
+/// per sub-window at the default accuracy.
+///
+/// ```
+/// use dspex_telemetry_metrics::ValueRange;
+/// let range: ValueRange = toml::from_str("min = 1\nmax = 86_400_000").unwrap();
+/// assert_eq!(range, ValueRange { min: 1.0, max: 86_400_000.0 });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueRange {
+    /// The smallest value told apart from its neighbours (positive).
+    pub min: f64,
+    /// The largest (above `min`).
+    pub max: f64,
+}
+
+impl ValueRange {
+    /// The range around a histogram's bucket boundaries: from a thousandth of its smallest
+    /// positive boundary to a hundred times its largest, so that values well past either
+    /// end keep their relative accuracy. `None` without a positive boundary.
+    pub fn around_buckets(buckets: &[f64]) -> Option<ValueRange> {
+        let positive = || {
+            buckets
+                .iter()
+                .copied()
+                .filter(|b| b.is_finite() && *b > 0.0)
+        };
+        let lowest = positive().reduce(f64::min)?;
+        let highest = positive().reduce(f64::max)?;
+        Some(ValueRange {
+            min: lowest / 1_000.0,
+            max: highest * 100.0,
+        })
     }
 }
 
@@ -225,6 +264,31 @@ impl Slot for SubWindow {
     }
 }
 
+/// Adds `n` to a sub-window's bucket counter, which stops at `u32::MAX` instead of wrapping;
+/// returns how many samples did not fit. Far from the top (the common case) it is one atomic
+/// add: even thousands of threads adding at most 2^16 each at once cannot carry a counter
+/// under 2^31 past 2^32. Near it, a compare-and-swap loop saturates exactly.
+#[inline]
+fn add_count(cell: &AtomicU32, n: u32) -> u64 {
+    if n <= 1 << 16 && cell.load(Ordering::Relaxed) < 1 << 31 {
+        cell.fetch_add(n, Ordering::Relaxed);
+        return 0;
+    }
+    add_count_saturating(cell, n)
+}
+
+#[cold]
+fn add_count_saturating(cell: &AtomicU32, n: u32) -> u64 {
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let next = current.saturating_add(n);
+        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return u64::from(current) + u64::from(n) - u64::from(next),
+            Err(seen) => current = seen,
+        }
+    }
+}
+
 /// Adds to an f64 kept as bits.
 #[inline]
 fn add_f64(cell: &AtomicU64, value: f64) {
@@ -337,6 +401,12 @@ pub struct SeriesWindow {
     joins_finished: AtomicU64,
     created_ms: u64,
     last_update_ms: AtomicU64,
+    /// Samples refused: NaN, infinite or negative values, and counts past a counter's capacity.
+    refused: AtomicU64,
+    /// Samples outside the shape's `[min_value, max_value]`, recorded at the range's edge.
+    out_of_range: AtomicU64,
+    /// The metric's name, for the log line of a refused sample.
+    name: Box<str>,
 }
 
 impl std::fmt::Debug for SeriesWindow {
@@ -375,6 +445,14 @@ pub struct WindowSnapshot {
     pub error_rate: f64,
     /// How much time the snapshot covers, in milliseconds (at most the window's length).
     pub span_ms: u64,
+    /// Samples this series refused since it was created (not only in the window): NaN,
+    /// infinite and negative values, and counts past a sub-window counter's capacity
+    /// (4 294 967 295 samples of one bucket).
+    pub refused: u64,
+    /// Samples since the series was created that fell outside its range (`min_value` to
+    /// `max_value`): counted in the window at the range's edge, so quantiles that land there
+    /// are bounded by the exact `min` and `max` only, not by the relative accuracy.
+    pub out_of_range: u64,
     counts: Vec<u64>,
     shape: Arc<WindowShape>,
 }
@@ -423,7 +501,16 @@ impl SeriesWindow {
             clock,
             created_ms: now,
             last_update_ms: AtomicU64::new(now),
+            refused: AtomicU64::new(0),
+            out_of_range: AtomicU64::new(0),
+            name: Box::from(""),
         }
+    }
+
+    /// Names the series in the log line of its first refused sample.
+    pub(crate) fn named(mut self, name: &str) -> Self {
+        self.name = Box::from(name);
+        self
     }
 
     /// Records one sample.
@@ -432,19 +519,46 @@ impl SeriesWindow {
         self.record_many(value, 1);
     }
 
-    /// Records `count` samples of `value`.
+    /// Records `count` samples of `value`. A NaN, infinite or negative value is refused:
+    /// counted in [`WindowSnapshot::refused`] (the first one logged at WARN), not recorded.
     #[inline]
     pub fn record_many(&self, value: f64, count: u32) {
         if count == 0 {
             return;
         }
+        if !(0.0..=f64::MAX).contains(&value) {
+            self.refuse(u64::from(count), "not a finite, non-negative number");
+            return;
+        }
         let now = self.clock.now_ms();
         let index = self.shape.mapping.index(value);
+        if (index == 1 || index == self.shape.mapping.len())
+            && !(value >= self.shape.config.min_value && value <= self.shape.config.max_value)
+        {
+            self.note_out_of_range(count);
+        }
         match self.shards.get(writer::slot()) {
             Some(shard) => self.record_owned(shard, now, index, value, count),
             None => self.record_shared(now, index, value, count),
         }
         self.touch(now);
+    }
+
+    #[cold]
+    fn refuse(&self, samples: u64, why: &str) {
+        if self.refused.fetch_add(samples, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                metric = %self.name,
+                reason = why,
+                "a histogram sample was refused; further ones are counted only"
+            );
+        }
+    }
+
+    #[cold]
+    fn note_out_of_range(&self, samples: u32) {
+        self.out_of_range
+            .fetch_add(u64::from(samples), Ordering::Relaxed);
     }
 
     /// Records into this thread's own shard: no atomic read-modify-write.
@@ -476,7 +590,10 @@ impl SeriesWindow {
     fn record_shared(&self, now: u64, index: usize, value: f64, count: u32) {
         let slot = self.ring.current(now);
         // The count is the buckets' sum, taken when read: one atomic add fewer per sample.
-        slot.buckets[index].fetch_add(count, Ordering::Relaxed);
+        let excess = add_count(&slot.buckets[index], count);
+        if excess != 0 {
+            self.refuse(excess, "a bucket's counter is full");
+        }
         if value.is_finite() {
             add_f64(&slot.sum, value * f64::from(count));
             fold_f64(&slot.min, value, |v, cur| v < cur);
@@ -490,11 +607,15 @@ impl SeriesWindow {
         let epoch = shard.epoch.load(Ordering::Relaxed);
         self.joins_started.fetch_add(1, Ordering::AcqRel);
         // The shard's sub-window is the current one: its slot is open and stays so.
+        let mut excess = 0;
         self.ring.with_slot_of(epoch, |slot| {
-            slot.buckets[index].fetch_add(n, Ordering::Relaxed);
+            excess = add_count(&slot.buckets[index], n);
         });
         shard.buckets[index].store(0, Ordering::Relaxed);
         self.joins_finished.fetch_add(1, Ordering::Release);
+        if excess != 0 {
+            self.refuse(excess, "a bucket's counter is full");
+        }
     }
 
     /// Joins what the shard holds to its sub-window (if that is still in the ring) and opens
@@ -508,13 +629,14 @@ impl SeriesWindow {
         let epoch = now / sub_window_ms + 1;
         let old = shard.epoch.load(Ordering::Relaxed);
         self.joins_started.fetch_add(1, Ordering::AcqRel);
+        let mut excess = 0;
         if old != 0 {
             shard.epoch.store(0, Ordering::Release);
             self.ring.with_slot_of(old, |slot| {
                 for (to, from) in slot.buckets.iter().zip(shard.buckets.iter()) {
                     let n = from.load(Ordering::Relaxed);
                     if n != 0 {
-                        to.fetch_add(u32::from(n), Ordering::Relaxed);
+                        excess += add_count(to, u32::from(n));
                     }
                 }
                 let errors = shard.errors.load(Ordering::Relaxed);
@@ -542,6 +664,9 @@ impl SeriesWindow {
         shard.end_ms.store(epoch * sub_window_ms, Ordering::Relaxed);
         shard.epoch.store(epoch, Ordering::Release);
         self.joins_finished.fetch_add(1, Ordering::Release);
+        if excess != 0 {
+            self.refuse(excess, "a bucket's counter is full");
+        }
     }
 
     /// Records one error (a failed operation; its duration is recorded with `record`).
@@ -681,6 +806,8 @@ impl SeriesWindow {
                 0.0
             },
             span_ms,
+            refused: self.refused.load(Ordering::Relaxed),
+            out_of_range: self.out_of_range.load(Ordering::Relaxed),
             counts,
             shape: self.shape.clone(),
         };

@@ -64,7 +64,14 @@ impl Telemetry {
     /// runtime: installs the process's global `metrics` recorder (the sliding window, plus the
     /// reporter's backends), attaches the DSPex metric catalog, starts the alert service.
     pub async fn start(config: &Config, dispatcher: &Dispatcher) -> Result<Telemetry, StartError> {
-        let recorder_config = config.metrics.clone().into_recorder_config()?;
+        let definitions = catalog::dspex_metrics();
+        // The catalog's histograms get windows over their own ranges (around their buckets),
+        // unless `[metrics.ranges]` sets one.
+        let recorder_config = config
+            .metrics
+            .clone()
+            .into_recorder_config()?
+            .with_definitions(&definitions);
         let window = WindowedRecorder::new(recorder_config)?;
         let alerts_parts = if config.runs(Handler::Alerts) {
             Some(config.alerts.build().map_err(|e| StartError::Alerts {
@@ -74,7 +81,6 @@ impl Telemetry {
         } else {
             None
         };
-        let definitions = catalog::dspex_metrics();
         let reporter = if config.runs(Handler::Reporter) {
             let (reporter, fanout) = Reporter::start(
                 &config.reporter,
@@ -187,9 +193,7 @@ impl Telemetry {
 impl From<WindowConfigError> for StartError {
     fn from(e: WindowConfigError) -> Self {
         let WindowConfigError::Invalid { key, reason } = e;
-        StartError::Metrics {
-            key: key.to_owned(),
-            reason,
+        StartError::Metrics { key, reason
         }
     }
 }
