@@ -121,6 +121,7 @@ impl<V> AppendOnlyMap<V> {
         unsafe { &(*ptr).value }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.writer
             .lock()

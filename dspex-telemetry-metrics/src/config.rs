@@ -4,6 +4,7 @@ use dspex_telemetry_core::bounds;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use crate::cardinality::{CardinalityLayer, DEFAULT_MAX_LABEL_VALUE_BYTES};
 use crate::recorder::RecorderConfig;
 use crate::window::{ValueRange, WindowConfig, WindowConfigError, WindowShape};
 
@@ -30,8 +31,12 @@ pub struct MetricsConfig {
     pub max_samples: usize,
     /// Sub-windows per window (default 6; 2 to 1 000).
     pub sub_windows: usize,
-    /// Label sets per metric before the overflow series (default 1 000; 1 to 1 000 000).
+    /// Label sets per metric before the overflow series (default 1 000; 1 to 1 000 000),
+    /// for every metric through the stack's recorders: the catalog's and the user's own.
     pub max_series_per_metric: usize,
+    /// Bytes of a label value; a longer one is cut, ending in `…` (default 256; 16 to
+    /// 65 536).
+    pub max_label_value_bytes: usize,
     /// Idle time after which an unreferenced series is dropped (default 600 000 ms; at most a
     /// week).
     pub idle_timeout_ms: u64,
@@ -50,6 +55,7 @@ impl Default for MetricsConfig {
             max_samples: recorder.window.max_samples,
             sub_windows: recorder.window.sub_windows,
             max_series_per_metric: recorder.max_series_per_metric,
+            max_label_value_bytes: DEFAULT_MAX_LABEL_VALUE_BYTES,
             idle_timeout_ms: recorder.idle_timeout_ms,
             ranges: recorder.ranges,
         }
@@ -57,6 +63,11 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
+    /// The cap on label sets and label values these keys describe, for every recorder.
+    pub fn cardinality_layer(&self) -> CardinalityLayer {
+        CardinalityLayer::new(self.max_series_per_metric, self.max_label_value_bytes)
+    }
+
     /// The recorder configuration, validated; an error names the key at fault.
     pub fn into_recorder_config(self) -> Result<RecorderConfig, WindowConfigError> {
         let window = WindowConfig {
@@ -79,6 +90,12 @@ impl MetricsConfig {
             MAX_SERIES_PER_METRIC,
         )?;
         range("idle_timeout_ms", self.idle_timeout_ms, 1, bounds::WEEK_MS)?;
+        range(
+            "max_label_value_bytes",
+            self.max_label_value_bytes as u64,
+            16,
+            65_536,
+        )?;
         Ok(RecorderConfig {
             window,
             max_series_per_metric: self.max_series_per_metric,

@@ -1,8 +1,8 @@
 //! The handler that turns events into `metrics` facade calls, through cached handles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrayvec::ArrayVec;
 use dspex_telemetry_core::{AttachError, Attachment, Dispatcher, Event, EventName, Reads};
@@ -150,10 +150,78 @@ struct CachedSet {
 struct MetricGroup {
     tags: Vec<Tag>,
     metrics: Vec<MetricDefinition>,
+    /// Metrics of the same operation and labels fed by its other events (a span's error
+    /// counter, for its `stop` group): registered with each new label set, so that they are
+    /// exported at zero from its first event.
+    companions: Vec<MetricDefinition>,
     cache: AppendOnlyMap<CachedSet>,
-    max_series: usize,
+    admission: Arc<Admission>,
     overflow: OnceLock<Box<[Handle]>>,
+}
+
+/// The cap on label sets of one operation (the events of one span, `start`, `stop` and
+/// `exception`, with the same labels): a label set is admitted once for all of them, so its
+/// duration, count and errors are series together or fold into `overflow="true"` together.
+struct Admission {
+    max: usize,
+    sets: Mutex<AdmittedSets>,
     overflowed: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct AdmittedSets {
+    admitted: HashSet<u64>,
+    /// Folded label sets (their hashes), remembered up to [`FOLDED_REMEMBERED`] times the cap
+    /// (at least [`FOLDED_REMEMBERED_MIN`]) so that each is counted once.
+    folded: HashSet<u64>,
+}
+
+/// How many folded label sets an operation remembers, as a multiple of its cap.
+const FOLDED_REMEMBERED: usize = 16;
+
+/// The fewest folded label sets an operation remembers.
+const FOLDED_REMEMBERED_MIN: usize = 4_096;
+
+/// What [`Admission::admit`] decided for a label set.
+enum Admitted {
+    /// A series of its own.
+    Yes,
+    /// Into the overflow series; `cache` if its handles may be cached (the first `max`
+    /// folded sets are, so that the cache stays within twice the cap).
+    Folded { cache: bool },
+}
+
+impl Admission {
+    fn admit(&self, hash: u64) -> Admitted {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        if sets.admitted.contains(&hash) {
+            return Admitted::Yes;
+        }
+        if sets.admitted.len() < self.max {
+            sets.admitted.insert(hash);
+            return Admitted::Yes;
+        }
+        let cache = sets.folded.len() < self.max;
+        let remembered = self
+            .max
+            .saturating_mul(FOLDED_REMEMBERED)
+            .max(FOLDED_REMEMBERED_MIN);
+        // Past the bound, each registration of a set not remembered counts again.
+        if sets.folded.len() >= remembered || sets.folded.insert(hash) {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+        }
+        Admitted::Folded { cache }
+    }
+}
+
+/// An operation (its event family) and a label list: what one [`Admission`] caps.
+type OperationKey<'a> = (Vec<&'a str>, &'a [Tag]);
+
+/// The operation an event belongs to: its name without the last segment
+/// (`dspex.bridge.call_method` for `dspex.bridge.call_method.stop`).
+fn family(event: &EventName) -> Vec<&str> {
+    let segments: Vec<&str> = event.segments().collect();
+    segments[..segments.len().saturating_sub(1)].to_vec()
 }
 
 fn matches(cached: &CachedSet, parts: &[TagPart<'_>]) -> bool {
@@ -217,25 +285,34 @@ impl MetricGroup {
 
     #[cold]
     fn register(&self, hash: u64, parts: &[TagPart<'_>], event: &Event<'_>) -> Box<[Handle]> {
-        if self.cache.len() >= self.max_series {
-            self.overflowed.fetch_add(1, Ordering::Relaxed);
-            return self
-                .overflow
-                .get_or_init(|| {
-                    let labels = vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)];
-                    self.register_all(&labels)
-                })
-                .clone();
-        }
-        let labels: Vec<Label> = self
-            .metrics
-            .first()
-            .map(|def| render_labels(def, event))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| Label::new(k, v))
-            .collect();
-        let handles = self.register_all(&labels);
+        let handles = match self.admission.admit(hash) {
+            Admitted::Yes => {
+                let labels: Vec<Label> = self
+                    .metrics
+                    .first()
+                    .map(|def| render_labels(def, event))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| Label::new(k, v))
+                    .collect();
+                register_each(&self.companions, &labels);
+                register_each(&self.metrics, &labels)
+            }
+            Admitted::Folded { cache } => {
+                let overflow = self
+                    .overflow
+                    .get_or_init(|| {
+                        let labels = vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)];
+                        register_each(&self.companions, &labels);
+                        register_each(&self.metrics, &labels)
+                    })
+                    .clone();
+                if !cache {
+                    return overflow;
+                }
+                overflow
+            }
+        };
         let set = CachedSet {
             parts: parts.iter().map(|p| OwnedPart::of(*p)).collect(),
             handles,
@@ -245,27 +322,30 @@ impl MetricGroup {
             .handles
             .clone()
     }
+}
 
-    fn register_all(&self, labels: &[Label]) -> Box<[Handle]> {
-        metrics::with_recorder(|r| {
-            self.metrics
-                .iter()
-                .map(|def| {
-                    let key = Key::from_parts(def.name.clone(), labels.to_vec());
-                    match def.kind {
-                        MetricKind::Counter => Handle::Counter(r.register_counter(&key, &METADATA)),
-                        MetricKind::Sum | MetricKind::LastValue => {
-                            Handle::Gauge(r.register_gauge(&key, &METADATA))
-                        }
-                        MetricKind::Summary | MetricKind::Distribution { .. } => {
-                            Handle::Histogram(r.register_histogram(&key, &METADATA))
-                        }
+/// Registers each of `metrics` with `labels` in the current recorder.
+fn register_each(metrics: &[MetricDefinition], labels: &[Label]) -> Box<[Handle]> {
+    metrics::with_recorder(|r| {
+        metrics
+            .iter()
+            .map(|def| {
+                let key = Key::from_parts(def.name.clone(), labels.to_vec());
+                match def.kind {
+                    MetricKind::Counter => Handle::Counter(r.register_counter(&key, &METADATA)),
+                    MetricKind::Sum | MetricKind::LastValue => {
+                        Handle::Gauge(r.register_gauge(&key, &METADATA))
                     }
-                })
-                .collect()
-        })
-    }
+                    MetricKind::Summary | MetricKind::Distribution { .. } => {
+                        Handle::Histogram(r.register_histogram(&key, &METADATA))
+                    }
+                }
+            })
+            .collect()
+    })
+}
 
+impl MetricGroup {
     #[inline]
     fn record(&self, event: &Event<'_>) {
         self.with_handles(event, |handles| {
@@ -370,8 +450,10 @@ impl MetricsHandler {
             }
         });
         let overflowed = Arc::new(AtomicU64::new(0));
+        // One admission per operation (event family) and label list.
+        let mut admissions: Vec<(OperationKey<'_>, Arc<Admission>)> = Vec::new();
         let mut by_event: Vec<(EventName, Vec<MetricGroup>)> = Vec::new();
-        for def in definitions {
+        for def in &definitions {
             for event in def.events() {
                 let groups = match by_event.iter_mut().find(|(e, _)| e == event) {
                     Some((_, groups)) => groups,
@@ -382,15 +464,45 @@ impl MetricsHandler {
                 };
                 match groups.iter_mut().find(|g| g.tags == def.tag_list()) {
                     Some(group) => group.metrics.push(def.clone()),
-                    None => groups.push(MetricGroup {
-                        tags: def.tag_list().to_vec(),
-                        metrics: vec![def.clone()],
-                        cache: AppendOnlyMap::new(),
-                        max_series: max_series_per_metric.max(1),
-                        overflow: OnceLock::new(),
-                        overflowed: overflowed.clone(),
-                    }),
+                    None => {
+                        let key = (family(event), def.tag_list());
+                        let admission = match admissions.iter().find(|(k, _)| *k == key) {
+                            Some((_, admission)) => admission.clone(),
+                            None => {
+                                let admission = Arc::new(Admission {
+                                    max: max_series_per_metric.max(1),
+                                    sets: Mutex::new(AdmittedSets::default()),
+                                    overflowed: overflowed.clone(),
+                                });
+                                admissions.push((key, admission.clone()));
+                                admission
+                            }
+                        };
+                        groups.push(MetricGroup {
+                            tags: def.tag_list().to_vec(),
+                            metrics: vec![def.clone()],
+                            companions: Vec::new(),
+                            cache: AppendOnlyMap::new(),
+                            admission,
+                            overflow: OnceLock::new(),
+                        })
+                    }
                 }
+            }
+        }
+        // A group's companions: the operation's metrics with its labels that it does not feed.
+        for (event, groups) in &mut by_event {
+            let event_family = family(event);
+            for group in groups.iter_mut() {
+                group.companions = definitions
+                    .iter()
+                    .filter(|def| {
+                        def.tag_list() == group.tags.as_slice()
+                            && !group.metrics.iter().any(|m| m.name() == def.name())
+                            && def.events().iter().all(|e| family(e) == event_family)
+                    })
+                    .cloned()
+                    .collect();
             }
         }
         let handler = MetricsHandler {
@@ -437,7 +549,9 @@ impl MetricsHandler {
         Ok(())
     }
 
-    /// How many label sets went to an overflow series because a metric was full.
+    /// How many distinct label sets went to an overflow series because their operation was
+    /// full. Each is counted once while the folded sets remembered per operation (16 times
+    /// the cap, at least 4 096) have room; past that, each event of a further one counts.
     pub fn overflowed(&self) -> u64 {
         self.overflowed.load(Ordering::Relaxed)
     }

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod append_only;
+mod cardinality;
 pub mod catalog;
 mod clock;
 mod config;
@@ -44,6 +45,10 @@ pub mod testing;
 mod window;
 mod writer;
 
+pub use cardinality::{
+    Capped, CardinalityLayer, CardinalityStats, CardinalityStatsHandle,
+    DEFAULT_MAX_LABEL_VALUE_BYTES,
+};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::{MAX_SERIES_PER_METRIC, MetricsConfig};
 pub use counter::CounterSnapshot;

@@ -97,7 +97,14 @@ struct Registry {
     counters: Map<WindowedCounter>,
     gauges: Map<GaugeCell>,
     per_name: HashMap<String, usize>,
+    /// Hashes of the keys folded into an overflow series (up to a bound), so that each is
+    /// counted once and found again without the write lock.
+    folded: std::collections::HashSet<u64>,
 }
+
+/// How many folded keys the registry remembers, as a multiple of `max_series_per_metric`
+/// (at least 4 096).
+const FOLDED_REMEMBERED: usize = 16;
 
 /// A metric's unit and description, as given to `describe_*`.
 #[derive(Debug, Clone, PartialEq)]
@@ -293,8 +300,22 @@ impl WindowedRecorder {
     /// The series for `key` in `map`, created on first use; a label set over the metric's cap
     /// is folded into the metric's overflow series.
     fn get_or_create<T: Stored>(&self, key: &Key, make: impl FnOnce() -> T) -> Arc<T> {
-        if let Some(series) = T::map(&self.read()).get(key) {
-            return series.clone();
+        let overflow = || {
+            Key::from_parts(
+                key.name().to_owned(),
+                vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)],
+            )
+        };
+        {
+            let registry = self.read();
+            if let Some(series) = T::map(&registry).get(key) {
+                return series.clone();
+            }
+            if registry.folded.contains(&key.get_hash()) {
+                if let Some(series) = T::map(&registry).get(&overflow()) {
+                    return series.clone();
+                }
+            }
         }
         let mut registry = self.write();
         if let Some(series) = T::map_mut(&mut registry).get(key) {
@@ -302,11 +323,14 @@ impl WindowedRecorder {
         }
         let used = registry.per_name.get(key.name()).copied().unwrap_or(0);
         let key = if used >= self.inner.config.max_series_per_metric {
-            self.inner.overflowed.fetch_add(1, Ordering::Relaxed);
-            let overflow = Key::from_parts(
-                key.name().to_owned(),
-                vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)],
-            );
+            let remembered = (self.inner.config.max_series_per_metric)
+                .saturating_mul(FOLDED_REMEMBERED)
+                .max(4_096);
+            // Past the bound, each registration of a key not remembered counts again.
+            if registry.folded.len() >= remembered || registry.folded.insert(key.get_hash()) {
+                self.inner.overflowed.fetch_add(1, Ordering::Relaxed);
+            }
+            let overflow = overflow();
             if let Some(series) = T::map_mut(&mut registry).get(&overflow) {
                 return series.clone();
             }
@@ -409,8 +433,10 @@ impl WindowedRecorder {
         r.histograms.len() + r.counters.len() + r.gauges.len()
     }
 
-    /// How many registrations were folded into an overflow series because their metric had
-    /// reached `max_series_per_metric` label sets.
+    /// How many distinct label sets were folded into an overflow series because their metric
+    /// had reached `max_series_per_metric` label sets. Each is counted once while the folded
+    /// ones remembered (16 times the cap in all, at least 4 096) have room; past that, each
+    /// registration of a further one counts.
     pub fn overflowed(&self) -> u64 {
         self.inner.overflowed.load(Ordering::Relaxed)
     }
@@ -421,16 +447,18 @@ impl WindowedRecorder {
         let idle = self.inner.config.idle_timeout_ms;
         let stale = |last: u64, refs: usize| refs == 1 && now.saturating_sub(last) >= idle;
         let mut registry = self.write();
-        let mut dropped: Vec<String> = Vec::new();
+        let mut dropped: Vec<Option<String>> = Vec::new();
         sweep_map(&mut registry.histograms, &stale, &mut dropped);
         sweep_map(&mut registry.counters, &stale, &mut dropped);
         sweep_map(&mut registry.gauges, &stale, &mut dropped);
-        for name in &dropped {
+        let swept = dropped.len();
+        // An overflow series was never counted against its metric's cap.
+        for name in dropped.iter().filter_map(|d| d.as_ref()) {
             if let Some(n) = registry.per_name.get_mut(name) {
                 *n = n.saturating_sub(1);
             }
         }
-        dropped.len()
+        swept
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
@@ -459,12 +487,13 @@ trait Stored: Sized {
 fn sweep_map<T: Stored>(
     map: &mut Map<T>,
     stale: &impl Fn(u64, usize) -> bool,
-    dropped: &mut Vec<String>,
+    dropped: &mut Vec<Option<String>>,
 ) {
     map.retain(|key, series| {
         let keep = !stale(series.last_update_ms(), Arc::strong_count(series));
         if !keep {
-            dropped.push(key.name().to_owned());
+            let overflow = key.labels().any(|l| (l.key(), l.value()) == OVERFLOW_LABEL);
+            dropped.push((!overflow).then(|| key.name().to_owned()));
         }
         keep
     });

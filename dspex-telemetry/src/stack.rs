@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use dspex_telemetry_alerts::{Alert, AlertService};
 use dspex_telemetry_core::{Dispatcher, EventName, attach_debug_handler};
 use dspex_telemetry_exporters::reporter::Reporter;
-use dspex_telemetry_metrics::{MetricsHandler, WindowConfigError, WindowedRecorder, catalog};
+use dspex_telemetry_metrics::{
+    CardinalityStatsHandle, MetricsHandler, WindowConfigError, WindowedRecorder, catalog,
+};
+use metrics_util::layers::Layer as _;
 
 use crate::config::{Config, Handler};
 
@@ -49,6 +52,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Telemetry {
     window: WindowedRecorder,
+    cardinality: CardinalityStatsHandle,
     metrics: Option<MetricsHandler>,
     reporter: Option<Reporter>,
     alerts: Option<AlertService>,
@@ -73,6 +77,9 @@ impl Telemetry {
             .into_recorder_config()?
             .with_definitions(&definitions);
         let window = WindowedRecorder::new(recorder_config)?;
+        // One cap on label sets and label values for every recorder behind the facade.
+        let cap = config.metrics.cardinality_layer();
+        let cardinality;
         let alerts_parts = if config.runs(Handler::Alerts) {
             Some(config.alerts.build().map_err(|e| StartError::Alerts {
                 key: e.key.clone(),
@@ -93,14 +100,17 @@ impl Telemetry {
                 key: e.key.clone(),
                 reason: e.reason.clone(),
             })?;
-            if metrics::set_global_recorder(fanout).is_err() {
+            let capped = cap.layer(fanout);
+            cardinality = capped.stats_handle();
+            if metrics::set_global_recorder(capped).is_err() {
                 reporter.shutdown().await;
                 return Err(StartError::RecorderInstalled);
             }
             Some(reporter)
         } else {
-            metrics::set_global_recorder(window.clone())
-                .map_err(|_| StartError::RecorderInstalled)?;
+            let capped = cap.layer(window.clone());
+            cardinality = capped.stats_handle();
+            metrics::set_global_recorder(capped).map_err(|_| StartError::RecorderInstalled)?;
             None
         };
         let metrics = if config.runs(Handler::Metrics) {
@@ -131,6 +141,7 @@ impl Telemetry {
         }
         Ok(Telemetry {
             window,
+            cardinality,
             metrics,
             reporter,
             alerts,
@@ -142,6 +153,12 @@ impl Telemetry {
     /// The sliding window: p50/p95/p99, error rates and rates of every series now.
     pub fn window(&self) -> &WindowedRecorder {
         &self.window
+    }
+
+    /// What the cap on label sets and label values did to every metric through the stack
+    /// (`[metrics] max_series_per_metric`, `max_label_value_bytes`).
+    pub fn cardinality(&self) -> dspex_telemetry_metrics::CardinalityStats {
+        self.cardinality.stats()
     }
 
     /// Where the Prometheus `/metrics` endpoint listens, if a backend serves one.
@@ -193,7 +210,6 @@ impl Telemetry {
 impl From<WindowConfigError> for StartError {
     fn from(e: WindowConfigError) -> Self {
         let WindowConfigError::Invalid { key, reason } = e;
-        StartError::Metrics { key, reason
-        }
+        StartError::Metrics { key, reason }
     }
 }

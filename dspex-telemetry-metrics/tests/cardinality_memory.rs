@@ -1,0 +1,98 @@
+//! Memory, counted by the allocator: 100 000 distinct label values through the catalog and
+//! through a user's own `counter!` cost about what the cap's label sets cost; nothing grows
+//! with the values past the cap.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use dspex_telemetry_core::{Dispatcher, catalog, measurements, metadata};
+use dspex_telemetry_metrics::{
+    CardinalityLayer, MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
+};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_util::layers::{FanoutBuilder, Layer};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator, counting bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller promised for `layout`.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller promised for `ptr` and `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const CAP: usize = 1_000;
+
+#[test]
+fn a_hundred_thousand_label_values_cost_what_the_cap_costs() {
+    let window = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    // Prometheus buffers histogram samples until its upkeep, which a scrape or its upkeep
+    // task runs: run it before each measure.
+    let handle = prometheus.handle();
+    let live = || {
+        handle.run_upkeep();
+        live()
+    };
+    let fanout = FanoutBuilder::default()
+        .add_recorder(window.clone())
+        .add_recorder(prometheus)
+        .build();
+    let capped = CardinalityLayer::new(CAP, 256).layer(fanout);
+    let d = Dispatcher::new();
+    let before = live();
+    let (at_cap, after) = metrics::with_local_recorder(&capped, || {
+        let _handler =
+            MetricsHandler::attach(&d, "m", metric_catalog::dspex_metrics(), CAP).unwrap();
+        let feed = |from: usize, to: usize| {
+            for i in from..to {
+                let tool = format!("tool-{i}");
+                d.execute(
+                    catalog::TOOLS_EXECUTE.stop(),
+                    &measurements! { "duration" => 1_000_000 },
+                    &metadata! { "tool_name" => tool.as_str() },
+                );
+                metrics::counter!("user_requests_total", "user" => tool).increment(1);
+            }
+        };
+        // The cap's label sets, plus the overflow series of each metric.
+        feed(0, CAP + 10);
+        let at_cap = live() - before;
+        feed(CAP + 10, 100_000);
+        let after = live() - before;
+        // Another 100 000: past the remembered folded sets, nothing is kept.
+        feed(100_000, 200_000);
+        assert!(
+            live() - before - after < 64 * 1024,
+            "{} more bytes for the second 100 000",
+            live() - before - after
+        );
+        (at_cap, after)
+    });
+    let growth = after - at_cap;
+    eprintln!("at the cap: {at_cap} bytes; after 100 000 values: {after} bytes (+{growth})");
+    assert!(at_cap > 0);
+    // What grows past the cap: the remembered hashes of folded label sets (a few hundred KB),
+    // not the series.
+    assert!(
+        growth < at_cap / 10,
+        "+{growth} bytes past the cap, against {at_cap} bytes at the cap"
+    );
+    assert_eq!(window.series_count(), 3 * (CAP + 1) + CAP + 1);
+}
