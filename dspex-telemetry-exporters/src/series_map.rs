@@ -24,8 +24,18 @@ pub(crate) fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
 
 use metrics::Key;
 
+/// Which kind of `metrics` handle a series serves: a name used as a counter and as a histogram
+/// is two series, not one that ignores the second kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum SeriesKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
 pub(crate) struct SeriesMap<T> {
-    map: RwLock<HashMap<Key, Arc<T>>>,
+    /// Per key, its series of each kind.
+    map: RwLock<HashMap<Key, [Option<Arc<T>>; 3]>>,
 }
 
 impl<T> Default for SeriesMap<T> {
@@ -37,16 +47,29 @@ impl<T> Default for SeriesMap<T> {
 }
 
 impl<T> SeriesMap<T> {
-    /// The cell of `key`, made by `make` the first time.
-    pub(crate) fn get_or_create(&self, key: &Key, make: impl FnOnce() -> T) -> Arc<T> {
-        if let Some(cell) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+    /// The cell of `key` as a `kind`, made by `make` the first time.
+    pub(crate) fn get_or_create(
+        &self,
+        kind: SeriesKind,
+        key: &Key,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let at = kind as usize;
+        if let Some(Some(cell)) = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|kinds| &kinds[at])
+        {
             return cell.clone();
         }
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(make()))
+            .or_default()[at]
+            .get_or_insert_with(|| Arc::new(make()))
             .clone()
     }
 
@@ -56,7 +79,7 @@ impl<T> SeriesMap<T> {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(k, c)| (k.clone(), c.clone()))
+            .flat_map(|(k, kinds)| kinds.iter().flatten().map(|c| (k.clone(), c.clone())))
             .collect()
     }
 }

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::series_map::{SeriesMap, update_f64};
+use crate::series_map::{SeriesKind, SeriesMap, update_f64};
 
 /// How labels travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,15 +94,21 @@ pub struct StatsdStats {
 struct Counters {
     packets_sent: AtomicU64,
     send_errors: AtomicU64,
-    samples_dropped: AtomicU64,
 }
 
 struct Shared {
     config: StatsdConfig,
     series: SeriesMap<Series>,
-    /// Timing samples waiting, over all series.
-    buffered: AtomicUsize,
+    /// Shared with every timer (which must not hold `Shared`: it holds them).
+    budget: Arc<SampleBudget>,
     counters: Counters,
+}
+
+/// How many timing samples may wait, over all series, and how many were dropped.
+struct SampleBudget {
+    max: usize,
+    buffered: AtomicUsize,
+    dropped: AtomicU64,
 }
 
 enum Series {
@@ -121,7 +127,7 @@ struct GaugeCell {
 }
 
 struct TimerCell {
-    shared: Arc<Shared>,
+    budget: Arc<SampleBudget>,
     /// Lock-free (as the Prometheus exporter keeps its histogram samples).
     samples: AtomicBucket<f64>,
 }
@@ -164,16 +170,13 @@ impl Series {
 impl HistogramFn for Series {
     fn record(&self, value: f64) {
         let Series::Timer(t) = self else { return };
-        let shared = &t.shared;
+        let budget = &t.budget;
         if !value.is_finite() {
             return;
         }
-        if shared.buffered.fetch_add(1, Ordering::Relaxed) >= shared.config.max_buffered_samples {
-            shared.buffered.fetch_sub(1, Ordering::Relaxed);
-            shared
-                .counters
-                .samples_dropped
-                .fetch_add(1, Ordering::Relaxed);
+        if budget.buffered.fetch_add(1, Ordering::Relaxed) >= budget.max {
+            budget.buffered.fetch_sub(1, Ordering::Relaxed);
+            budget.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         t.samples.push(value);
@@ -224,11 +227,16 @@ impl StatsdRecorder {
                 "must be non-empty, of letters, digits, `_`, `-` and `.`",
             ));
         }
+        let max_buffered = config.max_buffered_samples;
         Ok(StatsdRecorder {
             shared: Arc::new(Shared {
                 config,
                 series: SeriesMap::default(),
-                buffered: AtomicUsize::new(0),
+                budget: Arc::new(SampleBudget {
+                    max: max_buffered,
+                    buffered: AtomicUsize::new(0),
+                    dropped: AtomicU64::new(0),
+                }),
                 counters: Counters::default(),
             }),
         })
@@ -240,12 +248,12 @@ impl StatsdRecorder {
         StatsdStats {
             packets_sent: c.packets_sent.load(Ordering::Relaxed),
             send_errors: c.send_errors.load(Ordering::Relaxed),
-            samples_dropped: c.samples_dropped.load(Ordering::Relaxed),
+            samples_dropped: self.shared.budget.dropped.load(Ordering::Relaxed),
         }
     }
 
-    fn series(&self, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
-        self.shared.series.get_or_create(key, make)
+    fn series(&self, kind: SeriesKind, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
+        self.shared.series.get_or_create(kind, key, make)
     }
 
     /// The lines due now (counter deltas since the last call, gauges that changed, timing
@@ -276,6 +284,7 @@ impl StatsdRecorder {
                 Series::Timer(t) => {
                     t.samples.clear_with(|samples| {
                         self.shared
+                            .budget
                             .buffered
                             .fetch_sub(samples.len(), Ordering::Relaxed);
                         lines.extend(samples.iter().map(|v| line(&format_value(*v), "ms")));
@@ -365,7 +374,7 @@ impl Recorder for StatsdRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.series(key, || {
+        Counter::from_arc(self.series(SeriesKind::Counter, key, || {
             Series::Counter(CounterCell {
                 delta: AtomicU64::new(0),
             })
@@ -373,7 +382,7 @@ impl Recorder for StatsdRecorder {
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.series(key, || {
+        Gauge::from_arc(self.series(SeriesKind::Gauge, key, || {
             Series::Gauge(GaugeCell {
                 bits: AtomicU64::new(0f64.to_bits()),
                 dirty: AtomicBool::new(false),
@@ -382,10 +391,10 @@ impl Recorder for StatsdRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let shared = self.shared.clone();
-        Histogram::from_arc(self.series(key, || {
+        let budget = self.shared.budget.clone();
+        Histogram::from_arc(self.series(SeriesKind::Histogram, key, || {
             Series::Timer(TimerCell {
-                shared,
+                budget,
                 samples: AtomicBucket::new(),
             })
         }))
@@ -517,5 +526,33 @@ mod tests {
         let (name, tags) = recorder.name_and_tags(&key);
         assert_eq!(name, "app.a_b_c");
         assert_eq!(tags, "|#k_:v_w_x");
+    }
+
+    static META: Metadata<'static> = Metadata::new("t", metrics::Level::INFO, None);
+
+    #[test]
+    fn a_name_used_as_a_counter_and_as_a_histogram_sends_both() {
+        let recorder = StatsdRecorder::new(StatsdConfig::default()).unwrap();
+        let key = Key::from_name("dual");
+        recorder.register_counter(&key, &META).increment(3);
+        recorder.register_histogram(&key, &META).record(2.5);
+        recorder.register_gauge(&key, &META).set(7.0);
+        let mut lines = recorder.drain_lines();
+        lines.sort();
+        assert_eq!(lines, ["dual:2.5|ms", "dual:3|c", "dual:7|g"]);
+    }
+
+    #[test]
+    fn a_dropped_recorder_is_freed_with_its_timers() {
+        let recorder = StatsdRecorder::new(StatsdConfig::default()).unwrap();
+        let timer = recorder.register_histogram(&Key::from_name("t"), &META);
+        timer.record(1.0);
+        drop(timer);
+        let shared = Arc::downgrade(&recorder.shared);
+        drop(recorder);
+        assert!(
+            shared.upgrade().is_none(),
+            "a timer kept its recorder alive"
+        );
     }
 }

@@ -27,7 +27,7 @@ use prost::Message;
 use super::client::{OtlpHttpClient, grpc_channel};
 use super::env::{Compression, OtlpConfig, Protocol, ResolvedOtlp, Signal};
 use super::{OtlpError, invalid, log_safe};
-use crate::series_map::{SeriesMap, update_f64};
+use crate::series_map::{SeriesKind, SeriesMap, update_f64};
 
 /// A counter's total, a gauge's value or a histogram's buckets, at one export.
 enum PointValue {
@@ -193,8 +193,8 @@ impl OtlpMetricsRecorder {
         })
     }
 
-    fn series(&self, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
-        self.shared.series.get_or_create(key, make)
+    fn series(&self, kind: SeriesKind, key: &Key, make: impl FnOnce() -> Series) -> Arc<Series> {
+        self.shared.series.get_or_create(kind, key, make)
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
@@ -213,16 +213,25 @@ impl OtlpMetricsRecorder {
             .descriptions
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        let mut by_name: BTreeMap<String, MetricRecord> = BTreeMap::new();
+        // One record per name and kind: a name used as a counter and as a histogram is two
+        // metrics (each data point of a record has the record's type).
+        let mut by_name: BTreeMap<(String, SeriesKind), MetricRecord> = BTreeMap::new();
         for (key, series) in series {
             let name = key.name().to_owned();
+            let kind = match &*series {
+                Series::Counter(_) => SeriesKind::Counter,
+                Series::Gauge(_) => SeriesKind::Gauge,
+                Series::Histogram(_) => SeriesKind::Histogram,
+            };
             let (description, unit) = descriptions.get(&name).cloned().unwrap_or_default();
-            let record = by_name.entry(name.clone()).or_insert_with(|| MetricRecord {
-                name,
-                description,
-                unit: unit.map(ucum).unwrap_or_default(),
-                points: Vec::new(),
-            });
+            let record = by_name
+                .entry((name.clone(), kind))
+                .or_insert_with(|| MetricRecord {
+                    name,
+                    description,
+                    unit: unit.map(ucum).unwrap_or_default(),
+                    points: Vec::new(),
+                });
             let attributes = key
                 .labels()
                 .map(|l| (l.key().to_owned(), l.value().to_owned()))
@@ -277,11 +286,15 @@ impl Recorder for OtlpMetricsRecorder {
     }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.series(key, || Series::Counter(AtomicU64::new(0))))
+        Counter::from_arc(self.series(SeriesKind::Counter, key, || {
+            Series::Counter(AtomicU64::new(0))
+        }))
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.series(key, || Series::Gauge(AtomicU64::new(0f64.to_bits()))))
+        Gauge::from_arc(self.series(SeriesKind::Gauge, key, || {
+            Series::Gauge(AtomicU64::new(0f64.to_bits()))
+        }))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
@@ -291,7 +304,7 @@ impl Recorder for OtlpMetricsRecorder {
             .get(key.name())
             .unwrap_or(&self.shared.default_buckets)
             .clone();
-        Histogram::from_arc(self.series(key, || {
+        Histogram::from_arc(self.series(SeriesKind::Histogram, key, || {
             Series::Histogram(Buckets {
                 counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
                 bounds,
@@ -594,5 +607,47 @@ impl OtlpMetricsRecorder {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static META: Metadata<'static> = Metadata::new("t", metrics::Level::INFO, None);
+
+    #[test]
+    fn a_name_used_as_a_counter_and_as_a_histogram_is_two_metrics() {
+        let recorder = OtlpMetricsRecorder::new(
+            OtlpMetricsConfig {
+                connection: OtlpConfig {
+                    endpoint: Some("http://127.0.0.1:4318".into()),
+                    ..OtlpConfig::default()
+                },
+                ..OtlpMetricsConfig::default()
+            },
+            &[],
+        )
+        .unwrap();
+        let key = Key::from_name("dual");
+        recorder.register_counter(&key, &META).increment(3);
+        recorder.register_histogram(&key, &META).record(2.5);
+        let records = recorder.collect();
+        assert_eq!(records.len(), 2);
+        assert!(
+            records
+                .iter()
+                .all(|r| r.name == "dual" && r.points.len() == 1)
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| matches!(r.points[0].1, PointValue::Counter(3)))
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| matches!(r.points[0].1, PointValue::Histogram { count: 1, .. }))
+        );
     }
 }
