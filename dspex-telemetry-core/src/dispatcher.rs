@@ -518,6 +518,64 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Replaces the handlers attached under the attachments' ids, each in its place, in one
+    /// step: every dispatch that starts after `replace_all` returns calls the new handler, and
+    /// none is missed in between. An attachment whose id is not attached is ignored (a paused
+    /// handler stays paused). Returns how many were replaced. The old handlers are dropped as
+    /// detached ones are (see [`Dispatcher::detach`]).
+    ///
+    /// ```
+    /// use dspex_telemetry_core::{Attachment, Dispatcher, Event, EventName, Measurements, Metadata};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// const A: EventName = EventName::from_static(&["app", "a"]);
+    /// let dispatcher = Dispatcher::new();
+    /// let (old, new) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    /// let seen = old.clone();
+    /// dispatcher.attach("a", A, move |_: &Event<'_>| { seen.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    /// let seen = new.clone();
+    /// let replaced = dispatcher.replace_all([
+    ///     Attachment::new("a", A, move |_: &Event<'_>| { seen.fetch_add(1, Ordering::Relaxed); }),
+    ///     Attachment::new("absent", A, |_: &Event<'_>| {}),
+    /// ]);
+    /// assert_eq!(replaced, 1);
+    /// dispatcher.execute(&A, &Measurements::new(), &Metadata::new());
+    /// assert_eq!((old.load(Ordering::Relaxed), new.load(Ordering::Relaxed)), (0, 1));
+    /// assert_eq!(dispatcher.list_handlers(None).len(), 1);
+    /// ```
+    pub fn replace_all(&self, handlers: impl IntoIterator<Item = Attachment>) -> usize {
+        let mut replacements: Vec<Attachment> = handlers.into_iter().collect();
+        let (replaced, old) = {
+            let mut state = self.lock();
+            let mut old = Vec::new();
+            for reg in state.registrations.iter_mut() {
+                let Some(at) = replacements.iter().position(|a| a.id == reg.id) else {
+                    continue;
+                };
+                let a = replacements.swap_remove(at);
+                let new = Arc::new(Registration::new(
+                    a.id,
+                    vec![Subscription::Event(a.event)],
+                    Target::Handler(a.handler),
+                    a.reads,
+                ));
+                old.push(std::mem::replace(reg, new));
+            }
+            let old_table = (!old.is_empty()).then(|| self.publish(&mut state));
+            (old.len(), (old, old_table))
+        };
+        drop(old);
+        if replaced > 0 {
+            // As in `remove`: this thread lets go of the old table now.
+            let evicted = TABLE_CACHE
+                .try_with(|cache| cache.evict(self.inner.id))
+                .ok()
+                .flatten();
+            drop(evicted);
+        }
+        replaced
+    }
+
     /// Detaches the handlers attached under these ids in one step (see [`Dispatcher::detach`]);
     /// returns how many were attached.
     pub fn detach_all(&self, ids: &[impl AsRef<str>]) -> usize {

@@ -165,10 +165,11 @@ fn promtool_finds_nothing_beyond_naming_notes_on_the_specs_counter_names() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The spec's own counter names (`…_count`, `…_errors`) draw naming notes; nothing else may.
-    const SPEC_COUNTERS: [&str; 3] = [
+    const SPEC_COUNTERS: [&str; 4] = [
         "dspex_bridge_call_method_count",
         "dspex_bridge_call_method_errors",
         "dspex_tools_execute_count",
+        "dspex_tools_execute_errors",
     ];
     let naming_note = |l: &str| {
         l.contains("counter metrics should have \"_total\" suffix")

@@ -121,6 +121,15 @@ impl<V> AppendOnlyMap<V> {
         unsafe { &(*ptr).value }
     }
 
+    /// Runs `f` on every entry (its hash and value), holding the writer: no entry is added
+    /// meanwhile.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &V)) {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in &writer.entries {
+            f(entry.hash, &entry.value);
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.writer

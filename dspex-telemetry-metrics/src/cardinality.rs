@@ -140,6 +140,22 @@ impl std::fmt::Debug for CardinalityStatsHandle {
 }
 
 impl CardinalityStatsHandle {
+    /// Forgets `key` (a series a recorder behind the layer dropped as idle): its label set no
+    /// longer counts against its metric's cap. A key the layer did not admit is ignored.
+    pub fn forget(&self, key: &Key) {
+        let mut names = self.0.names.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .0
+            .decided
+            .remove_if(key, |_, decision| decision.is_none())
+            .is_some()
+        {
+            if let Some(name) = names.get_mut(key.name()) {
+                name.admitted = name.admitted.saturating_sub(1);
+            }
+        }
+    }
+
     /// What the cap did so far.
     pub fn stats(&self) -> CardinalityStats {
         CardinalityStats {

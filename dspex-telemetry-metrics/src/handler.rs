@@ -1,7 +1,7 @@
 //! The handler that turns events into `metrics` facade calls, through cached handles.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrayvec::ArrayVec;
@@ -143,6 +143,24 @@ struct CachedSet {
     parts: Box<[OwnedPart]>,
     /// One handle per metric of the group, in order.
     handles: Box<[Handle]>,
+    /// Whether the set's handles are its own series' (else the overflow series').
+    admitted: bool,
+    /// Set by an event of this label set, cleared by each [`MetricsHandler::sweep`].
+    used: AtomicBool,
+    /// Sweeps in a row that found the set unused.
+    idle_sweeps: AtomicU32,
+}
+
+impl CachedSet {
+    fn new(parts: Box<[OwnedPart]>, handles: Box<[Handle]>, admitted: bool) -> Self {
+        CachedSet {
+            parts,
+            handles,
+            admitted,
+            used: AtomicBool::new(true),
+            idle_sweeps: AtomicU32::new(0),
+        }
+    }
 }
 
 /// The metrics one event feeds that share a label list: their label values are read, hashed
@@ -217,11 +235,15 @@ impl Admission {
 /// An operation (its event family) and a label list: what one [`Admission`] caps.
 type OperationKey<'a> = (Vec<&'a str>, &'a [Tag]);
 
-/// The operation an event belongs to: its name without the last segment
-/// (`dspex.bridge.call_method` for `dspex.bridge.call_method.stop`).
+/// The operation an event belongs to: for a span's event (`start`, `stop`, `exception`) its
+/// name without that segment (`dspex.bridge.call_method` for `dspex.bridge.call_method.stop`);
+/// any other event is an operation of its own.
 fn family(event: &EventName) -> Vec<&str> {
     let segments: Vec<&str> = event.segments().collect();
-    segments[..segments.len().saturating_sub(1)].to_vec()
+    match segments.split_last() {
+        Some((last, rest)) if ["start", "stop", "exception"].contains(last) => rest.to_vec(),
+        _ => segments,
+    }
 }
 
 fn matches(cached: &CachedSet, parts: &[TagPart<'_>]) -> bool {
@@ -277,7 +299,13 @@ impl MetricGroup {
         self.with_parts(event, |parts| {
             let hash = hash_parts(parts);
             match self.cache.find(hash, |c| matches(c, parts)) {
-                Some(found) => f(&found.handles),
+                Some(found) => {
+                    // A load, and a store only once per sweep.
+                    if !found.used.load(Ordering::Relaxed) {
+                        found.used.store(true, Ordering::Relaxed);
+                    }
+                    f(&found.handles)
+                }
                 None => f(&self.register(hash, parts, event)),
             }
         })
@@ -285,7 +313,9 @@ impl MetricGroup {
 
     #[cold]
     fn register(&self, hash: u64, parts: &[TagPart<'_>], event: &Event<'_>) -> Box<[Handle]> {
-        let handles = match self.admission.admit(hash) {
+        let decision = self.admission.admit(hash);
+        let admitted = matches!(decision, Admitted::Yes);
+        let handles = match decision {
             Admitted::Yes => {
                 let labels: Vec<Label> = self
                     .metrics
@@ -313,14 +343,81 @@ impl MetricGroup {
                 overflow
             }
         };
-        let set = CachedSet {
-            parts: parts.iter().map(|p| OwnedPart::of(*p)).collect(),
+        let set = CachedSet::new(
+            parts.iter().map(|p| OwnedPart::of(*p)).collect(),
             handles,
-        };
+            admitted,
+        );
         self.cache
             .insert(hash, set, |c| matches(c, parts))
             .handles
             .clone()
+    }
+}
+
+impl MetricGroup {
+    /// Marks this sweep on every cached set; if some were unused for `idle_sweeps` sweeps in a
+    /// row, a copy of the group without them (its cache rebuilt), and how many were left out.
+    fn pruned(&self, idle_sweeps: u32) -> Option<(MetricGroup, usize)> {
+        let mut idle = 0;
+        self.cache.for_each(|_, set| {
+            if set.used.swap(false, Ordering::Relaxed) {
+                set.idle_sweeps.store(0, Ordering::Relaxed);
+            } else if set.idle_sweeps.fetch_add(1, Ordering::Relaxed) + 1 >= idle_sweeps {
+                idle += 1;
+            }
+        });
+        if idle == 0 {
+            return None;
+        }
+        let group = MetricGroup {
+            tags: self.tags.clone(),
+            metrics: self.metrics.clone(),
+            companions: self.companions.clone(),
+            cache: AppendOnlyMap::new(),
+            admission: self.admission.clone(),
+            overflow: self.overflow.clone(),
+        };
+        self.cache.for_each(|hash, set| {
+            if set.idle_sweeps.load(Ordering::Relaxed) < idle_sweeps {
+                let kept = CachedSet::new(set.parts.clone(), set.handles.clone(), set.admitted);
+                kept.used.store(false, Ordering::Relaxed);
+                kept.idle_sweeps
+                    .store(set.idle_sweeps.load(Ordering::Relaxed), Ordering::Relaxed);
+                group.cache.insert(hash, kept, |c| c.parts == set.parts);
+            }
+        });
+        Some((group, idle))
+    }
+
+    /// A copy of the group with the same cache entries.
+    fn copy(&self) -> MetricGroup {
+        let group = MetricGroup {
+            tags: self.tags.clone(),
+            metrics: self.metrics.clone(),
+            companions: self.companions.clone(),
+            cache: AppendOnlyMap::new(),
+            admission: self.admission.clone(),
+            overflow: self.overflow.clone(),
+        };
+        self.cache.for_each(|hash, set| {
+            let kept = CachedSet::new(set.parts.clone(), set.handles.clone(), set.admitted);
+            kept.used
+                .store(set.used.load(Ordering::Relaxed), Ordering::Relaxed);
+            kept.idle_sweeps
+                .store(set.idle_sweeps.load(Ordering::Relaxed), Ordering::Relaxed);
+            group.cache.insert(hash, kept, |c| c.parts == set.parts);
+        });
+        group
+    }
+
+    /// The hashes of the admitted label sets this group caches.
+    fn admitted_hashes(&self, into: &mut HashSet<u64>) {
+        self.cache.for_each(|hash, set| {
+            if set.admitted {
+                into.insert(hash);
+            }
+        });
     }
 }
 
@@ -398,7 +495,7 @@ pub struct MetricsHandler {
     ids: Vec<String>,
     /// Per event handled (in the order of `ids`): the event and its metric groups, with the
     /// label sets they resolved, kept across [`MetricsHandler::pause`] and `resume`.
-    routes: Vec<(EventName, Arc<[MetricGroup]>)>,
+    routes: Mutex<Vec<(EventName, Arc<[MetricGroup]>)>>,
     overflowed: Arc<AtomicU64>,
 }
 
@@ -511,10 +608,12 @@ impl MetricsHandler {
                 .iter()
                 .map(|(event, _)| format!("{id}:{event}"))
                 .collect(),
-            routes: by_event
-                .into_iter()
-                .map(|(event, groups)| (event, groups.into()))
-                .collect(),
+            routes: Mutex::new(
+                by_event
+                    .into_iter()
+                    .map(|(event, groups)| (event, groups.into()))
+                    .collect(),
+            ),
             overflowed,
         };
         handler.resume()?;
@@ -531,10 +630,16 @@ impl MetricsHandler {
     /// Attaches the handlers again (all in one step) after [`MetricsHandler::pause`]; errors
     /// if one of the ids is attached (by this handler, not paused, or by another).
     pub fn resume(&self) -> Result<(), MetricsError> {
-        let handlers = self
-            .ids
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        self.dispatcher.attach_all(self.attachments(&routes))?;
+        Ok(())
+    }
+
+    /// One dispatcher handler per event, over its groups.
+    fn attachments(&self, routes: &[(EventName, Arc<[MetricGroup]>)]) -> Vec<Attachment> {
+        self.ids
             .iter()
-            .zip(&self.routes)
+            .zip(routes)
             .map(|(id, (event, groups))| {
                 let reads = reads_of(groups);
                 let groups = groups.clone();
@@ -544,9 +649,67 @@ impl MetricsHandler {
                     }
                 })
                 .reading(reads)
-            });
-        self.dispatcher.attach_all(handlers)?;
-        Ok(())
+            })
+            .collect()
+    }
+
+    /// Lets go of the label sets no event used during the last `idle_sweeps` calls (at least
+    /// 1): their handles are released, so the recorders may drop their series (the window
+    /// does in [`crate::WindowedRecorder::sweep`] once they are idle), and they no longer
+    /// count against the cap. A label set used again later is registered again, into the same
+    /// series if it still exists. Returns how many cached label sets were let go.
+    ///
+    /// The handlers are replaced in the dispatcher in one step (no event is missed); a thread
+    /// keeps the old ones, and their handles, until its next event on the dispatcher. Call it
+    /// periodically: `Telemetry` does, every quarter of `idle_timeout_ms`.
+    pub fn sweep(&self, idle_sweeps: u32) -> usize {
+        let idle_sweeps = idle_sweeps.max(1);
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut released = 0;
+        let mut changed = false;
+        let mut admissions: Vec<Arc<Admission>> = Vec::new();
+        for (_, groups) in routes.iter_mut() {
+            let pruned: Vec<Option<(MetricGroup, usize)>> =
+                groups.iter().map(|g| g.pruned(idle_sweeps)).collect();
+            if pruned.iter().all(Option::is_none) {
+                continue;
+            }
+            changed = true;
+            let mut new_groups = Vec::with_capacity(groups.len());
+            for (old, pruned) in groups.iter().zip(pruned) {
+                match pruned {
+                    Some((group, idle)) => {
+                        released += idle;
+                        if !admissions.iter().any(|a| Arc::ptr_eq(a, &group.admission)) {
+                            admissions.push(group.admission.clone());
+                        }
+                        new_groups.push(group);
+                    }
+                    None => new_groups.push(old.copy()),
+                }
+            }
+            *groups = new_groups.into();
+        }
+        if !changed {
+            return 0;
+        }
+        // An admission keeps the label sets some group of its operation still caches.
+        for admission in &admissions {
+            let mut kept = HashSet::new();
+            for (_, groups) in routes.iter() {
+                for group in groups.iter() {
+                    if Arc::ptr_eq(&group.admission, admission) {
+                        group.admitted_hashes(&mut kept);
+                    }
+                }
+            }
+            let mut sets = admission.sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.admitted = kept;
+        }
+        let attachments = self.attachments(&routes);
+        drop(routes);
+        self.dispatcher.replace_all(attachments);
+        released
     }
 
     /// How many distinct label sets went to an overflow series because their operation was

@@ -443,22 +443,37 @@ impl WindowedRecorder {
 
     /// Drops series idle for `idle_timeout_ms` that no handle refers to; returns how many.
     pub fn sweep(&self) -> usize {
+        self.sweep_with(|_| {})
+    }
+
+    /// As [`WindowedRecorder::sweep`], calling `dropped` with each dropped series' key (to
+    /// let a [`crate::CardinalityLayer`] in front forget it too).
+    pub fn sweep_with(&self, mut dropped: impl FnMut(&Key)) -> usize {
         let now = self.inner.clock.now_ms();
         let idle = self.inner.config.idle_timeout_ms;
         let stale = |last: u64, refs: usize| refs == 1 && now.saturating_sub(last) >= idle;
         let mut registry = self.write();
-        let mut dropped: Vec<Option<String>> = Vec::new();
-        sweep_map(&mut registry.histograms, &stale, &mut dropped);
-        sweep_map(&mut registry.counters, &stale, &mut dropped);
-        sweep_map(&mut registry.gauges, &stale, &mut dropped);
-        let swept = dropped.len();
-        // An overflow series was never counted against its metric's cap.
-        for name in dropped.iter().filter_map(|d| d.as_ref()) {
-            if let Some(n) = registry.per_name.get_mut(name) {
-                *n = n.saturating_sub(1);
+        let mut keys: Vec<Key> = Vec::new();
+        sweep_map(&mut registry.histograms, &stale, &mut keys);
+        sweep_map(&mut registry.counters, &stale, &mut keys);
+        sweep_map(&mut registry.gauges, &stale, &mut keys);
+        for key in &keys {
+            // An overflow series was never counted against its metric's cap.
+            let overflow = key.labels().any(|l| (l.key(), l.value()) == OVERFLOW_LABEL);
+            if !overflow {
+                if let Some(n) = registry.per_name.get_mut(key.name()) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
-        swept
+        drop(registry);
+        keys.iter().for_each(&mut dropped);
+        keys.len()
+    }
+
+    /// The configured `idle_timeout_ms`.
+    pub fn idle_timeout_ms(&self) -> u64 {
+        self.inner.config.idle_timeout_ms
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
@@ -487,13 +502,12 @@ trait Stored: Sized {
 fn sweep_map<T: Stored>(
     map: &mut Map<T>,
     stale: &impl Fn(u64, usize) -> bool,
-    dropped: &mut Vec<Option<String>>,
+    dropped: &mut Vec<Key>,
 ) {
     map.retain(|key, series| {
         let keep = !stale(series.last_update_ms(), Arc::strong_count(series));
         if !keep {
-            let overflow = key.labels().any(|l| (l.key(), l.value()) == OVERFLOW_LABEL);
-            dropped.push((!overflow).then(|| key.name().to_owned()));
+            dropped.push(key.clone());
         }
         keep
     });

@@ -1,6 +1,7 @@
 //! Starting and stopping the stack a [`Config`] describes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use dspex_telemetry_alerts::{Alert, AlertService};
 use dspex_telemetry_core::{Dispatcher, EventName, attach_debug_handler};
@@ -53,7 +54,9 @@ pub enum StartError {
 pub struct Telemetry {
     window: WindowedRecorder,
     cardinality: CardinalityStatsHandle,
-    metrics: Option<MetricsHandler>,
+    metrics: Option<Arc<MetricsHandler>>,
+    /// Lets go of idle label sets and series every quarter of `idle_timeout_ms`.
+    sweeper: Sweeper,
     reporter: Option<Reporter>,
     alerts: Option<AlertService>,
     dispatcher: Dispatcher,
@@ -114,7 +117,7 @@ impl Telemetry {
             None
         };
         let metrics = if config.runs(Handler::Metrics) {
-            Some(
+            Some(Arc::new(
                 MetricsHandler::attach(
                     dispatcher,
                     ID,
@@ -122,10 +125,15 @@ impl Telemetry {
                     config.metrics.max_series_per_metric,
                 )
                 .map_err(|e| StartError::Attach(e.to_string()))?,
-            )
+            ))
         } else {
             None
         };
+        let sweeper = Sweeper(tokio::spawn(sweep_idle(
+            window.clone(),
+            metrics.clone(),
+            cardinality.clone(),
+        )));
         let alerts = alerts_parts.map(|(engine, handlers)| {
             AlertService::start(
                 engine,
@@ -143,6 +151,7 @@ impl Telemetry {
             window,
             cardinality,
             metrics,
+            sweeper,
             reporter,
             alerts,
             dispatcher: dispatcher.clone(),
@@ -190,8 +199,9 @@ impl Telemetry {
 
     /// Detaches the handlers, stops the alert service, flushes and stops every backend.
     pub async fn shutdown(self) {
+        drop(self.sweeper);
         if let Some(handler) = self.metrics {
-            handler.detach();
+            handler.pause();
         }
         if self.debug {
             let _ = self
@@ -204,6 +214,39 @@ impl Telemetry {
         if let Some(reporter) = self.reporter {
             reporter.shutdown().await;
         }
+    }
+}
+
+/// The sweeping task, stopped when the stack is shut down or dropped.
+#[derive(Debug)]
+struct Sweeper(tokio::task::JoinHandle<()>);
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every quarter of `idle_timeout_ms` (50 ms to a minute): the metrics handler lets go of the
+/// label sets no event used for `idle_timeout_ms`, then the window drops the series idle that
+/// long that nobody holds, and the cardinality cap forgets them.
+async fn sweep_idle(
+    window: WindowedRecorder,
+    metrics: Option<Arc<MetricsHandler>>,
+    cardinality: CardinalityStatsHandle,
+) {
+    let idle_ms = window.idle_timeout_ms().max(1);
+    let tick_ms = (idle_ms / 4).clamp(50, 60_000);
+    let idle_sweeps = u32::try_from(idle_ms.div_ceil(tick_ms)).unwrap_or(u32::MAX);
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if let Some(handler) = &metrics {
+            handler.sweep(idle_sweeps);
+        }
+        window.sweep_with(|key| cardinality.forget(key));
     }
 }
 

@@ -1,0 +1,105 @@
+//! In the assembled stack, series nobody records into for `idle_timeout_ms` expire: the
+//! metrics handler lets go of their handles, the window drops them and their memory is
+//! returned (counted by the allocator), and the cap frees their slots. A label set used again
+//! gets a new series.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dspex_telemetry::{Config, Telemetry};
+use dspex_telemetry_core::{Dispatcher, EventName, Measurements, Metadata, catalog, metadata};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator, counting bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller promised for `layout`.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller promised for `ptr` and `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const TICK: EventName = EventName::from_static(&["test", "tick"]);
+
+fn call(d: &Dispatcher, function: &str) {
+    d.span(
+        &catalog::BRIDGE_CALL,
+        metadata! { "module" => "app", "function" => function },
+        || ((), metadata! { "success" => true }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_idle_for_the_timeout_are_gone_with_their_memory() {
+    let config =
+        Config::from_toml("[metrics]\nidle_timeout_ms = 200\nmax_series_per_metric = 100").unwrap();
+    let d = Dispatcher::new();
+    let telemetry = Telemetry::start(&config, &d)
+        .await
+        .expect("the stack starts");
+    let baseline = LIVE.load(Ordering::Relaxed);
+    for i in 0..100 {
+        call(&d, &format!("f{i}"));
+    }
+    let series = telemetry.window().series_count();
+    assert!(
+        series >= 300,
+        "duration, count and errors per method: {series}"
+    );
+    let used = LIVE.load(Ordering::Relaxed) - baseline;
+    assert!(used > 100 * 10_000, "{used} bytes for 100 methods");
+
+    // Idle: this thread only ticks (an event no handler takes), which lets it see the
+    // handlers the sweep replaced, as a service's threads do at their next event.
+    let started = Instant::now();
+    while telemetry.window().series_count() > 0 && started.elapsed() < Duration::from_secs(5) {
+        d.execute(&TICK, &Measurements::new(), &Metadata::new());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        telemetry.window().series_count(),
+        0,
+        "every series expired within 5 s of a 200 ms idle timeout"
+    );
+    let left = LIVE.load(Ordering::Relaxed) - baseline;
+    eprintln!(
+        "100 methods: {used} bytes; after expiring in {:?}: {left} bytes",
+        started.elapsed()
+    );
+    assert!(
+        left < used / 10,
+        "{left} bytes still held of the {used} the series took"
+    );
+
+    // A label set used again is a series again, counted from zero.
+    call(&d, "f7");
+    let op = telemetry
+        .window()
+        .operation("dspex_bridge_call_method", &[("method", "app.f7")])
+        .expect("f7 is a series again");
+    assert_eq!((op.count, op.error_count), (1, 0));
+    // The cap freed the slots: a hundred new methods get series of their own.
+    for i in 0..99 {
+        call(&d, &format!("g{i}"));
+    }
+    assert!(
+        telemetry
+            .window()
+            .operation("dspex_bridge_call_method", &[("method", "app.g98")])
+            .is_some()
+    );
+    assert_eq!(telemetry.cardinality().overflowed_label_sets, 0);
+    telemetry.shutdown().await;
+}
