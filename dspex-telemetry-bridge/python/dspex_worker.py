@@ -2,9 +2,10 @@
 
 Protocol: each frame is a 4-byte big-endian length followed by that many bytes. A request's
 bytes are its trace header (ASCII, empty without a trace), a newline, then UTF-8 JSON; a reply's
-are UTF-8 JSON. Requests arrive on stdin; replies leave on the process's original stdout, which
-the worker takes for itself at start: anything user code prints goes to stderr and cannot
-corrupt a frame.
+are UTF-8 JSON. Requests arrive on stdin and replies leave on stdout; the worker takes both
+pipes for itself at start, on descriptors no child inherits: anything user code prints goes to
+stderr and cannot corrupt a frame, a child process reads an empty stdin, and a child forked
+from the worker closes its copies of the pipes.
 
 The trace header carries the caller's trace (traceparent, baggage, correlation id) as one
 string. The worker serves one request at a time and keeps the header, as it came, in a global
@@ -243,16 +244,34 @@ def _serve_one(request, traced):
     return reply
 
 
+_proto_in = None
 _proto_out = None
 
 
+def _close_pipes_in_child():
+    # A process forked from the worker (os.fork, multiprocessing) gets copies of every
+    # descriptor, the frame pipes among them: it must neither read requests nor write replies.
+    global _proto_in, _proto_out
+    for stream in (_proto_in, _proto_out):
+        try:
+            stream.close()
+        except (OSError, ValueError):
+            pass
+    _proto_in = _proto_out = None
+
+
 def main():
-    global _proto_out, _header, _collected
-    # Take the real stdout for frames; send fd 1 (and so print) to stderr.
+    global _proto_in, _proto_out, _header, _collected
+    # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
+    # makes them non-inheritable); fd 0 becomes /dev/null, fd 1 (and so print) goes to stderr.
+    proto_in = _proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = _proto_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    proto_in = sys.stdin.buffer
+    os.register_at_fork(after_in_child=_close_pipes_in_child)
     sys.modules.setdefault("dspex_worker", sys.modules[__name__])
     for module in sys.argv[1:]:
         try:

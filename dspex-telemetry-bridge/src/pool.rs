@@ -10,7 +10,7 @@ use dspex_telemetry_core::{
     Dispatcher, Measurements, Metadata, SpanId, TraceContext, catalog, context,
 };
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -212,11 +212,44 @@ pub struct PoolHealth {
 
 struct Worker {
     child: Child,
+    /// The worker's process group: the worker and whatever it started.
+    group: ProcessGroup,
     /// `None` once closed, which tells the worker to exit.
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     pid: u32,
     started: std::time::Instant,
+}
+
+/// A worker's process group. The worker leads it, and the processes it starts join it unless
+/// they leave on purpose, so that killing the group ends the worker with everything it
+/// started: nothing it started outlives it holding its pipes. Killed once, at the latest when
+/// dropped.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    /// Sends SIGKILL to every process of the group (once; later calls do nothing).
+    fn kill(&mut self) {
+        #[cfg(unix)]
+        if let Some(pgid) = self.0.take().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // Never 0 or 1: `kill(0)` would signal this process's own group, `kill(-1)` every
+            // process it may signal.
+            if pgid > 1 {
+                // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        self.0.take();
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 fn emit(
@@ -473,6 +506,9 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its own process group (its id is the worker's pid), killed whole when the worker goes.
+    #[cfg(unix)]
+    command.process_group(0);
     if !config.python_path.is_empty() {
         let mut paths: Vec<PathBuf> = config.python_path.clone();
         if let Some(existing) = std::env::var_os("PYTHONPATH") {
@@ -483,6 +519,8 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
     }
     let mut child = command.spawn().map_err(|e| e.to_string())?;
     let pid = child.id().unwrap_or(0);
+    // From here on, any return kills the group (on drop).
+    let mut group = ProcessGroup((pid != 0).then_some(pid));
     let (Some(stdin), Some(mut stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -518,6 +556,7 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
             return Err(format!("{e} ({status})"));
         }
         Err(_) => {
+            group.kill();
             let _ = child.kill().await;
             return Err(format!("not ready within {:?}", config.startup_timeout));
         }
@@ -533,6 +572,7 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
     );
     Ok(Worker {
         child,
+        group,
         stdin: Some(stdin),
         stdout,
         pid,
@@ -610,16 +650,29 @@ enum Next {
     Done,
     /// The worker died while idle.
     Died,
+    /// The worker wrote to its frame pipe while no request was in flight.
+    Unasked,
 }
 
-/// The next job; or the pool closing with the queues empty; or the idle worker dying.
-async fn next_job(inner: &Inner, pinned: &mut mpsc::Receiver<Job>, child: &mut Child) -> Next {
+/// The next job; or the pool closing with the queues empty; or the idle worker dying or
+/// writing a frame nobody asked for (which would otherwise be read as the next call's reply).
+async fn next_job(inner: &Inner, pinned: &mut mpsc::Receiver<Job>, worker: &mut Worker) -> Next {
     let mut closing = inner.closing.subscribe();
+    let mut byte = [0u8; 1];
     let closed = tokio::select! {
         biased;
+        // First, so that such bytes are seen before another request is written. Reading is
+        // cancel-safe: while nothing arrives, nothing is consumed.
+        read = worker.stdout.read(&mut byte) => {
+            return match read {
+                Ok(1..) => Next::Unasked,
+                // The end of the pipe: the worker is gone, or going.
+                _ => Next::Died,
+            };
+        }
         job = pinned.recv() => return job.map_or(Next::Done, Next::Job),
         job = async { inner.rx.lock().await.recv().await } => return job.map_or(Next::Done, Next::Job),
-        _ = child.wait() => return Next::Died,
+        _ = worker.child.wait() => return Next::Died,
         _ = closing.wait_for(|c| *c) => true,
     };
     debug_assert!(closed);
@@ -648,10 +701,11 @@ async fn serve(
     // Reused for every request this worker serves.
     let (mut frame, mut header) = (Vec::with_capacity(512), String::with_capacity(128));
     let outcome = loop {
-        let job = match next_job(inner, pinned, &mut worker.child).await {
+        let job = match next_job(inner, pinned, &mut worker).await {
             Next::Job(job) => job,
             Next::Done => break "shutdown",
             Next::Died => break "crashed",
+            Next::Unasked => break "protocol_error",
         };
         let depth = inner.depth.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
         if job.reply.is_closed() {
@@ -745,7 +799,8 @@ async fn exit_status(child: &mut Child) -> String {
     }
 }
 
-/// Ends a worker: politely (close its input, wait) on shutdown, else by killing it.
+/// Ends a worker: politely (close its input, wait) on shutdown, else by killing it; then
+/// kills its process group, so that nothing it started outlives it.
 async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
     // Closing stdin ends the worker's loop.
     drop(worker.stdin.take());
@@ -754,8 +809,14 @@ async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
             .await
             .is_err()
     {
+        // The group first, while the worker is not yet reaped and its pid (the group's id)
+        // cannot be taken by another process.
+        worker.group.kill();
         let _ = worker.child.kill().await;
     }
+    // After a graceful exit: what the worker left running. The group's id stays reserved
+    // while any of its processes lives.
+    worker.group.kill();
     match worker.child.try_wait() {
         Ok(Some(status)) => status.code().map_or(-1, i64::from),
         _ => -1,

@@ -1,0 +1,74 @@
+"""Functions that push a worker to its edges: its stderr, its children, its frames, its encoding."""
+
+import json
+import os
+import struct
+import subprocess
+import threading
+import time
+
+import dspex_worker
+
+
+def pid():
+    return os.getpid()
+
+
+def sleeper():
+    """Starts `sleep 60` and returns at once: the child outlives the call."""
+    return subprocess.Popen(["sleep", "60"]).pid
+
+
+def forked_sleeper():
+    """Forks a copy of this worker that sleeps; it holds every descriptor the worker holds."""
+    child = os.fork()
+    if child == 0:
+        try:
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    return child
+
+
+def sleeper_then_hang(pid_file):
+    child = subprocess.Popen(["sleep", "60"])
+    with open(pid_file, "w") as out:
+        out.write(str(child.pid))
+    time.sleep(60)
+
+
+def forked_writer(delay):
+    """Forks a child that, after the call has returned, writes a reply frame of its own."""
+    fd = dspex_worker._proto_out.fileno()
+    frame = json.dumps({"id": 1, "ok": True, "result": "stray"}).encode()
+    child = os.fork()
+    if child == 0:
+        try:
+            time.sleep(delay)
+            os.write(fd, struct.pack(">I", len(frame)) + frame)
+        finally:
+            os._exit(0)
+    return child
+
+
+def stdin_reader():
+    """Starts a child that reads its standard input, as a careless tool might."""
+    return subprocess.Popen(["head", "-c", "4"], stdout=subprocess.DEVNULL).pid
+
+
+def thread_writer(delay):
+    """Leaves a thread behind that writes a frame while the worker waits for a request."""
+    out = dspex_worker._proto_out
+    frame = json.dumps({"id": 1, "ok": True, "result": "stray"}).encode()
+
+    def write():
+        time.sleep(delay)
+        out.write(struct.pack(">I", len(frame)) + frame)
+        out.flush()
+
+    threading.Thread(target=write, daemon=True).start()
+    return os.getpid()
+
+
+def text_of(n):
+    return "x" * n

@@ -1,0 +1,199 @@
+//! Real Python workers at their edges: children that outlive a call.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dspex_telemetry_bridge::{BridgeError, Pool, PoolConfig};
+use dspex_telemetry_core::{Dispatcher, Event, EventName};
+use serde_json::{Value, json};
+
+/// `(event name, reason metadata)` of every pool event.
+type Log = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+fn recording_dispatcher() -> (Dispatcher, Log) {
+    let d = Dispatcher::new();
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    d.attach_prefix(
+        "rec",
+        EventName::from_static(&["dspex", "pool"]),
+        move |e: &Event<'_>| {
+            let reason = e
+                .metadata()
+                .iter()
+                .find(|(k, _)| *k == "reason")
+                .map(|(_, v)| v.to_string());
+            sink.lock().unwrap().push((e.name().to_string(), reason));
+        },
+    )
+    .unwrap();
+    (d, log)
+}
+
+fn exits(log: &Log) -> Vec<Option<String>> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name == "dspex.pool.worker.exited")
+        .map(|(_, reason)| reason.clone())
+        .collect()
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("python")
+}
+
+/// A pool of one worker, so that successive calls meet the same process.
+async fn pool(d: &Dispatcher, tweak: impl FnOnce(&mut PoolConfig)) -> Pool {
+    let mut config = PoolConfig {
+        size: 1,
+        python_path: vec![fixtures()],
+        dispatcher: d.clone(),
+        health_interval: None,
+        ..PoolConfig::default()
+    };
+    tweak(&mut config);
+    Pool::start(config)
+        .await
+        .expect("python3 must be installed for the bridge tests")
+}
+
+async fn call(pool: &Pool, function: &str, args: Vec<Value>) -> Result<Value, BridgeError> {
+    pool.call("edge_fixtures", function, args).await
+}
+
+async fn pid(pool: &Pool) -> i64 {
+    call(pool, "pid", vec![]).await.unwrap().as_i64().unwrap()
+}
+
+/// Waits (up to 10 s) until `ready` holds.
+async fn until(what: &str, mut ready: impl FnMut() -> bool) {
+    let limit = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < limit, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a process runs (a zombie does not: it has ended, its parent has not reaped it).
+fn running(pid: i64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": the state follows the last parenthesis.
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_worker_are_killed_with_it_at_shutdown() {
+    let (d, _log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let spawned = call(&pool, "sleeper", vec![])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    let forked = call(&pool, "forked_sleeper", vec![])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert!(running(spawned) && running(forked));
+    pool.shutdown().await;
+    until("the worker's children are gone after shutdown", || {
+        !running(spawned) && !running(forked)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_replaced_worker_are_killed_with_it() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |c| c.call_timeout = Duration::from_millis(1500)).await;
+    let pid_file = std::env::temp_dir().join(format!(
+        "dspex-bridge-sleeper-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
+    let outcome = call(
+        &pool,
+        "sleeper_then_hang",
+        vec![json!(pid_file.to_str().unwrap())],
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(BridgeError::DeadlineExceeded(_))),
+        "{outcome:?}"
+    );
+    let child: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = std::fs::remove_file(&pid_file);
+    until("the replaced worker's child is gone", || !running(child)).await;
+    assert_eq!(exits(&log), [Some("killed_deadline".to_owned())]);
+    assert_eq!(
+        call(&pool, "text_of", vec![json!(2)]).await,
+        Ok(json!("xx"))
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_child_cannot_write_into_the_protocol() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = pid(&pool).await;
+    let child = call(&pool, "forked_writer", vec![json!(0.1)])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    until("the forked child has tried its write", || !running(child)).await;
+    // The next call is served, by the same worker: no stray reply came before its own.
+    assert_eq!(pid(&pool).await, worker);
+    assert_eq!(call(&pool, "text_of", vec![json!(1)]).await, Ok(json!("x")));
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_process_reads_no_requests() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = pid(&pool).await;
+    let child = call(&pool, "stdin_reader", vec![])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    // Its standard input is empty: it ends at once rather than wait for the next request.
+    until("the child reading stdin has ended", || !running(child)).await;
+    assert_eq!(pid(&pool).await, worker);
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_writes_while_idle_is_replaced_before_the_next_call() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = call(&pool, "thread_writer", vec![json!(0.1)])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    until("the worker is retired", || !exits(&log).is_empty()).await;
+    assert_eq!(exits(&log), [Some("protocol_error".to_owned())]);
+    // The next call is innocent: it is served, by a fresh worker.
+    assert_ne!(pid(&pool).await, worker);
+    pool.shutdown().await;
+}
