@@ -41,6 +41,8 @@ pub mod instrument;
 mod pool;
 mod protocol;
 mod session;
+mod stderr;
+mod text;
 
 pub use call::ToolCall;
 pub use contract::{FieldType, Signature, SignatureError};

@@ -10,7 +10,7 @@ use dspex_telemetry_core::{
     Dispatcher, Measurements, Metadata, SpanId, TraceContext, catalog, context,
 };
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -18,9 +18,14 @@ use tokio::time::Instant;
 
 use crate::error::{BridgeError, StartError};
 use crate::protocol::{FrameError, read_frame, write_request};
+use crate::text::log_safe;
 
 /// The worker script, shipped inside the crate (standard library only).
 pub const WORKER_SCRIPT: &str = include_str!("../python/dspex_worker.py");
+
+/// The most characters of a worker's own text (an error it reports) kept in an error or a log
+/// line, escaped.
+const WORKER_TEXT_LIMIT: usize = 2000;
 
 /// How the pool runs.
 #[derive(Debug, Clone)]
@@ -527,12 +532,10 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
         return Err("the worker's pipes were not set up".into());
     };
     let pool = config.name.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(target: "dspex_telemetry::python", pool = %pool, worker_id, "{line}");
-        }
-    });
+    // Drained for as long as the pipe is open, whatever the worker writes there.
+    tokio::spawn(crate::stderr::drain(stderr, move |line| {
+        tracing::debug!(target: "dspex_telemetry::python", pool = %pool, worker_id, "{line}");
+    }));
     let ready = tokio::time::timeout(
         config.startup_timeout,
         read_frame(&mut stdout, config.max_frame_bytes),
@@ -541,10 +544,10 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
     match ready {
         Ok(Ok(frame)) if frame.get("ready") == Some(&Value::Bool(true)) => {}
         Ok(Ok(frame)) => {
-            let why = frame
-                .get("error")
-                .and_then(Value::as_str)
-                .map_or_else(|| frame.to_string(), str::to_owned);
+            let why = match frame.get("error").and_then(Value::as_str) {
+                Some(error) => log_safe(error, WORKER_TEXT_LIMIT),
+                None => log_safe(&frame.to_string(), WORKER_TEXT_LIMIT),
+            };
             return Err(why);
         }
         Ok(Err(e)) => {

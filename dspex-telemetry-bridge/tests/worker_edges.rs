@@ -1,4 +1,5 @@
-//! Real Python workers at their edges: children that outlive a call.
+//! Real Python workers at their edges: stderr that is not UTF-8,
+//! children that outlive a call.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,33 @@ fn running(pid: i64) -> bool {
         .next()
         .and_then(|rest| rest.chars().next());
     !matches!(state, Some('Z' | 'X') | None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_that_is_not_utf8_is_drained_and_later_prints_still_work() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = call(&pool, "bad_stderr", vec![]).await.unwrap();
+    // The drain keeps reading: every later print to stderr in that worker succeeds.
+    for i in 0..20 {
+        assert_eq!(
+            call(&pool, "say", vec![json!(format!("line {i}"))]).await,
+            Ok(worker.clone()),
+            "print {i} after bytes that are not UTF-8"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A line far longer than any log line, without a newline, is drained too.
+    assert_eq!(
+        call(&pool, "long_stderr_line", vec![json!(4 << 20)]).await,
+        Ok(json!(4 << 20))
+    );
+    assert_eq!(
+        call(&pool, "say", vec![json!("after a long line")]).await,
+        Ok(worker)
+    );
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
+    pool.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

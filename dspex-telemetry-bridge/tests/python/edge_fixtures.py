@@ -4,6 +4,7 @@ import json
 import os
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +13,24 @@ import dspex_worker
 
 def pid():
     return os.getpid()
+
+
+def say(text):
+    print(text, file=sys.stderr, flush=True)
+    return os.getpid()
+
+
+def bad_stderr():
+    # Not UTF-8: a lone continuation byte, an invalid start byte, a cut sequence.
+    sys.stderr.buffer.write(b"bytes \x80\xff\xfe \xc3( and an escape \x1b[31m\n")
+    sys.stderr.buffer.flush()
+    return os.getpid()
+
+
+def long_stderr_line(n):
+    sys.stderr.buffer.write(b"x" * n)  # no newline
+    sys.stderr.buffer.flush()
+    return n
 
 
 def sleeper():
