@@ -26,6 +26,8 @@ pub const WORKER_SCRIPT: &str = include_str!("../python/dspex_worker.py");
 /// The most characters of a worker's own text (an error it reports) kept in an error or a log
 /// line, escaped.
 const WORKER_TEXT_LIMIT: usize = 2000;
+/// The same for a request id a worker sent back.
+const WORKER_ID_LIMIT: usize = 64;
 
 /// How the pool runs.
 #[derive(Debug, Clone)]
@@ -776,11 +778,9 @@ async fn serve(
                 Err(BridgeError::Protocol(e.to_string())),
                 Some("protocol_error"),
             ),
+            // Not this call's reply: the worker cannot be trusted with the next one.
             Ok(Ok(frame)) if frame.get("id") != id.as_ref() => (
-                Err(BridgeError::Protocol(format!(
-                    "reply for request {:?}, expected {id:?}",
-                    frame.get("id")
-                ))),
+                Err(BridgeError::Protocol(mismatch(&frame, id.as_ref()))),
                 Some("protocol_error"),
             ),
             Ok(Ok(frame)) => (parse_reply(frame, worker_id, generation), None),
@@ -793,6 +793,32 @@ async fn serve(
     inner.idle.fetch_sub(1, Ordering::Relaxed);
     let exit_code = stop(&mut worker, outcome == "shutdown").await;
     (outcome, exit_code)
+}
+
+/// Why a reply that is not the awaited one failed the call: a refusal the worker could not
+/// tie to a request (it reports why), or a reply to another request.
+fn mismatch(frame: &Value, expected: Option<&Value>) -> String {
+    let expected = expected.map_or_else(|| "?".to_owned(), Value::to_string);
+    let error = frame
+        .get("error")
+        .filter(|_| frame.get("ok") == Some(&Value::Bool(false)));
+    match (frame.get("id"), error) {
+        (None | Some(Value::Null), Some(error)) => {
+            let text = |k: &str| error.get(k).and_then(Value::as_str).unwrap_or("");
+            format!(
+                "the worker refused request {expected}: {}: {}",
+                log_safe(text("type"), WORKER_ID_LIMIT),
+                log_safe(text("message"), WORKER_TEXT_LIMIT),
+            )
+        }
+        (None, None) => {
+            format!("the worker replied without a request id while {expected} was awaited")
+        }
+        (Some(got), _) => format!(
+            "the worker replied to request {} while {expected} was awaited",
+            log_safe(&got.to_string(), WORKER_ID_LIMIT)
+        ),
+    }
 }
 
 async fn exit_status(child: &mut Child) -> String {

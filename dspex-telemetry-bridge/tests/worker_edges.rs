@@ -1,5 +1,5 @@
 //! Real Python workers at their edges: stderr that is not UTF-8,
-//! children that outlive a call.
+//! children that outlive a call, replies to another request.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -223,5 +223,34 @@ async fn a_worker_that_writes_while_idle_is_replaced_before_the_next_call() {
     assert_eq!(exits(&log), [Some("protocol_error".to_owned())]);
     // The next call is innocent: it is served, by a fresh worker.
     assert_ne!(pid(&pool).await, worker);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_another_request_fails_the_call_and_replaces_the_worker() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = pid(&pool).await;
+    match call(&pool, "wrong_id", vec![json!(424242)]).await {
+        Err(BridgeError::Protocol(message)) => {
+            assert!(message.contains("424242"), "{message}");
+            assert!(!message.contains("Some("), "{message}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    // The next call is served by a fresh worker (started once the old one's exit is reported).
+    let fresh = pid(&pool).await;
+    assert_ne!(fresh, worker);
+    assert_eq!(exits(&log), [Some("protocol_error".to_owned())]);
+    // What the worker sent as an id is bounded and escaped in the error.
+    let forged = format!("a\nforged line{}", "y".repeat(100_000));
+    match call(&pool, "wrong_id", vec![json!(forged)]).await {
+        Err(BridgeError::Protocol(message)) => {
+            assert!(message.len() < 1000, "{} bytes", message.len());
+            assert!(!message.contains('\n'), "{message}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert_ne!(pid(&pool).await, fresh);
     pool.shutdown().await;
 }

@@ -89,5 +89,14 @@ def thread_writer(delay):
     return os.getpid()
 
 
+def wrong_id(reply_id):
+    """Writes a reply to another request, then returns as usual."""
+    out = dspex_worker._proto_out
+    frame = json.dumps({"id": reply_id, "ok": True, "result": "not yours"}).encode()
+    out.write(struct.pack(">I", len(frame)) + frame)
+    out.flush()
+    return "mine"
+
+
 def text_of(n):
     return "x" * n
