@@ -7,6 +7,9 @@ pipes for itself at start, on descriptors no child inherits: anything user code 
 stderr and cannot corrupt a frame, a child process reads an empty stdin, and a child forked
 from the worker closes its copies of the pipes.
 
+A reply that cannot be encoded as JSON the pool reads (not serializable, NaN, nested too deep)
+fails its call with a Python error instead, and the worker serves the next call.
+
 The trace header carries the caller's trace (traceparent, baggage, correlation id) as one
 string. The worker serves one request at a time and keeps the header, as it came, in a global
 for the length of the request: it is decoded and parsed only when user code asks for it
@@ -30,6 +33,8 @@ import time
 import traceback
 
 MAX_FRAME = 64 * 1024 * 1024
+# The deepest nesting of a reply the pool reads (serde_json's limit).
+_MAX_DEPTH = 127
 
 # The trace header of the request being served, as the Rust side sent it (ASCII bytes, empty
 # without a trace; decoded and parsed only when asked for): "<traceparent> <span id of this
@@ -127,7 +132,7 @@ class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a functio
         span_id, parent, token, start = self._open
         self._open = None
         _span_id.reset(token)
-        status, message = ("ok", None) if kind is None else ("error", f"{kind.__name__}: {exc}")
+        status, message = ("ok", None) if kind is None else ("error", f"{kind.__name__}: {_text(exc)}")
         _finish_span(
             self._name, span_id, parent, start, status, message,
             {k: _jsonable(v) for k, v in self._attributes.items()},
@@ -143,7 +148,18 @@ def _new_span_id():
 def _jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    return repr(value)
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a span attribute must not fail the call
+        return f"<{type(value).__name__} without a repr>"
+
+
+def _text(value):
+    """str(value), or a stand-in when its __str__ raises."""
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - the text of an error must not fail the worker
+        return f"<{type(value).__name__}: str() failed>"
 
 
 def _parse_traceparent(header):
@@ -163,13 +179,53 @@ def _read_exact(stream, n):
     return data
 
 
-def _write_frame(out, message):
+# Keeps brackets alone, objects' as arrays' (in valid JSON the kind does not change the depth).
+_BRACKETS_ONLY = (bytes.maketrans(b"{}", b"[]"), bytes(b for b in range(256) if b not in b"[]{}"))
+
+
+def _nests_deeper_than(body, limit):
+    """Whether the JSON text `body` nests arrays and objects more than `limit` deep."""
+    # Fewer openings than the limit cannot nest deeper: most replies stop here.
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    # Out of the strings: escaped backslashes, then escaped quotes, go first (a backslash is
+    # only ever in a string); what lies between the quotes left is string.
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(body.split(b'"')[::2]).translate(*_BRACKETS_ONLY)
+    # Each pass removes exactly the innermost level: `replace` does not look again at the
+    # pairs its removals bring together.
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    return bool(brackets)
+
+
+def _encode(message):
+    """A reply's frame body. A reply that cannot be sent as the pool reads it (not JSON, too
+    deep) becomes an error reply to the same request: the call fails, not the worker.
+    """
     try:
-        # Strict JSON: NaN and infinities are not JSON, and the Rust side would refuse the frame.
-        body = json.dumps(message, default=repr, allow_nan=False).encode("utf-8")
-    except ValueError as exc:
-        failure = {"type": "ValueError", "message": f"the result cannot be sent as JSON: {exc}"}
-        body = json.dumps({"id": message.get("id"), "ok": False, "error": failure}).encode("utf-8")
+        # Strict JSON: NaN and infinities are not JSON; an object JSON has no form for is a
+        # TypeError, not its repr.
+        body = json.dumps(message, allow_nan=False).encode("utf-8")
+        if _nests_deeper_than(body, _MAX_DEPTH):
+            why = f"the result nests deeper than {_MAX_DEPTH - 1} levels, the most the pool reads"
+            failure = ("RecursionError", f"the reply cannot be sent as JSON: {why}")
+        else:
+            return body
+    except Exception as exc:  # noqa: BLE001 - whatever encoding raises fails the call alone
+        failure = (type(exc).__name__, f"the reply cannot be sent as JSON: {_text(exc)}")
+    kind, why = failure
+    reply = {"id": message.get("id"), "ok": False, "error": {"type": kind, "message": why}}
+    if isinstance(message.get("call_span"), list):
+        reply["call_span"] = message["call_span"]
+    return json.dumps(reply, default=repr).encode("utf-8")
+
+
+def _write_frame(out, message):
+    body = _encode(message)
     out.write(struct.pack(">I", len(body)) + body)
     out.flush()
 
@@ -226,13 +282,13 @@ def _serve_one(request, traced):
     try:
         reply.update(ok=True, result=_run(request))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+        try:
+            trace = traceback.format_exc(limit=20)
+        except Exception:  # noqa: BLE001 - a traceback that cannot be made is left out
+            trace = None
         reply.update(
             ok=False,
-            error={
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": traceback.format_exc(limit=20),
-            },
+            error={"type": type(exc).__name__, "message": _text(exc), "traceback": trace},
         )
     if timed:
         reply["call_span"] = [start, time.time_ns()]

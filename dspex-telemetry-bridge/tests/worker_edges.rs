@@ -1,5 +1,5 @@
 //! Real Python workers at their edges: stderr that is not UTF-8,
-//! children that outlive a call, replies to another request.
+//! children that outlive a call, replies to another request, results that cannot be encoded.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -90,6 +90,13 @@ fn running(pid: i64) -> bool {
         .next()
         .and_then(|rest| rest.chars().next());
     !matches!(state, Some('Z' | 'X') | None)
+}
+
+fn python_error(outcome: Result<Value, BridgeError>) -> (String, String) {
+    match outcome {
+        Err(BridgeError::Python { kind, message, .. }) => (kind, message),
+        other => panic!("expected a Python error, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,5 +259,44 @@ async fn a_reply_to_another_request_fails_the_call_and_replaces_the_worker() {
         other => panic!("expected a protocol error, got {other:?}"),
     }
     assert_ne!(pid(&pool).await, fresh);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_that_cannot_be_encoded_are_python_errors_and_the_worker_stays() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = pid(&pool).await;
+
+    let (kind, message) = python_error(call(&pool, "bad_repr", vec![]).await);
+    assert_eq!(kind, "TypeError");
+    assert!(message.contains("BadRepr"), "{message}");
+    assert_eq!(pid(&pool).await, worker);
+
+    let (kind, message) = python_error(call(&pool, "not_serializable", vec![]).await);
+    assert_eq!(kind, "TypeError");
+    assert!(message.contains("set"), "{message}");
+    assert_eq!(pid(&pool).await, worker);
+
+    // Deeper than the pool reads, and deeper than Python's encoder goes.
+    for depth in [200, 5000] {
+        let (kind, message) = python_error(call(&pool, "deep", vec![json!(depth)]).await);
+        assert_eq!(kind, "RecursionError", "{depth}: {message}");
+        assert!(message.contains("JSON"), "{message}");
+        assert_eq!(pid(&pool).await, worker);
+    }
+    // As deep as the pool reads comes back.
+    let mut expected = json!([]);
+    for _ in 1..100 {
+        expected = json!([expected]);
+    }
+    assert_eq!(call(&pool, "deep", vec![json!(100)]).await, Ok(expected));
+
+    // An exception whose text cannot be made.
+    let (kind, _) = python_error(call(&pool, "raise_silent", vec![]).await);
+    assert_eq!(kind, "SilentError");
+    assert_eq!(pid(&pool).await, worker);
+
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
     pool.shutdown().await;
 }

@@ -100,3 +100,32 @@ def wrong_id(reply_id):
 
 def text_of(n):
     return "x" * n
+
+
+class BadRepr:
+    def __repr__(self):
+        raise RuntimeError("repr refused")
+
+
+def bad_repr():
+    return {"value": BadRepr()}
+
+
+def deep(n):
+    value = []
+    for _ in range(n - 1):
+        value = [value]
+    return value
+
+
+def not_serializable():
+    return {"tags": {"a", "b"}}
+
+
+class SilentError(Exception):
+    def __str__(self):
+        raise RuntimeError("str refused")
+
+
+def raise_silent():
+    raise SilentError()
