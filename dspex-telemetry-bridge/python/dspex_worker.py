@@ -7,8 +7,10 @@ pipes for itself at start, on descriptors no child inherits: anything user code 
 stderr and cannot corrupt a frame, a child process reads an empty stdin, and a child forked
 from the worker closes its copies of the pipes.
 
-A reply that cannot be encoded as JSON the pool reads (not serializable, NaN, nested too deep)
-fails its call with a Python error instead, and the worker serves the next call.
+Frames are at most `max_frame_bytes` (the pool passes it as DSPEX_WORKER_MAX_FRAME_BYTES). A
+request frame over it is skipped and answered with a ProtocolError; a reply over it, or one
+that cannot be encoded as JSON the pool reads (not serializable, NaN, nested too deep), fails
+its call with a Python error instead, and the worker serves the next call.
 
 The trace header carries the caller's trace (traceparent, baggage, correlation id) as one
 string. The worker serves one request at a time and keeps the header, as it came, in a global
@@ -32,7 +34,8 @@ import sys
 import time
 import traceback
 
-MAX_FRAME = 64 * 1024 * 1024
+# The largest frame either way; the pool sets it (`max_frame_bytes`).
+MAX_FRAME = 16 * 1024 * 1024
 # The deepest nesting of a reply the pool reads (serde_json's limit).
 _MAX_DEPTH = 127
 
@@ -204,7 +207,7 @@ def _nests_deeper_than(body, limit):
 
 def _encode(message):
     """A reply's frame body. A reply that cannot be sent as the pool reads it (not JSON, too
-    deep) becomes an error reply to the same request: the call fails, not the worker.
+    deep, too large) becomes an error reply to the same request: the call fails, not the worker.
     """
     try:
         # Strict JSON: NaN and infinities are not JSON; an object JSON has no form for is a
@@ -213,6 +216,9 @@ def _encode(message):
         if _nests_deeper_than(body, _MAX_DEPTH):
             why = f"the result nests deeper than {_MAX_DEPTH - 1} levels, the most the pool reads"
             failure = ("RecursionError", f"the reply cannot be sent as JSON: {why}")
+        elif len(body) > MAX_FRAME:
+            why = f"its frame would be {len(body)} bytes, over max_frame_bytes ({MAX_FRAME} bytes)"
+            failure = ("ValueError", f"the reply cannot be sent: {why}")
         else:
             return body
     except Exception as exc:  # noqa: BLE001 - whatever encoding raises fails the call alone
@@ -228,6 +234,16 @@ def _write_frame(out, message):
     body = _encode(message)
     out.write(struct.pack(">I", len(body)) + body)
     out.flush()
+
+
+def _skip(stream, n):
+    """Reads and drops `n` bytes; False if the stream ended first."""
+    while n > 0:
+        chunk = stream.read(min(n, 1 << 16))
+        if not chunk:
+            return False
+        n -= len(chunk)
+    return True
 
 
 def _call_target(module_name, path):
@@ -317,7 +333,8 @@ def _close_pipes_in_child():
 
 
 def main():
-    global _proto_in, _proto_out, _header, _collected
+    global _proto_in, _proto_out, _header, _collected, MAX_FRAME
+    MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
     # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
     # makes them non-inheritable); fd 0 becomes /dev/null, fd 1 (and so print) goes to stderr.
     proto_in = _proto_in = os.fdopen(os.dup(0), "rb")
@@ -342,7 +359,12 @@ def main():
             return
         (length,) = struct.unpack(">I", header)
         if length > MAX_FRAME:
-            return
+            # Skipped whole, so that the next frame is read from its start.
+            if not _skip(proto_in, length):
+                return
+            why = f"a request frame of {length} bytes exceeds the worker's limit, max_frame_bytes ({MAX_FRAME} bytes)"
+            _write_frame(proto_out, {"id": None, "ok": False, "error": {"type": "ProtocolError", "message": why}})
+            continue
         body = _read_exact(proto_in, length)
         if body is None:
             return

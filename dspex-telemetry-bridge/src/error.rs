@@ -30,6 +30,15 @@ pub enum BridgeError {
     /// The worker sent something that is not a valid reply; it was replaced.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The request's frame would exceed [`PoolConfig::max_frame_bytes`]: the call failed
+    /// without anything being sent, and the worker serves the next call.
+    ///
+    /// [`PoolConfig::max_frame_bytes`]: crate::PoolConfig::max_frame_bytes
+    #[error("the request is larger than `max_frame_bytes` ({max} bytes); it was not sent")]
+    RequestTooLarge {
+        /// The limit, `max_frame_bytes`.
+        max: usize,
+    },
     /// The Python object is gone: its worker was replaced, or it was dropped.
     #[error("the Python object is gone (its worker was replaced, or it was dropped)")]
     InstanceLost,
@@ -60,6 +69,7 @@ impl BridgeError {
             BridgeError::WorkerCrashed(_) => "worker_crashed",
             BridgeError::Python { .. } => "python_exception",
             BridgeError::Protocol(_) => "protocol_error",
+            BridgeError::RequestTooLarge { .. } => "request_too_large",
             BridgeError::ShutDown => "shut_down",
             BridgeError::InstanceLost => "instance_lost",
             BridgeError::Contract(_) => "contract_violation",

@@ -47,7 +47,10 @@ pub struct PoolConfig {
     pub python_path: Vec<PathBuf>,
     /// How long a worker may take to start (default 10 s).
     pub startup_timeout: Duration,
-    /// The largest reply accepted from a worker (default 16 MiB).
+    /// The largest frame either way (default 16 MiB). A call whose request would be larger
+    /// fails with [`BridgeError::RequestTooLarge`] before anything is sent; the worker is given
+    /// the same limit, and a result whose reply would be larger fails as a Python `ValueError`.
+    /// Either way the worker serves the next call.
     pub max_frame_bytes: usize,
     /// Python modules every worker imports at start (where tools are registered). A module
     /// that fails to import fails the start, with its error.
@@ -183,10 +186,10 @@ struct Inner {
 ///
 /// Every request waits in a bounded queue, is served by one worker, and ends with exactly one
 /// outcome: its result, a Python exception, or a pool error (queue full, deadline, worker
-/// crash, protocol error). A worker that crashes, hangs past the deadline or breaks the
-/// protocol is killed and replaced. The pool emits `[:dspex, :pool, …]` events: request
-/// queued and dispatched (with queue time), worker spawned, exited and restarted, pool
-/// exhausted, and periodic health.
+/// crash, protocol error, request over `max_frame_bytes`). A worker that crashes, hangs past
+/// the deadline or breaks the protocol is killed and replaced. The pool emits
+/// `[:dspex, :pool, …]` events: request queued and dispatched (with queue time), worker
+/// spawned, exited and restarted, pool exhausted, and periodic health.
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
@@ -512,6 +515,11 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // The worker's frame cap agrees with the pool's.
+        .env(
+            "DSPEX_WORKER_MAX_FRAME_BYTES",
+            config.max_frame_bytes.to_string(),
+        )
         .kill_on_drop(true);
     // Its own process group (its id is the worker's pid), killed whole when the worker goes.
     #[cfg(unix)]
@@ -742,7 +750,11 @@ async fn serve(
         let ctx = job.ctx;
         let exchange = async {
             let stdin = worker.stdin.as_mut().ok_or(FrameError::Closed)?;
-            let written = write_request(stdin, &mut frame, header.as_bytes(), &message).await;
+            let written = write_request(stdin, &mut frame, header.as_bytes(), &message, max).await;
+            if let Err(FrameError::RequestTooLarge { .. }) = written {
+                // Nothing was sent: the worker never had the request.
+                return written.map(|()| Value::Null);
+            }
             // Emitted once the worker has the request, so that handlers run while it works.
             // In the caller's trace: the queue wait belongs to the request.
             if inner.interest.get(&inner.config.dispatcher) & Interest::DISPATCHED != 0 {
@@ -770,6 +782,9 @@ async fn serve(
                 Err(BridgeError::DeadlineExceeded(job_timeout)),
                 Some("killed_deadline"),
             ),
+            Ok(Err(FrameError::RequestTooLarge { max })) => {
+                (Err(BridgeError::RequestTooLarge { max }), None)
+            }
             Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => {
                 let status = exit_status(&mut worker.child).await;
                 (Err(BridgeError::WorkerCrashed(status)), Some("crashed"))

@@ -16,6 +16,7 @@ fn error_messages() {
             traceback: None,
         },
         BridgeError::Protocol("malformed frame: expected value at line 1 column 1".into()),
+        BridgeError::RequestTooLarge { max: 16_777_216 },
         BridgeError::ShutDown,
         BridgeError::InstanceLost,
         BridgeError::Contract(vec![

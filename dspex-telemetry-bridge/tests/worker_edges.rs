@@ -1,5 +1,5 @@
-//! Real Python workers at their edges: stderr that is not UTF-8,
-//! children that outlive a call, replies to another request, results that cannot be encoded.
+//! Real Python workers at their edges: stderr that is not UTF-8, children that outlive a call,
+//! replies to another request, frames over `max_frame_bytes`, results that cannot be encoded.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -260,6 +260,102 @@ async fn a_reply_to_another_request_fails_the_call_and_replaces_the_worker() {
     }
     assert_ne!(pid(&pool).await, fresh);
     pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_max_frame_bytes_fails_without_being_sent() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |c| c.max_frame_bytes = 64 * 1024).await;
+    let worker = pid(&pool).await;
+    let outcome = pool
+        .call("builtins", "len", vec![json!("z".repeat(100_000))])
+        .await;
+    assert!(
+        matches!(outcome, Err(BridgeError::RequestTooLarge { max: 65536 })),
+        "{outcome:?}"
+    );
+    let message = outcome.unwrap_err().to_string();
+    assert!(
+        message.contains("max_frame_bytes") && message.contains("65536"),
+        "{message}"
+    );
+    // The worker was not touched: the next call is served by it.
+    assert_eq!(pid(&pool).await, worker);
+    // Just under the cap goes through.
+    assert_eq!(
+        call(&pool, "text_of", vec![json!(60_000)])
+            .await
+            .unwrap()
+            .as_str()
+            .map(str::len),
+        Some(60_000)
+    );
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_max_frame_bytes_is_a_python_error_and_the_worker_stays() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |c| c.max_frame_bytes = 64 * 1024).await;
+    let worker = pid(&pool).await;
+    let (kind, message) = python_error(call(&pool, "text_of", vec![json!(100_000)]).await);
+    assert_eq!(kind, "ValueError");
+    assert!(
+        message.contains("max_frame_bytes") && message.contains("65536"),
+        "{message}"
+    );
+    assert_eq!(pid(&pool).await, worker);
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
+    pool.shutdown().await;
+}
+
+/// Drives the worker script directly: a request frame over the cap the pool gave it.
+#[test]
+fn the_worker_refuses_a_request_frame_over_its_cap_and_keeps_serving() {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("python3")
+        .args(["-u", "-c", dspex_telemetry_bridge::WORKER_SCRIPT])
+        .env("DSPEX_WORKER_MAX_FRAME_BYTES", "2048")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let (mut input, mut output) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut read_reply = move || -> Value {
+        let mut len = [0u8; 4];
+        output
+            .read_exact(&mut len)
+            .expect("a reply, not the end of the worker");
+        let mut reply = vec![0; u32::from_be_bytes(len) as usize];
+        output.read_exact(&mut reply).unwrap();
+        serde_json::from_slice(&reply).unwrap()
+    };
+    assert_eq!(read_reply()["ready"], json!(true));
+    let mut send = |body: &[u8]| {
+        input.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        input.write_all(body).unwrap();
+        input.flush().unwrap();
+    };
+    let big = format!(
+        "\n{{\"op\": \"ping\", \"id\": 1, \"pad\": \"{}\"}}",
+        "p".repeat(4000)
+    );
+    send(big.as_bytes());
+    let reply = read_reply();
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    assert_eq!(reply["error"]["type"], json!("ProtocolError"), "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_frame_bytes") && message.contains("2048"),
+        "{message}"
+    );
+    // The frame was skipped whole: the next request is read from its start.
+    send(b"\n{\"op\": \"ping\", \"id\": 2}");
+    let reply = read_reply();
+    assert_eq!((&reply["ok"], &reply["id"]), (&json!(true), &json!(2)));
+    drop(input);
+    assert!(child.wait().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
