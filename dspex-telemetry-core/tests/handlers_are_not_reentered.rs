@@ -50,6 +50,8 @@ fn a_handler_that_emits_its_own_event_runs_once_and_the_skip_is_counted() {
     emit(&d, &ECHO);
     assert_eq!(echoes.load(Ordering::Relaxed), 4);
     assert_eq!(d.handler_failures(), 0);
+    // The handler holds the dispatcher: detaching breaks the cycle.
+    d.detach("echo").unwrap();
 }
 
 #[test]
@@ -73,6 +75,7 @@ fn two_handlers_that_emit_each_others_events_stop_after_one_round() {
     assert_eq!(pings.load(Ordering::Relaxed), 1);
     assert_eq!(pongs.load(Ordering::Relaxed), 1);
     assert_eq!(d.reentries_skipped(), 1);
+    assert_eq!(d.detach_all(&["on-ping", "on-pong"]), 2);
 }
 
 #[test]
@@ -95,6 +98,8 @@ fn a_chain_of_distinct_handlers_is_cut_at_the_nesting_limit() {
     emit(&d, &names[0]);
     assert_eq!(calls.load(Ordering::Relaxed), MAX_NESTED_HANDLERS as u64);
     assert_eq!(d.reentries_skipped(), 1);
+    let ids: Vec<String> = (0..names.len()).map(|i| format!("chain-{i}")).collect();
+    assert_eq!(d.detach_all(&ids), names.len());
 }
 
 /// A span sink that times a span of its own for every span it receives.
@@ -127,6 +132,7 @@ fn a_span_sink_that_makes_spans_does_not_recurse() {
     assert_eq!(received.load(Ordering::Relaxed), 1);
     assert_eq!(d.reentries_skipped(), 1);
     assert!(d.has_span_sinks(), "the sink stays attached");
+    d.detach("spanning").unwrap();
 }
 
 #[test]
@@ -149,4 +155,5 @@ fn the_guard_is_per_thread() {
     emit(&d, &ECHO);
     assert_eq!(calls.load(Ordering::Relaxed), 2);
     assert_eq!(d.reentries_skipped(), 0);
+    d.detach("nested").unwrap();
 }
