@@ -62,8 +62,9 @@ impl ClockHandle {
 }
 
 const TICK_MS: u64 = 4;
-/// Ticks without a read before the clock thread parks (one second).
-const IDLE_TICKS: u32 = 250;
+/// Ticks without a read before the clock thread parks (one second; a few under Miri, which
+/// interprets the thread's every step).
+const IDLE_TICKS: u32 = if cfg!(miri) { 3 } else { 250 };
 /// In the cell while the clock thread is parked or not started.
 const ASLEEP: u64 = u64::MAX;
 
@@ -99,20 +100,38 @@ fn wake() -> u64 {
                 .name("dspex-clock".into())
                 .spawn(tick);
             // Without a thread every read takes the system clock: slower, still right.
-            if let Ok(handle) = spawned {
-                *ticker = Some((pid, handle.thread().clone()));
-                #[cfg(unix)]
-                forget_in_forked_children();
-            }
+            let Ok(handle) = spawned else {
+                return now;
+            };
+            *ticker = Some((pid, handle.thread().clone()));
+            #[cfg(all(unix, not(miri)))]
+            forget_in_forked_children();
         }
     }
-    now
+    // Published, so that a reading the clock thread took before this one cannot follow it.
+    publish(now)
+}
+
+/// Puts `ms` in the cell unless it holds a later reading; returns what the cell holds then.
+/// A reading the clock thread took before being preempted never replaces a later one that a
+/// reader published meanwhile: the clock never goes back.
+fn publish(ms: u64) -> u64 {
+    let mut current = RECENT_MS.load(Ordering::Relaxed);
+    loop {
+        if current != ASLEEP && current >= ms {
+            return current;
+        }
+        match RECENT_MS.compare_exchange_weak(current, ms, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return ms,
+            Err(seen) => current = seen,
+        }
+    }
 }
 
 fn tick() {
     let mut idle = 0;
     loop {
-        RECENT_MS.store(coarse_monotonic_ms(), Ordering::Relaxed);
+        publish(coarse_monotonic_ms());
         std::thread::sleep(Duration::from_millis(TICK_MS));
         if READ_SINCE_TICK.swap(false, Ordering::Relaxed) {
             idle = 0;
@@ -129,7 +148,7 @@ fn tick() {
 }
 
 /// A forked child has no clock thread: the cell must say so, or the child's clock stands still.
-#[cfg(unix)]
+#[cfg(all(unix, not(miri)))]
 fn forget_in_forked_children() {
     extern "C" fn in_child() {
         RECENT_MS.store(ASLEEP, Ordering::SeqCst);
@@ -144,7 +163,7 @@ fn forget_in_forked_children() {
     });
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(miri)))]
 #[inline]
 fn coarse_monotonic_ms() -> u64 {
     let mut ts = libc::timespec {
@@ -160,14 +179,24 @@ fn coarse_monotonic_ms() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(miri))))]
 #[inline]
 fn coarse_monotonic_ms() -> u64 {
     fallback_ms()
 }
 
+#[cfg(not(miri))]
 fn fallback_ms() -> u64 {
     u64::try_from(dspex_telemetry_core::monotonic_time_ns() / 1_000_000).unwrap_or(0)
+}
+
+/// Under Miri, which models neither the coarse clock nor the CPU's counter: the standard
+/// library's clock.
+#[cfg(miri)]
+fn fallback_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A clock that moves only when told to: for tests of sliding and expiry.
@@ -205,5 +234,49 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.ms.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readers on several threads while the clock thread ticks, parks after its idle ticks and
+    /// is woken again: every reader's readings never go back, and they follow time. (Run
+    /// under Miri in CI, which checks the clock's atomics and its park and unpark.)
+    #[test]
+    fn readings_never_go_back_while_the_clock_thread_parks_and_wakes() {
+        let idle = Duration::from_millis(TICK_MS * (u64::from(IDLE_TICKS) + 4));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut last = recent_ms();
+                    for round in 0..3 {
+                        for _ in 0..20 {
+                            let now = recent_ms();
+                            assert!(now >= last, "went back from {last} to {now}");
+                            last = now;
+                        }
+                        // Long enough without a read for the clock thread to park.
+                        if round < 2 {
+                            std::thread::sleep(idle);
+                        }
+                    }
+                });
+            }
+        });
+        // It follows time (within seconds: under Miri the clock thread runs when scheduled).
+        let before = recent_ms();
+        let started = std::time::Instant::now();
+        let mut after = before;
+        while after < before + 40 && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+            after = recent_ms();
+        }
+        assert!(
+            after >= before + 40,
+            "{before}, then {after} {:?} later",
+            started.elapsed()
+        );
     }
 }
