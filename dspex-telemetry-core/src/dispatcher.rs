@@ -520,8 +520,9 @@ impl Dispatcher {
 
     /// Replaces the handlers attached under the attachments' ids, each in its place, in one
     /// step: every dispatch that starts after `replace_all` returns calls the new handler, and
-    /// none is missed in between. An attachment whose id is not attached is ignored (a paused
-    /// handler stays paused). Returns how many were replaced. The old handlers are dropped as
+    /// none is missed in between. An attachment whose id is not attached, or is attached to
+    /// something else than that one event (a prefix, several events, a span sink), is ignored
+    /// (a paused handler stays paused). Returns how many were replaced. The old handlers are dropped as
     /// detached ones are (see [`Dispatcher::detach`]).
     ///
     /// ```
@@ -542,6 +543,9 @@ impl Dispatcher {
     /// dispatcher.execute(&A, &Measurements::new(), &Metadata::new());
     /// assert_eq!((old.load(Ordering::Relaxed), new.load(Ordering::Relaxed)), (0, 1));
     /// assert_eq!(dispatcher.list_handlers(None).len(), 1);
+    /// // A handler of a prefix is not replaced by one of an event.
+    /// dispatcher.attach_prefix("p", EventName::from_static(&["app"]), |_: &Event<'_>| {}).unwrap();
+    /// assert_eq!(dispatcher.replace_all([Attachment::new("p", A, |_: &Event<'_>| {})]), 0);
     /// ```
     pub fn replace_all(&self, handlers: impl IntoIterator<Item = Attachment>) -> usize {
         let mut replacements: Vec<Attachment> = handlers.into_iter().collect();
@@ -549,7 +553,16 @@ impl Dispatcher {
             let mut state = self.lock();
             let mut old = Vec::new();
             for reg in state.registrations.iter_mut() {
-                let Some(at) = replacements.iter().position(|a| a.id == reg.id) else {
+                // Only a handler of exactly that one event: a prefix or many-event
+                // subscription, or a span sink, under the same id is left as it is.
+                let same_kind = |a: &Attachment| {
+                    matches!(reg.target, Target::Handler(_))
+                        && matches!(reg.subscriptions.as_slice(), [Subscription::Event(e)] if *e == a.event)
+                };
+                let Some(at) = replacements
+                    .iter()
+                    .position(|a| a.id == reg.id && same_kind(a))
+                else {
                     continue;
                 };
                 let a = replacements.swap_remove(at);

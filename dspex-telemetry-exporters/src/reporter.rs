@@ -572,6 +572,15 @@ impl Reporter {
         Ok((reporter, fanout.build()))
     }
 
+    /// Whether a backend keeps metric series of its own (Prometheus, a push gateway,
+    /// StatsD, OTLP metrics): what it was given stays there, whatever the window drops.
+    pub fn keeps_series(&self) -> bool {
+        self.endpoint.is_some()
+            || self.pusher.is_some()
+            || self.statsd.is_some()
+            || self.otlp_metrics.is_some()
+    }
+
     /// The `/metrics` endpoint's address, if one runs.
     pub fn prometheus_addr(&self) -> Option<SocketAddr> {
         self.endpoint.as_ref().map(PrometheusEndpoint::local_addr)

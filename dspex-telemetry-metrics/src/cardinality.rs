@@ -140,19 +140,30 @@ impl std::fmt::Debug for CardinalityStatsHandle {
 }
 
 impl CardinalityStatsHandle {
-    /// Forgets `key` (a series a recorder behind the layer dropped as idle): its label set no
-    /// longer counts against its metric's cap. A key the layer did not admit is ignored.
-    pub fn forget(&self, key: &Key) {
+    /// Forgets `keys` (series that every recorder behind the layer dropped as idle): their
+    /// label sets no longer count against their metrics' caps, and the label sets those
+    /// metrics had folded into overflow are decided again at their next registration (so a
+    /// freed slot can go to one of them). Keys the layer did not admit are ignored.
+    pub fn forget(&self, keys: &[Key]) {
         let mut names = self.0.names.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .0
-            .decided
-            .remove_if(key, |_, decision| decision.is_none())
-            .is_some()
-        {
-            if let Some(name) = names.get_mut(key.name()) {
-                name.admitted = name.admitted.saturating_sub(1);
+        let mut freed: HashSet<&str> = HashSet::new();
+        for key in keys {
+            if self
+                .0
+                .decided
+                .remove_if(key, |_, decision| decision.is_none())
+                .is_some()
+            {
+                if let Some(name) = names.get_mut(key.name()) {
+                    name.admitted = name.admitted.saturating_sub(1);
+                    freed.insert(key.name());
+                }
             }
+        }
+        if !freed.is_empty() {
+            self.0
+                .decided
+                .retain(|key, decision| decision.is_none() || !freed.contains(key.name()));
         }
     }
 

@@ -325,16 +325,14 @@ impl MetricGroup {
                     .into_iter()
                     .map(|(k, v)| Label::new(k, v))
                     .collect();
-                register_each(&self.companions, &labels);
-                register_each(&self.metrics, &labels)
+                self.register_with_companions(&labels)
             }
             Admitted::Folded { cache } => {
                 let overflow = self
                     .overflow
                     .get_or_init(|| {
                         let labels = vec![Label::new(OVERFLOW_LABEL.0, OVERFLOW_LABEL.1)];
-                        register_each(&self.companions, &labels);
-                        register_each(&self.metrics, &labels)
+                        self.register_with_companions(&labels)
                     })
                     .clone();
                 if !cache {
@@ -358,16 +356,16 @@ impl MetricGroup {
 impl MetricGroup {
     /// Marks this sweep on every cached set; if some were unused for `idle_sweeps` sweeps in a
     /// row, a copy of the group without them (its cache rebuilt), and how many were left out.
-    fn pruned(&self, idle_sweeps: u32) -> Option<(MetricGroup, usize)> {
-        let mut idle = 0;
-        self.cache.for_each(|_, set| {
+    fn pruned(&self, idle_sweeps: u32) -> Option<(MetricGroup, Vec<u64>)> {
+        let mut idle = Vec::new();
+        self.cache.for_each(|hash, set| {
             if set.used.swap(false, Ordering::Relaxed) {
                 set.idle_sweeps.store(0, Ordering::Relaxed);
             } else if set.idle_sweeps.fetch_add(1, Ordering::Relaxed) + 1 >= idle_sweeps {
-                idle += 1;
+                idle.push(hash);
             }
         });
-        if idle == 0 {
+        if idle.is_empty() {
             return None;
         }
         let group = MetricGroup {
@@ -388,6 +386,14 @@ impl MetricGroup {
             }
         });
         Some((group, idle))
+    }
+
+    /// The handles of the group's metrics with `labels`, in order, followed by its
+    /// companions' (held, so that their series live as long as the label set's).
+    fn register_with_companions(&self, labels: &[Label]) -> Box<[Handle]> {
+        let mut handles = register_each(&self.metrics, labels).into_vec();
+        handles.extend(register_each(&self.companions, labels).into_vec());
+        handles.into()
     }
 
     /// A copy of the group with the same cache entries.
@@ -667,9 +673,10 @@ impl MetricsHandler {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         let mut released = 0;
         let mut changed = false;
-        let mut admissions: Vec<Arc<Admission>> = Vec::new();
+        // Per admission touched, the label sets some group let go of.
+        let mut admissions: Vec<(Arc<Admission>, HashSet<u64>)> = Vec::new();
         for (_, groups) in routes.iter_mut() {
-            let pruned: Vec<Option<(MetricGroup, usize)>> =
+            let pruned: Vec<Option<(MetricGroup, Vec<u64>)>> =
                 groups.iter().map(|g| g.pruned(idle_sweeps)).collect();
             if pruned.iter().all(Option::is_none) {
                 continue;
@@ -679,9 +686,14 @@ impl MetricsHandler {
             for (old, pruned) in groups.iter().zip(pruned) {
                 match pruned {
                     Some((group, idle)) => {
-                        released += idle;
-                        if !admissions.iter().any(|a| Arc::ptr_eq(a, &group.admission)) {
-                            admissions.push(group.admission.clone());
+                        released += idle.len();
+                        match admissions
+                            .iter_mut()
+                            .find(|(a, _)| Arc::ptr_eq(a, &group.admission))
+                        {
+                            Some((_, hashes)) => hashes.extend(idle),
+                            None => admissions
+                                .push((group.admission.clone(), idle.into_iter().collect())),
                         }
                         new_groups.push(group);
                     }
@@ -693,8 +705,9 @@ impl MetricsHandler {
         if !changed {
             return 0;
         }
-        // An admission keeps the label sets some group of its operation still caches.
-        for admission in &admissions {
+        // An admission frees the label sets let go of that no group of its operation still
+        // caches; sets admitted meanwhile (by events on the old groups) stay admitted.
+        for (admission, let_go) in &admissions {
             let mut kept = HashSet::new();
             for (_, groups) in routes.iter() {
                 for group in groups.iter() {
@@ -704,11 +717,13 @@ impl MetricsHandler {
                 }
             }
             let mut sets = admission.sets.lock().unwrap_or_else(|e| e.into_inner());
-            sets.admitted = kept;
+            sets.admitted
+                .retain(|hash| kept.contains(hash) || !let_go.contains(hash));
         }
-        let attachments = self.attachments(&routes);
+        // Replaced while `routes` is held, so two sweeps cannot install their groups out of
+        // order (`resume` takes the same locks in the same order).
+        self.dispatcher.replace_all(self.attachments(&routes));
         drop(routes);
-        self.dispatcher.replace_all(attachments);
         released
     }
 

@@ -256,12 +256,23 @@ impl WindowedRecorder {
                     })
                     .map_err(|e| {
                         let WindowConfigError::Invalid { key, reason } = e;
-                        let key = match key.as_str() {
-                            "min_value" => at("min"),
-                            "max_value" => at("max"),
-                            other => other.to_owned(),
-                        };
-                        WindowConfigError::Invalid { key, reason }
+                        match key.as_str() {
+                            "min_value" => WindowConfigError::Invalid {
+                                key: at("min"),
+                                reason,
+                            },
+                            "max_value" => WindowConfigError::Invalid {
+                                key: at("max"),
+                                reason,
+                            },
+                            _ => WindowConfigError::Invalid {
+                                reason: format!(
+                                    "{reason}, for the range of `{name}` ({} to {})",
+                                    range.min, range.max
+                                ),
+                                key,
+                            },
+                        }
                     })?;
                     let shape = Arc::new(shape);
                     made.push((*range, shape.clone()));
@@ -336,7 +347,11 @@ impl WindowedRecorder {
             }
             overflow
         } else {
-            *registry.per_name.entry(key.name().to_owned()).or_insert(0) += 1;
+            // A key that is its metric's overflow series is never counted (nor uncounted
+            // when swept).
+            if !is_overflow(key) {
+                *registry.per_name.entry(key.name().to_owned()).or_insert(0) += 1;
+            }
             key.clone()
         };
         let series = Arc::new(make());
@@ -459,8 +474,7 @@ impl WindowedRecorder {
         sweep_map(&mut registry.gauges, &stale, &mut keys);
         for key in &keys {
             // An overflow series was never counted against its metric's cap.
-            let overflow = key.labels().any(|l| (l.key(), l.value()) == OVERFLOW_LABEL);
-            if !overflow {
+            if !is_overflow(key) {
                 if let Some(n) = registry.per_name.get_mut(key.name()) {
                     *n = n.saturating_sub(1);
                 }
@@ -489,6 +503,15 @@ impl WindowedRecorder {
                 },
             );
     }
+}
+
+/// Whether `key` is its metric's overflow series (its one label `overflow="true"`).
+fn is_overflow(key: &Key) -> bool {
+    let mut labels = key.labels();
+    matches!(
+        (labels.next(), labels.next()),
+        (Some(l), None) if (l.key(), l.value()) == OVERFLOW_LABEL
+    )
 }
 
 /// Which of the registry's maps holds a kind of series, and when a series last changed.

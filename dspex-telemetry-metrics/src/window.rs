@@ -571,7 +571,13 @@ impl SeriesWindow {
         let n = u64::from(bucket.load(Ordering::Relaxed)) + u64::from(count);
         match u16::try_from(n) {
             Ok(n) if n < u16::MAX => bucket.store(n, Ordering::Relaxed),
-            _ => self.spill(shard, index, u32::try_from(n).unwrap_or(u32::MAX)),
+            _ => {
+                let fits = u32::try_from(n).unwrap_or(u32::MAX);
+                if u64::from(fits) < n {
+                    self.refuse(n - u64::from(fits), "a bucket's counter is full");
+                }
+                self.spill(shard, index, fits)
+            }
         }
         if value.is_finite() {
             let sum = f64::from_bits(shard.sum.load(Ordering::Relaxed)) + value * f64::from(count);
@@ -824,6 +830,10 @@ impl metrics::HistogramFn for SeriesWindow {
     }
 
     fn record_many(&self, value: f64, count: usize) {
-        SeriesWindow::record_many(self, value, u32::try_from(count).unwrap_or(u32::MAX));
+        let fits = u32::try_from(count).unwrap_or(u32::MAX);
+        if fits as usize != count {
+            self.refuse((count - fits as usize) as u64, "a bucket's counter is full");
+        }
+        SeriesWindow::record_many(self, value, fits);
     }
 }

@@ -129,10 +129,14 @@ impl Telemetry {
         } else {
             None
         };
+        // With a reporter, its exporters keep every series they were given: the cap then
+        // keeps their slots too, so that what they hold stays within it.
+        let keeps_series = reporter.as_ref().is_some_and(Reporter::keeps_series);
+        let forget = (!keeps_series).then(|| cardinality.clone());
         let sweeper = Sweeper(tokio::spawn(sweep_idle(
             window.clone(),
             metrics.clone(),
-            cardinality.clone(),
+            forget,
         )));
         let alerts = alerts_parts.map(|(engine, handlers)| {
             AlertService::start(
@@ -229,11 +233,12 @@ impl Drop for Sweeper {
 
 /// Every quarter of `idle_timeout_ms` (50 ms to a minute): the metrics handler lets go of the
 /// label sets no event used for `idle_timeout_ms`, then the window drops the series idle that
-/// long that nobody holds, and the cardinality cap forgets them.
+/// long that nobody holds, and the cardinality cap forgets them (`forget`: when no exporter
+/// keeps series of its own).
 async fn sweep_idle(
     window: WindowedRecorder,
     metrics: Option<Arc<MetricsHandler>>,
-    cardinality: CardinalityStatsHandle,
+    forget: Option<CardinalityStatsHandle>,
 ) {
     let idle_ms = window.idle_timeout_ms().max(1);
     let tick_ms = (idle_ms / 4).clamp(50, 60_000);
@@ -246,7 +251,11 @@ async fn sweep_idle(
         if let Some(handler) = &metrics {
             handler.sweep(idle_sweeps);
         }
-        window.sweep_with(|key| cardinality.forget(key));
+        let mut dropped = Vec::new();
+        window.sweep_with(|key| dropped.push(key.clone()));
+        if let Some(cardinality) = &forget {
+            cardinality.forget(&dropped);
+        }
     }
 }
 
