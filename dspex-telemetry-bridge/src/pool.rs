@@ -221,9 +221,10 @@ pub struct PoolHealth {
 }
 
 struct Worker {
-    child: Child,
-    /// The worker's process group: the worker and whatever it started.
+    /// The worker's process group: the worker and whatever it started. Declared before
+    /// `child`, so that it is dropped (killed) first, while the worker is not yet reaped.
     group: ProcessGroup,
+    child: Child,
     /// `None` once closed, which tells the worker to exit.
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
@@ -234,10 +235,17 @@ struct Worker {
 /// A worker's process group. The worker leads it, and the processes it starts join it unless
 /// they leave on purpose, so that killing the group ends the worker with everything it
 /// started: nothing it started outlives it holding its pipes. Killed once, at the latest when
-/// dropped.
+/// dropped; only ever while the worker is not yet reaped: its pid, the group's id, then cannot
+/// be taken by another process (a zombie keeps it).
 struct ProcessGroup(Option<u32>);
 
 impl ProcessGroup {
+    /// The worker was reaped before its group could be killed: the group's id may be another
+    /// process's by now, so the group is never signalled.
+    fn forget(&mut self) {
+        self.0 = None;
+    }
+
     /// Sends SIGKILL to every process of the group (once; later calls do nothing).
     fn kill(&mut self) {
         #[cfg(unix)]
@@ -561,11 +569,7 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
             return Err(why);
         }
         Ok(Err(e)) => {
-            let status = child
-                .wait()
-                .await
-                .map(|s| s.to_string())
-                .unwrap_or_default();
+            let status = exit_status(&mut child, &mut group).await;
             return Err(format!("{e} ({status})"));
         }
         Err(_) => {
@@ -584,8 +588,8 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
             .with("os_pid", pid),
     );
     Ok(Worker {
-        child,
         group,
+        child,
         stdin: Some(stdin),
         stdout,
         pid,
@@ -786,7 +790,7 @@ async fn serve(
                 (Err(BridgeError::RequestTooLarge { max }), None)
             }
             Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => {
-                let status = exit_status(&mut worker.child).await;
+                let status = exit_status(&mut worker.child, &mut worker.group).await;
                 (Err(BridgeError::WorkerCrashed(status)), Some("crashed"))
             }
             Ok(Err(e)) => (
@@ -836,31 +840,105 @@ fn mismatch(frame: &Value, expected: Option<&Value>) -> String {
     }
 }
 
-async fn exit_status(child: &mut Child) -> String {
+/// How a worker that is not reaped yet stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    Running,
+    /// Ended, not reaped: its pid, the group's id, is still reserved.
+    Ended,
+    /// Reaped already.
+    Reaped,
+}
+
+/// The worker's state, leaving it unreaped if it has ended.
+#[cfg(unix)]
+fn leader(child: &Child) -> Leader {
+    let Some(pid) = child.id() else {
+        return Leader::Reaped;
+    };
+    loop {
+        // SAFETY: siginfo_t is plain data, valid zeroed; waitid writes into it and nothing else.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // WNOWAIT: an ended worker stays a zombie, to be reaped by `child` later.
+        // SAFETY: `info` is a valid, writable siginfo_t for the length of the call.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            // SAFETY: waitid filled `info` (si_pid stays 0 while the worker runs).
+            return if unsafe { info.si_pid() } == 0 {
+                Leader::Running
+            } else {
+                Leader::Ended
+            };
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Leader::Reaped;
+        }
+    }
+}
+
+/// Waits (up to `limit`) for the worker to end, without reaping it; then kills its group,
+/// while the group's id is still reserved (or forgets it, if the worker was reaped already).
+/// Whether the worker ended before its group was killed.
+async fn end_group(child: &mut Child, group: &mut ProcessGroup, limit: Duration) -> bool {
+    #[cfg(unix)]
+    {
+        let deadline = Instant::now() + limit;
+        let state = loop {
+            let state = leader(child);
+            if state != Leader::Running || Instant::now() >= deadline {
+                break state;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if state == Leader::Reaped {
+            group.forget();
+        } else {
+            group.kill();
+        }
+        state != Leader::Running
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = Leader::Running;
+        group.kill();
+        tokio::time::timeout(limit, child.wait()).await.is_ok()
+    }
+}
+
+/// The exit status of a worker whose pipe closed: waits (up to 2 s) for it to end, kills its
+/// group before reaping it, then reaps it.
+async fn exit_status(child: &mut Child, group: &mut ProcessGroup) -> String {
+    if !end_group(child, group, Duration::from_secs(2)).await {
+        return "no exit status".into();
+    }
     match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
         Ok(Ok(status)) => status.to_string(),
         _ => "no exit status".into(),
     }
 }
 
-/// Ends a worker: politely (close its input, wait) on shutdown, else by killing it; then
-/// kills its process group, so that nothing it started outlives it.
+/// Ends a worker: politely (close its input, wait) on shutdown, else by killing it. Its process
+/// group is killed first, so that nothing it started outlives it, while the worker is not yet
+/// reaped and its pid (the group's id) cannot be taken by another process; then the worker is
+/// reaped.
 async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
     // Closing stdin ends the worker's loop.
     drop(worker.stdin.take());
-    if !graceful
-        || tokio::time::timeout(Duration::from_secs(2), worker.child.wait())
-            .await
-            .is_err()
-    {
-        // The group first, while the worker is not yet reaped and its pid (the group's id)
-        // cannot be taken by another process.
-        worker.group.kill();
-        let _ = worker.child.kill().await;
-    }
-    // After a graceful exit: what the worker left running. The group's id stays reserved
-    // while any of its processes lives.
-    worker.group.kill();
+    let limit = if graceful {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    };
+    end_group(&mut worker.child, &mut worker.group, limit).await;
+    // Kills the worker if it still runs (not if it ended: a zombie keeps its status), and reaps it.
+    let _ = worker.child.kill().await;
     match worker.child.try_wait() {
         Ok(Some(status)) => status.code().map_or(-1, i64::from),
         _ => -1,
