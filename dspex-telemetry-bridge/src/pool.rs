@@ -50,7 +50,8 @@ pub struct PoolConfig {
     /// The largest frame either way (default 16 MiB). A call whose request would be larger
     /// fails with [`BridgeError::RequestTooLarge`] before anything is sent; the worker is given
     /// the same limit, and a result whose reply would be larger fails as a Python `ValueError`.
-    /// Either way the worker serves the next call.
+    /// Either way the worker serves the next call. Between 1 024 and `u32::MAX` bytes (a
+    /// frame's length is sent in 4 bytes).
     pub max_frame_bytes: usize,
     /// Python modules every worker imports at start (where tools are registered). A module
     /// that fails to import fails the start, with its error.
@@ -296,8 +297,14 @@ impl Pool {
         if config.call_timeout.is_zero() {
             return Err(invalid("call_timeout", "must be above zero"));
         }
-        if config.max_frame_bytes < 1024 {
-            return Err(invalid("max_frame_bytes", "must be at least 1024"));
+        // A frame's length is sent in 4 bytes.
+        if config.max_frame_bytes < 1024
+            || u64::try_from(config.max_frame_bytes).map_or(true, |n| n > u64::from(u32::MAX))
+        {
+            return Err(invalid(
+                "max_frame_bytes",
+                "must be between 1024 and 4294967295 (u32::MAX)",
+            ));
         }
         let (tx, rx) = mpsc::channel(config.max_queue_depth);
         let (pinned, pinned_rx): (Vec<_>, Vec<_>) = (0..config.size)

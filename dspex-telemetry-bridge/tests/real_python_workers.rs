@@ -519,6 +519,29 @@ async fn bad_configuration_fails_at_start_naming_the_key() {
     .await
     .unwrap_err();
     assert!(matches!(err, StartError::Spawn { .. }), "{err}");
+    // A frame's length is sent in 4 bytes: no cap above u32::MAX, none below 1 KiB.
+    for max_frame_bytes in [1023, (u64::from(u32::MAX) + 1) as usize] {
+        let err = Pool::start(PoolConfig {
+            max_frame_bytes,
+            ..PoolConfig::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StartError::Config {
+                    key: "max_frame_bytes",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid `max_frame_bytes`: must be between 1024 and 4294967295 (u32::MAX)"
+        );
+    }
     let _ = catalog::POOL_HEALTH;
     let _: Value = json!(null);
 }
