@@ -4,8 +4,8 @@ Protocol: each frame is a 4-byte big-endian length followed by that many bytes. 
 bytes are its trace header (ASCII, empty without a trace), a newline, then UTF-8 JSON; a reply's
 are UTF-8 JSON. Requests arrive on stdin and replies leave on stdout; the worker takes both
 pipes for itself at start, on descriptors no child inherits: anything user code prints goes to
-stderr and cannot corrupt a frame, a child process reads an empty stdin, and a child forked
-from the worker closes its copies of the pipes.
+stderr and cannot corrupt a frame, a child process reads an empty stdin, and in a child forked
+from the worker /dev/null takes the pipes' place.
 
 Frames are at most `max_frame_bytes` (the pool passes it as DSPEX_WORKER_MAX_FRAME_BYTES). A
 request frame over it is skipped and answered with a ProtocolError; a reply over it, or one
@@ -227,6 +227,14 @@ def _encode(message):
     reply = {"id": message.get("id"), "ok": False, "error": {"type": kind, "message": why}}
     if isinstance(message.get("call_span"), list):
         reply["call_span"] = message["call_span"]
+    # The spans the call collected go back all the same, unless they are what cannot be sent.
+    if isinstance(message.get("spans"), list):
+        try:
+            body = json.dumps({**reply, "spans": message["spans"]}, allow_nan=False).encode("utf-8")
+            if len(body) <= MAX_FRAME:
+                return body
+        except Exception:  # noqa: BLE001 - the error reply goes without them
+            pass
     return json.dumps(reply, default=repr).encode("utf-8")
 
 
@@ -316,29 +324,43 @@ def _serve_one(request, traced):
     return reply
 
 
+# The frame pipes (on the worker's own descriptors, not 0 and 1) and their descriptors, set at start.
 _proto_in = None
 _proto_out = None
+_proto_fds = ()
 
 
 def _close_pipes_in_child():
     # A process forked from the worker (os.fork, multiprocessing) gets copies of every
     # descriptor, the frame pipes among them: it must neither read requests nor write replies.
-    global _proto_in, _proto_out
-    for stream in (_proto_in, _proto_out):
-        try:
-            stream.close()
-        except (OSError, ValueError):
-            pass
-    _proto_in = _proto_out = None
+    # /dev/null takes the pipes' place under the same descriptors. The buffered streams over
+    # them are left alone: a thread of the worker that no longer exists in the child may hold
+    # their lock (reading the next request), and any method of theirs would wait for it
+    # forever. A grandchild does the same again, on descriptors that are /dev/null already.
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        for fd in _proto_fds:
+            if fd != devnull:
+                try:
+                    os.dup2(devnull, fd, inheritable=False)
+                except OSError:
+                    pass
+    finally:
+        if devnull not in _proto_fds:
+            os.close(devnull)
 
 
 def main():
-    global _proto_in, _proto_out, _header, _collected, MAX_FRAME
+    global _proto_in, _proto_out, _proto_fds, _header, _collected, MAX_FRAME
     MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
     # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
     # makes them non-inheritable); fd 0 becomes /dev/null, fd 1 (and so print) goes to stderr.
     proto_in = _proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = _proto_out = os.fdopen(os.dup(1), "wb")
+    _proto_fds = (proto_in.fileno(), proto_out.fileno())
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -350,7 +372,7 @@ def main():
         try:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
-            _write_frame(proto_out, {"ready": False, "error": f"preloading {module}: {type(exc).__name__}: {exc}"})
+            _write_frame(proto_out, {"ready": False, "error": f"preloading {module}: {type(exc).__name__}: {_text(exc)}"})
             return
     _write_frame(proto_out, {"ready": True, "pid": os.getpid(), "tools": sorted(TOOLS)})
     while True:

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dspex_telemetry_bridge::{BridgeError, Pool, PoolConfig};
+use dspex_telemetry_bridge::{BridgeError, Pool, PoolConfig, StartError};
 use dspex_telemetry_core::{Dispatcher, Event, EventName};
 use serde_json::{Value, json};
 
@@ -374,8 +374,9 @@ async fn results_that_cannot_be_encoded_are_python_errors_and_the_worker_stays()
     assert!(message.contains("set"), "{message}");
     assert_eq!(pid(&pool).await, worker);
 
-    // Deeper than the pool reads, and deeper than Python's encoder goes.
-    for depth in [200, 5000] {
+    // Deeper than the pool reads (126 levels under the reply), and deeper than Python's
+    // encoder goes.
+    for depth in [127, 200, 5000] {
         let (kind, message) = python_error(call(&pool, "deep", vec![json!(depth)]).await);
         assert_eq!(kind, "RecursionError", "{depth}: {message}");
         assert!(message.contains("JSON"), "{message}");
@@ -383,10 +384,11 @@ async fn results_that_cannot_be_encoded_are_python_errors_and_the_worker_stays()
     }
     // As deep as the pool reads comes back.
     let mut expected = json!([]);
-    for _ in 1..100 {
+    for _ in 1..126 {
         expected = json!([expected]);
     }
-    assert_eq!(call(&pool, "deep", vec![json!(100)]).await, Ok(expected));
+    assert_eq!(call(&pool, "deep", vec![json!(126)]).await, Ok(expected));
+    assert_eq!(pid(&pool).await, worker);
 
     // An exception whose text cannot be made.
     let (kind, _) = python_error(call(&pool, "raise_silent", vec![]).await);
@@ -395,4 +397,92 @@ async fn results_that_cannot_be_encoded_are_python_errors_and_the_worker_stays()
 
     assert!(exits(&log).is_empty(), "{:?}", exits(&log));
     pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_forked_by_a_thread_while_the_worker_waits_for_a_request_exits() {
+    let (d, log) = recording_dispatcher();
+    let pool = pool(&d, |_| {}).await;
+    let worker = call(&pool, "fork_from_thread", vec![json!(0.2)])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    // The thread forks while the worker's main thread reads the next request. The child and
+    // its own child find /dev/null in the pipes' place and exit (0) at once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(call(&pool, "fork_outcome", vec![]).await, Ok(json!(0)));
+    assert_eq!(pid(&pool).await, worker);
+    assert_eq!(
+        call(&pool, "text_of", vec![json!(2)]).await,
+        Ok(json!("xx"))
+    );
+    assert!(exits(&log).is_empty(), "{:?}", exits(&log));
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_preload_error_whose_text_cannot_be_made_still_fails_the_start() {
+    let err = Pool::start(PoolConfig {
+        size: 1,
+        python_path: vec![fixtures()],
+        preload: vec!["edge_silent_preload".into()],
+        health_interval: None,
+        ..PoolConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, StartError::Spawn { reason, .. }
+            if reason.contains("edge_silent_preload") && reason.contains("SilentPreloadError")),
+        "{err}"
+    );
+}
+
+/// Drives the worker script directly: a timed call whose result cannot be encoded.
+#[test]
+fn an_error_reply_for_a_result_that_cannot_be_encoded_keeps_the_calls_spans() {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("python3")
+        .args(["-u", "-c", dspex_telemetry_bridge::WORKER_SCRIPT])
+        .env("PYTHONPATH", fixtures())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let (mut input, mut output) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut read_reply = move || -> Value {
+        let mut len = [0u8; 4];
+        output
+            .read_exact(&mut len)
+            .expect("a reply, not the end of the worker");
+        let mut reply = vec![0; u32::from_be_bytes(len) as usize];
+        output.read_exact(&mut reply).unwrap();
+        serde_json::from_slice(&reply).unwrap()
+    };
+    assert_eq!(read_reply()["ready"], json!(true));
+    let header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 00f067aa0ba902b7 c ";
+    let request = json!({
+        "op": "call", "id": 1, "module": "edge_fixtures",
+        "function": "spanned_unencodable", "timed": true,
+    });
+    let body = format!("{header}\n{request}");
+    input.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    input.write_all(body.as_bytes()).unwrap();
+    input.flush().unwrap();
+    let reply = read_reply();
+    assert_eq!(
+        (&reply["ok"], &reply["id"]),
+        (&json!(false), &json!(1)),
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["type"], json!("TypeError"), "{reply}");
+    assert!(reply["call_span"].is_array(), "{reply}");
+    // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
+    let spans = reply["spans"].as_array().expect("the call's spans");
+    assert_eq!(spans.len(), 1, "{reply}");
+    assert_eq!(spans[0][0], json!("before"));
+    assert_eq!(spans[0][2], json!("00f067aa0ba902b7"));
+    drop(input);
+    assert!(child.wait().unwrap().success());
 }

@@ -129,3 +129,57 @@ class SilentError(Exception):
 
 def raise_silent():
     raise SilentError()
+
+
+_forked = {}
+
+
+def _pipes_are_devnull():
+    return all(os.readlink(f"/proc/self/fd/{fd}") == os.devnull for fd in dspex_worker._proto_fds)
+
+
+def fork_from_thread(delay):
+    """Leaves a thread behind that forks while the worker waits for the next request.
+
+    The child forks a grandchild; each checks that /dev/null has taken the frame pipes' place
+    and exits. The thread waits (up to 5 s) for the child; `fork_outcome` tells what it saw.
+    """
+    _forked.clear()
+
+    def fork():
+        time.sleep(delay)
+        child = os.fork()
+        if child == 0:
+            code = 0 if _pipes_are_devnull() else 3
+            grandchild = os.fork()
+            if grandchild == 0:
+                os._exit(0 if _pipes_are_devnull() else 4)
+            _, status = os.waitpid(grandchild, 0)
+            os._exit(code or os.waitstatus_to_exitcode(status))
+        limit = time.monotonic() + 5
+        while time.monotonic() < limit:
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                _forked["exit"] = os.waitstatus_to_exitcode(status)
+                return
+            time.sleep(0.01)
+        _forked["exit"] = "still running"
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+
+    threading.Thread(target=fork, daemon=True).start()
+    return os.getpid()
+
+
+def fork_outcome():
+    limit = time.monotonic() + 10
+    while "exit" not in _forked and time.monotonic() < limit:
+        time.sleep(0.01)
+    return _forked.get("exit")
+
+
+def spanned_unencodable():
+    """Times a block, then returns what JSON has no form for."""
+    with dspex_worker.dspex_span("before"):
+        pass
+    return {"tags": {"a", "b"}}
