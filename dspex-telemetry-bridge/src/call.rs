@@ -227,7 +227,7 @@ impl Pool {
         for python in &reply.spans {
             // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
             let Some(fields) = python.as_array().filter(|f| f.len() == 8) else {
-                let span = crate::text::log_safe(&python.to_string(), 200);
+                let span = dspex_telemetry_core::log_safe(&python.to_string(), 200);
                 tracing::debug!(%span, "ignored a malformed span from a worker");
                 continue;
             };

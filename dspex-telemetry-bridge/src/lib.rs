@@ -42,7 +42,6 @@ mod pool;
 mod protocol;
 mod session;
 mod stderr;
-mod text;
 
 pub use call::ToolCall;
 pub use contract::{FieldType, Signature, SignatureError};

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::{BridgeError, StartError};
 use crate::protocol::{FrameError, read_frame, write_request};
-use crate::text::log_safe;
+use dspex_telemetry_core::log_safe;
 
 /// The worker script, shipped inside the crate (standard library only).
 pub const WORKER_SCRIPT: &str = include_str!("../python/dspex_worker.py");

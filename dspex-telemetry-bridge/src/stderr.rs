@@ -6,7 +6,7 @@
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-use crate::text::log_safe;
+use dspex_telemetry_core::log_safe;
 
 /// The most bytes of one stderr line that are kept.
 pub(crate) const LINE_LIMIT: usize = 4096;

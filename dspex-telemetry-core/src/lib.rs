@@ -54,6 +54,7 @@ mod instrument;
 pub mod log_fields;
 mod record;
 mod span;
+mod text;
 mod traceparent;
 mod value;
 
@@ -79,6 +80,7 @@ pub use record::{
     SpanStatus,
 };
 pub use span::{SpanFuture, SpanPrefix, with_span};
+pub use text::log_safe;
 pub use traceparent::{TraceParent, TraceParentError};
 #[doc(hidden)]
 pub use value::distinct_keys;

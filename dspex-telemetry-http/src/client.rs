@@ -273,29 +273,7 @@ fn reason_of(e: reqwest::Error) -> String {
     log_safe(&text, 300)
 }
 
-/// Text from a peer (or anything a peer may have shaped), made safe for one log line: control
-/// characters escaped, at most `max` characters kept.
-///
-/// ```
-/// use dspex_telemetry_http::log_safe;
-/// assert_eq!(log_safe("a\nforged line\x1b[31m", 100), r"a\nforged line\u{1b}[31m");
-/// assert_eq!(log_safe("abcdef", 3), "abc…");
-/// ```
-pub fn log_safe(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c == '"' || c == '\'' || c == '\\' {
-            out.push(c);
-        } else {
-            out.extend(c.escape_debug());
-        }
-    }
-    out
-}
+pub use dspex_telemetry_core::log_safe;
 
 /// Why a header was refused. Values are never shown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -368,23 +368,7 @@ impl MetricGroup {
         if idle.is_empty() {
             return None;
         }
-        let group = MetricGroup {
-            tags: self.tags.clone(),
-            metrics: self.metrics.clone(),
-            companions: self.companions.clone(),
-            cache: AppendOnlyMap::new(),
-            admission: self.admission.clone(),
-            overflow: self.overflow.clone(),
-        };
-        self.cache.for_each(|hash, set| {
-            if set.idle_sweeps.load(Ordering::Relaxed) < idle_sweeps {
-                let kept = CachedSet::new(set.parts.clone(), set.handles.clone(), set.admitted);
-                kept.used.store(false, Ordering::Relaxed);
-                kept.idle_sweeps
-                    .store(set.idle_sweeps.load(Ordering::Relaxed), Ordering::Relaxed);
-                group.cache.insert(hash, kept, |c| c.parts == set.parts);
-            }
-        });
+        let group = self.with_entries(|set| set.idle_sweeps.load(Ordering::Relaxed) < idle_sweeps);
         Some((group, idle))
     }
 
@@ -398,6 +382,11 @@ impl MetricGroup {
 
     /// A copy of the group with the same cache entries.
     fn copy(&self) -> MetricGroup {
+        self.with_entries(|_| true)
+    }
+
+    /// A copy of the group whose cache holds the entries `keep` selects, with their marks.
+    fn with_entries(&self, keep: impl Fn(&CachedSet) -> bool) -> MetricGroup {
         let group = MetricGroup {
             tags: self.tags.clone(),
             metrics: self.metrics.clone(),
@@ -407,12 +396,14 @@ impl MetricGroup {
             overflow: self.overflow.clone(),
         };
         self.cache.for_each(|hash, set| {
-            let kept = CachedSet::new(set.parts.clone(), set.handles.clone(), set.admitted);
-            kept.used
-                .store(set.used.load(Ordering::Relaxed), Ordering::Relaxed);
-            kept.idle_sweeps
-                .store(set.idle_sweeps.load(Ordering::Relaxed), Ordering::Relaxed);
-            group.cache.insert(hash, kept, |c| c.parts == set.parts);
+            if keep(set) {
+                let kept = CachedSet::new(set.parts.clone(), set.handles.clone(), set.admitted);
+                kept.used
+                    .store(set.used.load(Ordering::Relaxed), Ordering::Relaxed);
+                kept.idle_sweeps
+                    .store(set.idle_sweeps.load(Ordering::Relaxed), Ordering::Relaxed);
+                group.cache.insert(hash, kept, |c| c.parts == set.parts);
+            }
         });
         group
     }

@@ -2,9 +2,6 @@
 //! through a user's own `counter!` cost about what the cap's label sets cost; nothing grows
 //! with the values past the cap.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use dspex_telemetry_core::{Dispatcher, catalog, measurements, metadata};
 use dspex_telemetry_metrics::{
     CardinalityLayer, MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
@@ -12,30 +9,8 @@ use dspex_telemetry_metrics::{
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_util::layers::{FanoutBuilder, Layer};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator, counting bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as the caller promised for `layout`.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as the caller promised for `ptr` and `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
+#[path = "support/counting_allocator.rs"]
+mod counting_allocator;
 
 const CAP: usize = 1_000;
 
@@ -48,7 +23,7 @@ fn a_hundred_thousand_label_values_cost_what_the_cap_costs() {
     let handle = prometheus.handle();
     let live = || {
         handle.run_upkeep();
-        live()
+        counting_allocator::live()
     };
     let fanout = FanoutBuilder::default()
         .add_recorder(window.clone())

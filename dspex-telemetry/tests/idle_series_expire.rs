@@ -3,33 +3,13 @@
 //! returned (counted by the allocator), and the cap frees their slots. A label set used again
 //! gets a new series.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dspex_telemetry::{Config, Telemetry};
 use dspex_telemetry_core::{Dispatcher, EventName, Measurements, Metadata, catalog, metadata};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator, counting bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as the caller promised for `layout`.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as the caller promised for `ptr` and `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "../../dspex-telemetry-metrics/tests/support/counting_allocator.rs"]
+mod counting_allocator;
 
 const TICK: EventName = EventName::from_static(&["test", "tick"]);
 
@@ -49,7 +29,7 @@ async fn series_idle_for_the_timeout_are_gone_with_their_memory() {
     let telemetry = Telemetry::start(&config, &d)
         .await
         .expect("the stack starts");
-    let baseline = LIVE.load(Ordering::Relaxed);
+    let baseline = counting_allocator::live();
     for i in 0..100 {
         call(&d, &format!("f{i}"));
     }
@@ -58,7 +38,7 @@ async fn series_idle_for_the_timeout_are_gone_with_their_memory() {
         series >= 300,
         "duration, count and errors per method: {series}"
     );
-    let used = LIVE.load(Ordering::Relaxed) - baseline;
+    let used = counting_allocator::live() - baseline;
     assert!(used > 100 * 10_000, "{used} bytes for 100 methods");
 
     // Idle: this thread only ticks (an event no handler takes), which lets it see the
@@ -73,7 +53,7 @@ async fn series_idle_for_the_timeout_are_gone_with_their_memory() {
         0,
         "every series expired within 5 s of a 200 ms idle timeout"
     );
-    let left = LIVE.load(Ordering::Relaxed) - baseline;
+    let left = counting_allocator::live() - baseline;
     eprintln!(
         "100 methods: {used} bytes; after expiring in {:?}: {left} bytes",
         started.elapsed()

@@ -1,8 +1,15 @@
-//! Text from a worker, made safe for a log line or an error message.
+//! Text from a peer, made safe for a log line or an error message.
 
-/// `text` with control characters escaped and at most `max` characters kept (`…` marks a cut):
-/// what a worker wrote cannot start a forged log line or recolour a terminal.
-pub(crate) fn log_safe(text: &str, max: usize) -> String {
+/// Text from a peer (or anything a peer may have shaped), made safe for one log line: control
+/// characters escaped, at most `max` characters kept (`…` marks a cut), so that it cannot start
+/// a forged log line or recolour a terminal.
+///
+/// ```
+/// use dspex_telemetry_core::log_safe;
+/// assert_eq!(log_safe("a\nforged line\x1b[31m", 100), r"a\nforged line\u{1b}[31m");
+/// assert_eq!(log_safe("abcdef", 3), "abc…");
+/// ```
+pub fn log_safe(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max) + 8);
     for (i, c) in text.chars().enumerate() {
         if i == max {
