@@ -25,6 +25,7 @@ Standard library only.
 
 import contextlib
 import contextvars
+import dataclasses
 import importlib
 import json
 import os
@@ -205,6 +206,34 @@ def _nests_deeper_than(body, limit):
     return bool(brackets)
 
 
+def _structured(value):
+    """The JSON form of a result JSON has no form for (json.dumps calls it for each such value,
+    and again for what it returns): a dspy.Prediction or Example as its fields (`toDict()`), a
+    pydantic model as `model_dump(mode="json")`, a dataclass as its fields, a set as a list
+    (sorted when its items sort). Anything else is a TypeError naming its type: never a repr.
+    Tuples are lists already.
+    """
+    kind = type(value)
+    to_dict = getattr(kind, "toDict", None)
+    if callable(to_dict):
+        return value.toDict()
+    model_dump = getattr(kind, "model_dump", None)
+    if callable(model_dump):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    raise TypeError(
+        f"a value of type {kind.__module__}.{kind.__qualname__} has no JSON form: return a dict, "
+        "list, tuple, str, int, float, bool or None, or a dataclass, a pydantic model, a set, "
+        "a dspy.Prediction or Example"
+    )
+
+
 def _encode(message):
     """A reply's frame body. A reply that cannot be sent as the pool reads it (not JSON, too
     deep, too large) becomes an error reply to the same request: the call fails, not the worker.
@@ -212,7 +241,7 @@ def _encode(message):
     try:
         # Strict JSON: NaN and infinities are not JSON; an object JSON has no form for is a
         # TypeError, not its repr.
-        body = json.dumps(message, allow_nan=False).encode("utf-8")
+        body = json.dumps(message, allow_nan=False, default=_structured).encode("utf-8")
         if _nests_deeper_than(body, _MAX_DEPTH):
             why = f"the result nests deeper than {_MAX_DEPTH - 1} levels, the most the pool reads"
             failure = ("RecursionError", f"the reply cannot be sent as JSON: {why}")

@@ -9,6 +9,7 @@ use dspex_telemetry_core::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::args::Args;
 use crate::error::BridgeError;
 use crate::pool::{Interest, Pool, Reply};
 
@@ -28,10 +29,11 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// `args` as JSON text for event metadata, cut after [`ARGS_TEXT_LIMIT`] bytes (at a character
-/// boundary, marked `…`). Serialization stops at the limit, so large arguments cost no more
-/// than small ones.
-pub(crate) fn args_text(args: &[Value]) -> String {
+/// `args` as JSON text for event metadata: the positional arguments' list, or with keyword
+/// arguments `{"args": […], "kwargs": {…}}`; cut after [`ARGS_TEXT_LIMIT`] bytes (at a
+/// character boundary, marked `…`). Serialization stops at the limit, so large arguments cost
+/// no more than small ones.
+pub(crate) fn args_text(args: &[Value], kwargs: &Map<String, Value>) -> String {
     /// Takes bytes until it holds one more than the limit, then refuses the rest.
     struct Bounded(Vec<u8>);
     impl std::io::Write for Bounded {
@@ -50,7 +52,11 @@ pub(crate) fn args_text(args: &[Value]) -> String {
     }
     let mut out = Bounded(Vec::with_capacity(64));
     // An error here means the limit was reached: what was written is what is wanted.
-    let _ = serde_json::to_writer(&mut out, args);
+    let _ = if kwargs.is_empty() {
+        serde_json::to_writer(&mut out, args)
+    } else {
+        serde_json::to_writer(&mut out, &json!({ "args": args, "kwargs": kwargs }))
+    };
     let mut bytes = out.0;
     if bytes.len() <= ARGS_TEXT_LIMIT {
         return String::from_utf8(bytes).unwrap_or_default();
@@ -66,25 +72,28 @@ pub(crate) fn args_text(args: &[Value]) -> String {
 }
 
 impl Pool {
-    /// Calls `module.function(*args)` in a worker and returns its result.
+    /// Calls `module.function(*args, **kwargs)` in a worker and returns its result, as
+    /// structured data (see the worker's conversions in the guide).
     ///
-    /// The call is a `[:dspex, :bridge, :call]` span (metadata `module`, `function`, `args`;
-    /// on stop `success`, `result_type`, `worker_id`; on exception `error`). `args` (the
-    /// arguments' JSON, at most 256 bytes) is left out when every handler of the span declared
-    /// the keys it reads and none named it ([`dspex_telemetry_core::Reads`]). The current
-    /// trace travels to the worker, which keeps it while it serves the call; the spans the
-    /// worker timed come back as `[:dspex, :python, :span]` events, children of this call.
+    /// `args` is a `Vec<Value>` of positional arguments, a `Map` of keyword arguments, or an
+    /// [`Args`] with both. The call is a `[:dspex, :bridge, :call]` span (metadata `module`,
+    /// `function`, `args`; on stop `success`, `result_type`, `worker_id`; on exception
+    /// `error`). `args` (the arguments' JSON, at most 256 bytes) is left out when every
+    /// handler of the span declared the keys it reads and none named it
+    /// ([`dspex_telemetry_core::Reads`]). The current trace travels to the worker, which keeps
+    /// it while it serves the call; the spans the worker timed come back as
+    /// `[:dspex, :python, :span]` events, children of this call.
     pub async fn call(
         &self,
         module: &str,
         function: &str,
-        args: Vec<Value>,
+        args: impl Into<Args>,
     ) -> Result<Value, BridgeError> {
-        self.call_with_kwargs(module, function, args, Map::new())
-            .await
+        let (args, kwargs) = args.into().into_parts();
+        self.call_with_kwargs(module, function, args, kwargs).await
     }
 
-    /// As [`Pool::call`], with keyword arguments.
+    /// As [`Pool::call`], with positional and keyword arguments apart.
     pub async fn call_with_kwargs(
         &self,
         module: &str,
@@ -96,7 +105,7 @@ impl Pool {
         let mut md = metadata! { "module" => module, "function" => function };
         if self.interest() & Interest::CALL_ARGS != 0 {
             // Only for traces and logs: never a label.
-            md.insert("args", args_text(&args));
+            md.insert("args", args_text(&args, &kwargs));
         }
         dispatcher
             .try_span_async(&catalog::BRIDGE_CALL, md, async {
@@ -309,12 +318,16 @@ impl Pool {
     /// the pool preloads) as a `[:dspex, :tools, :execute]` span: metadata `tool_name`,
     /// `session_id`, `caller`; on stop `result_type`; on exception `kind` (`error` or
     /// `timeout`) and `reason`.
+    ///
+    /// `args` is a `Vec<Value>` of positional arguments, a `Map` of keyword arguments, or an
+    /// [`Args`] with both.
     pub async fn execute_tool(
         &self,
         name: &str,
-        args: Vec<Value>,
+        args: impl Into<Args>,
         call: ToolCall<'_>,
     ) -> Result<Value, BridgeError> {
+        let (args, kwargs) = args.into().into_parts();
         let mut md = metadata! { "tool_name" => name };
         if let Some(s) = call.session_id {
             md.insert("session_id", s);
@@ -329,6 +342,9 @@ impl Pool {
                 message.insert("op".into(), json!("tool"));
                 message.insert("name".into(), json!(name));
                 message.insert("args".into(), Value::Array(args));
+                if !kwargs.is_empty() {
+                    message.insert("kwargs".into(), Value::Object(kwargs));
+                }
                 match self.submit_with_timeout("tool", message, call.timeout).await {
                     Ok(reply) => {
                         self.emit_python_spans(&reply, || format!("python tool {name}"));
@@ -353,15 +369,20 @@ mod tests {
     #[test]
     fn args_text_is_the_json_cut_at_the_limit_on_a_character_boundary() {
         let short = vec![json!(-3), json!("two")];
-        assert_eq!(args_text(&short), r#"[-3,"two"]"#);
+        assert_eq!(args_text(&short, &Map::new()), r#"[-3,"two"]"#);
+        let kwargs = json!({"question": "why?"}).as_object().cloned().unwrap();
+        assert_eq!(
+            args_text(&short, &kwargs),
+            r#"{"args":[-3,"two"],"kwargs":{"question":"why?"}}"#
+        );
 
         let exact = vec![json!("x".repeat(ARGS_TEXT_LIMIT - 4))];
-        assert_eq!(args_text(&exact).len(), ARGS_TEXT_LIMIT);
-        assert!(!args_text(&exact).ends_with('…'));
+        assert_eq!(args_text(&exact, &Map::new()).len(), ARGS_TEXT_LIMIT);
+        assert!(!args_text(&exact, &Map::new()).ends_with('…'));
 
         // A megabyte of arguments: the text is the first bytes of its JSON, marked as cut.
         let big = vec![json!("é".repeat(500_000)), json!({"k": [1, 2, 3]})];
-        let text = args_text(&big);
+        let text = args_text(&big, &Map::new());
         let full = serde_json::to_string(&big).unwrap();
         let kept = text.strip_suffix('…').expect("marked as cut");
         assert!(full.starts_with(kept));

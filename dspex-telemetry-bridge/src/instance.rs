@@ -3,6 +3,7 @@
 use dspex_telemetry_core::{catalog, metadata};
 use serde_json::{Map, Value, json};
 
+use crate::args::Args;
 use crate::error::BridgeError;
 use crate::pool::Pool;
 
@@ -25,7 +26,9 @@ impl PyObject {
 }
 
 impl Pool {
-    /// Creates `module.class(*args)` in a worker, as a bridge call with function `class`.
+    /// Creates `module.class(*args, **kwargs)` in a worker, as a bridge call with function
+    /// `class`. `args` is a `Vec<Value>` of positional arguments, a `Map` of keyword
+    /// arguments, or an [`Args`] with both.
     ///
     /// ```no_run
     /// # async fn run(pool: dspex_telemetry_bridge::Pool) -> Result<(), dspex_telemetry_bridge::BridgeError> {
@@ -39,8 +42,9 @@ impl Pool {
         &self,
         module: &str,
         class: &str,
-        args: Vec<Value>,
+        args: impl Into<Args>,
     ) -> Result<PyObject, BridgeError> {
+        let (args, kwargs) = args.into().into_parts();
         let dispatcher = self.config().dispatcher.clone();
         let md =
             metadata! { "module" => module, "function" => class, "operation" => "create_instance" };
@@ -51,6 +55,9 @@ impl Pool {
                 message.insert("module".into(), json!(module));
                 message.insert("class".into(), json!(class));
                 message.insert("args".into(), Value::Array(args));
+                if !kwargs.is_empty() {
+                    message.insert("kwargs".into(), Value::Object(kwargs));
+                }
                 match self.submit_to("create_instance", message, None, None).await {
                     Ok(reply) => {
                         let object = reply.result.as_u64().map(|id| PyObject {
@@ -77,14 +84,16 @@ impl Pool {
             .await
     }
 
-    /// Calls `object.method(*args)` in the worker holding it, as a bridge call with module
-    /// `module.Class` and function `method`.
+    /// Calls `object.method(*args, **kwargs)` in the worker holding it, as a bridge call with
+    /// module `module.Class` and function `method`. `args` is a `Vec<Value>` of positional
+    /// arguments, a `Map` of keyword arguments, or an [`Args`] with both.
     pub async fn call_method(
         &self,
         object: &PyObject,
         method: &str,
-        args: Vec<Value>,
+        args: impl Into<Args>,
     ) -> Result<Value, BridgeError> {
+        let (args, kwargs) = args.into().into_parts();
         let dispatcher = self.config().dispatcher.clone();
         let md = metadata! { "module" => object.class.as_str(), "function" => method, "operation" => "call_method" };
         dispatcher
@@ -94,6 +103,9 @@ impl Pool {
                 message.insert("instance".into(), json!(object.id));
                 message.insert("method".into(), json!(method));
                 message.insert("args".into(), Value::Array(args));
+                if !kwargs.is_empty() {
+                    message.insert("kwargs".into(), Value::Object(kwargs));
+                }
                 let pin = Some((object.worker_id, object.generation));
                 match self.submit_to("call_method", message, None, pin).await {
                     Ok(reply) => {

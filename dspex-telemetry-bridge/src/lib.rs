@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod args;
 mod call;
 mod contract;
 mod error;
@@ -42,13 +43,16 @@ mod pool;
 mod protocol;
 mod session;
 mod stderr;
+mod usage;
 
+pub use args::Args;
 pub use call::ToolCall;
 pub use contract::{FieldType, Signature, SignatureError};
 pub use error::{BridgeError, StartError};
 pub use instance::PyObject;
 pub use pool::{Pool, PoolConfig, PoolHealth, WORKER_SCRIPT};
 pub use session::{SessionError, Sessions};
+pub use usage::ResourceUsage;
 
 /// The guide's samples, compiled as doctests.
 #[cfg(doctest)]

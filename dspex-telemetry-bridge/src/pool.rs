@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::{BridgeError, StartError};
 use crate::protocol::{FrameError, read_frame, write_request};
+use crate::usage::ResourceUsage;
 use dspex_telemetry_core::log_safe;
 
 /// The worker script, shipped inside the crate (standard library only).
@@ -56,8 +57,17 @@ pub struct PoolConfig {
     /// Python modules every worker imports at start (where tools are registered). A module
     /// that fails to import fails the start, with its error.
     pub preload: Vec<String>,
-    /// How often a `[:dspex, :pool, :health]` event is emitted (default 5 s; `None`: never).
+    /// How often a `[:dspex, :pool, :health]` event is emitted, with a
+    /// `[:dspex, :pool, :worker, :usage]` event per worker (its memory and CPU time) (default
+    /// 5 s; `None`: never).
     pub health_interval: Option<Duration>,
+    /// Recycles a worker whose resident memory is above this many bytes after a call: it
+    /// finishes the call, exits with reason `recycled_memory`, and a new worker takes its
+    /// place (default `None`: never). Read from `/proc` after each call, on Linux only.
+    pub max_worker_memory_bytes: Option<u64>,
+    /// Recycles a worker after it served this many requests, with reason
+    /// `recycled_requests` (default `None`: never).
+    pub max_worker_requests: Option<u64>,
     /// Where the pool's and the calls' events go (default: the global dispatcher).
     pub dispatcher: Dispatcher,
 }
@@ -75,6 +85,8 @@ impl Default for PoolConfig {
             startup_timeout: Duration::from_secs(10),
             max_frame_bytes: 16 * 1024 * 1024,
             health_interval: Some(Duration::from_secs(5)),
+            max_worker_memory_bytes: None,
+            max_worker_requests: None,
             dispatcher: Dispatcher::global().clone(),
         }
     }
@@ -181,6 +193,10 @@ struct Inner {
     pinned: Vec<mpsc::Sender<Job>>,
     /// Per worker slot: how many times a worker was started in it.
     generations: Vec<AtomicU64>,
+    /// Per worker slot: the serving worker's pid (0 while none serves).
+    pids: Vec<AtomicU32>,
+    /// Per worker slot: the requests its current worker served.
+    served: Vec<AtomicU64>,
 }
 
 /// A pool of Python worker processes, instrumented end to end. Clone it to share.
@@ -297,6 +313,15 @@ impl Pool {
         if config.call_timeout.is_zero() {
             return Err(invalid("call_timeout", "must be above zero"));
         }
+        if config.max_worker_requests == Some(0) {
+            return Err(invalid("max_worker_requests", "must be at least 1"));
+        }
+        if config.max_worker_memory_bytes.is_some_and(|b| b < 1 << 20) {
+            return Err(invalid(
+                "max_worker_memory_bytes",
+                "must be at least 1048576 (1 MiB); a Python process needs more",
+            ));
+        }
         // A frame's length is sent in 4 bytes.
         if config.max_frame_bytes < 1024
             || u64::try_from(config.max_frame_bytes).map_or(true, |n| n > u64::from(u32::MAX))
@@ -313,6 +338,8 @@ impl Pool {
         let inner = Arc::new(Inner {
             pinned,
             generations: (0..config.size).map(|_| AtomicU64::new(0)).collect(),
+            pids: (0..config.size).map(|_| AtomicU32::new(0)).collect(),
+            served: (0..config.size).map(|_| AtomicU64::new(0)).collect(),
             tx,
             rx: Mutex::new(rx),
             closing: watch::channel(false).0,
@@ -327,19 +354,29 @@ impl Pool {
             tasks: StdMutex::new(Vec::new()),
             config,
         });
-        let mut first = Vec::new();
+        // Every worker starts at once: N workers are ready in about one worker's start time
+        // (as long as there are cores for them). If one cannot start, the others are killed
+        // (dropping the set aborts them; a started worker dies with its handle).
+        let mut starting = tokio::task::JoinSet::new();
         for worker_id in 0..inner.config.size {
-            let worker =
-                spawn_worker(&inner, worker_id)
-                    .await
-                    .map_err(|reason| StartError::Spawn {
-                        python: inner.config.python.clone(),
-                        reason,
-                    })?;
-            first.push(worker);
+            let inner = inner.clone();
+            starting.spawn(async move { (worker_id, spawn_worker(&inner, worker_id).await) });
         }
+        let mut first: Vec<Option<Worker>> = (0..inner.config.size).map(|_| None).collect();
+        while let Some(joined) = starting.join_next().await {
+            let (worker_id, spawned) = joined.map_err(|e| StartError::Spawn {
+                python: inner.config.python.clone(),
+                reason: format!("a worker's start failed: {e}"),
+            })?;
+            let worker = spawned.map_err(|reason| StartError::Spawn {
+                python: inner.config.python.clone(),
+                reason,
+            })?;
+            first[worker_id] = Some(worker);
+        }
+        let first = first.into_iter().flatten();
         let mut tasks = Vec::new();
-        for ((worker_id, worker), pinned) in first.into_iter().enumerate().zip(pinned_rx) {
+        for ((worker_id, worker), pinned) in first.enumerate().zip(pinned_rx) {
             tasks.push(tokio::spawn(supervise(
                 inner.clone(),
                 worker_id,
@@ -367,6 +404,15 @@ impl Pool {
     /// Worker and queue counts now.
     pub fn health(&self) -> PoolHealth {
         health(&self.inner)
+    }
+
+    /// Each worker slot's resident memory and CPU time now, read from the OS (`None` for a
+    /// slot whose worker is starting, or where the OS offers no reading: Linux only).
+    pub fn worker_usage(&self) -> Vec<Option<ResourceUsage>> {
+        worker_usage(&self.inner)
+            .into_iter()
+            .map(|usage| usage.map(|(_, usage)| usage))
+            .collect()
     }
 
     /// Sends one request and waits for its reply.
@@ -425,23 +471,29 @@ impl Pool {
             pinned_generation: pin.map(|(_, generation)| generation),
             reply,
         };
-        let depth = inner.depth.fetch_add(1, Ordering::AcqRel) + 1;
-        let pool = inner.config.name.as_str();
         let queue = match pin {
             Some((slot, _)) => inner.pinned.get(slot).ok_or(BridgeError::InstanceLost)?,
             None => &inner.tx,
         };
-        match queue.try_send(job) {
-            Ok(()) if interest & Interest::QUEUED == 0 => {}
-            Ok(()) => emit(
-                &inner.config.dispatcher,
-                &catalog::POOL_REQUEST_QUEUED,
-                Measurements::new().with("queue_depth", depth),
-                Metadata::new()
-                    .with("pool", pool)
-                    .with("operation", operation),
-            ),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let depth = inner.depth.fetch_add(1, Ordering::AcqRel) + 1;
+        let pool = inner.config.name.as_str();
+        // A place in the queue first, then `queued`, then the job: a worker can only take it
+        // (and emit `dispatched`) after `queued` was emitted.
+        match queue.try_reserve() {
+            Ok(permit) => {
+                if interest & Interest::QUEUED != 0 {
+                    emit(
+                        &inner.config.dispatcher,
+                        &catalog::POOL_REQUEST_QUEUED,
+                        Measurements::new().with("queue_depth", depth),
+                        Metadata::new()
+                            .with("pool", pool)
+                            .with("operation", operation),
+                    );
+                }
+                permit.send(job);
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
                 inner.depth.fetch_sub(1, Ordering::AcqRel);
                 emit(
                     &inner.config.dispatcher,
@@ -455,7 +507,7 @@ impl Pool {
                 );
                 return Err(BridgeError::QueueFull { depth: depth - 1 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(mpsc::error::TrySendError::Closed(())) => {
                 inner.depth.fetch_sub(1, Ordering::AcqRel);
                 return Err(BridgeError::ShutDown);
             }
@@ -639,17 +691,26 @@ async fn supervise(
         let pid = worker.pid;
         let started = worker.started;
         inner.generations[worker_id].fetch_add(1, Ordering::AcqRel);
-        let (reason, exit_code) = serve(&inner, worker_id, worker, &mut pinned).await;
+        inner.pids[worker_id].store(pid, Ordering::Relaxed);
+        inner.served[worker_id].store(0, Ordering::Relaxed);
+        let (reason, exit) = serve(&inner, worker_id, worker, &mut pinned).await;
+        inner.pids[worker_id].store(0, Ordering::Relaxed);
+        let mut md = Metadata::new()
+            .with("pool", inner.config.name.as_str())
+            .with("worker_id", worker_id)
+            .with("os_pid", pid)
+            .with("reason", reason);
+        if let Some(code) = exit.code {
+            md.insert("exit_code", code);
+        }
+        if let Some(signal) = exit.signal {
+            md.insert("signal", signal_name(signal));
+        }
         emit(
             &inner.config.dispatcher,
             &catalog::POOL_WORKER_EXITED,
             Measurements::new().with("uptime", started.elapsed().as_nanos() as u64),
-            Metadata::new()
-                .with("pool", inner.config.name.as_str())
-                .with("worker_id", worker_id)
-                .with("os_pid", pid)
-                .with("reason", reason)
-                .with("exit_code", exit_code),
+            md,
         );
         if reason == "shutdown" {
             return;
@@ -713,13 +774,65 @@ async fn next_job(inner: &Inner, pinned: &mut mpsc::Receiver<Job>, worker: &mut 
     }
 }
 
-/// Serves jobs until the worker must go; returns why, and its exit code (-1 if unknown).
+/// How a worker ended: its exit code, or the signal that killed it (neither when unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Exit {
+    code: Option<i32>,
+    signal: Option<i32>,
+}
+
+/// A signal's name (`SIGKILL`), or `SIG<number>` for one without a name here.
+fn signal_name(signal: i32) -> std::borrow::Cow<'static, str> {
+    #[cfg(unix)]
+    {
+        let name = match signal {
+            libc::SIGHUP => "SIGHUP",
+            libc::SIGINT => "SIGINT",
+            libc::SIGQUIT => "SIGQUIT",
+            libc::SIGILL => "SIGILL",
+            libc::SIGTRAP => "SIGTRAP",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGBUS => "SIGBUS",
+            libc::SIGFPE => "SIGFPE",
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGUSR1 => "SIGUSR1",
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGUSR2 => "SIGUSR2",
+            libc::SIGPIPE => "SIGPIPE",
+            libc::SIGALRM => "SIGALRM",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGXCPU => "SIGXCPU",
+            libc::SIGXFSZ => "SIGXFSZ",
+            _ => return format!("SIG{signal}").into(),
+        };
+        name.into()
+    }
+    #[cfg(not(unix))]
+    format!("SIG{signal}").into()
+}
+
+/// Why a worker that just finished a call must be recycled, if it must.
+fn recycle_reason(inner: &Inner, pid: u32, served: u64) -> Option<&'static str> {
+    if inner
+        .config
+        .max_worker_requests
+        .is_some_and(|n| served >= n)
+    {
+        return Some("recycled_requests");
+    }
+    let cap = inner.config.max_worker_memory_bytes?;
+    crate::usage::ResourceUsage::of(pid)
+        .filter(|usage| usage.memory_bytes > cap)
+        .map(|_| "recycled_memory")
+}
+
+/// Serves jobs until the worker must go; returns why, and how it ended.
 async fn serve(
     inner: &Inner,
     worker_id: usize,
     mut worker: Worker,
     pinned: &mut mpsc::Receiver<Job>,
-) -> (&'static str, i64) {
+) -> (&'static str, Exit) {
     let generation = inner.generations[worker_id].load(Ordering::Acquire);
     inner.idle.fetch_add(1, Ordering::Relaxed);
     // Reused for every request this worker serves.
@@ -815,10 +928,18 @@ async fn serve(
         if let Some(reason) = fatal {
             break reason;
         }
+        let served = inner.served[worker_id].fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(reason) = recycle_reason(inner, worker.pid, served) {
+            break reason;
+        }
     };
     inner.idle.fetch_sub(1, Ordering::Relaxed);
-    let exit_code = stop(&mut worker, outcome == "shutdown").await;
-    (outcome, exit_code)
+    let graceful = matches!(
+        outcome,
+        "shutdown" | "recycled_memory" | "recycled_requests"
+    );
+    let exit = stop(&mut worker, graceful).await;
+    (outcome, exit)
 }
 
 /// Why a reply that is not the awaited one failed the call: a refusal the worker could not
@@ -935,7 +1056,7 @@ async fn exit_status(child: &mut Child, group: &mut ProcessGroup) -> String {
 /// group is killed first, so that nothing it started outlives it, while the worker is not yet
 /// reaped and its pid (the group's id) cannot be taken by another process; then the worker is
 /// reaped.
-async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
+async fn stop(worker: &mut Worker, graceful: bool) -> Exit {
     // Closing stdin ends the worker's loop.
     drop(worker.stdin.take());
     let limit = if graceful {
@@ -947,8 +1068,14 @@ async fn stop(worker: &mut Worker, graceful: bool) -> i64 {
     // Kills the worker if it still runs (not if it ended: a zombie keeps its status), and reaps it.
     let _ = worker.child.kill().await;
     match worker.child.try_wait() {
-        Ok(Some(status)) => status.code().map_or(-1, i64::from),
-        _ => -1,
+        Ok(Some(status)) => Exit {
+            code: status.code(),
+            #[cfg(unix)]
+            signal: std::os::unix::process::ExitStatusExt::signal(&status),
+            #[cfg(not(unix))]
+            signal: None,
+        },
+        _ => Exit::default(),
     }
 }
 
@@ -989,16 +1116,57 @@ async fn report_health(inner: Arc<Inner>, every: Duration) {
             _ = closing.wait_for(|c| *c) => return,
         }
         let h = health(&inner);
+        // Each worker's memory and CPU time, read from the OS, then the pool's totals with
+        // this process's own.
+        let mut workers_memory = 0u64;
+        for (worker_id, usage) in worker_usage(&inner).into_iter().enumerate() {
+            let Some((pid, usage)) = usage else { continue };
+            workers_memory += usage.memory_bytes;
+            emit(
+                &inner.config.dispatcher,
+                &catalog::POOL_WORKER_USAGE,
+                Measurements::new()
+                    .with("memory_bytes", usage.memory_bytes)
+                    .with("cpu_seconds", usage.cpu_seconds)
+                    .with("requests", inner.served[worker_id].load(Ordering::Relaxed)),
+                Metadata::new()
+                    .with("pool", inner.config.name.as_str())
+                    .with("worker_id", worker_id)
+                    .with("os_pid", pid),
+            );
+        }
+        let mut m = Measurements::new()
+            .with("workers_idle", h.idle)
+            .with("workers_busy", h.busy)
+            .with("workers_starting", h.starting)
+            .with("queue_depth", h.queue_depth)
+            .with("max_queue_depth", inner.config.max_queue_depth)
+            .with("workers_memory_bytes", workers_memory);
+        if let Some(own) = ResourceUsage::of_this_process() {
+            m.insert("process_memory_bytes", own.memory_bytes);
+            m.insert("process_cpu_seconds", own.cpu_seconds);
+        }
         emit(
             &inner.config.dispatcher,
             &catalog::POOL_HEALTH,
-            Measurements::new()
-                .with("workers_idle", h.idle)
-                .with("workers_busy", h.busy)
-                .with("workers_starting", h.starting)
-                .with("queue_depth", h.queue_depth)
-                .with("max_queue_depth", inner.config.max_queue_depth),
+            m,
             Metadata::new().with("pool", inner.config.name.as_str()),
         );
     }
+}
+
+/// Per worker slot: the serving worker's pid and usage (`None` while none serves, or where
+/// the OS offers no reading).
+fn worker_usage(inner: &Inner) -> Vec<Option<(u32, ResourceUsage)>> {
+    inner
+        .pids
+        .iter()
+        .map(|pid| {
+            let pid = pid.load(Ordering::Relaxed);
+            (pid != 0)
+                .then(|| ResourceUsage::of(pid))
+                .flatten()
+                .map(|usage| (pid, usage))
+        })
+        .collect()
 }

@@ -371,8 +371,25 @@ async fn results_that_cannot_be_encoded_are_python_errors_and_the_worker_stays()
 
     let (kind, message) = python_error(call(&pool, "not_serializable", vec![]).await);
     assert_eq!(kind, "TypeError");
-    assert!(message.contains("set"), "{message}");
+    assert!(
+        message.contains("edge_fixtures.Opaque has no JSON form"),
+        "{message}"
+    );
     assert_eq!(pid(&pool).await, worker);
+
+    // What has a faithful form takes it: dataclasses, sets, tuples, `toDict()` (a DSPy
+    // Prediction's fields), nested.
+    let structured = call(&pool, "structured", vec![]).await.unwrap();
+    assert_eq!(
+        structured,
+        json!({
+            "point": {"x": 3, "labels": ["a", "b"]},
+            "tags": ["a", "b", "c"],
+            "mixed": [1],
+            "pair": [1, 2],
+            "prediction": {"answer": "4", "points": [{"x": 1, "labels": []}]},
+        })
+    );
 
     // Deeper than the pool reads (126 levels under the reply), and deeper than Python's
     // encoder goes.

@@ -90,8 +90,10 @@ pub const POOL_WORKER_SPAWNED: EventName =
 
 /// A worker process ended, `[:dspex, :pool, :worker, :exited]`.
 ///
-/// Measurements: `uptime` (nanoseconds). Metadata: `pool`, `worker_id`, `reason`
-/// (`shutdown`, `crashed`, `killed_deadline`, `protocol_error`), `exit_code`.
+/// Measurements: `uptime` (nanoseconds). Metadata: `pool`, `worker_id`, `os_pid`, `reason`
+/// (`shutdown`, `crashed`, `killed_deadline`, `protocol_error`, `recycled_memory`,
+/// `recycled_requests`), `exit_code` (when it exited with one), `signal` (when a signal ended
+/// it: `SIGKILL`, `SIGSEGV`, …).
 pub const POOL_WORKER_EXITED: EventName =
     EventName::from_static(&["dspex", "pool", "worker", "exited"]);
 
@@ -109,8 +111,18 @@ pub const POOL_EXHAUSTED: EventName = EventName::from_static(&["dspex", "pool", 
 /// Periodic pool health, `[:dspex, :pool, :health]`.
 ///
 /// Measurements: `workers_idle`, `workers_busy`, `workers_starting`, `queue_depth`,
-/// `max_queue_depth`. Metadata: `pool`.
+/// `max_queue_depth`, `workers_memory_bytes` (the workers' resident memory together), and
+/// where the OS reports them, this process's own `process_memory_bytes` and
+/// `process_cpu_seconds`. Metadata: `pool`.
 pub const POOL_HEALTH: EventName = EventName::from_static(&["dspex", "pool", "health"]);
+
+/// A worker's resource usage, read from the OS with each health event,
+/// `[:dspex, :pool, :worker, :usage]`.
+///
+/// Measurements: `memory_bytes` (resident), `cpu_seconds` (user and system, since the worker
+/// started), `requests` (served by this worker). Metadata: `pool`, `worker_id`, `os_pid`.
+pub const POOL_WORKER_USAGE: EventName =
+    EventName::from_static(&["dspex", "pool", "worker", "usage"]);
 
 /// A span a Python worker timed and returned with its reply, `[:dspex, :python, :span]`,
 /// emitted on the Rust side inside the bridge call it belongs to.
@@ -259,7 +271,14 @@ pub const EVENTS: &[EventSpec] = &[
         POOL_WORKER_EXITED,
         Single,
         &["uptime"],
-        &["pool", "worker_id", "reason", "exit_code"],
+        &[
+            "pool",
+            "worker_id",
+            "os_pid",
+            "reason",
+            "exit_code",
+            "signal",
+        ],
     ),
     spec(
         POOL_WORKER_RESTARTED,
@@ -282,8 +301,17 @@ pub const EVENTS: &[EventSpec] = &[
             "workers_starting",
             "queue_depth",
             "max_queue_depth",
+            "workers_memory_bytes",
+            "process_memory_bytes",
+            "process_cpu_seconds",
         ],
         &["pool"],
+    ),
+    spec(
+        POOL_WORKER_USAGE,
+        Single,
+        &["memory_bytes", "cpu_seconds", "requests"],
+        &["pool", "worker_id", "os_pid"],
     ),
     spec(
         PYTHON_SPAN,

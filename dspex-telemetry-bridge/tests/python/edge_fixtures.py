@@ -1,5 +1,6 @@
 """Functions that push a worker to its edges: its stderr, its children, its frames, its encoding."""
 
+import dataclasses
 import json
 import os
 import struct
@@ -118,8 +119,38 @@ def deep(n):
     return value
 
 
+class Opaque:
+    """An object with no JSON form (not a dataclass, no toDict or model_dump)."""
+
+
 def not_serializable():
-    return {"tags": {"a", "b"}}
+    return {"value": Opaque()}
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    labels: tuple
+
+
+class PredictionLike:
+    """Shaped like dspy.Prediction: its fields through toDict()."""
+
+    def __init__(self, **fields):
+        self._store = fields
+
+    def toDict(self):  # noqa: N802 - DSPy's name
+        return dict(self._store)
+
+
+def structured():
+    return {
+        "point": Point(3, ("a", "b")),
+        "tags": {"b", "a", "c"},
+        "mixed": frozenset([1]),
+        "pair": (1, 2),
+        "prediction": PredictionLike(answer="4", points=[Point(1, ())]),
+    }
 
 
 class SilentError(Exception):
@@ -182,4 +213,4 @@ def spanned_unencodable():
     """Times a block, then returns what JSON has no form for."""
     with dspex_worker.dspex_span("before"):
         pass
-    return {"tags": {"a", "b"}}
+    return {"value": Opaque()}
