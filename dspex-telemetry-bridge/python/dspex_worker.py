@@ -51,6 +51,10 @@ _span_id = contextvars.ContextVar("dspex_span_id", default=None)
 # otherwise); like the header, it lives for the length of the request.
 _collected = None
 
+# The language-model calls made during the request being served (by DSPy, seen through its
+# callbacks), returned with the reply; None between requests.
+_lm_calls = None
+
 # The traceparent (version 00) is 55 characters; this call's span id follows it.
 _CALL_SPAN_ID = slice(56, 72)
 
@@ -256,6 +260,8 @@ def _encode(message):
     reply = {"id": message.get("id"), "ok": False, "error": {"type": kind, "message": why}}
     if isinstance(message.get("call_span"), list):
         reply["call_span"] = message["call_span"]
+    if isinstance(message.get("lm"), list):
+        reply["lm"] = message["lm"]
     # The spans the call collected go back all the same, unless they are what cannot be sent.
     if isinstance(message.get("spans"), list):
         try:
@@ -283,8 +289,120 @@ def _skip(stream, n):
     return True
 
 
+# The callback the worker registers with DSPy once DSPy is imported (None before).
+_dspy_callback = None
+# The most history entries of an LM searched for a call's token usage.
+_HISTORY_LOOKBACK = 8
+
+
+def _watch_dspy():
+    """Registers the worker's callback with DSPy, once DSPy is imported (by a preload, or by a
+    call), and again if user code replaced DSPy's callbacks. Costs a dictionary lookup while
+    DSPy is not imported; the worker itself never imports it.
+    """
+    global _dspy_callback
+    dspy = sys.modules.get("dspy")
+    if dspy is None or not hasattr(dspy, "settings"):
+        return
+    try:
+        if _dspy_callback is None:
+            _dspy_callback = _make_dspy_callback()
+        callbacks = dspy.settings.callbacks
+        if _dspy_callback not in callbacks:
+            # In place: `dspy.configure` may only be called by the thread that first did.
+            callbacks.append(_dspy_callback)
+    except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
+        _dspy_callback = _dspy_callback or False
+        print(f"dspex_worker: DSPy's callbacks are not watched: {type(exc).__name__}: {_text(exc)}", file=sys.stderr)
+
+
+def _usage(instance, outputs):
+    """The token usage DSPy recorded for the LM call that returned `outputs` (its history entry
+    holds that very list), as (prompt, completion, total); None where it recorded none.
+    """
+    history = getattr(instance, "history", None) or ()
+    for entry in history[-1 : -_HISTORY_LOOKBACK - 1 : -1]:
+        if isinstance(entry, dict) and entry.get("outputs") is outputs:
+            usage = entry.get("usage") or {}
+
+            def count(key):
+                value = usage.get(key)
+                return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+            prompt, completion, total = count("prompt_tokens"), count("completion_tokens"), count("total_tokens")
+            if total is None and prompt is not None and completion is not None:
+                total = prompt + completion
+            return prompt, completion, total
+    return None, None, None
+
+
+def _make_dspy_callback():
+    from dspy.utils.callback import BaseCallback
+
+    class DspexCallback(BaseCallback):
+        """Times DSPy's module and LM calls as spans of the request (when the Rust side listens
+        for Python spans), and records each LM call (model, time, tokens, error) for the
+        `[:dspex, :lm, :call]` events and the `dspex_lm_*` metrics.
+        """
+
+        def __init__(self):
+            super().__init__()
+            self._open = {}
+
+        def _start(self, call_id, name, attributes, lm):
+            span = None
+            if _collected is not None:
+                parent = _current_span_id()
+                span_id = _new_span_id()
+                span = (span_id, parent, _span_id.set(span_id))
+            self._open[call_id] = (name, attributes, lm, span, time.time_ns())
+
+        def _end(self, call_id, outputs, exception):
+            opened = self._open.pop(call_id, None)
+            if opened is None:
+                return
+            name, attributes, lm, span, start = opened
+            end = time.time_ns()
+            error = None if exception is None else f"{type(exception).__name__}: {_text(exception)}"
+            if lm is not None:
+                model = attributes["gen_ai.request.model"]
+                prompt, completion, total = _usage(lm, outputs) if exception is None else (None, None, None)
+                calls = _lm_calls
+                if calls is not None:
+                    calls.append([model, start, end, None if exception is None else type(exception).__name__,
+                                  error, prompt, completion, total])
+                if prompt is not None:
+                    attributes["gen_ai.usage.input_tokens"] = prompt
+                if completion is not None:
+                    attributes["gen_ai.usage.output_tokens"] = completion
+            if span is not None:
+                span_id, parent, token = span
+                try:
+                    _span_id.reset(token)
+                except ValueError:  # ended in another context than it started in
+                    _span_id.set(parent)
+                _finish_span(name, span_id, parent, start, "ok" if error is None else "error", error, attributes)
+
+        def on_module_start(self, call_id, instance, inputs):
+            module = type(instance).__name__
+            self._start(call_id, f"{module}.forward", {"dspy.module": module}, None)
+
+        def on_module_end(self, call_id, outputs, exception=None):
+            self._end(call_id, outputs, exception)
+
+        def on_lm_start(self, call_id, instance, inputs):
+            model = _text(getattr(instance, "model", None) or type(instance).__name__)[:200]
+            self._start(call_id, f"chat {model}", {"gen_ai.request.model": model}, instance)
+
+        def on_lm_end(self, call_id, outputs, exception=None):
+            self._end(call_id, outputs, exception)
+
+    return DspexCallback()
+
+
 def _call_target(module_name, path):
     target = importlib.import_module(module_name)
+    _watch_dspy()
     for part in path.split("."):
         target = getattr(target, part)
     return target
@@ -325,13 +443,16 @@ def _run(request):
 def _serve_one(request, traced):
     # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
     # become its children. Timing the call and collecting spans happen only when asked for.
-    global _collected
+    global _collected, _lm_calls
     timed = False
     if traced and request.get("timed"):
         timed = True
         spans = _collected = []
         start = time.time_ns()
+    lm_calls = _lm_calls = []
+    _watch_dspy()
     reply = {"id": request.get("id")}
+    failure = None
     try:
         reply.update(ok=True, result=_run(request))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
@@ -339,12 +460,17 @@ def _serve_one(request, traced):
             trace = traceback.format_exc(limit=20)
         except Exception:  # noqa: BLE001 - a traceback that cannot be made is left out
             trace = None
+        failure = f"{type(exc).__name__}: {_text(exc)}"
         reply.update(
             ok=False,
             error={"type": type(exc).__name__, "message": _text(exc), "traceback": trace},
         )
+    _lm_calls = None
+    if lm_calls:
+        # Wire form: [model, start_ns, end_ns, error_type, error, prompt, completion, total tokens].
+        reply["lm"] = lm_calls
     if timed:
-        reply["call_span"] = [start, time.time_ns()]
+        reply["call_span"] = [start, time.time_ns()] + (["error", failure] if failure else [])
         _collected = None
         if spans:
             reply["spans"] = spans
@@ -383,7 +509,7 @@ def _close_pipes_in_child():
 
 
 def main():
-    global _proto_in, _proto_out, _proto_fds, _header, _collected, MAX_FRAME
+    global _proto_in, _proto_out, _proto_fds, _header, _collected, _lm_calls, MAX_FRAME
     MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
     # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
     # makes them non-inheritable); fd 0 becomes /dev/null, fd 1 (and so print) goes to stderr.
@@ -403,6 +529,7 @@ def main():
         except Exception as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
             _write_frame(proto_out, {"ready": False, "error": f"preloading {module}: {type(exc).__name__}: {_text(exc)}"})
             return
+    _watch_dspy()
     _write_frame(proto_out, {"ready": True, "pid": os.getpid(), "tools": sorted(TOOLS)})
     while True:
         header = _read_exact(proto_in, 4)
@@ -433,6 +560,7 @@ def main():
         finally:
             _header = b""
             _collected = None
+            _lm_calls = None
 
 
 if __name__ == "__main__":

@@ -115,9 +115,9 @@ impl Pool {
                 message.insert("function".into(), json!(function));
                 message.insert("args".into(), Value::Array(args));
                 message.insert("kwargs".into(), Value::Object(kwargs));
-                match self.submit("call", message).await {
+                let name = || format!("python {module}.{function}");
+                match self.submit_to("call", message, None, None, name).await {
                     Ok(reply) => {
-                        self.emit_python_spans(&reply, || format!("python {module}.{function}"));
                         let stop = metadata! {
                             "success" => true,
                             "result_type" => type_name(&reply.result),
@@ -138,7 +138,9 @@ impl Pool {
     pub async fn ping(&self) -> Result<Value, BridgeError> {
         let mut message = Map::new();
         message.insert("op".into(), json!("ping"));
-        self.submit("ping", message).await.map(|r| r.trace_seen)
+        self.submit_to("ping", message, None, None, || "python ping".into())
+            .await
+            .map(|r| r.trace_seen)
     }
 
     /// Emits the spans a worker returned, inside the current (bridge call) context: the
@@ -301,6 +303,58 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Emits a `[:dspex, :lm, :call]` event for each language-model call the worker saw during
+    /// the call (DSPy's, through its callbacks), in the current (bridge call) context.
+    pub(crate) fn emit_lm_calls(&self, reply: &Reply) {
+        if reply.lm.is_empty() {
+            return;
+        }
+        let dispatcher = &self.config().dispatcher;
+        if !dispatcher.has_handlers(&catalog::LM_CALL) {
+            return;
+        }
+        for call in &reply.lm {
+            // Wire form: [model, start_ns, end_ns, error_type, error, prompt, completion, total].
+            let Some(fields) = call.as_array().filter(|f| f.len() == 8) else {
+                let call = dspex_telemetry_core::log_safe(&call.to_string(), 200);
+                tracing::debug!(%call, "ignored a malformed LM call from a worker");
+                continue;
+            };
+            let num = |i: usize| fields[i].as_i64().unwrap_or(0);
+            let (start, end) = (num(1), num(2));
+            let mut m = Measurements::new()
+                .with("start_time", start)
+                .with("end_time", end)
+                .with("duration", end.saturating_sub(start).max(0));
+            for (i, key) in [
+                (5, "prompt_tokens"),
+                (6, "completion_tokens"),
+                (7, "total_tokens"),
+            ] {
+                if let Some(n) = fields[i].as_u64() {
+                    m.insert(key, n);
+                }
+            }
+            let model = fields[0].as_str().unwrap_or("unknown");
+            let mut md = Metadata::new()
+                .with("model", model)
+                .with("worker_id", reply.worker_id);
+            match fields[3].as_str() {
+                Some(kind) => {
+                    md.insert("status", "error");
+                    md.insert("error", kind);
+                    if let Some(message) = fields[4].as_str() {
+                        md.insert("message", message);
+                    }
+                }
+                None => md.insert("status", "ok"),
+            }
+            dispatcher.execute(&catalog::LM_CALL, &m, &md);
+        }
+    }
+}
+
 /// Who runs a tool, and for how long it may run.
 #[derive(Debug, Clone, Default)]
 pub struct ToolCall<'a> {
@@ -345,9 +399,9 @@ impl Pool {
                 if !kwargs.is_empty() {
                     message.insert("kwargs".into(), Value::Object(kwargs));
                 }
-                match self.submit_with_timeout("tool", message, call.timeout).await {
+                let span_name = || format!("python tool {name}");
+                match self.submit_to("tool", message, call.timeout, None, span_name).await {
                     Ok(reply) => {
-                        self.emit_python_spans(&reply, || format!("python tool {name}"));
                         let stop = metadata! { "result_type" => type_name(&reply.result), "worker_id" => reply.worker_id };
                         (Ok(reply.result), stop)
                     }

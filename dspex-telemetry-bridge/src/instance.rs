@@ -58,7 +58,11 @@ impl Pool {
                 if !kwargs.is_empty() {
                     message.insert("kwargs".into(), Value::Object(kwargs));
                 }
-                match self.submit_to("create_instance", message, None, None).await {
+                let name = || format!("python {module}.{class}");
+                match self
+                    .submit_to("create_instance", message, None, None, name)
+                    .await
+                {
                     Ok(reply) => {
                         let object = reply.result.as_u64().map(|id| PyObject {
                             worker_id: reply.worker_id,
@@ -107,16 +111,15 @@ impl Pool {
                     message.insert("kwargs".into(), Value::Object(kwargs));
                 }
                 let pin = Some((object.worker_id, object.generation));
-                match self.submit_to("call_method", message, None, pin).await {
-                    Ok(reply) => {
-                        self.emit_python_spans(&reply, || {
-                            format!("python {}.{method}", object.class)
-                        });
-                        (
-                            Ok(reply.result),
-                            metadata! { "success" => true, "worker_id" => reply.worker_id },
-                        )
-                    }
+                let name = || format!("python {}.{method}", object.class);
+                match self
+                    .submit_to("call_method", message, None, pin, name)
+                    .await
+                {
+                    Ok(reply) => (
+                        Ok(reply.result),
+                        metadata! { "success" => true, "worker_id" => reply.worker_id },
+                    ),
                     Err(e) => {
                         let kind = e.kind();
                         (Err(e), metadata! { "success" => false, "error" => kind })
@@ -137,6 +140,7 @@ impl Pool {
                 message,
                 None,
                 Some((object.worker_id, object.generation)),
+                || "python drop_instance".into(),
             )
             .await
         {

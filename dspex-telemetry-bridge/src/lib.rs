@@ -36,6 +36,7 @@
 mod args;
 mod call;
 mod contract;
+mod dspy;
 mod error;
 mod instance;
 pub mod instrument;
@@ -48,6 +49,7 @@ mod usage;
 pub use args::Args;
 pub use call::ToolCall;
 pub use contract::{FieldType, Signature, SignatureError};
+pub use dspy::DspyModule;
 pub use error::{BridgeError, StartError};
 pub use instance::PyObject;
 pub use pool::{Pool, PoolConfig, PoolHealth, WORKER_SCRIPT};

@@ -105,6 +105,11 @@ pub(crate) struct Reply {
     pub(crate) call_span: Option<Value>,
     /// The id the caller gave the worker's side of the call.
     pub(crate) python_span_id: Option<SpanId>,
+    /// The language-model calls the worker saw during the call (DSPy's), in their wire form.
+    pub(crate) lm: Vec<Value>,
+    /// The Python exception the call raised, if it did: its spans and LM calls came back all
+    /// the same.
+    pub(crate) error: Option<BridgeError>,
 }
 
 struct Job {
@@ -415,32 +420,17 @@ impl Pool {
             .collect()
     }
 
-    /// Sends one request and waits for its reply.
-    pub(crate) async fn submit(
-        &self,
-        operation: &'static str,
-        message: Map<String, Value>,
-    ) -> Result<Reply, BridgeError> {
-        self.submit_with_timeout(operation, message, None).await
-    }
-
-    /// As `submit`, with a deadline other than the pool's `call_timeout`.
-    pub(crate) async fn submit_with_timeout(
-        &self,
-        operation: &'static str,
-        message: Map<String, Value>,
-        timeout: Option<Duration>,
-    ) -> Result<Reply, BridgeError> {
-        self.submit_to(operation, message, timeout, None).await
-    }
-
-    /// Sends a job, to any worker or (`pin`: worker slot and generation) to one.
+    /// Sends a job, to any worker or (`pin`: worker slot and generation) to one, and waits for
+    /// its reply. The spans and LM calls the worker returned are emitted in the current
+    /// context (the call's span), whether the call succeeded or raised; `name` names the
+    /// worker's side of the call.
     pub(crate) async fn submit_to(
         &self,
         operation: &'static str,
         mut message: Map<String, Value>,
         timeout: Option<Duration>,
         pin: Option<(usize, u64)>,
+        name: impl FnOnce() -> String,
     ) -> Result<Reply, BridgeError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -514,10 +504,16 @@ impl Pool {
         }
         // The worker enforces the deadline; this guards against a pool that cannot serve.
         match tokio::time::timeout_at(deadline + Duration::from_secs(1), outcome).await {
-            Ok(Ok(result)) => result.map(|mut reply| {
+            Ok(Ok(Ok(mut reply))) => {
                 reply.python_span_id = python_span_id;
-                reply
-            }),
+                self.emit_python_spans(&reply, name);
+                self.emit_lm_calls(&reply);
+                match reply.error.take() {
+                    Some(error) => Err(error),
+                    None => Ok(reply),
+                }
+            }
+            Ok(Ok(Err(error))) => Err(error),
             Ok(Err(_)) => Err(BridgeError::ShutDown),
             Err(_) => Err(BridgeError::DeadlineExceeded(timeout)),
         }
@@ -1079,32 +1075,38 @@ async fn stop(worker: &mut Worker, graceful: bool) -> Exit {
     }
 }
 
+/// A worker's reply to the awaited request: its result or the exception it raised, with the
+/// spans and LM calls it collected either way.
 fn parse_reply(mut frame: Value, worker_id: usize, generation: u64) -> Result<Reply, BridgeError> {
     let ok = frame.get("ok").and_then(Value::as_bool).unwrap_or(false);
-    if ok {
-        // The reply's parts are moved out, not copied.
-        let mut take = |key: &str| frame.as_object_mut().and_then(|o| o.remove(key));
-        Ok(Reply {
-            result: take("result").unwrap_or(Value::Null),
-            spans: match take("spans") {
-                Some(Value::Array(spans)) => spans,
-                _ => Vec::new(),
-            },
-            trace_seen: take("trace_seen").unwrap_or(Value::Null),
-            worker_id,
-            generation,
-            call_span: take("call_span"),
-            python_span_id: None,
-        })
+    // The reply's parts are moved out, not copied.
+    let mut take = |key: &str| frame.as_object_mut().and_then(|o| o.remove(key));
+    let list = |value: Option<Value>| match value {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let error = if ok {
+        None
     } else {
-        let error = frame.get("error").cloned().unwrap_or(Value::Null);
+        let error = take("error").unwrap_or(Value::Null);
         let text = |k: &str| error.get(k).and_then(Value::as_str).map(str::to_owned);
-        Err(BridgeError::Python {
+        Some(BridgeError::Python {
             kind: text("type").unwrap_or_else(|| "Error".into()),
             message: text("message").unwrap_or_default(),
             traceback: text("traceback"),
         })
-    }
+    };
+    Ok(Reply {
+        result: take("result").unwrap_or(Value::Null),
+        spans: list(take("spans")),
+        trace_seen: take("trace_seen").unwrap_or(Value::Null),
+        worker_id,
+        generation,
+        call_span: take("call_span"),
+        python_span_id: None,
+        lm: list(take("lm")),
+        error,
+    })
 }
 
 async fn report_health(inner: Arc<Inner>, every: Duration) {

@@ -314,7 +314,7 @@ async fn usage_events_follow_the_workers_real_memory() {
             .call("lifecycle_fixtures", "grow", vec![json!(200)])
             .await
             .unwrap();
-        if who.to_string() == worker {
+        if who.as_u64().map(|p| p.to_string()).as_deref() == Some(worker.as_str()) {
             break;
         }
     }

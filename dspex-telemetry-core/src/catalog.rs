@@ -133,6 +133,16 @@ pub const POOL_WORKER_USAGE: EventName =
 /// span's own attributes.
 pub const PYTHON_SPAN: EventName = EventName::from_static(&["dspex", "python", "span"]);
 
+/// A language-model call made in a Python worker, `[:dspex, :lm, :call]`: one per call DSPy
+/// made (seen through its callbacks), emitted on the Rust side inside the bridge call it
+/// belongs to, whether that call succeeded or raised.
+///
+/// Measurements: `start_time`, `end_time` (nanoseconds since the Unix epoch, on the worker's
+/// clock), `duration` (nanoseconds), and when the LM reported them `prompt_tokens`,
+/// `completion_tokens`, `total_tokens`. Metadata: `model`, `status` (`ok` | `error`), on error
+/// `error` (the exception's type) and `message`, `worker_id`.
+pub const LM_CALL: EventName = EventName::from_static(&["dspex", "lm", "call"]);
+
 /// A handler panicked and was detached, `[:dspex, :telemetry, :handler, :failure]`.
 ///
 /// Measurements: `system_time`. Metadata: `handler_id`, `event` (dotted name), `kind`
@@ -326,6 +336,19 @@ pub const EVENTS: &[EventSpec] = &[
             "message",
             "worker_id",
         ],
+    ),
+    spec(
+        LM_CALL,
+        Single,
+        &[
+            "start_time",
+            "end_time",
+            "duration",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+        ],
+        &["model", "status", "error", "message", "worker_id"],
     ),
     spec(
         HANDLER_FAILURE,

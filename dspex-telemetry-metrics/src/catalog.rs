@@ -33,6 +33,12 @@ pub const QUEUE_TIME_BUCKETS_MS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 30_000.0, 60_000.0,
 ];
 
+/// Bucket boundaries for language-model call durations, in milliseconds (10 ms to 5 min).
+pub const LM_DURATION_BUCKETS_MS: &[f64] = &[
+    10.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 30_000.0, 60_000.0,
+    120_000.0, 300_000.0,
+];
+
 /// The `method` label of bridge calls: `module.function`.
 pub const METHOD: TagSource = TagSource::Join(&["module", "function"], ".");
 
@@ -149,6 +155,26 @@ pub fn dspex_metrics() -> Vec<MetricDefinition> {
             .tags(&["pool"])
             .tag("state", TagSource::Constant("starting"))
             .description("Python workers by state"),
+        MetricDefinition::last_value("dspex_pool_worker_memory_bytes", [events::POOL_WORKER_USAGE])
+            .measurement("memory_bytes")
+            .unit(Unit::Byte, Unit::Byte)
+            .tags(&["pool", "worker_id"])
+            .description("Resident memory of each Python worker, read from the OS"),
+        MetricDefinition::last_value("dspex_pool_worker_cpu_seconds", [events::POOL_WORKER_USAGE])
+            .measurement("cpu_seconds")
+            .unit(Unit::Second, Unit::Second)
+            .tags(&["pool", "worker_id"])
+            .description(
+                "CPU time (user and system) each Python worker spent since it started; rate() gives its use",
+            ),
+        MetricDefinition::last_value("dspex_process_memory_bytes", [events::POOL_HEALTH])
+            .measurement("process_memory_bytes")
+            .unit(Unit::Byte, Unit::Byte)
+            .description("Resident memory of this service's own process, read from the OS"),
+        MetricDefinition::last_value("dspex_process_cpu_seconds", [events::POOL_HEALTH])
+            .measurement("process_cpu_seconds")
+            .unit(Unit::Second, Unit::Second)
+            .description("CPU time (user and system) this service's own process spent"),
         MetricDefinition::counter(
             "dspex_pool_worker_restarts_total",
             [events::POOL_WORKER_RESTARTED],
@@ -164,6 +190,35 @@ pub fn dspex_metrics() -> Vec<MetricDefinition> {
         MetricDefinition::counter("dspex_pool_exhausted_total", [events::POOL_EXHAUSTED])
             .tags(&["pool"])
             .description("Requests refused because the pool's queue was full"),
+        // Language-model calls (DSPy's, seen in the workers), by model: the same three names
+        // as an operation's, so that the window and the alerts join them.
+        MetricDefinition::distribution(
+            "dspex_lm_call_duration",
+            [events::LM_CALL],
+            LM_DURATION_BUCKETS_MS,
+        )
+        .measurement("duration")
+        .unit(Unit::Nanosecond, Unit::Millisecond)
+        .tags(&["model"])
+        .description("Duration of language-model calls, successful or not"),
+        MetricDefinition::counter("dspex_lm_call_count", [events::LM_CALL])
+            .tags(&["model"])
+            .description("Language-model calls completed, successful or not")
+            .unit(Unit::Count, Unit::Count),
+        MetricDefinition::counter("dspex_lm_call_errors", [events::LM_CALL])
+            .tags(&["model"])
+            .keep(|e| e.metadata().get("status").and_then(|s| s.as_str()) == Some("error"))
+            .description("Language-model calls that failed"),
+        MetricDefinition::counter("dspex_lm_tokens_total", [events::LM_CALL])
+            .measurement("prompt_tokens")
+            .tags(&["model"])
+            .tag("kind", TagSource::Constant("prompt"))
+            .description("Tokens of language-model calls, by model and kind (prompt, completion)"),
+        MetricDefinition::counter("dspex_lm_tokens_total", [events::LM_CALL])
+            .measurement("completion_tokens")
+            .tags(&["model"])
+            .tag("kind", TagSource::Constant("completion"))
+            .description("Tokens of language-model calls, by model and kind (prompt, completion)"),
         MetricDefinition::counter(
             "dspex_telemetry_handler_failures_total",
             [events::HANDLER_FAILURE],

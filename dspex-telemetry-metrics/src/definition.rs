@@ -249,7 +249,8 @@ impl MetricDefinition {
         }
     }
 
-    /// Counts the events.
+    /// Counts the events; with [`MetricDefinition::measurement`], adds up a measurement that
+    /// counts something (tokens), as whole numbers.
     pub fn counter(name: &str, events: impl IntoIterator<Item = EventName>) -> Self {
         Self::new(
             name,

@@ -453,7 +453,9 @@ impl MetricGroup {
                     continue;
                 };
                 match (&def.kind, handle) {
-                    (MetricKind::Counter, Handle::Counter(c)) => c.increment(1),
+                    // One per event, or a measurement's whole value (token counts): a
+                    // negative or fractional value adds its floor, at least 0.
+                    (MetricKind::Counter, Handle::Counter(c)) => c.increment(value as u64),
                     (MetricKind::Sum, Handle::Gauge(g)) => g.increment(value),
                     (MetricKind::LastValue, Handle::Gauge(g)) => g.set(value),
                     (_, Handle::Histogram(h)) => h.record(value),

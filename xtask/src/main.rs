@@ -8,9 +8,12 @@
 //!   which brings `promtool`, `prometheus-pushgateway` and `prometheus-alertmanager`, through
 //!   apt; the StatsD daemon, Grafana's published dashboard types (`@grafana/schema`) and the
 //!   TypeScript compiler through npm, and a Python environment with the OTLP protobuf classes
-//!   and `grpcio` through pip, both into `target/test-peers`): the tests start the peers
-//!   themselves, on 127.0.0.1, and fail naming the program if it is absent. `openssl`
+//!   and `grpcio`, and one with DSPy, through pip, all into `target/test-peers`): the tests
+//!   start the peers themselves, on 127.0.0.1, and fail naming the program if it is absent.
+//!   `openssl`
 //!   (apt) makes the TLS tests' CA and certificates.
+//! - `cargo xtask peers`: installs the test peers alone (CI does, before the benches, which
+//!   run DSPy workers too).
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 //! - `cargo xtask alert-rules`: regenerates `telemetry/prometheus_alerts.yml` from the default
 //!   thresholds and window (a test fails when the committed file drifts from the code).
@@ -28,12 +31,21 @@ fn main() -> ExitCode {
     let mut args = env::args().skip(1);
     match args.next().as_deref() {
         Some("test") => test(args.collect()),
+        Some("peers") => {
+            if ensure_peers() {
+                eprintln!("xtask: test peers ready in {}", peers_dir().display());
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some("bench-report") => report(bench_report::run(&workspace_root())),
         Some("alert-rules") => report(generated::write_alert_rules(&workspace_root())),
         Some("dashboard") => report(generated::write_dashboard(&workspace_root())),
         Some("help") | Some("--help") | Some("-h") | None => {
             eprintln!(
                 "usage: cargo xtask test [ARGS…]   run every test (ARGS go to the test runner)\n\
+                 \x20      cargo xtask peers          install the test peers (done by `test` too)\n\
                  \x20      cargo xtask bench-report   regenerate docs/benchmarks.md\n\
                  \x20      cargo xtask alert-rules    regenerate telemetry/prometheus_alerts.yml\n\
                  \x20      cargo xtask dashboard      regenerate telemetry/grafana_dashboard.json"
@@ -263,6 +275,9 @@ fn ensure_peers() -> bool {
     if !ensure_otlp_venv() {
         missing.push(OTLP_PROTO);
     }
+    if !ensure_dspy_venv() {
+        missing.push(DSPY);
+    }
     if !missing.is_empty() {
         eprintln!(
             "xtask: cannot install {}; the tests that need them will fail",
@@ -275,17 +290,33 @@ fn ensure_peers() -> bool {
 /// The official OTLP protobuf classes the tests' receiver decodes with, and its gRPC server.
 const OTLP_PROTO: &str = "opentelemetry-proto==1.27.0";
 const GRPCIO: &str = "grpcio==1.85.3";
+/// DSPy, for the bridge's tests, example and benches with real DSPy programs (offline: a
+/// mocked LM); it brings pydantic and litellm.
+const DSPY: &str = "dspy==3.4.1";
 
 /// A Python environment in [`peers_dir`] with [`OTLP_PROTO`]; made once.
 fn ensure_otlp_venv() -> bool {
-    let venv = peers_dir().join("otlp-venv");
+    ensure_venv(
+        "otlp-venv",
+        &[OTLP_PROTO, GRPCIO],
+        "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
+    )
+}
+
+/// A Python environment in [`peers_dir`] with [`DSPY`]; made once. The bridge's DSPy tests
+/// run their workers with its interpreter.
+fn ensure_dspy_venv() -> bool {
+    ensure_venv("dspy-venv", &[DSPY], "import dspy, pydantic, litellm")
+}
+
+/// A Python environment `name` in [`peers_dir`] with `packages`, ready when `check` runs
+/// there; made (or completed) only when it does not.
+fn ensure_venv(name: &str, packages: &[&str], check: &str) -> bool {
+    let venv = peers_dir().join(name);
     let python = venv.join("bin").join("python");
     let ready = || {
         Command::new(&python)
-            .args([
-                "-c",
-                "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
-            ])
+            .args(["-c", check])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -293,32 +324,30 @@ fn ensure_otlp_venv() -> bool {
         return true;
     }
     eprintln!(
-        "xtask: installing {OTLP_PROTO} and {GRPCIO} into {}",
+        "xtask: installing {} into {}",
+        packages.join(" "),
         venv.display()
     );
-    let make_venv = || {
-        Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !make_venv() {
-        // Debian ships `venv` apart.
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "python3-venv"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-        make_venv();
+    if !python.is_file() {
+        let make_venv = || {
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !make_venv() {
+            // Debian ships `venv` apart.
+            let _ = Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "python3-venv"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+            make_venv();
+        }
     }
     let _ = Command::new(venv.join("bin").join("pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            OTLP_PROTO,
-            GRPCIO,
-        ])
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages)
         .status();
     ready()
 }
@@ -343,6 +372,7 @@ fn test(extra: Vec<String>) -> ExitCode {
     let tests_ok = run_counting(tests, &mut tally);
     let mut doctests = cargo();
     doctests
+        .env("DSPEX_TEST_PEERS", peers_dir())
         .args(["test", "--doc", "--all-features"])
         .args(&scope);
     let doctests_ok = run_counting(doctests, &mut tally);
