@@ -11,6 +11,7 @@
 //! | `bridge/bare_pipe_echo_1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
 //! | `bridge/uninstrumented_N` | `Pool::call` with no handler attached, N concurrent callers |
 //! | `bridge_ops/tool_calculator_*`, `bridge_ops/contract_predict_*`, `bridge_ops/session_set_get_*` | a tool execution, a contract-checked prediction (the predictor sleeps 3–12 ms), a session variable set + get, with telemetry off and on, one caller |
+//! | `pool_start/dspy_N` | `Pool::start` of N workers that preload DSPy (`import dspy`, from the test setup's environment, `cargo xtask peers`), until every worker is ready |
 //! | `bridge/instrumented_N` | `Pool::call` with the DSPex metric catalog attached (spans, pool events, metrics into a windowed recorder; the trace travels to Python), N callers |
 //!
 //! Both configurations use the same pool (the same worker processes, so the same placement on
@@ -338,6 +339,58 @@ fn paired(s: &mut Setup, rounds: usize, write: bool) {
     write_result("bridge-paired.json", &Value::from(results));
 }
 
+/// The interpreter of the test setup's DSPy environment (`cargo xtask peers` makes it).
+fn dspy_python() -> std::path::PathBuf {
+    let peers = std::env::var_os("DSPEX_TEST_PEERS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-peers")
+        });
+    let python = peers.join("dspy-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "no DSPy environment at {}: run `cargo xtask peers`, which installs dspy",
+        python.display()
+    );
+    python
+}
+
+/// How long N workers that preload DSPy take to be ready: they start in parallel, so 4 take
+/// about as long as 1 where there is a core for each.
+fn pool_start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let python = dspy_python().to_string_lossy().into_owned();
+    let mut group = c.benchmark_group("pool_start");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
+    for size in [1, 4] {
+        group.bench_function(format!("dspy_{size}"), |b| {
+            b.iter_custom(|iterations| {
+                let mut ready = Duration::ZERO;
+                for _ in 0..iterations {
+                    let began = std::time::Instant::now();
+                    let pool = rt
+                        .block_on(Pool::start(PoolConfig {
+                            size,
+                            python: python.clone(),
+                            preload: vec!["dspy".into()],
+                            dispatcher: Dispatcher::new(),
+                            health_interval: None,
+                            startup_timeout: Duration::from_secs(60),
+                            ..PoolConfig::default()
+                        }))
+                        .expect("workers with DSPy start");
+                    ready += began.elapsed();
+                    rt.block_on(pool.shutdown());
+                }
+                ready
+            });
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -354,6 +407,7 @@ fn main() {
     let mut s = setup();
     pool_round_trip(&mut c, &mut s);
     operations(&mut c, &mut s);
+    pool_start(&mut c, &s.rt);
     c.final_summary();
     if !args.iter().any(|a| a == "--list") {
         // A quick pass checks that the rounds run, and keeps the last real results.
