@@ -30,10 +30,8 @@ pub async fn run(
     let qa = DspyModule::chain_of_thought(&pool, "question -> answer").await?;
     let question = "What carries calls from Rust into Python?";
     let prediction = qa.execute(Args::new().kwarg("question", question)).await?;
-    println!(
-        "{} (because: {})",
-        prediction["answer"], prediction["reasoning"]
-    );
+    let (answer, reasoning) = (&prediction["answer"], &prediction["reasoning"]);
+    println!("{answer} (because: {reasoning})");
     pool.shutdown().await;
     Ok(prediction)
 }
