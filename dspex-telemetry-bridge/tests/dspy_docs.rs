@@ -10,6 +10,8 @@ use dspex_telemetry_core::{Dispatcher, Event, catalog};
 #[path = "../examples/dspy_program.rs"]
 mod example;
 
+type LmCall = (String, Option<f64>);
+
 const GUIDE: &str = include_str!("../../docs/bridge.md");
 const EXAMPLE: &str = include_str!("../examples/dspy_program.rs");
 const SETUP: &str = include_str!("../examples/python/dspy_setup.py");
@@ -76,7 +78,8 @@ async fn the_guides_dspy_sample_runs_against_real_dspy() {
         python.display()
     );
     // The example's events go to the global dispatcher (the sample's default).
-    let calls: Arc<Mutex<Vec<(String, Option<f64>)>>> = Arc::default();
+    // (model, total tokens) of each LM call.
+    let calls: Arc<Mutex<Vec<LmCall>>> = Arc::default();
     let sink = calls.clone();
     Dispatcher::global()
         .attach("docs-lm", catalog::LM_CALL, move |e: &Event<'_>| {
