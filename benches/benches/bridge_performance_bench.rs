@@ -11,7 +11,8 @@
 //! | `bridge/bare_pipe_echo_1` | one Python process, framed JSON over its pipes, no pool, no telemetry |
 //! | `bridge/uninstrumented_N` | `Pool::call` with no handler attached, N concurrent callers |
 //! | `bridge_ops/tool_calculator_*`, `bridge_ops/contract_predict_*`, `bridge_ops/session_set_get_*` | a tool execution, a contract-checked prediction (the predictor sleeps 3–12 ms), a session variable set + get, with telemetry off and on, one caller |
-//! | `pool_start/dspy_N` | `Pool::start` of N workers that preload DSPy (`import dspy`, from the test setup's environment, `cargo xtask peers`), until every worker is ready |
+//! | `pool_start/dspy_N` | `Pool::start` of N workers that preload DSPy (`import dspy`, from the test setup's environment, `cargo xtask peers`), until every worker is ready; each worker imports it (in parallel) |
+//! | `pool_start/dspy_4_forked` | the same with `fork_workers`: one template imports DSPy, four workers are forked from it |
 //! | `bridge/instrumented_N` | `Pool::call` with the DSPex metric catalog attached (spans, pool events, metrics into a windowed recorder; the trace travels to Python), N callers |
 //!
 //! Both configurations use the same pool (the same worker processes, so the same placement on
@@ -355,8 +356,9 @@ fn dspy_python() -> std::path::PathBuf {
     python
 }
 
-/// How long N workers that preload DSPy take to be ready: they start in parallel, so 4 take
-/// about as long as 1 where there is a core for each.
+/// How long N workers that preload DSPy take to be ready: started in parallel, 4 take about as
+/// long as 1 where there is a core for each; forked from a template, about as long as 1
+/// whatever the cores.
 fn pool_start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let python = dspy_python().to_string_lossy().into_owned();
     let mut group = c.benchmark_group("pool_start");
@@ -364,8 +366,12 @@ fn pool_start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(10));
-    for size in [1, 4] {
-        group.bench_function(format!("dspy_{size}"), |b| {
+    for (size, fork_workers) in [(1, false), (4, false), (4, true)] {
+        let name = match fork_workers {
+            true => format!("dspy_{size}_forked"),
+            false => format!("dspy_{size}"),
+        };
+        group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
                 let mut ready = Duration::ZERO;
                 for _ in 0..iterations {
@@ -373,6 +379,7 @@ fn pool_start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                     let pool = rt
                         .block_on(Pool::start(PoolConfig {
                             size,
+                            fork_workers,
                             python: python.clone(),
                             preload: vec!["dspy".into()],
                             dispatcher: Dispatcher::new(),

@@ -20,6 +20,14 @@ the Rust side listens for Python spans it also sends `"timed": true`: the worker
 call as a span that is a child of the caller's span, and returns every span opened meanwhile
 (the call's own, and those user code opens with `dspex_span`) with the reply.
 
+With `fork_workers`, the pool starts this script once as a template (`--template <socket>
+<modules…>`), which imports the preloaded modules and forks each worker, and each worker as a
+stub (`--fork <socket>`) that hands its pipes to the template and ends as its worker ends.
+
+When DSPy is imported (by a preload or a call), the worker registers a DSPy callback: module
+and LM calls become spans of the request (when timed), and each LM call (model, times, tokens,
+error) goes back with the reply as `"lm"`.
+
 Standard library only.
 """
 
@@ -508,7 +516,167 @@ def _close_pipes_in_child():
             os.close(devnull)
 
 
-def main():
+def _preload(modules, out):
+    """Imports the modules a worker preloads; False, having told the pool why, if one fails."""
+    sys.modules.setdefault("dspex_worker", sys.modules[__name__])
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
+            _write_frame(out, {"ready": False, "error": f"preloading {module}: {type(exc).__name__}: {_text(exc)}"})
+            return False
+    _watch_dspy()
+    return True
+
+
+def _template(path, modules):
+    """The template a pool with `fork_workers` forks its workers from: it imports the preloaded
+    modules once, then listens on the Unix socket `path` (in a folder only this user may
+    enter). A stub the pool started as a worker connects and sends its three standard
+    descriptors (its frame pipes and stderr) with its process group; the template forks a
+    child that takes them as its own, joins the stub's group and serves as a worker. When the
+    child ends, the template reaps it and tells the stub how ("exit N" or "signal N"), which
+    the stub repeats as its own end, so the pool sees the worker's exit status. It exits when
+    its standard input closes (the pool stopped it).
+    """
+    import selectors
+    import signal
+    import socket
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if not _preload(modules, out):
+        return
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "stub")
+    selector.register(wake_r, selectors.EVENT_READ, "child")
+    selector.register(0, selectors.EVENT_READ, "pool")
+    children = {}  # pid -> the stub's connection
+    _write_frame(out, {"ready": True, "pid": os.getpid(), "template": True})
+    while True:
+        for key, _ in selector.select():
+            if key.data == "pool":
+                if not os.read(0, 512):
+                    return
+            elif key.data == "child":
+                os.read(wake_r, 512)
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    stub = children.pop(pid, None)
+                    if stub is None:
+                        continue
+                    how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.waitstatus_to_exitcode(status)}"
+                    try:
+                        stub.sendall(how.encode("ascii"))
+                    except OSError:
+                        pass
+                    stub.close()
+            else:
+                stub, _ = listener.accept()
+                fds = []
+                try:
+                    message, fds, _, _ = socket.recv_fds(stub, 64, 3)
+                    kind, _, group = message.decode("ascii").partition(" ")
+                    if kind != "fork" or len(fds) != 3:
+                        raise ValueError("not a fork request")
+                    group = int(group)
+                except (OSError, ValueError, UnicodeDecodeError):
+                    for fd in fds:
+                        os.close(fd)
+                    stub.close()
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    # The worker: none of the template's descriptors or handlers.
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    selector.close()
+                    listener.close()
+                    for other in children.values():
+                        other.close()
+                    stub.close()
+                    out.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    try:
+                        os.setpgid(0, group)
+                    except OSError:
+                        pass
+                    for target, fd in enumerate(fds):
+                        os.dup2(fd, target)
+                    for fd in fds:
+                        if fd > 2:
+                            os.close(fd)
+                    code = 0
+                    try:
+                        main(preload=())
+                    except SystemExit as exit:
+                        code = exit.code if isinstance(exit.code, int) else 1
+                    except BaseException:  # noqa: BLE001 - the worker ends here, never in the template's loop
+                        traceback.print_exc()
+                        code = 1
+                    finally:
+                        try:
+                            sys.stderr.flush()
+                        finally:
+                            os._exit(code)
+                for fd in fds:
+                    os.close(fd)
+                children[pid] = stub
+
+
+def _stub(path):
+    """A worker started from the template: hands this process's standard descriptors to the
+    template, which forks the worker that serves on them, then ends as the worker ends."""
+    import signal
+    import socket
+
+    try:
+        template = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        template.connect(path)
+        socket.send_fds(template, [f"fork {os.getpgid(0)}".encode("ascii")], [0, 1, 2])
+    except OSError as exc:
+        out = os.fdopen(1, "wb")
+        _write_frame(out, {"ready": False, "error": f"the template process cannot fork a worker: {_text(exc)}"})
+        return 1
+    # Only the worker keeps the frame pipes: their ends close when it dies.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    how = b""
+    while True:
+        chunk = template.recv(64)
+        if not chunk:
+            break
+        how += chunk
+    kind, _, number = how.decode("ascii", "replace").partition(" ")
+    if kind == "signal" and number.isdigit():
+        try:  # SIGKILL and SIGSTOP have no handler to reset
+            signal.signal(int(number), signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+        os.kill(os.getpid(), int(number))
+    if kind == "exit" and number.lstrip("-").isdigit():
+        return int(number)
+    # The template ended without a word.
+    print("dspex_worker: the template process ended before the worker", file=sys.stderr)
+    return 70
+
+
+def main(preload=None):
     global _proto_in, _proto_out, _proto_fds, _header, _collected, _lm_calls, MAX_FRAME
     MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
     # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
@@ -522,14 +690,8 @@ def main():
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     os.register_at_fork(after_in_child=_close_pipes_in_child)
-    sys.modules.setdefault("dspex_worker", sys.modules[__name__])
-    for module in sys.argv[1:]:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
-            _write_frame(proto_out, {"ready": False, "error": f"preloading {module}: {type(exc).__name__}: {_text(exc)}"})
-            return
-    _watch_dspy()
+    if not _preload(sys.argv[1:] if preload is None else preload, proto_out):
+        return
     _write_frame(proto_out, {"ready": True, "pid": os.getpid(), "tools": sorted(TOOLS)})
     while True:
         header = _read_exact(proto_in, 4)
@@ -564,4 +726,11 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--template"]:
+        MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
+        os.environ["DSPEX_WORKER_MAX_FRAME_BYTES"] = str(MAX_FRAME)
+        _template(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1:2] == ["--fork"]:
+        sys.exit(_stub(sys.argv[2]))
+    else:
+        main()

@@ -68,6 +68,14 @@ pub struct PoolConfig {
     /// Recycles a worker after it served this many requests, with reason
     /// `recycled_requests` (default `None`: never).
     pub max_worker_requests: Option<u64>,
+    /// Forks workers from a template process that imported the `preload` modules once, instead
+    /// of starting each from scratch (default `false`; Unix only). Workers then start in
+    /// milliseconds after the template, however many there are and whatever the cores: a pool
+    /// whose preloads take seconds (DSPy, a model) is ready in about one start, and a replaced
+    /// or recycled worker is back at once. Each worker still runs in a process group of its
+    /// own, with its own pipes, and reports its own exit status. Keep the preloads free of
+    /// threads: a fork copies only the thread that forks.
+    pub fork_workers: bool,
     /// Where the pool's and the calls' events go (default: the global dispatcher).
     pub dispatcher: Dispatcher,
 }
@@ -87,6 +95,7 @@ impl Default for PoolConfig {
             health_interval: Some(Duration::from_secs(5)),
             max_worker_memory_bytes: None,
             max_worker_requests: None,
+            fork_workers: false,
             dispatcher: Dispatcher::global().clone(),
         }
     }
@@ -202,6 +211,8 @@ struct Inner {
     pids: Vec<AtomicU32>,
     /// Per worker slot: the requests its current worker served.
     served: Vec<AtomicU64>,
+    /// With `fork_workers`: the process workers are forked from.
+    template: Mutex<Option<Template>>,
 }
 
 /// A pool of Python worker processes, instrumented end to end. Clone it to share.
@@ -309,6 +320,12 @@ impl Pool {
             key,
             reason: reason.to_owned(),
         };
+        if config.fork_workers && cfg!(not(unix)) {
+            return Err(invalid(
+                "fork_workers",
+                "workers can be forked on Unix only",
+            ));
+        }
         if config.size == 0 {
             return Err(invalid("size", "must be at least 1"));
         }
@@ -345,6 +362,7 @@ impl Pool {
             generations: (0..config.size).map(|_| AtomicU64::new(0)).collect(),
             pids: (0..config.size).map(|_| AtomicU32::new(0)).collect(),
             served: (0..config.size).map(|_| AtomicU64::new(0)).collect(),
+            template: Mutex::new(None),
             tx,
             rx: Mutex::new(rx),
             closing: watch::channel(false).0,
@@ -528,6 +546,10 @@ impl Pool {
         for task in tasks {
             let _ = task.await;
         }
+        // The workers are gone: the template may go too.
+        if let Some(template) = inner.template.lock().await.take() {
+            template.stop().await;
+        }
         // Anything that slipped in after the workers left gets a clear answer.
         let mut rx = inner.rx.lock().await;
         rx.close();
@@ -566,15 +588,31 @@ fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut String) {
     ctx.push_outgoing_baggage(out);
 }
 
-async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, String> {
-    let config = &inner.config;
-    let started = std::time::Instant::now();
+/// A Python process of the pool (a worker, a stub, the template) started and ready: it wrote
+/// its `ready` frame.
+struct Started {
+    group: ProcessGroup,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    /// The ready frame.
+    ready: Value,
+}
+
+/// Starts `python -u -c WORKER_SCRIPT args…` in a process group of its own, with the pool's
+/// environment, drains its stderr into `tracing` (labelled `who`), and waits for its ready
+/// frame.
+async fn start_python(
+    config: &PoolConfig,
+    args: &[&std::ffi::OsStr],
+    worker_id: Option<usize>,
+) -> Result<Started, String> {
     let mut command = Command::new(&config.python);
     command
         .arg("-u")
         .arg("-c")
         .arg(WORKER_SCRIPT)
-        .args(&config.preload)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -584,7 +622,7 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
             config.max_frame_bytes.to_string(),
         )
         .kill_on_drop(true);
-    // Its own process group (its id is the worker's pid), killed whole when the worker goes.
+    // Its own process group (its id is the process's pid), killed whole when it goes.
     #[cfg(unix)]
     command.process_group(0);
     if !config.python_path.is_empty() {
@@ -605,9 +643,14 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
         return Err("the worker's pipes were not set up".into());
     };
     let pool = config.name.clone();
-    // Drained for as long as the pipe is open, whatever the worker writes there.
-    tokio::spawn(crate::stderr::drain(stderr, move |line| {
-        tracing::debug!(target: "dspex_telemetry::python", pool = %pool, worker_id, "{line}");
+    // Drained for as long as the pipe is open, whatever the process writes there.
+    tokio::spawn(crate::stderr::drain(stderr, move |line| match worker_id {
+        Some(worker_id) => {
+            tracing::debug!(target: "dspex_telemetry::python", pool = %pool, worker_id, "{line}")
+        }
+        None => {
+            tracing::debug!(target: "dspex_telemetry::python", pool = %pool, "template: {line}")
+        }
     }));
     let ready = tokio::time::timeout(
         config.startup_timeout,
@@ -615,24 +658,128 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
     )
     .await;
     match ready {
-        Ok(Ok(frame)) if frame.get("ready") == Some(&Value::Bool(true)) => {}
-        Ok(Ok(frame)) => {
-            let why = match frame.get("error").and_then(Value::as_str) {
-                Some(error) => log_safe(error, WORKER_TEXT_LIMIT),
-                None => log_safe(&frame.to_string(), WORKER_TEXT_LIMIT),
-            };
-            return Err(why);
-        }
+        Ok(Ok(frame)) if frame.get("ready") == Some(&Value::Bool(true)) => Ok(Started {
+            group,
+            child,
+            stdin,
+            stdout,
+            ready: frame,
+        }),
+        Ok(Ok(frame)) => Err(match frame.get("error").and_then(Value::as_str) {
+            Some(error) => log_safe(error, WORKER_TEXT_LIMIT),
+            None => log_safe(&frame.to_string(), WORKER_TEXT_LIMIT),
+        }),
         Ok(Err(e)) => {
             let status = exit_status(&mut child, &mut group).await;
-            return Err(format!("{e} ({status})"));
+            Err(format!("{e} ({status})"))
         }
         Err(_) => {
             group.kill();
             let _ = child.kill().await;
-            return Err(format!("not ready within {:?}", config.startup_timeout));
+            Err(format!("not ready within {:?}", config.startup_timeout))
         }
     }
+}
+
+/// The process a pool with `fork_workers` forks its workers from: it imported the preloaded
+/// modules once. Its Unix socket lives in a folder of its own that only this user may enter;
+/// the folder is removed when the template goes.
+struct Template {
+    group: ProcessGroup,
+    child: Child,
+    /// Closing it tells the template to exit.
+    stdin: Option<ChildStdin>,
+    _stdout: ChildStdout,
+    folder: PathBuf,
+    socket: PathBuf,
+}
+
+impl Template {
+    async fn start(config: &PoolConfig) -> Result<Template, String> {
+        static FOLDERS: AtomicU64 = AtomicU64::new(0);
+        let folder = std::env::temp_dir().join(format!(
+            "dspex-pool-{}-{}-{:016x}",
+            std::process::id(),
+            FOLDERS.fetch_add(1, Ordering::Relaxed),
+            u64::from_be_bytes(SpanId::random().to_bytes())
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&folder)
+            .map_err(|e| format!("cannot make the template's folder: {e}"))?;
+        let socket = folder.join("template.sock");
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--template".as_ref(), socket.as_os_str()];
+        args.extend(config.preload.iter().map(std::ffi::OsStr::new));
+        match start_python(config, &args, None).await {
+            Ok(started) => Ok(Template {
+                group: started.group,
+                child: started.child,
+                stdin: Some(started.stdin),
+                _stdout: started.stdout,
+                folder,
+                socket,
+            }),
+            Err(why) => {
+                let _ = std::fs::remove_dir_all(&folder);
+                Err(format!("the template process: {why}"))
+            }
+        }
+    }
+
+    /// Lets the template exit (it forks no more), then kills its group and removes its folder.
+    async fn stop(mut self) {
+        drop(self.stdin.take());
+        end_group(&mut self.child, &mut self.group, Duration::from_secs(2)).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Template {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+/// The socket of a running template, started (again) if there is none or it ended.
+async fn template_socket(inner: &Inner) -> Result<PathBuf, String> {
+    let mut template = inner.template.lock().await;
+    if let Some(running) = template.as_mut() {
+        if matches!(running.child.try_wait(), Ok(None)) {
+            return Ok(running.socket.clone());
+        }
+        tracing::warn!(pool = %inner.config.name, "the template process ended; starting another");
+    }
+    if let Some(ended) = template.take() {
+        ended.stop().await;
+    }
+    let started = Template::start(&inner.config).await?;
+    let socket = started.socket.clone();
+    *template = Some(started);
+    Ok(socket)
+}
+
+async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, String> {
+    let config = &inner.config;
+    let started = std::time::Instant::now();
+    let socket;
+    let args: Vec<&std::ffi::OsStr> = if config.fork_workers {
+        // A stub that the template forks the worker for.
+        socket = template_socket(inner).await?;
+        vec!["--fork".as_ref(), socket.as_os_str()]
+    } else {
+        config.preload.iter().map(std::ffi::OsStr::new).collect()
+    };
+    let process = start_python(config, &args, Some(worker_id)).await?;
+    // The process serving the calls: the worker itself, or the one forked for the stub.
+    let pid = process
+        .ready
+        .get("pid")
+        .and_then(Value::as_u64)
+        .and_then(|p| u32::try_from(p).ok())
+        .or(process.child.id())
+        .unwrap_or(0);
     emit(
         &config.dispatcher,
         &catalog::POOL_WORKER_SPAWNED,
@@ -643,10 +790,10 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
             .with("os_pid", pid),
     );
     Ok(Worker {
-        group,
-        child,
-        stdin: Some(stdin),
-        stdout,
+        group: process.group,
+        child: process.child,
+        stdin: Some(process.stdin),
+        stdout: process.stdout,
         pid,
         started,
     })
@@ -930,9 +1077,11 @@ async fn serve(
         }
     };
     inner.idle.fetch_sub(1, Ordering::Relaxed);
+    // A worker that ended on its own (crashed) is given the time to report how: a forked
+    // worker's stub repeats its exit once the template has reaped it.
     let graceful = matches!(
         outcome,
-        "shutdown" | "recycled_memory" | "recycled_requests"
+        "shutdown" | "recycled_memory" | "recycled_requests" | "crashed"
     );
     let exit = stop(&mut worker, graceful).await;
     (outcome, exit)

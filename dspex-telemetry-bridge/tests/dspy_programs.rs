@@ -94,8 +94,13 @@ fn events(log: &Log, name: &str) -> Vec<Seen> {
 }
 
 async fn dspy_pool(d: &Dispatcher, size: usize) -> Pool {
+    dspy_pool_with(d, size, false).await
+}
+
+async fn dspy_pool_with(d: &Dispatcher, size: usize, fork_workers: bool) -> Pool {
     Pool::start(PoolConfig {
         size,
+        fork_workers,
         python: dspy_python(),
         python_path: vec![fixtures()],
         preload: vec!["dspy_offline".into()],
@@ -330,4 +335,27 @@ async fn four_workers_that_preload_dspy_start_together() {
         "a worker's start began {:?} after the first was ready",
         last_began - first_ready
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_forked_from_a_dspy_template_run_programs_and_report_their_lm_calls() {
+    let (d, log) = recording_dispatcher();
+    let began = Instant::now();
+    let pool = dspy_pool_with(&d, 4, true).await;
+    eprintln!("4 forked DSPy workers ready in {:?}", began.elapsed());
+    // Modules made in whichever worker is free (each stays in its worker).
+    for _ in 0..12 {
+        let predict = DspyModule::predict(&pool, "question -> answer")
+            .await
+            .unwrap();
+        let prediction = predict
+            .execute(Args::new().kwarg("question", "What is 2 + 2?"))
+            .await
+            .unwrap();
+        assert_eq!(Value::Object(prediction), json!({"answer": "4"}));
+    }
+    let lm = events(&log, "dspex.lm.call");
+    assert_eq!(lm.len(), 12, "{lm:?}");
+    assert!(lm.iter().all(|c| c.m("total_tokens") == Some(30.0)));
+    pool.shutdown().await;
 }
