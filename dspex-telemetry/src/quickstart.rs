@@ -2,7 +2,10 @@
 //! dspex-telemetry --example quickstart` shows it.
 //!
 //! Simulated users send correlated requests (a contract-checked prediction, session
-//! variables, three tools). From 35 % to 60 % of the run, `web_search` slows to ~800 ms and
+//! variables, three tools). The quickstart has no language model: each prediction reports the
+//! model call a DSPy program would make, as the `[:dspex, :lm, :call]` event the bridge emits
+//! for those it sees in a worker (two simulated models, about one call in a hundred failing).
+//! From 35 % to 60 % of the run, `web_search` slows to ~800 ms and
 //! `flaky_lookup` fails half the time: the tool p99 and error-rate alerts fire, and resolve
 //! once the window (10 s with the built-in configuration) no longer holds the bad phase.
 //! Along the way a worker crashes once (and is replaced), a burst overflows the request queue,
@@ -17,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dspex_telemetry_bridge::{Pool, PoolConfig, Sessions, Signature, ToolCall};
-use dspex_telemetry_core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
+use dspex_telemetry_core::{
+    CorrelationId, Dispatcher, Measurements, Metadata, TraceContext, WithTraceContext, catalog,
+};
 use dspex_telemetry_exporters::reporter::BackendConfig;
 use dspex_telemetry_metrics::SeriesValue;
 use serde_json::{Map, Value, json};
@@ -121,6 +126,31 @@ fn phase(progress: f64) -> (&'static str, u64, f64) {
     }
 }
 
+/// Reports the language-model call behind request `n` of `user`'s prediction, as the bridge
+/// reports a DSPy program's: its model, duration and tokens, or its error.
+fn simulated_lm_call(user: u64, n: u64, prompt_chars: usize) {
+    let spread = (n * 7 + user * 3) % 10;
+    let (model, duration_ms) = if n % 4 == 0 {
+        ("quickstart/large", 600 + 90 * spread)
+    } else {
+        ("quickstart/small", 150 + 25 * spread)
+    };
+    let mut m = Measurements::new().with("duration", duration_ms * 1_000_000);
+    let mut md = Metadata::new().with("model", model);
+    // One call in a hundred per user, the users' failures apart, so no error-rate alert fires.
+    if n % 100 == 16 * user + 5 {
+        md.insert("status", "error");
+        md.insert("error", "RateLimitError");
+    } else {
+        md.insert("status", "ok");
+        let (prompt, completion) = (40 + prompt_chars as u64 / 4, 12 + 8 * spread);
+        m.insert("prompt_tokens", prompt);
+        m.insert("completion_tokens", completion);
+        m.insert("total_tokens", prompt + completion);
+    }
+    Dispatcher::global().execute(&catalog::LM_CALL, &m, &md);
+}
+
 /// The rows of the live view: each operation's window.
 fn operation_rows(telemetry: &Telemetry) -> Vec<String> {
     let window = telemetry.window();
@@ -208,6 +238,12 @@ fn view(
         gauge(telemetry, "dspex_pool_workers", Some(("state", "starting"))),
         gauge(telemetry, "dspex_pool_queue_depth", None),
     );
+    const MIB: f64 = 1024.0 * 1024.0;
+    out += &format!(
+        "memory: {:.1} MiB in the workers, {:.1} MiB in this process\n",
+        gauge(telemetry, "dspex_pool_worker_memory_bytes", None) / MIB,
+        gauge(telemetry, "dspex_process_memory_bytes", None) / MIB,
+    );
     let active = telemetry.active_alerts();
     out += &format!("active alerts: {}\n", active.len());
     for alert in active {
@@ -244,6 +280,7 @@ async fn user(
                 25 => json!(format!("an unsure question {n} from user {user}")),
                 _ => json!(format!("question {n} from user {user}")),
             };
+            simulated_lm_call(user, n, question.to_string().len());
             inputs.insert("question".into(), question);
             let answer = pool
                 .predict(&signature, "quickstart_tools", "predict", inputs)
