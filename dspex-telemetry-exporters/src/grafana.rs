@@ -2,9 +2,11 @@
 //! metric catalog: every query names only series the catalog's metrics produce.
 //!
 //! Panels: bridge call latency p50/p95/p99 per method; tool execution latency and throughput
-//! per tool; error rates by operation; Python worker pool health (workers by state, queue
-//! depth, queue time, restarts, exhaustion); sessions (active, lifetime, variable operations);
-//! contract validation and type casting; throughput; alerts; a table of requests by method.
+//! per tool; language-model calls per model (calls per second, latency, error rate, tokens per
+//! second by kind); error rates by operation; Python worker pool health (workers by state,
+//! queue depth, queue time, restarts, exhaustion); memory and CPU use of each worker and of the
+//! service's own process; sessions (active, lifetime, variable operations); contract validation
+//! and type casting; throughput; alerts; a table of requests by method.
 //! `cargo xtask dashboard` writes it to `telemetry/grafana_dashboard.json`.
 //!
 //! ```
@@ -56,6 +58,13 @@ const FAMILIES: [Family; 4] = [
         title: "Type casting",
     },
 ];
+
+/// Language-model calls (DSPy's, in the workers): the same three series as an operation's.
+const LM: Family = Family {
+    base: "dspex_lm_call",
+    label: "model",
+    title: "Language-model calls",
+};
 
 /// One query of a panel: PromQL and its legend.
 fn target(ref_id: usize, expr: String, legend: &str) -> Value {
@@ -196,6 +205,26 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
     panels.push(row("Tools"));
     panels.push(latency(tools));
     panels.push(throughput(tools));
+    panels.push(row("Language-model calls"));
+    panels.push(throughput(&LM));
+    panels.push(latency(&LM));
+    panels.push(panel(
+        "timeseries",
+        "Language-model call error rate",
+        "Failed / completed language-model calls over the rate interval, in percent, per `model`.",
+        "percent",
+        vec![(error_rate(&LM).0, "{{model}}".into())],
+    ));
+    panels.push(panel(
+        "timeseries",
+        "Language-model tokens per second",
+        "Prompt and completion tokens per second per `model`, as the models reported them.",
+        "short",
+        vec![(
+            format!("sum by (model, kind) (rate(dspex_lm_tokens_total[{RATE_INTERVAL}]))"),
+            "{{model}} {{kind}}".into(),
+        )],
+    ));
     panels.push(row("Errors"));
     panels.push(panel(
         "timeseries",
@@ -276,6 +305,40 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
         "How long requests waited for a worker (milliseconds).",
         "ms",
         quantiles("dspex_pool_queue_time", "pool"),
+    ));
+    panels.push(row("Worker and process resources"));
+    panels.push(panel(
+        "timeseries",
+        "Memory",
+        "Resident memory of each Python worker, and of the service's own process, read from the OS.",
+        "bytes",
+        vec![
+            (
+                "sum by (pool, worker_id) (dspex_pool_worker_memory_bytes)".into(),
+                "{{pool}} worker {{worker_id}}".into(),
+            ),
+            (
+                "sum by (instance) (dspex_process_memory_bytes)".into(),
+                "process {{instance}}".into(),
+            ),
+        ],
+    ));
+    panels.push(panel(
+        "timeseries",
+        "CPU use",
+        "CPU time (user and system) per second of each Python worker and of the service's own \
+         process: 100 % is one core.",
+        "percentunit",
+        vec![
+            (
+                format!("sum by (pool, worker_id) (rate(dspex_pool_worker_cpu_seconds[{RATE_INTERVAL}]))"),
+                "{{pool}} worker {{worker_id}}".into(),
+            ),
+            (
+                format!("sum by (instance) (rate(dspex_process_cpu_seconds[{RATE_INTERVAL}]))"),
+                "process {{instance}}".into(),
+            ),
+        ],
     ));
     if has("dspex_session_created_total") {
         panels.push(row("Sessions"));

@@ -63,6 +63,12 @@ fn every_query_names_only_series_the_catalog_produces() {
         "Contract validation latency p50 / p95 / p99",
         "Alerts",
         "Throughput",
+        "Language-model calls per second",
+        "Language-model calls latency p50 / p95 / p99",
+        "Language-model call error rate",
+        "Language-model tokens per second",
+        "Memory",
+        "CPU use",
     ] {
         assert!(
             titles.contains(&wanted),
