@@ -52,7 +52,7 @@ pub const MAX_RETRIES: u32 = 10;
 ///     headers = { authorization = "Bearer change-me" }
 /// "#).unwrap();
 /// let (engine, handlers) = config.build().unwrap();
-/// assert_eq!(engine.rules().len(), 6);
+/// assert_eq!(engine.rules().len(), 7);
 /// assert_eq!(handlers.len(), 2);
 /// let err = toml::from_str::<AlertsConfig>("[suppression]\nmin_interval = 5").unwrap_err();
 /// assert!(err.to_string().contains("min_interval"));

@@ -2,8 +2,8 @@
 
 use crate::rule::{AlertType, Comparison, Rule, Source, Statistic};
 
-/// The spec's threshold keys. Each one set becomes rules evaluated per method, tool or pool;
-/// a key left out keeps the spec's value.
+/// The spec's threshold keys. Each one set becomes rules evaluated per method, tool, model or
+/// pool; a key left out keeps the spec's value.
 ///
 /// ```
 /// use dspex_telemetry_alerts::thresholds::Thresholds;
@@ -12,7 +12,7 @@ use crate::rule::{AlertType, Comparison, Rule, Source, Statistic};
 /// let names: Vec<String> = t.rules().into_iter().map(|r| r.name).collect();
 /// assert_eq!(names, [
 ///     "bridge_call_p99_ms", "tool_execution_p99_ms", "bridge_call_error_rate_percent",
-///     "tool_error_rate_percent", "queue_time_ms", "pool_exhausted",
+///     "tool_error_rate_percent", "lm_call_error_rate_percent", "queue_time_ms", "pool_exhausted",
 /// ]);
 /// assert!(toml::from_str::<Thresholds>("bridge_p99 = 1").unwrap_err().to_string().contains("bridge_p99"));
 /// ```
@@ -23,8 +23,8 @@ pub struct Thresholds {
     pub bridge_call_p99_ms: Option<f64>,
     /// p99 of `dspex_tools_execute_duration` per tool, in ms (spec default 500).
     pub tool_execution_p99_ms: Option<f64>,
-    /// Errors per hundred calls of bridge calls (per method) and tools (per tool) (spec
-    /// default 5; above 0, at most 100).
+    /// Errors per hundred calls of bridge calls (per method), tools (per tool) and
+    /// language-model calls (per model) (spec default 5; above 0, at most 100).
     pub error_rate_percent: Option<f64>,
     /// p99 of `dspex_pool_queue_time` per pool, in ms (spec default 5000); a pool that refused
     /// work (`dspex_pool_exhausted_total` rose within the window) fires too.
@@ -75,6 +75,7 @@ impl Thresholds {
         };
         let bridge = || Source::Operation("dspex_bridge_call_method".into());
         let tools = || Source::Operation("dspex_tools_execute".into());
+        let lm = || Source::Operation("dspex_lm_call".into());
         let mut rules = Vec::new();
         if let Some(t) = self.bridge_call_p99_ms {
             rules.push(rule(
@@ -108,6 +109,14 @@ impl Thresholds {
             rules.push(rule(
                 "tool_error_rate_percent",
                 tools(),
+                Statistic::ErrorRatePercent,
+                t,
+                AlertType::ErrorSpike,
+                "%",
+            ));
+            rules.push(rule(
+                "lm_call_error_rate_percent",
+                lm(),
                 Statistic::ErrorRatePercent,
                 t,
                 AlertType::ErrorSpike,

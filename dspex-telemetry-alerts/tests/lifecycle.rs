@@ -167,6 +167,41 @@ fn one_error_in_one_call_is_not_a_spike_but_ten_percent_of_thirty_is() {
     assert_eq!(alert.severity, Severity::High, "2× the threshold");
 }
 
+/// Language-model calls, from their events through the catalog: the default thresholds raise
+/// an error spike for the model whose calls fail, and none for the one under the threshold.
+#[test]
+fn failing_language_model_calls_are_an_error_spike_of_their_model() {
+    use dspex_telemetry_core::{Dispatcher, Measurements, Metadata, catalog};
+    use dspex_telemetry_metrics::{MetricsHandler, catalog as metric_catalog};
+    let (w, _) = window();
+    let d = Dispatcher::new();
+    metrics::with_local_recorder(&w, || {
+        let _metrics =
+            MetricsHandler::attach(&d, "metrics", metric_catalog::dspex_metrics(), 100).unwrap();
+        for (model, errors) in [("openai/gpt-4o-mini", 4), ("openai/gpt-4o", 1)] {
+            for i in 0..40 {
+                let status = if i < errors { "error" } else { "ok" };
+                d.execute(
+                    &catalog::LM_CALL,
+                    &Measurements::new().with("duration", 800_000_000u64),
+                    &Metadata::new().with("model", model).with("status", status),
+                );
+            }
+        }
+    });
+    let fired = engine(Thresholds::default(), 1, 0).evaluate(&w, 0);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let alert = &fired[0].alert;
+    assert_eq!(alert.rule, "lm_call_error_rate_percent");
+    assert_eq!(alert.alert_type, AlertType::ErrorSpike);
+    assert_eq!(
+        alert.labels,
+        vec![("model".to_owned(), "openai/gpt-4o-mini".to_owned())]
+    );
+    assert_eq!((alert.window.error_count, alert.window.count), (4, 40));
+    assert_eq!(alert.severity, Severity::High, "10 % is 2× the threshold");
+}
+
 #[test]
 fn queue_time_and_an_exhausted_pool_are_resource_exhaustion() {
     let (w, _) = window();

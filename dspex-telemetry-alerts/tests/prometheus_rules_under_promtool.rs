@@ -58,8 +58,8 @@ fn promtool_accepts_the_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    // 5 rules × 4 severity tiers, and pool exhaustion (critical only).
-    assert!(text.contains("SUCCESS: 21 rules found"), "{text}");
+    // 6 rules × 4 severity tiers, and pool exhaustion (critical only).
+    assert!(text.contains("SUCCESS: 25 rules found"), "{text}");
 }
 
 /// The severity tiers a rule's alerts have, as (severity, factor of the threshold).
