@@ -174,6 +174,11 @@ async fn children_of_a_replaced_worker_are_killed_with_it() {
         .unwrap();
     let _ = std::fs::remove_file(&pid_file);
     until("the replaced worker's child is gone", || !running(child)).await;
+    // The worker's group is killed first; its exit event follows once it is reaped.
+    until("the replaced worker's exit event", || {
+        !exits(&log).is_empty()
+    })
+    .await;
     assert_eq!(exits(&log), [Some("killed_deadline".to_owned())]);
     assert_eq!(
         call(&pool, "text_of", vec![json!(2)]).await,
