@@ -96,11 +96,16 @@ def register_tool(name=None):
 
 
 def current_trace():
-    """The trace this worker is serving: trace id, span id, correlation id, baggage header."""
+    """The trace this worker is serving: trace id, span id, correlation id, baggage and
+    tracestate headers."""
     if not _header:
-        return {"trace_id": None, "span_id": None, "correlation_id": None, "baggage": ""}
-    trace = _header.decode("ascii")
-    # "<traceparent> <span id of this call> <correlation id> <baggage>", parsed only when asked for.
+        return {
+            "trace_id": None, "span_id": None, "correlation_id": None, "baggage": "",
+            "tracestate": "",
+        }
+    trace, _, tracestate = _header.decode("ascii").partition("\t")
+    # "<traceparent> <span id of this call> <correlation id> <baggage>[\t<tracestate>]", parsed
+    # only when asked for.
     traceparent, _, correlation_id, baggage = (trace.split(" ", 3) + ["", "", "", ""])[:4]
     trace_id, _ = _parse_traceparent(traceparent)
     return {
@@ -108,6 +113,7 @@ def current_trace():
         "span_id": _current_span_id(),
         "correlation_id": correlation_id or trace_id,
         "baggage": baggage,
+        "tracestate": tracestate,
     }
 
 

@@ -174,6 +174,7 @@ impl Pool {
                 parent_span_id: parent,
                 parent_is_remote: false,
                 flags: ctx.flags(),
+                tracestate: ctx.tracestate(),
                 name: SpanName::Text(name),
                 kind,
                 start_unix_ns: start.max(0) as u64,

@@ -11,6 +11,8 @@ use dspex_telemetry_core::{Dispatcher, catalog, context, metadata};
 pub struct OutgoingTrace {
     /// The W3C `traceparent` (the current span is the parent).
     pub traceparent: String,
+    /// The W3C `tracestate` the trace came with (empty when there is none).
+    pub tracestate: String,
     /// The W3C `baggage`, with the correlation id when one was given.
     pub baggage: String,
     /// The correlation id.
@@ -22,6 +24,7 @@ pub struct OutgoingTrace {
 pub fn outgoing_trace() -> Option<OutgoingTrace> {
     context::current().map(|ctx| OutgoingTrace {
         traceparent: ctx.traceparent().to_string(),
+        tracestate: ctx.tracestate().to_header(),
         baggage: ctx.outgoing_baggage().to_header(),
         correlation_id: ctx.correlation_id().to_string(),
     })

@@ -572,7 +572,8 @@ fn health(inner: &Inner) -> PoolHealth {
 
 /// Writes the trace a request carries to its worker, as the worker reads it:
 /// `"<traceparent> <span id of the worker's side> <correlation id> <baggage>"`, the correlation
-/// id empty when it is the trace id. No part holds a space or a newline (W3C formats; a
+/// id empty when it is the trace id, then `"\t<tracestate>"` when there is one. No part holds a
+/// newline, none but the tracestate a tab, and none before the baggage a space (W3C formats; a
 /// correlation id is printable ASCII without spaces), so the worker splits it cheaply, and only
 /// when user code asks for it.
 fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut String) {
@@ -586,6 +587,10 @@ fn trace_header(ctx: &TraceContext, span_id: SpanId, out: &mut String) {
     out.push(' ');
     // The baggage a call sends carries an explicit correlation id too.
     ctx.push_outgoing_baggage(out);
+    if !ctx.tracestate().is_empty() {
+        out.push('\t');
+        ctx.tracestate().push_header(out);
+    }
 }
 
 /// A Python process of the pool (a worker, a stub, the template) started and ready: it wrote

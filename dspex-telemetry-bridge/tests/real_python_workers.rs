@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use dspex_telemetry_bridge::{BridgeError, Pool, PoolConfig, StartError};
 use dspex_telemetry_core::{
-    CorrelationId, Dispatcher, Event, EventName, TraceContext, WithTraceContext, catalog, context,
+    CorrelationId, Dispatcher, Event, EventName, TraceContext, TraceState, WithTraceContext,
+    catalog, context,
 };
 use serde_json::{Value, json};
 
@@ -189,6 +190,26 @@ async fn the_trace_reaches_python_and_python_spans_come_back_as_children() {
             .unwrap()
             .contains("correlation_id=order-77")
     );
+    assert_eq!(seen["tracestate"], json!(""), "no tracestate: an empty one");
+    // A vendor's tracestate reaches Python as it came, beside a baggage with a space.
+    let mut with_state = root
+        .clone()
+        .with_tracestate(TraceState::parse(["congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"]).unwrap());
+    with_state.add_baggage("note", "a b").unwrap();
+    let seen = pool
+        .call("bridge_fixtures", "whoami", vec![])
+        .with_trace_context(with_state)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["tracestate"],
+        json!("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+    );
+    assert!(
+        seen["baggage"].as_str().unwrap().contains("note=a%20b"),
+        "{seen}"
+    );
+    assert_eq!(seen["correlation_id"], json!("order-77"));
 
     log.lock().unwrap().clear();
     let before = dspex_telemetry_core::system_time_ns();

@@ -30,6 +30,7 @@ use std::sync::{Arc, LazyLock};
 use crate::baggage::{Baggage, BaggageError};
 use crate::ids::{CorrelationId, SpanId, TraceFlags, TraceId};
 use crate::traceparent::TraceParent;
+use crate::tracestate::TraceState;
 use crate::value::Value;
 
 /// The baggage key the correlation id travels under.
@@ -76,9 +77,11 @@ impl Eq for Attributes {}
 struct Shared {
     correlation_id: Option<CorrelationId>,
     baggage: Baggage,
+    tracestate: TraceState,
 }
 
 static EMPTY_BAGGAGE: LazyLock<Baggage> = LazyLock::new(Baggage::new);
+static EMPTY_TRACESTATE: TraceState = TraceState::new();
 
 impl std::fmt::Debug for TraceContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +95,7 @@ impl std::fmt::Debug for TraceContext {
             .field("flags", &self.flags.bits())
             .field("correlation_id", &self.correlation_id().as_str())
             .field("baggage_members", &self.baggage().len())
+            .field("tracestate_members", &self.tracestate().len())
             .finish()
     }
 }
@@ -207,6 +211,23 @@ impl TraceContext {
     /// The baggage.
     pub fn baggage(&self) -> &Baggage {
         self.shared.as_ref().map_or(&EMPTY_BAGGAGE, |s| &s.baggage)
+    }
+
+    /// The caller's `tracestate` (vendors' entries), handed on by every call made from this
+    /// trace; empty when the trace started here or the caller sent none.
+    pub fn tracestate(&self) -> &TraceState {
+        self.shared
+            .as_ref()
+            .map_or(&EMPTY_TRACESTATE, |s| &s.tracestate)
+    }
+
+    /// This context with `tracestate` in place of its own (for this span and its children).
+    pub fn with_tracestate(mut self, tracestate: TraceState) -> Self {
+        if tracestate.is_empty() && self.tracestate().is_empty() {
+            return self;
+        }
+        self.shared_mut().tracestate = tracestate;
+        self
     }
 
     /// This context with `correlation_id`.

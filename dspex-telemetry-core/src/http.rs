@@ -1,5 +1,11 @@
-//! HTTP propagation: `x-correlation-id`, `traceparent` and `baggage` on [`http::HeaderMap`],
-//! and a `tower` layer that runs each request in its trace and echoes `x-correlation-id`.
+//! HTTP propagation: `x-correlation-id`, `traceparent`, `tracestate` and `baggage` on
+//! [`http::HeaderMap`], and a `tower` layer that runs each request in its trace and echoes
+//! `x-correlation-id`.
+//!
+//! `traceparent` and `tracestate` follow W3C Trace Context (level 2): a request continues the
+//! caller's trace and keeps its `tracestate` (every `tracestate` header, in order, as one
+//! list), and each call made from it sends them on. A `tracestate` that breaks the grammar or
+//! its limits is dropped whole; without a valid `traceparent` it is ignored.
 //!
 //! Incoming headers are untrusted: a malformed one is ignored (a fresh trace or id is used
 //! instead), counted in [`malformed_headers`] and logged at `DEBUG`; it never fails the
@@ -34,11 +40,14 @@ use crate::context::{CORRELATION_BAGGAGE_KEY, TraceContext};
 use crate::ids::CorrelationId;
 use crate::instrument::{Traced, WithTraceContext};
 use crate::traceparent::TraceParent;
+use crate::tracestate::TraceState;
 
 /// `x-correlation-id`.
 pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 /// `traceparent`.
 pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`.
+pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 /// `baggage`.
 pub const BAGGAGE_HEADER: HeaderName = HeaderName::from_static("baggage");
 
@@ -72,12 +81,31 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     }
 }
 
+/// The `tracestate` of a request: every header's members, in order; empty (and counted as
+/// malformed) when one breaks the grammar.
+fn tracestate(headers: &HeaderMap) -> TraceState {
+    let mut values = Vec::new();
+    for value in headers.get_all(&TRACESTATE_HEADER) {
+        match value.to_str() {
+            Ok(text) => values.push(text),
+            Err(e) => {
+                malformed(&TRACESTATE_HEADER, &e);
+                return TraceState::new();
+            }
+        }
+    }
+    TraceState::parse(values).unwrap_or_else(|e| {
+        malformed(&TRACESTATE_HEADER, &e);
+        TraceState::new()
+    })
+}
+
 /// The trace context of an incoming request: the caller's trace if `traceparent` is valid
-/// (a new trace otherwise), its baggage if valid, and its correlation id from
-/// `x-correlation-id`, else from the baggage's `correlation_id`, else the trace id.
+/// (a new trace otherwise) with its `tracestate`, its baggage if valid, and its correlation
+/// id from `x-correlation-id`, else from the baggage's `correlation_id`, else the trace id.
 pub fn extract(headers: &HeaderMap) -> TraceContext {
     let mut ctx = match single(headers, &TRACEPARENT_HEADER).map(TraceParent::parse) {
-        Some(Ok(tp)) => TraceContext::continue_from(&tp),
+        Some(Ok(tp)) => TraceContext::continue_from(&tp).with_tracestate(tracestate(headers)),
         Some(Err(e)) => {
             malformed(&TRACEPARENT_HEADER, &e);
             TraceContext::new_root()
@@ -114,10 +142,15 @@ pub fn extract(headers: &HeaderMap) -> TraceContext {
 }
 
 /// Writes `ctx` into outgoing headers: `traceparent`, `x-correlation-id` and, when there is
-/// any, `baggage` (which also carries a given correlation id).
+/// any, `tracestate` and `baggage` (which also carries a given correlation id).
 pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&ctx.traceparent().to_string()) {
         headers.insert(TRACEPARENT_HEADER, v);
+    }
+    if ctx.tracestate().is_empty() {
+        headers.remove(TRACESTATE_HEADER);
+    } else if let Ok(v) = HeaderValue::from_str(&ctx.tracestate().to_header()) {
+        headers.insert(TRACESTATE_HEADER, v);
     }
     if let Ok(v) = HeaderValue::from_str(ctx.correlation_id().as_str()) {
         headers.insert(CORRELATION_HEADER, v);
@@ -273,6 +306,45 @@ mod tests {
             ("x-correlation-id", "b"),
         ]));
         assert!(ctx.explicit_correlation_id().is_none());
+    }
+
+    #[test]
+    fn tracestate_follows_a_valid_traceparent_only_and_a_bad_one_is_dropped_whole() {
+        let tp = (
+            "traceparent",
+            "00-12345678901234567890123456789012-1234567890123456-01",
+        );
+        let ctx = extract(&headers(&[
+            tp,
+            ("tracestate", "foo=1"),
+            ("tracestate", " bar=2 "),
+        ]));
+        assert_eq!(ctx.tracestate().to_header(), "foo=1,bar=2");
+        assert_eq!(
+            ctx.child().tracestate(),
+            ctx.tracestate(),
+            "children keep it"
+        );
+        let mut out = HeaderMap::new();
+        inject(&ctx.child(), &mut out);
+        assert_eq!(out["tracestate"], "foo=1,bar=2");
+
+        let before = malformed_headers();
+        let ctx = extract(&headers(&[tp, ("tracestate", "foo=1,@bar=2")]));
+        assert!(ctx.tracestate().is_empty());
+        assert!(malformed_headers() > before);
+        let ctx = extract(&headers(&[("tracestate", "foo=1")]));
+        assert!(
+            ctx.tracestate().is_empty(),
+            "no traceparent: a new trace, no tracestate"
+        );
+        let mut out = HeaderMap::new();
+        out.insert("tracestate", HeaderValue::from_static("stale=1"));
+        inject(&ctx, &mut out);
+        assert!(
+            out.get("tracestate").is_none(),
+            "an empty tracestate is not sent"
+        );
     }
 
     #[test]

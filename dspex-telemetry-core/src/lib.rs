@@ -56,6 +56,7 @@ mod record;
 mod span;
 mod text;
 mod traceparent;
+pub mod tracestate;
 mod value;
 
 use std::fmt::Display;
@@ -82,6 +83,7 @@ pub use record::{
 pub use span::{SpanFuture, SpanPrefix, with_span};
 pub use text::log_safe;
 pub use traceparent::{TraceParent, TraceParentError};
+pub use tracestate::{TraceState, TraceStateError};
 #[doc(hidden)]
 pub use value::distinct_keys;
 pub use value::{Measurements, Metadata, Number, Value};

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crate::event::EventName;
 use crate::ids::{CorrelationId, SpanId, TraceFlags, TraceId};
+use crate::tracestate::TraceState;
 use crate::value::{Metadata, Value};
 
 /// What a span stands for, as OpenTelemetry's `SpanKind`.
@@ -255,6 +256,8 @@ pub struct SpanRecord<'a> {
     pub parent_is_remote: bool,
     /// The W3C trace flags.
     pub flags: TraceFlags,
+    /// The trace's `tracestate`, as its caller sent it (empty when there is none).
+    pub tracestate: &'a TraceState,
     /// The span's name.
     pub name: SpanName<'a>,
     /// Its kind.

@@ -195,6 +195,7 @@ fn finish_span<'m>(
             parent_span_id: ctx.parent_span_id(),
             parent_is_remote: ctx.parent_is_remote(),
             flags: ctx.flags(),
+            tracestate: ctx.tracestate(),
             name,
             kind: prefix.kind,
             start_unix_ns: unix_ns_at(started),

@@ -278,6 +278,9 @@ fn ensure_peers() -> bool {
     if !ensure_dspy_venv() {
         missing.push(DSPY);
     }
+    if !ensure_venv("w3c-venv", &[AIOHTTP], "import aiohttp") {
+        missing.push(AIOHTTP);
+    }
     if !missing.is_empty() {
         eprintln!(
             "xtask: cannot install {}; the tests that need them will fail",
@@ -293,6 +296,9 @@ const GRPCIO: &str = "grpcio==1.85.3";
 /// DSPy, for the bridge's tests, example and benches with real DSPy programs (offline: a
 /// mocked LM); it brings pydantic and litellm.
 const DSPY: &str = "dspy==3.4.1";
+/// The W3C Trace Context conformance suite's harness (vendored in the core's tests) runs on
+/// aiohttp.
+const AIOHTTP: &str = "aiohttp==3.14.5";
 
 /// A Python environment in [`peers_dir`] with [`OTLP_PROTO`]; made once.
 fn ensure_otlp_venv() -> bool {
@@ -317,6 +323,8 @@ fn ensure_venv(name: &str, packages: &[&str], check: &str) -> bool {
     let ready = || {
         Command::new(&python)
             .args(["-c", check])
+            // litellm would otherwise try to fetch its model cost map at import.
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .status()
             .is_ok_and(|s| s.success())
     };

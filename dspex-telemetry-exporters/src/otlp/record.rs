@@ -24,6 +24,7 @@ const FLAG_PARENT: u8 = 1;
 const FLAG_REMOTE_PARENT: u8 = 2;
 const FLAG_ERROR: u8 = 4;
 const FLAG_CORRELATION: u8 = 8;
+const FLAG_TRACESTATE: u8 = 16;
 
 /// Where an attribute came from: the span's metadata (exported as `dspex.<key>`) or what the
 /// code set (under its own name).
@@ -203,6 +204,16 @@ fn for_each_kept<'s>(span: &'s SpanRecord<'_>, mut f: impl FnMut(u8, &'s str, &'
     });
 }
 
+/// The length of `tracestate`'s members written `key=value,…` (at most 32 members of at most
+/// 513 bytes).
+fn tracestate_len(tracestate: &dspex_telemetry_core::TraceState) -> usize {
+    tracestate
+        .iter()
+        .map(|(k, v)| k.len() + 1 + v.len() + 1)
+        .sum::<usize>()
+        - 1
+}
+
 /// Bytes of the header: ids, flags, kind and times.
 const HEADER: usize = 16 + 8 + 8 + 3 + 8 + 8;
 
@@ -214,6 +225,9 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
     }
     if let Some(id) = span.correlation_id {
         len += 4 + cut(id.as_str(), 256).len();
+    }
+    if !span.tracestate.is_empty() {
+        len += 4 + tracestate_len(span.tracestate);
     }
     for_each_kept(span, |_, key, value| {
         len += 1 + 4 + cut(key, 256).len() + value_len(value)
@@ -237,6 +251,9 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     if span.correlation_id.is_some() {
         flags |= FLAG_CORRELATION;
     }
+    if !span.tracestate.is_empty() {
+        flags |= FLAG_TRACESTATE;
+    }
     let mut out = Cursor::new(buf);
     out.array(span.trace_id.to_bytes());
     out.array(span.span_id.to_bytes());
@@ -253,6 +270,19 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     }
     if let Some(id) = span.correlation_id {
         out.text(cut(id.as_str(), 256));
+    }
+    if !span.tracestate.is_empty() {
+        out.array((tracestate_len(span.tracestate) as u32).to_le_bytes());
+        let mut first = true;
+        for (key, value) in span.tracestate.iter() {
+            if !first {
+                out.bytes(b",");
+            }
+            first = false;
+            out.bytes(key.as_bytes());
+            out.bytes(b"=");
+            out.bytes(value.as_bytes());
+        }
     }
     let count = (span.metadata.len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
     out.array(count.to_le_bytes());
@@ -408,13 +438,19 @@ pub(crate) fn decode(
     } else {
         (None, None)
     };
+    let correlation = match flags & FLAG_CORRELATION != 0 {
+        true => Some(r.text()?),
+        false => None,
+    };
+    let trace_state = match flags & FLAG_TRACESTATE != 0 {
+        // Written from a valid tracestate: it reads back as one.
+        true => r.text()?.parse().unwrap_or_default(),
+        false => TraceState::default(),
+    };
     let mut attributes = Vec::new();
-    match flags & FLAG_CORRELATION != 0 {
-        true => attributes.push(KeyValue::new(
-            "dspex.correlation_id",
-            interned.value(r.text()?),
-        )),
-        false => attributes.push(KeyValue::new(
+    match correlation {
+        Some(id) => attributes.push(KeyValue::new("dspex.correlation_id", interned.value(id))),
+        None => attributes.push(KeyValue::new(
             "dspex.correlation_id",
             TraceId::from_bytes(trace_id).to_string(),
         )),
@@ -466,7 +502,7 @@ pub(crate) fn decode(
             SpanId::from_bytes(span_id),
             TraceFlags::new(trace_flags),
             false,
-            TraceState::default(),
+            trace_state,
         ),
         parent_span_id: if flags & FLAG_PARENT != 0 {
             SpanId::from_bytes(parent)
@@ -504,12 +540,16 @@ mod tests {
             .with("reason", "x".repeat(10_000));
         let name = dspex_telemetry_core::catalog::BRIDGE_CALL.prefix().clone();
         let correlation = CorrelationId::parse("order-7").unwrap();
+        let tracestate =
+            dspex_telemetry_core::TraceState::parse(["congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"])
+                .unwrap();
         let record = SpanRecord {
             trace_id: dspex_telemetry_core::TraceId::random(),
             span_id: dspex_telemetry_core::SpanId::random(),
             parent_span_id: Some(dspex_telemetry_core::SpanId::random()),
             parent_is_remote: true,
             flags: TraceFlags::SAMPLED,
+            tracestate: &tracestate,
             name: SpanName::Prefix(&name),
             kind: SpanKind::Client,
             start_unix_ns: 1_000,
@@ -528,6 +568,10 @@ mod tests {
         let scope = InstrumentationScope::builder("t").build();
         let mut interned = Interned::default();
         let span = decode(&bytes, &scope, &mut interned).unwrap();
+        assert_eq!(
+            span.span_context.trace_state().header(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+        );
         let again = decode(&bytes, &scope, &mut interned).unwrap();
         assert_eq!(
             again.attributes, span.attributes,
