@@ -49,6 +49,9 @@ pub struct TraceContext {
     flags: TraceFlags,
     /// Whether `parent_span_id` is a span of another process (a caller's `traceparent`).
     remote_parent: bool,
+    /// Whether this context stands for a trace (and its caller's span) without being a span
+    /// itself: nothing exports it, so its children take its parent as theirs.
+    placeholder: bool,
     shared: Option<Arc<Shared>>,
     /// This span's own attributes ([`set_attributes`]); not inherited by children.
     attributes: Option<Arc<Attributes>>,
@@ -93,6 +96,7 @@ impl std::fmt::Debug for TraceContext {
                 &self.parent_span_id.map(|s| s.to_string()),
             )
             .field("flags", &self.flags.bits())
+            .field("is_span", &!self.placeholder)
             .field("correlation_id", &self.correlation_id().as_str())
             .field("baggage_members", &self.baggage().len())
             .field("tracestate_members", &self.tracestate().len())
@@ -101,7 +105,10 @@ impl std::fmt::Debug for TraceContext {
 }
 
 impl TraceContext {
-    /// A new trace: random trace and span ids, sampled, no parent. Does not allocate.
+    /// A new trace: a random trace id, sampled. Does not allocate.
+    ///
+    /// It is no span itself (nothing exports it): the spans started in it are the trace's
+    /// roots. [`start_trace`] makes a trace whose root is a span, exported when it ends.
     pub fn new_root() -> Self {
         TraceContext {
             trace_id: TraceId::random(),
@@ -109,6 +116,48 @@ impl TraceContext {
             parent_span_id: None,
             flags: TraceFlags::SAMPLED,
             remote_parent: false,
+            placeholder: true,
+            shared: None,
+            attributes: None,
+        }
+    }
+
+    /// A new trace whose root is a span of its own (exported by whoever ends it, as
+    /// [`start_trace`]'s guard does).
+    pub(crate) fn new_root_span() -> Self {
+        TraceContext {
+            placeholder: false,
+            ..Self::new_root()
+        }
+    }
+
+    /// The context of a span started where no dspex context is current: a new trace's root,
+    /// or (feature `opentelemetry`) a child of OpenTelemetry's current span.
+    #[inline]
+    pub(crate) fn fresh_span() -> Self {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(parent) = crate::otel::current_parent() {
+            return parent.child();
+        }
+        Self::new_root_span()
+    }
+
+    /// A context that stands for span `span_id` of trace `trace_id` (in another process when
+    /// `remote`) without being it: the spans started in it are that span's children.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn standing_for(
+        trace_id: TraceId,
+        span_id: SpanId,
+        flags: TraceFlags,
+        remote: bool,
+    ) -> Self {
+        TraceContext {
+            trace_id,
+            span_id: SpanId::random(),
+            parent_span_id: Some(span_id),
+            flags,
+            remote_parent: remote,
+            placeholder: true,
             shared: None,
             attributes: None,
         }
@@ -119,8 +168,12 @@ impl TraceContext {
         Self::new_root().with_correlation_id(correlation_id)
     }
 
-    /// The local side of a request whose caller sent `traceparent`: same trace, a new span
-    /// whose parent is the caller's span, the caller's flags.
+    /// The local side of a request whose caller sent `traceparent`: same trace, the caller's
+    /// flags.
+    ///
+    /// It is no span itself: the spans started in it are children of the caller's span, and a
+    /// call made from it directly sends the caller's `traceparent` on. The `http` feature's
+    /// layer runs each request in a server span under it.
     pub fn continue_from(traceparent: &TraceParent) -> Self {
         TraceContext {
             trace_id: traceparent.trace_id,
@@ -128,6 +181,7 @@ impl TraceContext {
             parent_span_id: Some(traceparent.parent_id),
             flags: traceparent.flags,
             remote_parent: true,
+            placeholder: true,
             shared: None,
             attributes: None,
         }
@@ -146,23 +200,37 @@ impl TraceContext {
             parent_span_id,
             flags,
             remote_parent: false,
+            placeholder: false,
             shared: None,
             attributes: None,
         }
     }
 
-    /// A child span of this one: same trace, correlation id and baggage; a new span id.
+    /// A child span of this one: same trace, correlation id, baggage and tracestate; a new
+    /// span id. The child of a context that is no span ([`TraceContext::new_root`],
+    /// [`TraceContext::continue_from`]) takes that context's parent as its own.
     #[inline]
     pub fn child(&self) -> Self {
+        let (parent_span_id, remote_parent) = match self.placeholder {
+            false => (Some(self.span_id), false),
+            true => (self.parent_span_id, self.remote_parent),
+        };
         TraceContext {
             trace_id: self.trace_id,
             span_id: SpanId::random(),
-            parent_span_id: Some(self.span_id),
+            parent_span_id,
             flags: self.flags,
-            remote_parent: false,
+            remote_parent,
+            placeholder: false,
             shared: self.shared.clone(),
             attributes: None,
         }
+    }
+
+    /// Whether this context is a span (exported when it ends) rather than one that stands for
+    /// a trace, or a caller's span, without being a span itself.
+    pub fn is_span(&self) -> bool {
+        !self.placeholder
     }
 
     /// The trace id.
@@ -270,11 +338,16 @@ impl TraceContext {
         Arc::make_mut(self.shared.get_or_insert_with(Default::default))
     }
 
-    /// The `traceparent` that a call made from this span sends.
+    /// The `traceparent` that a call made from this span sends: this span as the parent, or,
+    /// from a context that continues a caller's trace without being a span, the caller's.
     pub fn traceparent(&self) -> TraceParent {
+        let parent_id = match (self.placeholder, self.parent_span_id) {
+            (true, Some(caller)) => caller,
+            _ => self.span_id,
+        };
         TraceParent {
             trace_id: self.trace_id,
-            parent_id: self.span_id,
+            parent_id,
             flags: self.flags,
         }
     }
@@ -320,6 +393,8 @@ impl TraceContext {
     #[inline]
     pub fn attach(self) -> ContextGuard {
         ContextGuard {
+            #[cfg(feature = "opentelemetry")]
+            _otel: crate::otel::attach(&self),
             previous: replace_current(Some(self)),
             _not_send: PhantomData,
         }
@@ -345,12 +420,23 @@ pub(crate) fn enter_child() -> ContextGuard {
             let parent = c.take();
             let child = parent
                 .as_ref()
-                .map_or_else(TraceContext::new_root, TraceContext::child);
+                .map_or_else(TraceContext::fresh_span, TraceContext::child);
+            #[cfg(feature = "opentelemetry")]
+            let otel = crate::otel::attach(&child);
             c.set(Some(child));
+            #[cfg(feature = "opentelemetry")]
+            return (parent, otel);
+            #[cfg(not(feature = "opentelemetry"))]
             parent
         })
-        .unwrap_or(None);
+        .ok();
+    #[cfg(feature = "opentelemetry")]
+    let (previous, _otel) = previous.unwrap_or_default();
+    #[cfg(not(feature = "opentelemetry"))]
+    let previous = previous.flatten();
     ContextGuard {
+        #[cfg(feature = "opentelemetry")]
+        _otel,
         previous,
         _not_send: PhantomData,
     }
@@ -388,6 +474,9 @@ pub fn is_active() -> bool {
 #[derive(Debug)]
 pub struct ContextGuard {
     previous: Option<TraceContext>,
+    /// OpenTelemetry's current context while this one is current.
+    #[cfg(feature = "opentelemetry")]
+    _otel: Option<opentelemetry::ContextGuard>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -408,23 +497,81 @@ pub fn generate_correlation_id() -> CorrelationId {
     CorrelationId::from_trace_id(TraceId::random())
 }
 
-/// Starts a new trace and makes it current until the guard drops.
+/// Starts a new trace and makes it current until the guard drops. Its root is a span,
+/// `dspex.trace`, that lasts as long as the guard: the spans started meanwhile are its
+/// children, and the global dispatcher's span sinks (the OTLP exporter) receive it when the
+/// guard drops, with the attributes [`set_attributes`] gave it.
 ///
 /// ```
 /// use dspex_telemetry_core::context;
 /// let trace = context::start_trace();
 /// let ctx = context::current().unwrap();
 /// assert_eq!(ctx.correlation_id().as_str(), ctx.trace_id().to_string());
+/// assert!(ctx.is_span());
 /// drop(trace);
 /// assert!(context::current().is_none());
 /// ```
-pub fn start_trace() -> ContextGuard {
-    TraceContext::new_root().attach()
+pub fn start_trace() -> TraceGuard {
+    TraceGuard::start(crate::Dispatcher::global(), TraceContext::new_root_span())
 }
 
-/// Starts a new trace carrying `correlation_id` and makes it current until the guard drops.
-pub fn start_trace_with(correlation_id: CorrelationId) -> ContextGuard {
-    TraceContext::new_root_with_correlation(correlation_id).attach()
+/// Starts a new trace carrying `correlation_id` and makes it current until the guard drops;
+/// as [`start_trace`].
+pub fn start_trace_with(correlation_id: CorrelationId) -> TraceGuard {
+    TraceGuard::start(
+        crate::Dispatcher::global(),
+        TraceContext::new_root_span().with_correlation_id(correlation_id),
+    )
+}
+
+/// A trace started by [`start_trace`]: current until the guard drops, when its root span ends.
+/// Not `Send`: a context belongs to a thread.
+#[must_use = "the trace is current only while the guard lives"]
+#[derive(Debug)]
+pub struct TraceGuard {
+    /// OpenTelemetry's current context while the trace is current (dropped last).
+    #[cfg(feature = "opentelemetry")]
+    _otel: Option<opentelemetry::ContextGuard>,
+    dispatcher: crate::Dispatcher,
+    started: crate::clock::Instant,
+    root: SpanId,
+    previous: Option<Option<TraceContext>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl TraceGuard {
+    pub(crate) fn start(dispatcher: &crate::Dispatcher, root: TraceContext) -> Self {
+        TraceGuard {
+            #[cfg(feature = "opentelemetry")]
+            _otel: crate::otel::attach(&root),
+            dispatcher: dispatcher.clone(),
+            started: crate::clock::now(),
+            root: root.span_id,
+            previous: Some(replace_current(Some(root))),
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        // The root as the code left it (with the attributes it set), then the previous one.
+        let root = replace_current(previous);
+        // (Guards dropped out of order leave another context here: it is not this root.)
+        if let Some(root) = root.filter(|r| r.span_id == self.root) {
+            crate::span::export_context_span(
+                &self.dispatcher,
+                &root,
+                crate::record::SpanName::Text("dspex.trace"),
+                crate::record::SpanKind::Internal,
+                self.started,
+                crate::record::SpanStatus::Unset,
+            );
+        }
+    }
 }
 
 /// Runs `f` correlated under `correlation_id`: in the current trace if there is one (its
@@ -501,12 +648,39 @@ mod tests {
             child.in_scope(|| {
                 let now = current().unwrap();
                 assert_eq!(now.trace_id(), root.trace_id());
-                assert_eq!(now.parent_span_id(), Some(root.span_id()));
+                assert_eq!(now.parent_span_id(), None, "the root is no span");
+                let grandchild = now.child();
+                assert_eq!(grandchild.parent_span_id(), Some(now.span_id()));
             });
             assert_eq!(current().unwrap(), root);
         });
         assert!(current().is_none());
         assert!(!is_active());
+    }
+
+    #[test]
+    fn contexts_that_are_no_span_hand_their_parent_to_their_children() {
+        let tp =
+            TraceParent::parse("00-12345678901234567890123456789012-1234567890123456-01").unwrap();
+        let caller = TraceContext::continue_from(&tp);
+        assert!(!caller.is_span());
+        assert_eq!(
+            caller.traceparent(),
+            tp,
+            "a call from it sends the caller's on"
+        );
+        let child = caller.child();
+        assert!(child.is_span());
+        assert_eq!(child.parent_span_id(), Some(tp.parent_id));
+        assert!(child.parent_is_remote());
+        assert_ne!(child.traceparent(), tp);
+        assert!(!child.child().parent_is_remote());
+
+        let trace = start_trace();
+        let root = current().unwrap();
+        assert!(root.is_span() && root.parent_span_id().is_none());
+        assert_eq!(root.child().parent_span_id(), Some(root.span_id()));
+        drop(trace);
     }
 
     #[test]

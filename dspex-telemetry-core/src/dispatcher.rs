@@ -826,6 +826,12 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Starts a new trace whose root span (`dspex.trace`) goes to this dispatcher's span sinks
+    /// when the guard drops; [`crate::context::start_trace`] does the same on the global one.
+    pub fn start_trace(&self) -> crate::context::TraceGuard {
+        crate::context::TraceGuard::start(self, crate::TraceContext::new_root_span())
+    }
+
     /// Whether a span sink is attached (one atomic load, then a table read).
     #[inline]
     pub fn has_span_sinks(&self) -> bool {

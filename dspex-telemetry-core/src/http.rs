@@ -37,8 +37,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use crate::baggage::Baggage;
 use crate::context::{CORRELATION_BAGGAGE_KEY, TraceContext};
+use crate::dispatcher::Dispatcher;
 use crate::ids::CorrelationId;
 use crate::instrument::{Traced, WithTraceContext};
+use crate::record::{SpanKind, SpanName, SpanStatus};
 use crate::traceparent::TraceParent;
 use crate::tracestate::TraceState;
 
@@ -163,9 +165,16 @@ pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
     }
 }
 
-/// A `tower` layer: each request runs in the trace its headers carry (or a new one), the
-/// context is in the request's extensions, and the response carries `x-correlation-id`, as
-/// the spec's `assign_correlation_id` plug does.
+/// A `tower` layer: each request runs in a server span of the trace its headers carry (a
+/// child of the caller's span), or of a new trace; the span's context is in the request's
+/// extensions, and the response carries `x-correlation-id`, as the spec's
+/// `assign_correlation_id` plug does.
+///
+/// The server span (kind server, named after the method, with `http.request.method`,
+/// `url.path`, `http.response.status_code` and what the handler set with
+/// `context::set_attributes`) goes to the global dispatcher's span sinks when the response
+/// is ready; a 5xx answer or an error is its error status, and a request dropped before its
+/// answer ends it as `cancelled`.
 ///
 /// ```
 /// use dspex_telemetry_core::{context, http::CorrelationLayer};
@@ -182,20 +191,32 @@ pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
 /// assert_eq!(response.body(), "abc-123");
 /// # });
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CorrelationLayer;
+#[derive(Debug, Clone, Default)]
+pub struct CorrelationLayer {
+    dispatcher: Option<Dispatcher>,
+}
 
 impl CorrelationLayer {
-    /// The layer.
+    /// The layer; server spans go to the global dispatcher's span sinks.
     pub fn new() -> Self {
-        CorrelationLayer
+        CorrelationLayer::default()
+    }
+
+    /// The layer, with server spans going to `dispatcher`'s span sinks.
+    pub fn with_dispatcher(dispatcher: Dispatcher) -> Self {
+        CorrelationLayer {
+            dispatcher: Some(dispatcher),
+        }
     }
 }
 
 impl<S> tower_layer::Layer<S> for CorrelationLayer {
     type Service = CorrelationService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        CorrelationService { inner }
+        CorrelationService {
+            inner,
+            dispatcher: self.dispatcher.clone(),
+        }
     }
 }
 
@@ -203,6 +224,7 @@ impl<S> tower_layer::Layer<S> for CorrelationLayer {
 #[derive(Debug, Clone)]
 pub struct CorrelationService<S> {
     inner: S,
+    dispatcher: Option<Dispatcher>,
 }
 
 impl<S, B, ResB> tower_service::Service<Request<B>> for CorrelationService<S>
@@ -218,14 +240,90 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let ctx = extract(request.headers());
+        let started = crate::clock::now();
+        let ctx = extract(request.headers()).child();
         let header = HeaderValue::from_str(ctx.correlation_id().as_str()).ok();
+        let server = ServerSpan {
+            dispatcher: self.dispatcher.clone(),
+            started,
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            ctx: Some(ctx.clone()),
+        };
         request.extensions_mut().insert(ctx.clone());
         let future = ctx.in_scope(|| self.inner.call(request));
         CorrelationFuture {
             future: future.with_trace_context(ctx),
             header,
+            server,
         }
+    }
+}
+
+/// The server span of one request, ended when its response is ready (or the request is
+/// dropped before).
+struct ServerSpan {
+    /// `None`: the global one.
+    dispatcher: Option<Dispatcher>,
+    started: crate::clock::Instant,
+    method: http::Method,
+    path: String,
+    /// Until the span ends.
+    ctx: Option<TraceContext>,
+}
+
+impl ServerSpan {
+    /// Ends the span in `ctx` (the handler's last context) with `status` (none: cancelled).
+    fn end(&mut self, ctx: Option<&TraceContext>, status: Option<Result<http::StatusCode, ()>>) {
+        let Some(own) = self.ctx.take() else { return };
+        let dispatcher = self.dispatcher.as_ref().unwrap_or(Dispatcher::global());
+        if !dispatcher.has_span_sinks() {
+            return;
+        }
+        let mut ctx = ctx
+            .filter(|c| c.span_id() == own.span_id())
+            .cloned()
+            .unwrap_or(own);
+        ctx.set_attribute("http.request.method", self.method.as_str().to_owned());
+        ctx.set_attribute("url.path", std::mem::take(&mut self.path));
+        let code = match status {
+            Some(Ok(code)) => Some(code),
+            _ => None,
+        };
+        let span_status = match (status, &code) {
+            (Some(Ok(_)), Some(code)) => {
+                ctx.set_attribute("http.response.status_code", i64::from(code.as_u16()));
+                match code.is_server_error() {
+                    true => SpanStatus::Error {
+                        kind: code.as_str(),
+                        message: code.canonical_reason().unwrap_or(""),
+                    },
+                    false => SpanStatus::Unset,
+                }
+            }
+            (Some(_), _) => SpanStatus::Error {
+                kind: "error",
+                message: "the service failed",
+            },
+            (None, _) => SpanStatus::Error {
+                kind: "cancelled",
+                message: "the request was dropped before its response",
+            },
+        };
+        crate::span::export_context_span(
+            dispatcher,
+            &ctx,
+            SpanName::Text(self.method.as_str()),
+            SpanKind::Server,
+            self.started,
+            span_status,
+        );
+    }
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        self.end(None, None);
     }
 }
 
@@ -235,6 +333,7 @@ pin_project_lite::pin_project! {
         #[pin]
         future: Traced<F>,
         header: Option<HeaderValue>,
+        server: ServerSpan,
     }
 }
 
@@ -245,8 +344,19 @@ where
     type Output = Result<Response<ResB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.future.poll(cx))?;
+        let mut this = self.project();
+        let outcome = std::task::ready!(this.future.as_mut().poll(cx));
+        let last = this.future.as_ref().get_ref().context();
+        let mut response = match outcome {
+            Ok(response) => {
+                this.server.end(last, Some(Ok(response.status())));
+                response
+            }
+            Err(e) => {
+                this.server.end(last, Some(Err(())));
+                return Poll::Ready(Err(e));
+            }
+        };
         if let Some(value) = this.header.take() {
             response.headers_mut().insert(CORRELATION_HEADER, value);
         }

@@ -81,6 +81,8 @@ impl<F: Future> Future for Traced<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        #[cfg(feature = "opentelemetry")]
+        let _otel = this.ctx.as_ref().and_then(crate::otel::attach);
         let previous = replace_current(this.ctx.take());
         let _restore = Restore {
             slot: this.ctx,

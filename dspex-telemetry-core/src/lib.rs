@@ -52,6 +52,8 @@ mod ids;
 mod instrument;
 #[cfg(feature = "tracing")]
 pub mod log_fields;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod record;
 mod span;
 mod text;
@@ -67,7 +69,7 @@ pub use baggage::{
     MAX_MEMBERS as BAGGAGE_MAX_MEMBERS,
 };
 pub use clock::{monotonic_time_ns, system_time_ns};
-pub use context::{TraceContext, with_correlation};
+pub use context::{TraceContext, TraceGuard, with_correlation};
 pub use debug_handler::{DEBUG_HANDLER_ID, attach_debug_handler};
 pub use dispatcher::{
     AttachError, Attachment, DetachError, Dispatcher, Event, Handler, HandlerInfo,

@@ -103,9 +103,9 @@ enum ContextPolicy {
 
 fn span_context() -> TraceContext {
     context::with_current_ref(|parent| {
-        parent.map_or_else(TraceContext::new_root, TraceContext::child)
+        parent.map_or_else(TraceContext::fresh_span, TraceContext::child)
     })
-    .unwrap_or_else(TraceContext::new_root)
+    .unwrap_or_else(TraceContext::fresh_span)
 }
 
 // Built in place: chained `with` calls would move the inline array at each step.
@@ -128,6 +128,41 @@ fn end_measurements(started: Instant, ended: Instant) -> Measurements<'static> {
 /// The bits of `stop` and `exception` in [`Dispatcher::handled_of`].
 const STOP: u8 = 2;
 const EXCEPTION: u8 = 4;
+
+/// Hands the span `ctx` is, from `started` until now, to `dispatcher`'s span sinks (if
+/// any): for spans that are no closure's (a trace's root, a server request). Its metadata is
+/// empty; its attributes are those set on `ctx`.
+pub(crate) fn export_context_span(
+    dispatcher: &Dispatcher,
+    ctx: &TraceContext,
+    name: SpanName<'_>,
+    kind: SpanKind,
+    started: Instant,
+    status: SpanStatus<'_>,
+) {
+    if !dispatcher.has_span_sinks() {
+        return;
+    }
+    let ended = now();
+    let empty = Metadata::new();
+    dispatcher.export_span(&SpanRecord {
+        trace_id: ctx.trace_id(),
+        span_id: ctx.span_id(),
+        parent_span_id: ctx.parent_span_id(),
+        parent_is_remote: ctx.parent_is_remote(),
+        flags: ctx.flags(),
+        tracestate: ctx.tracestate(),
+        name,
+        kind,
+        start_unix_ns: unix_ns_at(started),
+        end_unix_ns: unix_ns_at(ended),
+        status,
+        metadata: SpanMetadata::one(&empty),
+        attributes: ctx.span_attributes(),
+        correlation_id: ctx.explicit_correlation_id(),
+        events: &[],
+    });
+}
 
 /// Ends a span: emits `stop`, or `exception` with `kind` and `reason`, to the handlers that
 /// listen, then hands its record to the span sinks (`handled` says which of them there are).
@@ -469,8 +504,12 @@ where
         let SpanState::Running { ctx, .. } = this.state else {
             return this.future.poll(cx).map(|(value, _)| value);
         };
+        #[cfg(feature = "opentelemetry")]
+        let otel = crate::otel::attach(ctx);
         let previous = replace_current(Some(ctx.clone()));
         let polled = catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)));
+        #[cfg(feature = "opentelemetry")]
+        drop(otel);
         // Keep what the future did to its context (baggage) for the next poll.
         if let Some(after) = replace_current(previous) {
             *ctx = after;

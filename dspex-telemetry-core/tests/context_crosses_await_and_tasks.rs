@@ -102,7 +102,12 @@ async fn an_async_span_emits_start_and_stop_in_its_own_context() {
         seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
         ["start", "stop"]
     );
-    assert_eq!(inner_ctx.parent_span_id(), Some(root.span_id()));
+    assert_eq!(inner_ctx.trace_id(), root.trace_id());
+    assert_eq!(
+        inner_ctx.parent_span_id(),
+        None,
+        "the root is no span: this span is the trace's root"
+    );
     assert_eq!(seen[0].1.as_ref(), Some(&inner_ctx));
     assert_eq!(seen[1].1.as_ref(), Some(&inner_ctx));
     assert_eq!(

@@ -164,9 +164,10 @@ fn with_span_names_its_span_and_attributes_set_inside_come_along() {
         .find(|s| s.name == "business.load")
         .unwrap_or_else(|| panic!("{seen:#?}"));
     assert_eq!(span.attributes, [("rows".to_owned(), "12".to_owned())]);
+    assert_eq!(span.trace_id, root.trace_id().to_string());
     assert_eq!(
-        span.parent.as_deref(),
-        Some(root.span_id().to_string().as_str())
+        span.parent, None,
+        "a root made with new_root is no span: the first span takes its place"
     );
     assert_eq!(span.correlation_id.as_deref(), Some("order-9"));
 }
@@ -182,10 +183,12 @@ fn a_span_continuing_a_callers_traceparent_has_a_remote_parent() {
     });
     let seen = spans.0.lock().unwrap().clone();
     assert_eq!(seen[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert!(
-        !seen[0].remote_parent,
-        "its parent is the local server span"
+    assert_eq!(
+        seen[0].parent.as_deref(),
+        Some("00f067aa0ba902b7"),
+        "the context that continues the caller's trace is no span: the caller's is the parent"
     );
+    assert!(seen[0].remote_parent);
 }
 
 #[tokio::test]

@@ -144,8 +144,10 @@ fn a_panicking_closure_emits_exception_then_the_panic_continues() {
 fn a_span_inside_a_trace_is_a_child_of_the_current_span() {
     let d = Dispatcher::new();
     let seen = recorder(&d);
-    let root = TraceContext::new_root();
-    root.in_scope(|| d.span(&OP, Metadata::new(), || ((), Metadata::new())));
+    let trace = context::start_trace();
+    let root = context::current().unwrap();
+    d.span(&OP, Metadata::new(), || ((), Metadata::new()));
+    drop(trace);
     let seen = seen.lock().unwrap();
     let ctx = seen[0].ctx.clone().unwrap();
     assert_eq!(ctx.trace_id(), root.trace_id());

@@ -56,6 +56,8 @@ def record(request, headers, transport):
                         "trace_id": span.trace_id.hex(),
                         "span_id": span.span_id.hex(),
                         "parent_span_id": span.parent_span_id.hex(),
+                        "trace_state": span.trace_state,
+                        "flags": span.flags,
                         "name": span.name,
                         "kind": span.kind,
                         "start": span.start_time_unix_nano,

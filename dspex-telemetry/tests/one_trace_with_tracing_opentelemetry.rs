@@ -1,0 +1,123 @@
+//! A service that traces with `tracing` + `tracing-opentelemetry` (its own OpenTelemetry
+//! pipeline, exporting to the same collector) and calls Python through the bridge: one trace.
+//! The service's `tracing` span is the parent of the bridge call (and so of Python's spans),
+//! and a `tracing` span opened inside a dspex span is that span's child. Every span arrives
+//! at a real OTLP decoder; every parent is one of them.
+
+#[path = "../../dspex-telemetry-exporters/tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use dspex_telemetry::bridge::{Pool, PoolConfig};
+use dspex_telemetry::core::{Dispatcher, with_span};
+use dspex_telemetry::{Config, Telemetry};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use serde_json::{Value, json};
+use support::OtlpReceiver;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_services_tracing_spans_and_ours_are_one_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = format!("http://{}", receiver.addr);
+    // Our stack, exporting our spans.
+    let config = Config::from_toml(&format!(
+        "[reporter]\nreporting_interval = 60000\n\
+         [[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"{endpoint}\"\n"
+    ))
+    .expect("config");
+    let telemetry = Telemetry::start(&config, Dispatcher::global())
+        .await
+        .expect("the stack starts");
+    // The service's own pipeline: tracing → tracing-opentelemetry → the SDK → OTLP (its
+    // batch processor's thread sends with reqwest's blocking client).
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .build()
+        .expect("the service's exporter");
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("service")));
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+
+    let pool = Pool::start(PoolConfig {
+        size: 1,
+        python_path: vec![
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../dspex-telemetry-bridge/tests/python"),
+        ],
+        dispatcher: Dispatcher::global().clone(),
+        health_interval: None,
+        ..PoolConfig::default()
+    })
+    .await
+    .expect("a worker starts");
+
+    async {
+        let done = pool
+            .call("bridge_fixtures", "nested", vec![json!(2)])
+            .await
+            .unwrap();
+        assert_eq!(done, json!("done"));
+        with_span("business.step", || {
+            tracing::info_span!("db.query").in_scope(|| ());
+        });
+    }
+    .instrument(tracing::info_span!("handle_request"))
+    .await;
+
+    pool.shutdown().await;
+    telemetry.flush_spans().await;
+    tokio::task::spawn_blocking(move || provider.force_flush().expect("the service's spans flush"))
+        .await
+        .unwrap();
+    let spans = receiver.spans().await;
+    telemetry.shutdown().await;
+
+    let traces: BTreeSet<&str> = spans
+        .iter()
+        .map(|s| s["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(traces.len(), 1, "one trace: {spans:#?}");
+    let by_name = |name: &str| -> &Value {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {spans:#?}"))
+    };
+    let ids: BTreeSet<&str> = spans
+        .iter()
+        .map(|s| s["span_id"].as_str().unwrap())
+        .collect();
+    for span in &spans {
+        let parent = span["parent_span_id"].as_str().unwrap();
+        assert!(
+            parent.is_empty() || ids.contains(parent),
+            "{} names parent {parent}, which is not exported: {spans:#?}",
+            span["name"]
+        );
+    }
+    let request = by_name("handle_request");
+    assert_eq!(
+        request["parent_span_id"], "",
+        "the service's span is the root"
+    );
+    let call = by_name("dspex.bridge.call");
+    assert_eq!(call["parent_span_id"], request["span_id"]);
+    let python = by_name("retrieve");
+    assert_ne!(
+        python["parent_span_id"], "",
+        "Python's spans hang under the call"
+    );
+    let step = by_name("business.step");
+    assert_eq!(step["parent_span_id"], request["span_id"]);
+    assert_eq!(by_name("db.query")["parent_span_id"], step["span_id"]);
+}
