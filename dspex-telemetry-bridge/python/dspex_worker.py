@@ -28,6 +28,15 @@ When DSPy is imported (by a preload or a call), the worker registers a DSPy call
 and LM calls become spans of the request (when timed), and each LM call (model, times, tokens,
 error) goes back with the reply as `"lm"`.
 
+When the interpreter has OpenTelemetry's API (`opentelemetry`), each request with a trace runs
+with the call's span as OpenTelemetry's current span (remote; with the caller's tracestate and
+baggage), detached when the request ends, and the worker's own spans are current in
+OpenTelemetry while they are open: spans that instrumentation opens (OpenInference's for DSPy,
+say) join the caller's trace. `SpanProcessor` (or `tracer_provider()`) sends the spans
+OpenTelemetry ends during a request back with its reply, so the worker needs no exporter of its
+own; `copy_context_into_threads()` carries the context into `ThreadPoolExecutor` threads
+(DSPy's `Parallel` and `batch`). Without OpenTelemetry, nothing of this runs.
+
 Standard library only.
 """
 
@@ -68,6 +77,12 @@ _CALL_SPAN_ID = slice(56, 72)
 
 
 def _current_span_id():
+    if _otel_trace_id:
+        # OpenTelemetry's current span, when it is in the request's trace: it is the innermost
+        # (the worker's spans are current there too while they are open).
+        context = _otel[1].get_current_span().get_span_context()
+        if context.trace_id == _otel_trace_id:
+            return "%016x" % context.span_id
     span_id = _span_id.get()
     if span_id is None:
         return _header[_CALL_SPAN_ID].decode("ascii") if _header else None
@@ -145,7 +160,7 @@ class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a functio
         if _collected is not None:
             parent = _current_span_id()
             span_id = _new_span_id()
-            self._open = (span_id, parent, _span_id.set(span_id), time.time_ns())
+            self._open = (span_id, parent, _enter_span(span_id), time.time_ns())
         return self._attributes
 
     def __exit__(self, kind, exc, _traceback):
@@ -153,13 +168,233 @@ class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a functio
             return False
         span_id, parent, token, start = self._open
         self._open = None
-        _span_id.reset(token)
+        _leave_span(token, parent)
         status, message = ("ok", None) if kind is None else ("error", f"{kind.__name__}: {_text(exc)}")
         _finish_span(
             self._name, span_id, parent, start, status, message,
             {k: _jsonable(v) for k, v in self._attributes.items()},
         )
         return False
+
+
+def _enter_span(span_id):
+    """Makes the worker's span `span_id` current (for OpenTelemetry too, while a request's
+    context is attached); the token to leave it with."""
+    token = _span_id.set(span_id)
+    if not _otel_trace_id:
+        return token, None
+    try:
+        trace = _otel[1]
+        context = trace.SpanContext(
+            _otel_trace_id, int(span_id, 16), is_remote=False,
+            trace_flags=trace.get_current_span().get_span_context().trace_flags,
+        )
+        return token, _otel[0].attach(trace.set_span_in_context(trace.NonRecordingSpan(context)))
+    except Exception:  # noqa: BLE001 - telemetry never fails a call
+        return token, None
+
+
+def _leave_span(token, parent):
+    """Leaves a span entered with `_enter_span` (`parent` current again)."""
+    token, otel_token = token
+    if otel_token is not None:
+        try:
+            _otel[0].detach(otel_token)
+        except Exception:  # noqa: BLE001 - ended in another context than it began in
+            pass
+    try:
+        _span_id.reset(token)
+    except ValueError:  # ended in another context than it started in
+        _span_id.set(parent)
+
+
+# OpenTelemetry's API when the interpreter has it (looked for once, at the first request with
+# a trace): (context, trace, traceparent propagator, baggage propagator); False without it.
+_otel = None
+# The trace id (an int) of the request being served while its OpenTelemetry context is
+# attached; 0 otherwise.
+_otel_trace_id = 0
+# OpenTelemetry spans that ended while no request was served (a thread that outlived its call):
+# they go back with the next reply, at most _LATE_SPANS_MAX of them.
+_late_spans = []
+_LATE_SPANS_MAX = 1024
+# The most spans one reply carries, and the longest text attribute (in characters) of an
+# OpenTelemetry span sent back; an attribute past it is cut and ends with "…".
+_SPANS_MAX = 4096
+_ATTRIBUTE_TEXT_MAX = 4096
+# Whether a request is being served (spans that end outside one are late).
+_serving = False
+
+
+def _otel_api():
+    global _otel
+    if _otel is None:
+        try:
+            from opentelemetry import context, trace
+            from opentelemetry.baggage.propagation import W3CBaggagePropagator
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        except Exception:  # noqa: BLE001 - not installed, or broken: the worker runs without it
+            _otel = False
+        else:
+            _otel = (context, trace, TraceContextTextMapPropagator(), W3CBaggagePropagator())
+    return _otel
+
+
+def _otel_attach():
+    """Attaches the request's trace as OpenTelemetry's current context: the call's span
+    (remote) current, with the caller's tracestate and baggage. The token to detach it with, or
+    None (no OpenTelemetry, no trace)."""
+    global _otel_trace_id
+    api = _otel_api()
+    if not api:
+        return None
+    try:
+        context, _trace, traceparents, baggages = api
+        trace, _, tracestate = _header.decode("ascii").partition("\t")
+        traceparent, call_span, _correlation_id, baggage = (trace.split(" ", 3) + ["", "", "", ""])[:4]
+        if len(traceparent) != 55 or len(call_span) != 16:
+            return None
+        # The call's span (timed by this worker) is the parent of what runs in it.
+        carrier = {"traceparent": f"{traceparent[:36]}{call_span}{traceparent[52:]}"}
+        if tracestate:
+            carrier["tracestate"] = tracestate
+        ctx = traceparents.extract(carrier)
+        if baggage:
+            ctx = baggages.extract({"baggage": baggage}, context=ctx)
+        token = context.attach(ctx)
+        _otel_trace_id = int(traceparent[3:35], 16)
+        return token
+    except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
+        print(f"dspex_worker: the trace was not handed to OpenTelemetry: {type(exc).__name__}: {_text(exc)}", file=sys.stderr)
+        return None
+
+
+def _otel_detach(token):
+    global _otel_trace_id
+    _otel_trace_id = 0
+    try:
+        _otel[0].detach(token)
+    except Exception:  # noqa: BLE001 - detached already
+        pass
+
+
+def _otel_value(value):
+    if isinstance(value, str):
+        return value if len(value) <= _ATTRIBUTE_TEXT_MAX else value[:_ATTRIBUTE_TEXT_MAX] + "…"
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_otel_value(v) for v in value[:64]]
+    return _otel_value(_text(value))
+
+
+def _otel_attributes(attributes):
+    return {str(k): _otel_value(v) for k, v in list((attributes or {}).items())[:128]}
+
+
+_KINDS = {0: "internal", 1: "server", 2: "client", 3: "producer", 4: "consumer"}
+
+
+def _otel_wire(span):
+    """The wire form of an ended OpenTelemetry span: the worker's nine-field form, whose last
+    field holds what the worker's own spans do not have (trace id, kind, events); its attributes
+    keep their names."""
+    context, parent, status = span.context, span.parent, span.status
+    failed = status.status_code.name == "ERROR"
+    message = None
+    events = []
+    for event in list(span.events)[:32]:
+        attributes = _otel_attributes(event.attributes)
+        events.append([event.name, event.timestamp, attributes])
+        if failed and event.name == "exception" and message is None:
+            message = f"{attributes.get('exception.type', 'Exception')}: {attributes.get('exception.message', '')}"
+    if failed:
+        message = status.description or message or "error"
+    extras = {"trace_id": "%032x" % context.trace_id, "kind": _KINDS.get(span.kind.value, "internal")}
+    if events:
+        extras["events"] = events
+    return [
+        span.name, "%016x" % context.span_id, None if parent is None else "%016x" % parent.span_id,
+        span.start_time, span.end_time, "error" if failed else "ok", message,
+        _otel_attributes(span.attributes), extras,
+    ]
+
+
+class SpanProcessor:
+    """An OpenTelemetry span processor that sends the spans ended in this worker back to the
+    Rust side with the reply of the request they belong to, where they are exported with the
+    call's other spans: the worker needs no exporter, collector address or network.
+
+        from opentelemetry.sdk.trace import TracerProvider
+        provider = TracerProvider()
+        provider.add_span_processor(dspex_worker.SpanProcessor())
+
+    or `dspex_worker.tracer_provider()`, which does this. Spans are sent only while the Rust
+    side listens for Python spans; one that ends after its request did (a thread that outlived
+    the call) goes with the next reply. A span that cannot be converted is dropped, never the
+    call.
+    """
+
+    def on_start(self, span, parent_context=None):
+        pass
+
+    def _on_ending(self, span):
+        pass
+
+    def on_end(self, span):
+        try:
+            wire = _otel_wire(span)
+        except Exception:  # noqa: BLE001 - telemetry never fails a call
+            return
+        spans = _collected
+        if spans is not None:
+            if len(spans) < _SPANS_MAX:
+                spans.append(wire)
+        elif not _serving and len(_late_spans) < _LATE_SPANS_MAX:
+            _late_spans.append(wire)
+
+    def shutdown(self):
+        pass
+
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+
+def tracer_provider(set_global=True):
+    """An OpenTelemetry SDK `TracerProvider` whose spans come back to Rust (`SpanProcessor`),
+    made the global one unless `set_global` is False. Needs `opentelemetry-sdk`."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    provider.add_span_processor(SpanProcessor())
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+_threads_carry_context = False
+
+
+def copy_context_into_threads():
+    """From now on, a function submitted to any `concurrent.futures.ThreadPoolExecutor` runs in
+    a copy of the submitter's context (`contextvars`): the current trace, OpenTelemetry's
+    current span and the worker's follow it into the pool's threads, as DSPy's `Parallel` and
+    `Module.batch` use them. Call it once, in a module the pool preloads; later calls do
+    nothing."""
+    global _threads_carry_context
+    if _threads_carry_context:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    submit = ThreadPoolExecutor.submit
+
+    def submit_in_context(self, fn, /, *args, **kwargs):
+        return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+    submit_in_context.__doc__ = submit.__doc__
+    ThreadPoolExecutor.submit = submit_in_context
+    _threads_carry_context = True
 
 
 def _new_span_id():
@@ -263,6 +498,11 @@ def _encode(message):
         if _nests_deeper_than(body, _MAX_DEPTH):
             why = f"the result nests deeper than {_MAX_DEPTH - 1} levels, the most the pool reads"
             failure = ("RecursionError", f"the reply cannot be sent as JSON: {why}")
+        elif len(body) > MAX_FRAME and message.get("spans"):
+            # The spans are telemetry: they give way, not the call.
+            lighter = {k: v for k, v in message.items() if k != "spans"}
+            lighter["spans_dropped"] = len(message["spans"])
+            return _encode(lighter)
         elif len(body) > MAX_FRAME:
             why = f"its frame would be {len(body)} bytes, over max_frame_bytes ({MAX_FRAME} bytes)"
             failure = ("ValueError", f"the reply cannot be sent: {why}")
@@ -368,7 +608,7 @@ def _make_dspy_callback():
             if _collected is not None:
                 parent = _current_span_id()
                 span_id = _new_span_id()
-                span = (span_id, parent, _span_id.set(span_id))
+                span = (span_id, parent, _enter_span(span_id))
             self._open[call_id] = (name, attributes, lm, span, time.time_ns())
 
         def _end(self, call_id, outputs, exception):
@@ -391,10 +631,7 @@ def _make_dspy_callback():
                     attributes["gen_ai.usage.output_tokens"] = completion
             if span is not None:
                 span_id, parent, token = span
-                try:
-                    _span_id.reset(token)
-                except ValueError:  # ended in another context than it started in
-                    _span_id.set(parent)
+                _leave_span(token, parent)
                 _finish_span(name, span_id, parent, start, "ok" if error is None else "error", error, attributes)
 
         def on_module_start(self, call_id, instance, inputs):
@@ -457,16 +694,21 @@ def _run(request):
 def _serve_one(request, traced):
     # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
     # become its children. Timing the call and collecting spans happen only when asked for.
-    global _collected, _lm_calls
+    global _collected, _lm_calls, _late_spans, _serving
     timed = False
+    _serving = True
     if traced and request.get("timed"):
         timed = True
         spans = _collected = []
+        if _late_spans:
+            spans.extend(_late_spans)
+            _late_spans = []
         start = time.time_ns()
     lm_calls = _lm_calls = []
     _watch_dspy()
     reply = {"id": request.get("id")}
     failure = None
+    otel_token = _otel_attach() if traced and _otel is not False else None
     try:
         reply.update(ok=True, result=_run(request))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
@@ -479,7 +721,10 @@ def _serve_one(request, traced):
             ok=False,
             error={"type": type(exc).__name__, "message": _text(exc), "traceback": trace},
         )
+    if otel_token is not None:
+        _otel_detach(otel_token)
     _lm_calls = None
+    _serving = False
     if lm_calls:
         # Wire form: [model, start_ns, end_ns, error_type, error, prompt, completion, total tokens].
         reply["lm"] = lm_calls
@@ -683,7 +928,7 @@ def _stub(path):
 
 
 def main(preload=None):
-    global _proto_in, _proto_out, _proto_fds, _header, _collected, _lm_calls, MAX_FRAME
+    global _proto_in, _proto_out, _proto_fds, _header, _collected, _lm_calls, _serving, MAX_FRAME
     MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
     # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
     # makes them non-inheritable); fd 0 becomes /dev/null, fd 1 (and so print) goes to stderr.
@@ -729,6 +974,7 @@ def main(preload=None):
             _header = b""
             _collected = None
             _lm_calls = None
+            _serving = False
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use dspex_telemetry_core::{
-    Measurements, Metadata, SpanAttributes, SpanId, SpanKind, SpanMetadata, SpanName, SpanRecord,
-    SpanStatus, Value as MetaValue, catalog, context, metadata,
+    Measurements, Metadata, SpanAttributes, SpanEventRecord, SpanId, SpanKind, SpanMetadata,
+    SpanName, SpanRecord, SpanStatus, TraceId, Value as MetaValue, catalog, context, metadata,
 };
 use serde_json::{Map, Value, json};
 
@@ -161,31 +161,34 @@ impl Pool {
         }
         let trace_hex = ctx.trace_id().hex_bytes();
         let trace_id = ascii(&trace_hex);
-        let span = |name: &str,
-                    span_id: SpanId,
-                    parent: Option<SpanId>,
-                    kind: SpanKind,
-                    (start, end): (i64, i64),
-                    status: SpanStatus<'_>,
-                    metadata: &Metadata<'_>| {
-            dispatcher.export_span(&SpanRecord {
-                trace_id: ctx.trace_id(),
-                span_id,
-                parent_span_id: parent,
-                parent_is_remote: false,
-                flags: ctx.flags(),
-                tracestate: ctx.tracestate(),
-                name: SpanName::Text(name),
-                kind,
-                start_unix_ns: start.max(0) as u64,
-                end_unix_ns: end.max(start).max(0) as u64,
-                status,
-                metadata: SpanMetadata::one(metadata),
-                attributes: SpanAttributes::EMPTY,
-                correlation_id: ctx.explicit_correlation_id(),
-                events: &[],
-            });
-        };
+        let span =
+            |trace_id: TraceId,
+             name: &str,
+             span_id: SpanId,
+             parent: Option<SpanId>,
+             kind: SpanKind,
+             (start, end): (i64, i64),
+             status: SpanStatus<'_>,
+             metadata: &Metadata<'_>,
+             (attributes, events): (SpanAttributes<'_>, &[SpanEventRecord<'_>])| {
+                dispatcher.export_span(&SpanRecord {
+                    trace_id,
+                    span_id,
+                    parent_span_id: parent,
+                    parent_is_remote: false,
+                    flags: ctx.flags(),
+                    tracestate: ctx.tracestate(),
+                    name: SpanName::Text(name),
+                    kind,
+                    start_unix_ns: start.max(0) as u64,
+                    end_unix_ns: end.max(start).max(0) as u64,
+                    status,
+                    metadata: SpanMetadata::one(metadata),
+                    attributes,
+                    correlation_id: ctx.explicit_correlation_id(),
+                    events,
+                });
+            };
         if let (Some(call), Some(span_id)) = (
             reply.call_span.as_ref().and_then(Value::as_array),
             reply.python_span_id,
@@ -205,6 +208,7 @@ impl Pool {
                 };
                 let md = Metadata::new().with("worker_id", reply.worker_id);
                 span(
+                    ctx.trace_id(),
                     &name,
                     span_id,
                     Some(ctx.span_id()),
@@ -212,6 +216,7 @@ impl Pool {
                     (start, end),
                     status,
                     &md,
+                    (SpanAttributes::EMPTY, &[]),
                 );
             }
             if events {
@@ -237,8 +242,10 @@ impl Pool {
             }
         }
         for python in &reply.spans {
-            // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
-            let Some(fields) = python.as_array().filter(|f| f.len() == 8) else {
+            // Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message,
+            // attributes], and for a span of Python's OpenTelemetry a ninth field: its trace
+            // id, kind and events; its attributes keep their names.
+            let Some(fields) = python.as_array().filter(|f| f.len() == 8 || f.len() == 9) else {
                 let span = dspex_telemetry_core::log_safe(&python.to_string(), 200);
                 tracing::debug!(%span, "ignored a malformed span from a worker");
                 continue;
@@ -246,19 +253,12 @@ impl Pool {
             let num = |i: usize| fields[i].as_i64().unwrap_or(0);
             let text = |i: usize| fields[i].as_str().unwrap_or("");
             let (start, end) = (num(3), num(4));
-            let mut attributes = Metadata::new();
-            if let Some(attrs) = fields[7].as_object() {
-                for (k, v) in attrs {
-                    let value: MetaValue<'_> = match v {
-                        Value::String(s) => s.as_str().into(),
-                        Value::Bool(b) => (*b).into(),
-                        Value::Number(n) if n.is_i64() => n.as_i64().unwrap_or(0).into(),
-                        Value::Number(n) => n.as_f64().unwrap_or(0.0).into(),
-                        other => Cow::<str>::Owned(other.to_string()).into(),
-                    };
-                    attributes.insert(k.as_str(), value);
-                }
-            }
+            let attributes = json_metadata(fields[7].as_object());
+            let otel = fields.get(8).and_then(Value::as_object);
+            let span_trace = otel
+                .and_then(|o| o.get("trace_id")?.as_str())
+                .and_then(|t| TraceId::from_hex(t).ok())
+                .unwrap_or(ctx.trace_id());
             if records {
                 if let Ok(span_id) = SpanId::from_hex(text(1)) {
                     let parent = SpanId::from_hex(text(2)).ok();
@@ -269,17 +269,69 @@ impl Pool {
                         },
                         _ => SpanStatus::Unset,
                     };
-                    let mut md = attributes.clone();
-                    md.insert("worker_id", reply.worker_id);
-                    span(
-                        text(0),
-                        span_id,
-                        parent,
-                        SpanKind::Internal,
-                        (start, end),
-                        status,
-                        &md,
-                    );
+                    match otel {
+                        None => {
+                            let mut md = attributes.clone();
+                            md.insert("worker_id", reply.worker_id);
+                            span(
+                                span_trace,
+                                text(0),
+                                span_id,
+                                parent,
+                                SpanKind::Internal,
+                                (start, end),
+                                status,
+                                &md,
+                                (SpanAttributes::EMPTY, &[]),
+                            );
+                        }
+                        Some(otel) => {
+                            let named: Vec<(String, MetaValue<'static>)> = attributes
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.clone().into_owned()))
+                                .collect();
+                            let event_attributes: Vec<(&str, u64, Metadata<'_>)> = otel
+                                .get("events")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|e| {
+                                    let e = e.as_array()?;
+                                    let name = e.first()?.as_str()?;
+                                    let at = e.get(1)?.as_u64()?;
+                                    let attrs = e.get(2).and_then(Value::as_object);
+                                    Some((name, at, json_metadata(attrs)))
+                                })
+                                .collect();
+                            let events: Vec<SpanEventRecord<'_>> = event_attributes
+                                .iter()
+                                .map(|(name, unix_ns, attributes)| SpanEventRecord {
+                                    name,
+                                    unix_ns: *unix_ns,
+                                    attributes,
+                                })
+                                .collect();
+                            let kind = match otel.get("kind").and_then(Value::as_str) {
+                                Some("server") => SpanKind::Server,
+                                Some("client") => SpanKind::Client,
+                                Some("producer") => SpanKind::Producer,
+                                Some("consumer") => SpanKind::Consumer,
+                                _ => SpanKind::Internal,
+                            };
+                            let md = Metadata::new().with("worker_id", reply.worker_id);
+                            span(
+                                span_trace,
+                                text(0),
+                                span_id,
+                                parent,
+                                kind,
+                                (start, end),
+                                status,
+                                &md,
+                                (SpanAttributes::new(&named), &events),
+                            );
+                        }
+                    }
                 }
             }
             if events {
@@ -287,9 +339,10 @@ impl Pool {
                     .with("start_time", start)
                     .with("end_time", end)
                     .with("duration", end.saturating_sub(start));
+                let span_trace_hex = span_trace.hex_bytes();
                 let mut md = Metadata::new()
                     .with("name", text(0))
-                    .with("trace_id", trace_id)
+                    .with("trace_id", ascii(&span_trace_hex))
                     .with("span_id", text(1))
                     .with("parent_span_id", text(2))
                     .with("status", text(5))
@@ -302,6 +355,23 @@ impl Pool {
             }
         }
     }
+}
+
+/// A span's attributes sent by a worker, as metadata (values that are not text, a number or a
+/// boolean as their JSON text).
+fn json_metadata(attrs: Option<&Map<String, Value>>) -> Metadata<'_> {
+    let mut metadata = Metadata::new();
+    for (k, v) in attrs.into_iter().flatten() {
+        let value: MetaValue<'_> = match v {
+            Value::String(s) => s.as_str().into(),
+            Value::Bool(b) => (*b).into(),
+            Value::Number(n) if n.is_i64() => n.as_i64().unwrap_or(0).into(),
+            Value::Number(n) => n.as_f64().unwrap_or(0.0).into(),
+            other => Cow::<str>::Owned(other.to_string()).into(),
+        };
+        metadata.insert(k.as_str(), value);
+    }
+    metadata
 }
 
 impl Pool {

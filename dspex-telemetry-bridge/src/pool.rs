@@ -119,6 +119,8 @@ pub(crate) struct Reply {
     /// The Python exception the call raised, if it did: its spans and LM calls came back all
     /// the same.
     pub(crate) error: Option<BridgeError>,
+    /// Spans the worker dropped so that the reply fits in a frame.
+    pub(crate) spans_dropped: u64,
 }
 
 struct Job {
@@ -201,6 +203,8 @@ struct Inner {
     busy: AtomicUsize,
     starting: AtomicUsize,
     restarts: AtomicU64,
+    /// Spans the workers dropped from replies that would have been too large with them.
+    spans_dropped: AtomicU64,
     next_id: AtomicU64,
     tasks: StdMutex<Vec<JoinHandle<()>>>,
     /// Per worker slot: a queue of jobs only that worker may serve.
@@ -251,6 +255,9 @@ pub struct PoolHealth {
     pub queue_depth: usize,
     /// Workers replaced so far.
     pub restarts: u64,
+    /// Spans workers dropped so far rather than fail a call: with them, its reply would have
+    /// exceeded `max_frame_bytes`.
+    pub spans_dropped: u64,
 }
 
 struct Worker {
@@ -372,6 +379,7 @@ impl Pool {
             busy: AtomicUsize::new(0),
             starting: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
+            spans_dropped: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             interest: Interest::default(),
             tasks: StdMutex::new(Vec::new()),
@@ -524,6 +532,17 @@ impl Pool {
         match tokio::time::timeout_at(deadline + Duration::from_secs(1), outcome).await {
             Ok(Ok(Ok(mut reply))) => {
                 reply.python_span_id = python_span_id;
+                if reply.spans_dropped > 0 {
+                    inner
+                        .spans_dropped
+                        .fetch_add(reply.spans_dropped, Ordering::Relaxed);
+                    tracing::warn!(
+                        pool = %self.config().name,
+                        worker_id = reply.worker_id,
+                        dropped = reply.spans_dropped,
+                        "a worker dropped the spans of a call: with them its reply would exceed max_frame_bytes"
+                    );
+                }
                 self.emit_python_spans(&reply, name);
                 self.emit_lm_calls(&reply);
                 match reply.error.take() {
@@ -567,6 +586,7 @@ fn health(inner: &Inner) -> PoolHealth {
         starting: inner.starting.load(Ordering::Relaxed),
         queue_depth: inner.depth.load(Ordering::Relaxed),
         restarts: inner.restarts.load(Ordering::Relaxed),
+        spans_dropped: inner.spans_dropped.load(Ordering::Relaxed),
     }
 }
 
@@ -1260,6 +1280,7 @@ fn parse_reply(mut frame: Value, worker_id: usize, generation: u64) -> Result<Re
         python_span_id: None,
         lm: list(take("lm")),
         error,
+        spans_dropped: take("spans_dropped").and_then(|n| n.as_u64()).unwrap_or(0),
     })
 }
 

@@ -137,6 +137,12 @@ impl<'a> SpanAttributes<'a> {
     /// No attributes.
     pub const EMPTY: SpanAttributes<'static> = SpanAttributes(&[]);
 
+    /// These attributes, exported under their own names (a span from elsewhere: Python's
+    /// OpenTelemetry spans, say).
+    pub fn new(attributes: &'a [(String, Value<'static>)]) -> Self {
+        SpanAttributes(attributes)
+    }
+
     /// Each attribute, in the order it was first set.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Value<'static>)> + 'a {
         self.0.iter().map(|(k, v)| (k.as_str(), v))

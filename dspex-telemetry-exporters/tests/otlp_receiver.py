@@ -65,6 +65,11 @@ def record(request, headers, transport):
                         "attributes": {kv.key: value(kv.value) for kv in span.attributes},
                         "status_code": span.status.code,
                         "status_message": span.status.message,
+                        "events": [
+                            {"name": e.name, "time": e.time_unix_nano,
+                             "attributes": {kv.key: value(kv.value) for kv in e.attributes}}
+                            for e in span.events
+                        ],
                         "resource": resource,
                         "scope": scope_spans.scope.name,
                         "headers": headers,

@@ -8,7 +8,8 @@
 //!   which brings `promtool`, `prometheus-pushgateway` and `prometheus-alertmanager`, through
 //!   apt; the StatsD daemon, Grafana's published dashboard types (`@grafana/schema`) and the
 //!   TypeScript compiler through npm, and a Python environment with the OTLP protobuf classes
-//!   and `grpcio`, and one with DSPy, through pip, all into `target/test-peers`): the tests
+//!   and `grpcio`, one with DSPy, one with DSPy, the OpenTelemetry SDK and OpenInference's DSPy
+//!   instrumentation, and one with `aiohttp` (the W3C Trace Context suite), through pip, all into `target/test-peers`): the tests
 //!   start the peers themselves, on 127.0.0.1, and fail naming the program if it is absent.
 //!   `openssl`
 //!   (apt) makes the TLS tests' CA and certificates.
@@ -278,6 +279,13 @@ fn ensure_peers() -> bool {
     if !ensure_dspy_venv() {
         missing.push(DSPY);
     }
+    if !ensure_venv(
+        "dspy-otel-venv",
+        &[DSPY, OTEL_SDK, OPENINFERENCE_DSPY],
+        "import dspy, opentelemetry.sdk.trace, openinference.instrumentation.dspy",
+    ) {
+        missing.push(OPENINFERENCE_DSPY);
+    }
     if !ensure_venv("w3c-venv", &[AIOHTTP], "import aiohttp") {
         missing.push(AIOHTTP);
     }
@@ -296,6 +304,11 @@ const GRPCIO: &str = "grpcio==1.85.3";
 /// DSPy, for the bridge's tests, example and benches with real DSPy programs (offline: a
 /// mocked LM); it brings pydantic and litellm.
 const DSPY: &str = "dspy==3.4.1";
+/// Python's OpenTelemetry SDK and OpenInference's DSPy instrumentation, beside DSPy in an
+/// environment of their own (`dspy-venv` stays without OpenTelemetry): the tests of a worker
+/// whose OpenTelemetry spans join the service's trace.
+const OTEL_SDK: &str = "opentelemetry-sdk==1.45.2";
+const OPENINFERENCE_DSPY: &str = "openinference-instrumentation-dspy==0.1.48";
 /// The W3C Trace Context conformance suite's harness (vendored in the core's tests) runs on
 /// aiohttp.
 const AIOHTTP: &str = "aiohttp==3.14.5";

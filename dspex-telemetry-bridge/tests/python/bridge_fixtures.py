@@ -89,3 +89,12 @@ class Predictor:
 
     def forward(self, question):
         return self(question)
+
+
+def opentelemetry_seen():
+    """What the worker knows of OpenTelemetry: whether it found its API, whether it is imported."""
+    import sys
+
+    import dspex_worker
+
+    return {"api": bool(dspex_worker._otel), "imported": "opentelemetry" in sys.modules}

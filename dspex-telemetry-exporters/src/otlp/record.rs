@@ -25,6 +25,11 @@ const FLAG_REMOTE_PARENT: u8 = 2;
 const FLAG_ERROR: u8 = 4;
 const FLAG_CORRELATION: u8 = 8;
 const FLAG_TRACESTATE: u8 = 16;
+const FLAG_EVENTS: u8 = 32;
+
+/// Most events kept of one span, and attributes of one event.
+const MAX_EVENTS: usize = 32;
+const MAX_EVENT_ATTRIBUTES: usize = 32;
 
 /// Where an attribute came from: the span's metadata (exported as `dspex.<key>`) or what the
 /// code set (under its own name).
@@ -214,6 +219,23 @@ fn tracestate_len(tracestate: &dspex_telemetry_core::TraceState) -> usize {
         - 1
 }
 
+/// The events a record keeps ([`MAX_EVENTS`]), each with its kept attributes
+/// ([`MAX_EVENT_ATTRIBUTES`]).
+fn for_each_event<'s>(
+    span: &'s SpanRecord<'_>,
+    mut f: impl FnMut(&'s str, u64, &mut dyn FnMut(&mut dyn FnMut(&'s str, &'s Value<'s>))),
+) {
+    for event in span.events.iter().take(MAX_EVENTS) {
+        f(cut(event.name, 256), event.unix_ns, &mut |each| {
+            event
+                .attributes
+                .iter()
+                .take(MAX_EVENT_ATTRIBUTES)
+                .for_each(|(k, v)| each(k, v))
+        });
+    }
+}
+
 /// Bytes of the header: ids, flags, kind and times.
 const HEADER: usize = 16 + 8 + 8 + 3 + 8 + 8;
 
@@ -232,6 +254,13 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
     for_each_kept(span, |_, key, value| {
         len += 1 + 4 + cut(key, 256).len() + value_len(value)
     });
+    if !span.events.is_empty() {
+        len += 2;
+        for_each_event(span, |name, _, attributes| {
+            len += 4 + name.len() + 8 + 2;
+            attributes(&mut |key, value| len += 1 + 4 + cut(key, 256).len() + value_len(value));
+        });
+    }
     len
 }
 
@@ -253,6 +282,9 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     }
     if !span.tracestate.is_empty() {
         flags |= FLAG_TRACESTATE;
+    }
+    if !span.events.is_empty() {
+        flags |= FLAG_EVENTS;
     }
     let mut out = Cursor::new(buf);
     out.array(span.trace_id.to_bytes());
@@ -287,6 +319,17 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     let count = (span.metadata.len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
     out.array(count.to_le_bytes());
     for_each_kept(span, |origin, key, value| out.attribute(origin, key, value));
+    if !span.events.is_empty() {
+        out.array((span.events.len().min(MAX_EVENTS) as u16).to_le_bytes());
+        for_each_event(span, |name, unix_ns, attributes| {
+            out.text(name);
+            out.array(unix_ns.to_le_bytes());
+            let mut count = 0u16;
+            attributes(&mut |_, _| count += 1);
+            out.array(count.to_le_bytes());
+            attributes(&mut |key, value| out.attribute(FROM_CODE, key, value));
+        });
+    }
     (!out.overflowed).then_some(out.at)
 }
 
@@ -476,6 +519,25 @@ pub(crate) fn decode(
         attributes.push(KeyValue::new(interned.key(origin, key), value));
     }
     let mut events = SpanEvents::default();
+    if flags & FLAG_EVENTS != 0 {
+        let count = u16::from_le_bytes(r.array()?);
+        for _ in 0..count {
+            let name = r.text()?.to_owned();
+            let at = r.u64()?;
+            let n = u16::from_le_bytes(r.array()?);
+            let mut attributes = Vec::with_capacity(usize::from(n));
+            for _ in 0..n {
+                let origin = r.byte()?;
+                let key = r.text()?;
+                attributes.push(KeyValue::new(interned.key(origin, key), r.value(interned)?));
+            }
+            events
+                .events
+                .push(Event::new(name, time(at), attributes, 0));
+        }
+    }
+    // An exception the span's own events describe is not described twice.
+    let described = events.events.iter().any(|e| e.name == "exception");
     let status = match (error_kind, error_message) {
         (Some(kind), Some(message)) => {
             let message = if message.is_empty() {
@@ -483,15 +545,17 @@ pub(crate) fn decode(
             } else {
                 message
             };
-            events.events.push(Event::new(
-                "exception",
-                time(end),
-                vec![
-                    KeyValue::new("exception.type", kind.to_owned()),
-                    KeyValue::new("exception.message", message.to_owned()),
-                ],
-                0,
-            ));
+            if !described {
+                events.events.push(Event::new(
+                    "exception",
+                    time(end),
+                    vec![
+                        KeyValue::new("exception.type", kind.to_owned()),
+                        KeyValue::new("exception.message", message.to_owned()),
+                    ],
+                    0,
+                ));
+            }
             Status::error(message.to_owned())
         }
         _ => Status::Unset,
@@ -527,7 +591,8 @@ pub(crate) fn decode(
 mod tests {
     use super::*;
     use dspex_telemetry_core::{
-        CorrelationId, Metadata, SpanAttributes, SpanMetadata, SpanName, TraceFlags,
+        CorrelationId, Metadata, SpanAttributes, SpanEventRecord, SpanMetadata, SpanName,
+        TraceFlags,
     };
 
     #[test]
@@ -604,5 +669,103 @@ mod tests {
         };
         assert!(description.len() <= MAX_TEXT && description.starts_with('é'));
         assert_eq!(span.events.events[0].name, "exception");
+    }
+
+    #[test]
+    fn events_come_back_with_their_attributes_and_an_exception_is_told_once() {
+        let exception = Metadata::new()
+            .with("exception.type", "ValueError")
+            .with("exception.message", "no record");
+        let retry = Metadata::new().with("attempt", 2);
+        let events = [
+            SpanEventRecord {
+                name: "retry",
+                unix_ns: 1_500,
+                attributes: &retry,
+            },
+            SpanEventRecord {
+                name: "exception",
+                unix_ns: 2_500,
+                attributes: &exception,
+            },
+        ];
+        let many: Vec<SpanEventRecord<'_>> = (0..100)
+            .map(|i| SpanEventRecord {
+                name: "tick",
+                unix_ns: i,
+                attributes: &retry,
+            })
+            .collect();
+        let named = [("llm.model_name".to_string(), Value::from("gpt"))];
+        let no_metadata = Metadata::new();
+        let tracestate = dspex_telemetry_core::TraceState::new();
+        let mut record = SpanRecord {
+            trace_id: dspex_telemetry_core::TraceId::random(),
+            span_id: dspex_telemetry_core::SpanId::random(),
+            parent_span_id: None,
+            parent_is_remote: false,
+            flags: TraceFlags::SAMPLED,
+            tracestate: &tracestate,
+            name: SpanName::Text("Lookup.forward"),
+            kind: SpanKind::Internal,
+            start_unix_ns: 1_000,
+            end_unix_ns: 3_000,
+            status: SpanStatus::Error {
+                kind: "error",
+                message: "ValueError: no record",
+            },
+            metadata: SpanMetadata::one(&no_metadata),
+            attributes: SpanAttributes::new(&named),
+            correlation_id: None,
+            events: &events,
+        };
+        let scope = InstrumentationScope::builder("t").build();
+        let mut interned = Interned::default();
+        let mut bytes = Vec::new();
+        encode(&record, &mut bytes);
+        let span = decode(&bytes, &scope, &mut interned).unwrap();
+        let got: Vec<(&str, u64, Vec<String>)> = span
+            .events
+            .iter()
+            .map(|e| {
+                let ns = e.timestamp.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+                let attrs = e
+                    .attributes
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect();
+                (e.name.as_ref(), ns.as_nanos() as u64, attrs)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("retry", 1_500, vec!["attempt=2".to_string()]),
+                (
+                    "exception",
+                    2_500,
+                    vec![
+                        "exception.type=ValueError".to_string(),
+                        "exception.message=no record".to_string()
+                    ]
+                ),
+            ],
+            "the span's own exception event, not a second one"
+        );
+        assert!(
+            span.attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "llm.model_name"),
+            "attributes under their own names"
+        );
+        record.events = &many;
+        let mut bytes = Vec::new();
+        encode(&record, &mut bytes);
+        let span = decode(&bytes, &scope, &mut interned).unwrap();
+        assert_eq!(
+            span.events.len(),
+            MAX_EVENTS + 1,
+            "kept events and the exception"
+        );
     }
 }
