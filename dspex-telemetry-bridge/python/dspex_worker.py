@@ -767,6 +767,15 @@ def _close_pipes_in_child():
             os.close(devnull)
 
 
+def _runtime():
+    """The interpreter, as its spans' resource describes it."""
+    return {
+        "name": sys.implementation.name,
+        "version": ".".join(str(part) for part in sys.version_info[:3]),
+        "description": sys.version,
+    }
+
+
 def _preload(modules, out):
     """Imports the modules a worker preloads; False, having told the pool why, if one fails."""
     sys.modules.setdefault("dspex_worker", sys.modules[__name__])
@@ -943,7 +952,7 @@ def main(preload=None):
     os.register_at_fork(after_in_child=_close_pipes_in_child)
     if not _preload(sys.argv[1:] if preload is None else preload, proto_out):
         return
-    _write_frame(proto_out, {"ready": True, "pid": os.getpid(), "tools": sorted(TOOLS)})
+    _write_frame(proto_out, {"ready": True, "pid": os.getpid(), "tools": sorted(TOOLS), "runtime": _runtime()})
     while True:
         header = _read_exact(proto_in, 4)
         if header is None:

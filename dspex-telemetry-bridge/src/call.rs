@@ -161,6 +161,11 @@ impl Pool {
         }
         let trace_hex = ctx.trace_id().hex_bytes();
         let trace_id = ascii(&trace_hex);
+        // Every span of the reply ran in the worker's process: its resource, not the service's.
+        let resource = reply
+            .resource
+            .as_deref()
+            .map_or(SpanAttributes::EMPTY, SpanAttributes::new);
         let span =
             |trace_id: TraceId,
              name: &str,
@@ -187,6 +192,7 @@ impl Pool {
                     attributes,
                     correlation_id: ctx.explicit_correlation_id(),
                     events,
+                    resource,
                 });
             };
         if let (Some(call), Some(span_id)) = (

@@ -121,6 +121,35 @@ pub(crate) struct Reply {
     pub(crate) error: Option<BridgeError>,
     /// Spans the worker dropped so that the reply fits in a frame.
     pub(crate) spans_dropped: u64,
+    /// What describes the worker's process (its id, the Python runtime): its spans' resource.
+    pub(crate) resource: Option<WorkerResource>,
+}
+
+/// A worker process's resource facts, as its spans carry them: `process.pid`,
+/// `process.runtime.name`, `process.runtime.version` and `process.runtime.description` (what
+/// the worker reported of its interpreter, each cut at 256 bytes), `telemetry.sdk.language`.
+pub(crate) type WorkerResource = Arc<[(String, dspex_telemetry_core::Value<'static>)]>;
+
+fn worker_resource(pid: u32, ready: &Value) -> WorkerResource {
+    use dspex_telemetry_core::Value as V;
+    let runtime = |key: &str| {
+        let text = ready
+            .get("runtime")
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        V::from(log_safe(text, 256))
+    };
+    Arc::from(vec![
+        ("process.pid".to_string(), V::from(i64::from(pid))),
+        ("process.runtime.name".to_string(), runtime("name")),
+        ("process.runtime.version".to_string(), runtime("version")),
+        (
+            "process.runtime.description".to_string(),
+            runtime("description"),
+        ),
+        ("telemetry.sdk.language".to_string(), V::from("python")),
+    ])
 }
 
 struct Job {
@@ -270,6 +299,8 @@ struct Worker {
     stdout: ChildStdout,
     pid: u32,
     started: std::time::Instant,
+    /// Its spans' resource.
+    resource: WorkerResource,
 }
 
 /// A worker's process group. The worker leads it, and the processes it starts join it unless
@@ -815,6 +846,7 @@ async fn spawn_worker(inner: &Arc<Inner>, worker_id: usize) -> Result<Worker, St
             .with("os_pid", pid),
     );
     Ok(Worker {
+        resource: worker_resource(pid, &process.ready),
         group: process.group,
         child: process.child,
         stdin: Some(process.stdin),
@@ -1090,7 +1122,13 @@ async fn serve(
                 Err(BridgeError::Protocol(mismatch(&frame, id.as_ref()))),
                 Some("protocol_error"),
             ),
-            Ok(Ok(frame)) => (parse_reply(frame, worker_id, generation), None),
+            Ok(Ok(frame)) => (
+                parse_reply(frame, worker_id, generation).map(|mut reply| {
+                    reply.resource = Some(worker.resource.clone());
+                    reply
+                }),
+                None,
+            ),
         };
         let _ = job.reply.send(reply);
         if let Some(reason) = fatal {
@@ -1281,6 +1319,7 @@ fn parse_reply(mut frame: Value, worker_id: usize, generation: u64) -> Result<Re
         lm: list(take("lm")),
         error,
         spans_dropped: take("spans_dropped").and_then(|n| n.as_u64()).unwrap_or(0),
+        resource: None,
     })
 }
 

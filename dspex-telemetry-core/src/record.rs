@@ -282,6 +282,10 @@ pub struct SpanRecord<'a> {
     pub correlation_id: Option<&'a CorrelationId>,
     /// Events during the span.
     pub events: &'a [SpanEventRecord<'a>],
+    /// What describes the process the span ran in, when it is not this one (a Python
+    /// worker's process id and runtime): exported as that span's resource, over the service's.
+    /// Empty for this process's own spans.
+    pub resource: SpanAttributes<'a>,
 }
 
 /// Receives every span that ends on a dispatcher (see [`crate::Dispatcher::attach_span_sink`]).

@@ -161,6 +161,7 @@ pub(crate) fn export_context_span(
         attributes: ctx.span_attributes(),
         correlation_id: ctx.explicit_correlation_id(),
         events: &[],
+        resource: crate::record::SpanAttributes::EMPTY,
     });
 }
 
@@ -240,6 +241,7 @@ fn finish_span<'m>(
             attributes: ctx.span_attributes(),
             correlation_id: ctx.explicit_correlation_id(),
             events: &[],
+            resource: crate::record::SpanAttributes::EMPTY,
         });
     });
 }

@@ -379,3 +379,55 @@ async fn small_and_large_records_arrive_whole_across_the_rings_end() {
     }
     traces.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_from_another_process_keeps_its_facts_with_a_users_exporter() {
+    use dspex_telemetry_core::{
+        Metadata, SpanAttributes, SpanKind, SpanMetadata, SpanName, SpanRecord, SpanStatus,
+        TraceFlags, TraceState, Value as V,
+    };
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let d = Dispatcher::new();
+    let traces =
+        OtlpTraces::start_with_exporter(exporter.clone(), OtlpConfig::default(), &d, "mine")
+            .unwrap();
+    let facts = [
+        ("process.pid".to_string(), V::from(4242i64)),
+        ("process.runtime.name".to_string(), V::from("cpython")),
+    ];
+    let (metadata, tracestate) = (Metadata::new(), TraceState::new());
+    let root = TraceContext::new_root();
+    d.export_span(&SpanRecord {
+        trace_id: root.trace_id(),
+        span_id: dspex_telemetry_core::SpanId::random(),
+        parent_span_id: None,
+        parent_is_remote: false,
+        flags: TraceFlags::SAMPLED,
+        tracestate: &tracestate,
+        name: SpanName::Text("python work"),
+        kind: SpanKind::Internal,
+        start_unix_ns: 1_000,
+        end_unix_ns: 2_000,
+        status: SpanStatus::Unset,
+        metadata: SpanMetadata::one(&metadata),
+        attributes: SpanAttributes::EMPTY,
+        correlation_id: None,
+        events: &[],
+        resource: SpanAttributes::new(&facts),
+    });
+    traces.flush().await;
+    let spans = exporter.get_finished_spans().unwrap();
+    let attribute = |k: &str| {
+        spans[0]
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == k)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(attribute("process.pid").as_deref(), Some("4242"));
+    assert_eq!(
+        attribute("process.runtime.name").as_deref(),
+        Some("cpython")
+    );
+    traces.shutdown().await;
+}

@@ -209,6 +209,25 @@ async fn dspy_spans_from_openinference_join_the_services_trace() {
             .is_some_and(|m| m.contains("gpt-4o-mini")),
         "{span:#?}"
     );
+    // Python's spans carry their process's resource, the service's spans the service's.
+    let (python, service) = (&span["resource"], &call["resource"]);
+    assert_eq!(python["telemetry.sdk.language"], "python", "{python:#?}");
+    assert_eq!(python["process.runtime.name"], "cpython");
+    assert!(
+        python["process.runtime.version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{python:#?}"
+    );
+    assert!(python["process.pid"].as_i64().is_some_and(|pid| pid > 0));
+    assert_eq!(python["service.name"], service["service.name"]);
+    assert_eq!(service["telemetry.sdk.language"], "rust");
+    assert!(service.get("process.pid").is_none(), "{service:#?}");
+    assert_eq!(
+        run.named("python dspy_otel.predict")["resource"],
+        *python,
+        "the call's Python side is the worker's"
+    );
     // The worker's own DSPy spans are there too, in the same tree.
     let chat = run.named("chat openai/gpt-4o-mini");
     assert!(run.ancestry(chat).contains(&"handle_request".to_string()));

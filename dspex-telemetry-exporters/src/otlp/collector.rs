@@ -3,7 +3,7 @@
 //! turns the records into `SpanData` and hands batches to a `SpanExporter`.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dspex_telemetry_core::{Dispatcher, SpanRecord, SpanSink};
-use opentelemetry::InstrumentationScope;
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -205,12 +206,22 @@ impl OtlpTraces {
             let _inside = runtime.get().enter();
             span_exporter(&resolved)?
         };
-        exporter.set_resource(&resolved.resource());
-        Self::start_on(runtime, exporter, config, dispatcher, sink_id)
+        let resource = resolved.resource();
+        exporter.set_resource(&resource);
+        Self::start_on(
+            runtime,
+            exporter,
+            Some(resource),
+            config,
+            dispatcher,
+            sink_id,
+        )
     }
 
     /// As [`OtlpTraces::start`], with spans going to `exporter` (your own: a vendor's, the
-    /// SDK's in-memory one in tests). Its resource is yours to set.
+    /// SDK's in-memory one in tests). Its resource is yours to set: the spans of Python
+    /// workers carry their process's facts (`process.pid`, `process.runtime.*`) as attributes
+    /// instead of a resource of their own.
     pub fn start_with_exporter<E: SpanExporter + 'static>(
         exporter: E,
         config: OtlpConfig,
@@ -218,12 +229,13 @@ impl OtlpTraces {
         sink_id: &str,
     ) -> Result<Self, OtlpError> {
         config.check_batching()?;
-        Self::start_on(runtime()?, exporter, config, dispatcher, sink_id)
+        Self::start_on(runtime()?, exporter, None, config, dispatcher, sink_id)
     }
 
     fn start_on<E: SpanExporter + 'static>(
         mut runtime: OwnRuntime,
         exporter: E,
+        resource: Option<Resource>,
         config: OtlpConfig,
         dispatcher: &Dispatcher,
         sink_id: &str,
@@ -246,6 +258,9 @@ impl OtlpTraces {
             config: config.clone(),
             rings: Vec::new(),
             queue: VecDeque::new(),
+            resource,
+            resources: HashMap::new(),
+            exporting_as: None,
             scratch: Vec::new(),
             interned: record::Interned::default(),
             scope: InstrumentationScope::builder("dspex-telemetry")
@@ -345,6 +360,44 @@ impl Drop for OwnRuntime {
     }
 }
 
+/// The resource a span from another process is exported with: the service's merged with
+/// `facts` (none for this process's spans). With an exporter whose resource the user set,
+/// the facts become the span's attributes instead.
+fn resource_of(
+    service: &Option<Resource>,
+    resources: &mut HashMap<Vec<KeyValue>, Arc<Resource>>,
+    span: &mut SpanData,
+    facts: Vec<KeyValue>,
+) -> Option<Arc<Resource>> {
+    if facts.is_empty() {
+        return None;
+    }
+    let Some(base) = service else {
+        span.attributes.extend(facts);
+        return None;
+    };
+    if let Some(known) = resources.get(&facts) {
+        return Some(known.clone());
+    }
+    if resources.len() >= RESOURCES {
+        resources.clear();
+    }
+    let merged = Arc::new(
+        Resource::builder_empty()
+            .with_attributes(
+                base.iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                    .chain(facts.iter().cloned()),
+            )
+            .build(),
+    );
+    resources.insert(facts, merged.clone());
+    Some(merged)
+}
+
+/// Other processes' resources kept at once (a pool's workers, and their replacements).
+const RESOURCES: usize = 64;
+
 /// How long the collector sleeps between looks at the rings when no thread nudges it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// A failure is logged at most this often (with the count since).
@@ -356,7 +409,17 @@ struct Collector<E> {
     config: OtlpConfig,
     timeout: Duration,
     rings: Vec<Consumer<u8>>,
-    queue: VecDeque<SpanData>,
+    /// Spans waiting, each with the resource of the process it ran in when that is not this
+    /// one (a Python worker's).
+    queue: VecDeque<(SpanData, Option<Arc<Resource>>)>,
+    /// The service's resource, when the collector made the exporter (else the user set it,
+    /// and other processes' facts go on their spans as attributes).
+    resource: Option<Resource>,
+    /// Other processes' resources (the service's merged with their facts), by their facts;
+    /// at most [`RESOURCES`], emptied when full.
+    resources: HashMap<Vec<KeyValue>, Arc<Resource>>,
+    /// The resource the exporter has now: `None` for the service's.
+    exporting_as: Option<Arc<Resource>>,
     scratch: Vec<u8>,
     interned: record::Interned,
     scope: InstrumentationScope,
@@ -434,8 +497,12 @@ impl<E: SpanExporter + 'static> Collector<E> {
                     dropped += 1;
                     continue;
                 }
-                if let Some(span) = record::decode(&bytes, &self.scope, &mut self.interned) {
-                    self.queue.push_back(span);
+                if let Some((mut span, facts)) =
+                    record::decode(&bytes, &self.scope, &mut self.interned)
+                {
+                    let resource =
+                        resource_of(&self.resource, &mut self.resources, &mut span, facts);
+                    self.queue.push_back((span, resource));
                 }
             }
         }
@@ -450,9 +517,35 @@ impl<E: SpanExporter + 'static> Collector<E> {
         }
     }
 
+    /// The next request: the spans at the queue's front that share a resource (at most
+    /// `max_batch`), the exporter set to that resource first.
     fn next_export(&mut self) -> ExportFuture {
-        let n = self.queue.len().min(self.config.max_batch);
-        let batch: Vec<SpanData> = self.queue.drain(..n).collect();
+        let first = self.queue.front().and_then(|(_, r)| r.clone());
+        let same = |r: &Option<Arc<Resource>>| match (r, &first) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let n = self
+            .queue
+            .iter()
+            .take(self.config.max_batch)
+            .take_while(|(_, r)| same(r))
+            .count();
+        let now_as = |r: &Option<Arc<Resource>>| match (r, &self.exporting_as) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !now_as(&first) {
+            // No request is in flight: the collector holds the exporter's only handle.
+            if let (Some(exporter), Some(base)) = (Arc::get_mut(&mut self.exporter), &self.resource)
+            {
+                exporter.set_resource(first.as_deref().unwrap_or(base));
+                self.exporting_as = first;
+            }
+        }
+        let batch: Vec<SpanData> = self.queue.drain(..n).map(|(span, _)| span).collect();
         let exporter = self.exporter.clone();
         // The exporter's own timeout bounds each request and its retries; this bounds an
         // exporter that ignores it.

@@ -26,6 +26,10 @@ const FLAG_ERROR: u8 = 4;
 const FLAG_CORRELATION: u8 = 8;
 const FLAG_TRACESTATE: u8 = 16;
 const FLAG_EVENTS: u8 = 32;
+const FLAG_RESOURCE: u8 = 64;
+
+/// Most resource attributes kept of a span from another process.
+const MAX_RESOURCE: usize = 32;
 
 /// Most events kept of one span, and attributes of one event.
 const MAX_EVENTS: usize = 32;
@@ -254,6 +258,12 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
     for_each_kept(span, |_, key, value| {
         len += 1 + 4 + cut(key, 256).len() + value_len(value)
     });
+    if !span.resource.is_empty() {
+        len += 2;
+        for (key, value) in span.resource.iter().take(MAX_RESOURCE) {
+            len += 1 + 4 + cut(key, 256).len() + value_len(value);
+        }
+    }
     if !span.events.is_empty() {
         len += 2;
         for_each_event(span, |name, _, attributes| {
@@ -285,6 +295,9 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     }
     if !span.events.is_empty() {
         flags |= FLAG_EVENTS;
+    }
+    if !span.resource.is_empty() {
+        flags |= FLAG_RESOURCE;
     }
     let mut out = Cursor::new(buf);
     out.array(span.trace_id.to_bytes());
@@ -319,6 +332,12 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     let count = (span.metadata.len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
     out.array(count.to_le_bytes());
     for_each_kept(span, |origin, key, value| out.attribute(origin, key, value));
+    if !span.resource.is_empty() {
+        out.array((span.resource.len().min(MAX_RESOURCE) as u16).to_le_bytes());
+        for (key, value) in span.resource.iter().take(MAX_RESOURCE) {
+            out.attribute(FROM_CODE, key, value);
+        }
+    }
     if !span.events.is_empty() {
         out.array((span.events.len().min(MAX_EVENTS) as u16).to_le_bytes());
         for_each_event(span, |name, unix_ns, attributes| {
@@ -453,12 +472,14 @@ impl Interned {
     }
 }
 
-/// The `SpanData` of one encoded record; `None` if the bytes are not one (never expected).
+/// The `SpanData` of one encoded record, with the resource attributes of the process it ran
+/// in when that is not this one (else empty); `None` if the bytes are not one (never
+/// expected).
 pub(crate) fn decode(
     bytes: &[u8],
     scope: &InstrumentationScope,
     interned: &mut Interned,
-) -> Option<SpanData> {
+) -> Option<(SpanData, Vec<KeyValue>)> {
     let mut r = Reader(bytes);
     let trace_id: [u8; 16] = r.array()?;
     let span_id: [u8; 8] = r.array()?;
@@ -518,6 +539,15 @@ pub(crate) fn decode(
         }
         attributes.push(KeyValue::new(interned.key(origin, key), value));
     }
+    let mut resource = Vec::new();
+    if flags & FLAG_RESOURCE != 0 {
+        let count = u16::from_le_bytes(r.array()?);
+        for _ in 0..count {
+            let origin = r.byte()?;
+            let key = r.text()?;
+            resource.push(KeyValue::new(interned.key(origin, key), r.value(interned)?));
+        }
+    }
     let mut events = SpanEvents::default();
     if flags & FLAG_EVENTS != 0 {
         let count = u16::from_le_bytes(r.array()?);
@@ -560,7 +590,7 @@ pub(crate) fn decode(
         }
         _ => Status::Unset,
     };
-    Some(SpanData {
+    let span = SpanData {
         span_context: SpanContext::new(
             TraceId::from_bytes(trace_id),
             SpanId::from_bytes(span_id),
@@ -584,7 +614,8 @@ pub(crate) fn decode(
         links: SpanLinks::default(),
         status,
         instrumentation_scope: scope.clone(),
-    })
+    };
+    Some((span, resource))
 }
 
 #[cfg(test)]
@@ -627,17 +658,18 @@ mod tests {
             attributes: SpanAttributes::EMPTY,
             correlation_id: Some(&correlation),
             events: &[],
+            resource: SpanAttributes::EMPTY,
         };
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
         let scope = InstrumentationScope::builder("t").build();
         let mut interned = Interned::default();
-        let span = decode(&bytes, &scope, &mut interned).unwrap();
+        let span = decode(&bytes, &scope, &mut interned).unwrap().0;
         assert_eq!(
             span.span_context.trace_state().header(),
             "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
         );
-        let again = decode(&bytes, &scope, &mut interned).unwrap();
+        let again = decode(&bytes, &scope, &mut interned).unwrap().0;
         assert_eq!(
             again.attributes, span.attributes,
             "shared texts decode the same"
@@ -698,6 +730,7 @@ mod tests {
             .collect();
         let named = [("llm.model_name".to_string(), Value::from("gpt"))];
         let no_metadata = Metadata::new();
+        let resource = [("process.pid".to_string(), Value::from(4242i64))];
         let tracestate = dspex_telemetry_core::TraceState::new();
         let mut record = SpanRecord {
             trace_id: dspex_telemetry_core::TraceId::random(),
@@ -718,12 +751,13 @@ mod tests {
             attributes: SpanAttributes::new(&named),
             correlation_id: None,
             events: &events,
+            resource: SpanAttributes::new(&resource),
         };
         let scope = InstrumentationScope::builder("t").build();
         let mut interned = Interned::default();
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
-        let span = decode(&bytes, &scope, &mut interned).unwrap();
+        let span = decode(&bytes, &scope, &mut interned).unwrap().0;
         let got: Vec<(&str, u64, Vec<String>)> = span
             .events
             .iter()
@@ -761,11 +795,17 @@ mod tests {
         record.events = &many;
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
-        let span = decode(&bytes, &scope, &mut interned).unwrap();
+        let span = decode(&bytes, &scope, &mut interned).unwrap().0;
         assert_eq!(
             span.events.len(),
             MAX_EVENTS + 1,
             "kept events and the exception"
+        );
+        let (_, resource) = decode(&bytes, &scope, &mut interned).unwrap();
+        assert_eq!(
+            resource,
+            [KeyValue::new("process.pid", 4242i64)],
+            "the process's resource comes along"
         );
     }
 }
