@@ -13,6 +13,7 @@
 //! | `bridge_ops/tool_calculator_*`, `bridge_ops/contract_predict_*`, `bridge_ops/session_set_get_*` | a tool execution, a contract-checked prediction (the predictor sleeps 3–12 ms), a session variable set + get, with telemetry off and on, one caller |
 //! | `pool_start/dspy_N` | `Pool::start` of N workers that preload DSPy (`import dspy`, from the test setup's environment, `cargo xtask peers`), until every worker is ready; each worker imports it (in parallel) |
 //! | `pool_start/dspy_4_forked` | the same with `fork_workers`: one template imports DSPy, four workers are forked from it |
+//! | `python_otel` (after the criterion benches, in `python-otel.json`; alone with `DSPEX_BENCH_ONLY=python_otel`) | the Python side's CPU time per call, read from the OS for the worker process: a call that times one `dspex_span`, in an interpreter without OpenTelemetry and in one with its SDK (the call's context attached and detached, `dspex_worker.tracer_provider()` installed), and a call that times one OpenTelemetry span through the worker's processor |
 //! | `bridge/instrumented_N` | `Pool::call` with the DSPex metric catalog attached (spans, pool events, metrics into a windowed recorder; the trace travels to Python), N callers |
 //!
 //! Both configurations use the same pool (the same worker processes, so the same placement on
@@ -398,6 +399,95 @@ fn pool_start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.finish();
 }
 
+/// The Python side's cost per call with OpenTelemetry's SDK absent and present: a pool of one
+/// worker per interpreter (the system's `python3` without it; the test setup's environment
+/// with it, `cargo xtask peers`), a span sink attached so that the worker times its spans,
+/// and the worker's CPU time (user and system, from the OS) over rounds of calls. Written to
+/// `<target>/criterion/python-otel.json` for `cargo xtask bench-report`.
+fn python_otel(rt: &tokio::runtime::Runtime, quick: bool) {
+    struct Discard;
+    impl dspex_telemetry_core::SpanSink for Discard {
+        fn on_end(&self, _: &dspex_telemetry_core::SpanRecord<'_>) {}
+    }
+    let otel_python = dspy_python()
+        .parent()
+        .and_then(|bin| bin.parent())
+        .and_then(|venv| venv.parent())
+        .map(|peers| peers.join("dspy-otel-venv/bin/python"))
+        .filter(|p| p.is_file())
+        .expect("no Python environment with OpenTelemetry: run `cargo xtask peers`");
+    let (rounds, calls) = if quick { (2, 20) } else { (15, 5_000) };
+    let variants = [
+        ("absent", "python3".to_string(), "work"),
+        (
+            "present",
+            otel_python.to_string_lossy().into_owned(),
+            "work",
+        ),
+        (
+            "present_otel_span",
+            otel_python.to_string_lossy().into_owned(),
+            "work_otel_span",
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (variant, python, function) in variants {
+        let dispatcher = Dispatcher::new();
+        dispatcher.attach_span_sink("discard", Discard).unwrap();
+        let pool = rt
+            .block_on(Pool::start(PoolConfig {
+                size: 1,
+                python,
+                python_path: vec![
+                    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python"),
+                ],
+                preload: vec!["otel_cost".into()],
+                dispatcher,
+                health_interval: None,
+                ..PoolConfig::default()
+            }))
+            .expect("the worker starts");
+        let call = |n: u64| {
+            rt.block_on(async {
+                let ctx = dspex_telemetry_core::TraceContext::new_root();
+                for _ in 0..n {
+                    use dspex_telemetry_core::WithTraceContext;
+                    pool.call("otel_cost", function, Vec::<Value>::new())
+                        .with_trace_context(ctx.clone())
+                        .await
+                        .expect("the call succeeds");
+                }
+            })
+        };
+        call(calls / 10 + 1);
+        let mut cpu_us = Vec::new();
+        let mut wall_us = Vec::new();
+        for _ in 0..rounds {
+            let before = pool.worker_usage()[0]
+                .expect("the worker's CPU time")
+                .cpu_seconds;
+            let began = std::time::Instant::now();
+            call(calls);
+            wall_us.push(began.elapsed().as_secs_f64() * 1e6 / calls as f64);
+            let after = pool.worker_usage()[0]
+                .expect("the worker's CPU time")
+                .cpu_seconds;
+            cpu_us.push((after - before) * 1e6 / calls as f64);
+        }
+        rt.block_on(pool.shutdown());
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (cpu, wall) = (median(&mut cpu_us), median(&mut wall_us));
+        println!("python_otel/{variant}: worker CPU {cpu:.1} µs, wall {wall:.1} µs per call");
+        rows.push(json!({"variant": variant, "cpu_us": cpu, "wall_us": wall, "calls": calls, "rounds": rounds}));
+    }
+    if !quick {
+        write_result("python-otel.json", &Value::from(rows));
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -409,6 +499,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo test --benches` runs this with `--test`: one quick pass of everything.
     let quick = args.iter().any(|a| a == "--test" || a == "--list");
+    // `DSPEX_BENCH_ONLY=python_otel` runs that measurement alone.
+    if std::env::var("DSPEX_BENCH_ONLY").as_deref() == Ok("python_otel") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        python_otel(&rt, quick);
+        return;
+    }
     let mut c = config().configure_from_args();
     bare_echo(&mut c);
     let mut s = setup();
@@ -420,6 +520,7 @@ fn main() {
         // A quick pass checks that the rounds run, and keeps the last real results.
         paired(&mut s, if quick { 2 } else { 600 }, !quick);
         paired_operations(&mut s, quick);
+        python_otel(&s.rt, quick);
     }
     let calls = s
         .recorder

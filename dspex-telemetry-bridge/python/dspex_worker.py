@@ -80,7 +80,7 @@ def _current_span_id():
     if _otel_trace_id:
         # OpenTelemetry's current span, when it is in the request's trace: it is the innermost
         # (the worker's spans are current there too while they are open).
-        context = _otel[1].get_current_span().get_span_context()
+        context = _otel.get_current_span().get_span_context()
         if context.trace_id == _otel_trace_id:
             return "%016x" % context.span_id
     span_id = _span_id.get()
@@ -184,12 +184,12 @@ def _enter_span(span_id):
     if not _otel_trace_id:
         return token, None
     try:
-        trace = _otel[1]
-        context = trace.SpanContext(
-            _otel_trace_id, int(span_id, 16), is_remote=False,
-            trace_flags=trace.get_current_span().get_span_context().trace_flags,
+        api = _otel
+        context = api.SpanContext(
+            _otel_trace_id, int(span_id, 16), is_remote=False, trace_flags=_otel_flags,
+            trace_state=_otel_state,
         )
-        return token, _otel[0].attach(trace.set_span_in_context(trace.NonRecordingSpan(context)))
+        return token, api.attach(api.set_span_in_context(api.NonRecordingSpan(context)))
     except Exception:  # noqa: BLE001 - telemetry never fails a call
         return token, None
 
@@ -199,7 +199,7 @@ def _leave_span(token, parent):
     token, otel_token = token
     if otel_token is not None:
         try:
-            _otel[0].detach(otel_token)
+            _otel.detach(otel_token)
         except Exception:  # noqa: BLE001 - ended in another context than it began in
             pass
     try:
@@ -209,11 +209,13 @@ def _leave_span(token, parent):
 
 
 # OpenTelemetry's API when the interpreter has it (looked for once, at the first request with
-# a trace): (context, trace, traceparent propagator, baggage propagator); False without it.
+# a trace): an _OtelApi; False without it.
 _otel = None
 # The trace id (an int) of the request being served while its OpenTelemetry context is
-# attached; 0 otherwise.
+# attached, 0 otherwise; and its flags and tracestate, as OpenTelemetry holds them.
 _otel_trace_id = 0
+_otel_flags = None
+_otel_state = None
 # OpenTelemetry spans that ended while no request was served (a thread that outlived its call):
 # they go back with the next reply, at most _LATE_SPANS_MAX of them.
 _late_spans = []
@@ -226,17 +228,27 @@ _ATTRIBUTE_TEXT_MAX = 4096
 _serving = False
 
 
+class _OtelApi:
+    """The parts of OpenTelemetry's API a request uses, looked up once."""
+
+    def __init__(self):
+        from opentelemetry import context, trace
+        from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+        self.attach, self.detach = context.attach, context.detach
+        self.get_current_span, self.set_span_in_context = trace.get_current_span, trace.set_span_in_context
+        self.SpanContext, self.NonRecordingSpan = trace.SpanContext, trace.NonRecordingSpan
+        self.TraceFlags, self.TraceState = trace.TraceFlags, trace.TraceState
+        self.baggage = W3CBaggagePropagator()
+
+
 def _otel_api():
     global _otel
     if _otel is None:
         try:
-            from opentelemetry import context, trace
-            from opentelemetry.baggage.propagation import W3CBaggagePropagator
-            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+            _otel = _OtelApi()
         except Exception:  # noqa: BLE001 - not installed, or broken: the worker runs without it
             _otel = False
-        else:
-            _otel = (context, trace, TraceContextTextMapPropagator(), W3CBaggagePropagator())
     return _otel
 
 
@@ -244,25 +256,26 @@ def _otel_attach():
     """Attaches the request's trace as OpenTelemetry's current context: the call's span
     (remote) current, with the caller's tracestate and baggage. The token to detach it with, or
     None (no OpenTelemetry, no trace)."""
-    global _otel_trace_id
+    global _otel_trace_id, _otel_flags, _otel_state
     api = _otel_api()
     if not api:
         return None
     try:
-        context, _trace, traceparents, baggages = api
         trace, _, tracestate = _header.decode("ascii").partition("\t")
         traceparent, call_span, _correlation_id, baggage = (trace.split(" ", 3) + ["", "", "", ""])[:4]
         if len(traceparent) != 55 or len(call_span) != 16:
             return None
-        # The call's span (timed by this worker) is the parent of what runs in it.
-        carrier = {"traceparent": f"{traceparent[:36]}{call_span}{traceparent[52:]}"}
-        if tracestate:
-            carrier["tracestate"] = tracestate
-        ctx = traceparents.extract(carrier)
+        # The Rust side sends valid W3C values: they are read as they are. The call's span
+        # (timed by this worker) is the parent of what runs in it.
+        trace_id = int(traceparent[3:35], 16)
+        flags = api.TraceFlags(int(traceparent[53:55], 16))
+        state = api.TraceState.from_header([tracestate]) if tracestate else None
+        parent = api.SpanContext(trace_id, int(call_span, 16), is_remote=True, trace_flags=flags, trace_state=state)
+        ctx = api.set_span_in_context(api.NonRecordingSpan(parent))
         if baggage:
-            ctx = baggages.extract({"baggage": baggage}, context=ctx)
-        token = context.attach(ctx)
-        _otel_trace_id = int(traceparent[3:35], 16)
+            ctx = api.baggage.extract({"baggage": baggage}, context=ctx)
+        token = api.attach(ctx)
+        _otel_trace_id, _otel_flags, _otel_state = trace_id, flags, state
         return token
     except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
         print(f"dspex_worker: the trace was not handed to OpenTelemetry: {type(exc).__name__}: {_text(exc)}", file=sys.stderr)
@@ -273,7 +286,7 @@ def _otel_detach(token):
     global _otel_trace_id
     _otel_trace_id = 0
     try:
-        _otel[0].detach(token)
+        _otel.detach(token)
     except Exception:  # noqa: BLE001 - detached already
         pass
 

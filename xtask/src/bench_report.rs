@@ -239,6 +239,47 @@ fn whole_stack(doc: &mut String, all: &[(String, f64)]) {
 }
 
 /// A table of paired rounds, one row per `(first column, row)`.
+/// The Python side's cost per call with OpenTelemetry absent and present
+/// (`python-otel.json`, written by the bridge bench).
+fn python_otel(doc: &mut String, criterion: &Path) {
+    let Some(rows) = fs::read_to_string(criterion.join("python-otel.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+    else {
+        return;
+    };
+    let cpu = |variant: &str| {
+        rows.iter()
+            .find(|r| r["variant"] == variant)
+            .and_then(|r| r["cpu_us"].as_f64())
+    };
+    let Some(absent) = cpu("absent") else { return };
+    doc.push_str(
+        "## bridge_performance_bench: the Python side with OpenTelemetry\n\n\
+         The worker's CPU time per call (user and system, read from the OS; median of 15 rounds of \
+         5 000 calls, so ±2 µs from the clock's 10 ms ticks) and the round trip's wall time, one \
+         caller, Python's spans listened for. `absent`: an interpreter without OpenTelemetry, the \
+         call times one `dspex_span`. `present`: the same call in an interpreter with \
+         OpenTelemetry's SDK (`dspex_worker.tracer_provider()` installed): the call's context is \
+         attached to OpenTelemetry and detached, and the `dspex_span` is current there too. \
+         `present_otel_span`: the call times one OpenTelemetry span instead, sent back through \
+         the worker's span processor.\n\n\
+         | variant | worker CPU per call | × absent | wall per call |\n|---|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            doc,
+            "| `{}` | {:.1} µs | {:.2} | {:.1} µs |",
+            r["variant"].as_str().unwrap_or("?"),
+            n("cpu_us"),
+            n("cpu_us") / absent,
+            n("wall_us")
+        );
+    }
+    doc.push('\n');
+}
+
 fn paired_table<'a>(
     doc: &mut String,
     first: &str,
@@ -481,6 +522,7 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
             .map(|(operation, r)| (format!("`{operation}`"), r));
         paired_table(&mut doc, "operation", "operations", rows);
     }
+    python_otel(&mut doc, &criterion);
     three_layer_latency(&mut doc, &criterion);
     if let Some(rows) = fs::read_to_string(criterion.join("three-layer.json"))
         .ok()
