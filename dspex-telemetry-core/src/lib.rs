@@ -77,7 +77,7 @@ pub use dispatcher::{
 };
 pub use event::{EventName, EventNameError};
 pub use ids::{CorrelationId, CorrelationIdError, IdError, SpanId, TraceFlags, TraceId};
-pub use instrument::{Traced, WithTraceContext};
+pub use instrument::{RootTraced, Traced, WithTraceContext};
 pub use record::{
     SpanAttributes, SpanEventRecord, SpanKind, SpanMetadata, SpanName, SpanRecord, SpanSink,
     SpanStatus,

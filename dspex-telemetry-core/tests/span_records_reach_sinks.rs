@@ -312,3 +312,39 @@ fn span_metadata_in_two_parts_reads_as_one() {
     assert_eq!(both.iter().count(), 70);
     assert_eq!(both.get("k68"), Some(&Value::Int(1)));
 }
+
+#[tokio::test]
+async fn a_future_in_a_new_trace_is_its_roots_span_and_a_dropped_one_is_cancelled() {
+    use dspex_telemetry_core::{CorrelationId, WithTraceContext};
+    // The root goes to the global dispatcher's sinks, as start_trace's does.
+    let d = Dispatcher::global();
+    let spans = sink(d);
+    let id = CorrelationId::parse("request-1").unwrap();
+    async {
+        tokio::task::yield_now().await;
+        d.span_async(&catalog::BRIDGE_CALL, metadata! {}, async {
+            ((), metadata! {})
+        })
+        .await;
+    }
+    .in_new_trace(Some(id))
+    .await;
+    let never = async { std::future::pending::<()>().await }.in_new_trace(None);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(5), never).await;
+    let seen = spans.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let (call, root, dropped) = (&seen[0], &seen[1], &seen[2]);
+    assert_eq!(root.name, "dspex.trace");
+    assert_eq!(root.parent, None, "the trace's root");
+    assert_eq!(call.parent.as_ref(), Some(&root.span_id));
+    assert_eq!(call.trace_id, root.trace_id);
+    assert_eq!(root.correlation_id.as_deref(), Some("request-1"));
+    assert!(root.duration_ns >= call.duration_ns);
+    assert_eq!(root.error, None);
+    assert_eq!(dropped.name, "dspex.trace");
+    assert_ne!(dropped.trace_id, root.trace_id, "a trace of its own");
+    assert_eq!(
+        dropped.error.as_ref().map(|e| e.0.as_str()),
+        Some("cancelled")
+    );
+}

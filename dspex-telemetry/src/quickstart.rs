@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use dspex_telemetry_bridge::{Pool, PoolConfig, Sessions, Signature, ToolCall};
 use dspex_telemetry_core::{
-    CorrelationId, Dispatcher, Measurements, Metadata, TraceContext, WithTraceContext, catalog,
+    CorrelationId, Dispatcher, Measurements, Metadata, WithTraceContext, catalog,
 };
 use dspex_telemetry_exporters::reporter::BackendConfig;
 use dspex_telemetry_metrics::SeriesValue;
@@ -306,7 +306,8 @@ async fn user(
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
         if request
-            .with_trace_context(TraceContext::new_root_with_correlation(id))
+            // Each request is a trace whose root span lasts as long as the request.
+            .in_new_trace(Some(id))
             .await
             .is_err()
         {

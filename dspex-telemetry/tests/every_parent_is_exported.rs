@@ -1,8 +1,8 @@
 //! What reaches a real OTLP decoder has no missing parents: in every trace, each span's parent
 //! is a span of that trace, or the remote caller's. Traces started with `start_trace()`,
 //! requests through the tower layer (with a caller's `traceparent` and `tracestate`, and
-//! without), the quickstart's way (a future run in a new trace), each across the bridge into
-//! Python's spans.
+//! without), a future run in a new trace (whose root is no span, or, the quickstart's way, a
+//! span), each across the bridge into Python's spans.
 
 #[path = "../../dspex-telemetry-exporters/tests/support/mod.rs"]
 mod support;
@@ -95,7 +95,7 @@ async fn every_parent_is_a_span_of_its_trace_or_the_remote_callers() {
     let fresh = http::Request::builder().uri("/answer").body(()).unwrap();
     service.oneshot(fresh).await.unwrap();
 
-    // 3. The quickstart's way: a future run in a new trace whose root is no span.
+    // 3. A future run in a new trace whose root is no span: its first span is the root.
     let quick = TraceContext::new_root_with_correlation(CorrelationId::parse("order-5").unwrap());
     let quick_trace = quick.trace_id().to_string();
     d.span_async(&catalog::TOOLS_EXECUTE, metadata! {}, async {
@@ -103,6 +103,14 @@ async fn every_parent_is_a_span_of_its_trace_or_the_remote_callers() {
         ((), metadata! {})
     })
     .with_trace_context(quick)
+    .await;
+
+    // 4. The quickstart's way: a future in a new trace whose root is a span.
+    let rooted = async {
+        bridge_call(&pool).await;
+        context::current().unwrap().trace_id().to_string()
+    }
+    .in_new_trace(Some(CorrelationId::parse("order-6").unwrap()))
     .await;
 
     telemetry.flush_spans().await;
@@ -117,7 +125,7 @@ async fn every_parent_is_a_span_of_its_trace_or_the_remote_callers() {
             .or_default()
             .push(span);
     }
-    assert_eq!(traces.len(), 4, "four traces: {spans:#?}");
+    assert_eq!(traces.len(), 5, "five traces: {spans:#?}");
     for (trace, spans) in &traces {
         let ids: BTreeSet<&str> = spans
             .iter()
@@ -158,6 +166,11 @@ async fn every_parent_is_a_span_of_its_trace_or_the_remote_callers() {
         ["dspex.tools.execute"],
         "the first span is the root"
     );
+    assert_eq!(
+        roots(&rooted),
+        ["dspex.trace"],
+        "in_new_trace's root is a span"
+    );
 
     // The caller's request: one server span, the caller's child, with the tracestate kept.
     let caller = &traces[CALLER_TRACE];
@@ -179,7 +192,15 @@ async fn every_parent_is_a_span_of_its_trace_or_the_remote_callers() {
     // The request without a caller: its server span is the trace's root.
     let fresh = traces
         .keys()
-        .find(|t| ![started.as_str(), quick_trace.as_str(), CALLER_TRACE].contains(&t.as_str()))
+        .find(|t| {
+            ![
+                started.as_str(),
+                quick_trace.as_str(),
+                rooted.as_str(),
+                CALLER_TRACE,
+            ]
+            .contains(&t.as_str())
+        })
         .unwrap();
     assert_eq!(roots(fresh), ["GET"]);
 }

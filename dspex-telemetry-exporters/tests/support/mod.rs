@@ -348,9 +348,14 @@ impl PrometheusServer {
         json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
 
-    /// Runs an instant PromQL query; returns how many series it gave, or Prometheus's error.
-    pub async fn query_series(&self, promql: &str) -> Result<usize, String> {
-        let path = format!("/api/v1/query?query={}", url_encode(promql));
+    /// Runs an instant PromQL query, evaluated at `at` (Unix seconds) when given, else now;
+    /// returns how many series it gave, or Prometheus's error. After a target went away,
+    /// Prometheus marks its gauges stale: only a query at a time before then still sees them.
+    pub async fn query_series_at(&self, promql: &str, at: Option<f64>) -> Result<usize, String> {
+        let mut path = format!("/api/v1/query?query={}", url_encode(promql));
+        if let Some(at) = at {
+            path.push_str(&format!("&time={at:.3}"));
+        }
         let (status, body) =
             tokio::time::timeout(Duration::from_secs(5), http_get(self.addr, &path, &[]))
                 .await
