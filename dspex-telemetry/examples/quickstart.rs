@@ -6,8 +6,10 @@
 //! [--workers N] [--listen ADDR] [--config FILE] [--statsd HOST:PORT] [--push-gateway URL]
 //! [--otlp URL]`
 //!
-//! On a terminal it redraws a live view every second; otherwise it prints a line every 5 s
-//! and each alert as it fires and resolves. It ends with a summary.
+//! It first prints where `/metrics` listens and a Prometheus scrape configuration for it. On a
+//! terminal it then redraws a live view every second, as wide as the terminal (durations in
+//! µs, ms or s, `—` for operations with no calls in the window); otherwise it prints a line
+//! every 5 s and each alert as it fires and resolves. It ends with a summary.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -151,8 +151,193 @@ fn simulated_lm_call(user: u64, n: u64, prompt_chars: usize) {
     Dispatcher::global().execute(&catalog::LM_CALL, &m, &md);
 }
 
+/// One operation's row in the live view: its window's figures (durations in milliseconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRow {
+    /// The operation: the metric's name without `dspex_`, then its label values.
+    pub what: String,
+    /// Calls in the window.
+    pub count: u64,
+    /// Calls per second over the window.
+    pub rate_per_sec: f64,
+    /// Failed calls, in percent of the calls.
+    pub error_percent: f64,
+    /// Latency percentiles, in milliseconds.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p95_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+}
+
+/// What the live view shows at one moment; [`LiveView::render`] draws it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveView {
+    /// Time into the run, and its length.
+    pub elapsed: Duration,
+    /// See `elapsed`.
+    pub total: Duration,
+    /// The workload's phase.
+    pub phase: String,
+    /// Requests sent so far.
+    pub requests: u64,
+    /// Where `/metrics` listens.
+    pub metrics_addr: Option<String>,
+    /// One row per operation in the window.
+    pub rows: Vec<OperationRow>,
+    /// Workers idle, busy and starting, and requests queued.
+    pub pool: [f64; 4],
+    /// Resident memory of the workers together and of this process, in bytes.
+    pub memory: [f64; 2],
+    /// The active alerts' messages.
+    pub alerts: Vec<String>,
+}
+
+/// The width of the columns after the operation's: count, rate, errors and three
+/// percentiles.
+const FIGURES_WIDTH: usize = 1 + 6 + 1 + 7 + 1 + 7 + 3 * (1 + 9);
+
+/// A duration given in milliseconds, in the unit that reads best: `850 µs`, `12.4 ms`,
+/// `1.25 s`.
+pub fn format_duration_ms(ms: f64) -> String {
+    if !ms.is_finite() || ms < 0.0 {
+        return "—".into();
+    }
+    match ms {
+        ms if ms < 0.01 => format!("{:.1} µs", ms * 1e3),
+        ms if ms < 1.0 => format!("{:.0} µs", ms * 1e3),
+        ms if ms < 10.0 => format!("{ms:.2} ms"),
+        ms if ms < 1000.0 => format!("{ms:.1} ms"),
+        ms => format!("{:.2} s", ms / 1e3),
+    }
+}
+
+/// `text` cut to `width` characters, ending with `…` when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+impl LiveView {
+    /// What the stack's window, pool gauges and alerts say now.
+    fn now(
+        telemetry: &Telemetry,
+        elapsed: Duration,
+        total: Duration,
+        phase: &str,
+        requests: u64,
+    ) -> Self {
+        LiveView {
+            elapsed,
+            total,
+            phase: phase.to_owned(),
+            requests,
+            metrics_addr: telemetry.prometheus_addr().map(|a| a.to_string()),
+            rows: operation_rows(telemetry),
+            pool: [
+                gauge(telemetry, "dspex_pool_workers", Some(("state", "idle"))),
+                gauge(telemetry, "dspex_pool_workers", Some(("state", "busy"))),
+                gauge(telemetry, "dspex_pool_workers", Some(("state", "starting"))),
+                gauge(telemetry, "dspex_pool_queue_depth", None),
+            ],
+            memory: [
+                gauge(telemetry, "dspex_pool_worker_memory_bytes", None),
+                gauge(telemetry, "dspex_process_memory_bytes", None),
+            ],
+            alerts: telemetry
+                .active_alerts()
+                .into_iter()
+                .map(|a| a.message.clone())
+                .collect(),
+        }
+    }
+
+    /// The view as text, no line wider than `width` characters (at least 60): operations
+    /// sorted by name, durations in the unit that reads best, `—` where a window holds no
+    /// calls, long names and alert messages cut with `…`.
+    pub fn render(&self, width: usize) -> String {
+        let width = width.max(60);
+        let name_width = width.saturating_sub(FIGURES_WIDTH).clamp(16, 60);
+        let metrics = self
+            .metrics_addr
+            .as_deref()
+            .map_or("-".to_owned(), |a| format!("http://{a}/metrics"));
+        let mut out = fit(
+            &format!(
+                "dspex-telemetry quickstart — {}/{}s — phase: {} — {} requests",
+                self.elapsed.as_secs(),
+                self.total.as_secs(),
+                self.phase,
+                self.requests
+            ),
+            width,
+        );
+        out.push('\n');
+        out += &fit(&format!("/metrics on {metrics}"), width);
+        out.push_str("\n\n");
+        let figures = |count: &str, rate: &str, errors: &str, [p50, p95, p99]: [&str; 3]| {
+            format!(" {count:>6} {rate:>7} {errors:>7} {p50:>9} {p95:>9} {p99:>9}")
+        };
+        let head = fit("operation (in the window)", name_width);
+        out += &format!(
+            "{head:<name_width$}{}\n",
+            figures("count", "rate/s", "errors", ["p50", "p95", "p99"])
+        );
+        let mut rows: Vec<&OperationRow> = self.rows.iter().collect();
+        rows.sort_by(|a, b| a.what.cmp(&b.what));
+        for row in rows {
+            let what = fit(&row.what, name_width);
+            let line = if row.count == 0 {
+                figures("—", "—", "—", ["—", "—", "—"])
+            } else {
+                figures(
+                    &row.count.to_string(),
+                    &format!("{:.1}", row.rate_per_sec),
+                    &format!("{:.1}%", row.error_percent),
+                    [
+                        &format_duration_ms(row.p50_ms),
+                        &format_duration_ms(row.p95_ms),
+                        &format_duration_ms(row.p99_ms),
+                    ],
+                )
+            };
+            out += &format!("{what:<name_width$}{line}\n");
+        }
+        let [idle, busy, starting, queued] = self.pool;
+        out += &fit(
+            &format!("\npool: {idle} idle, {busy} busy, {starting} starting, queue depth {queued}"),
+            width + 1,
+        );
+        out.push('\n');
+        const MIB: f64 = 1024.0 * 1024.0;
+        out += &fit(
+            &format!(
+                "memory: {:.1} MiB in the workers, {:.1} MiB in this process",
+                self.memory[0] / MIB,
+                self.memory[1] / MIB
+            ),
+            width,
+        );
+        out += &format!("\nactive alerts: {}\n", self.alerts.len());
+        for alert in &self.alerts {
+            out += &fit(&format!("  {alert}"), width);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The terminal's width in columns (100 when it cannot be told).
+fn terminal_width() -> usize {
+    terminal_size::terminal_size().map_or(100, |(w, _)| usize::from(w.0))
+}
+
 /// The rows of the live view: each operation's window.
-fn operation_rows(telemetry: &Telemetry) -> Vec<String> {
+fn operation_rows(telemetry: &Telemetry) -> Vec<OperationRow> {
     let window = telemetry.window();
     let mut rows = Vec::new();
     for series in window.snapshot() {
@@ -166,30 +351,26 @@ fn operation_rows(telemetry: &Telemetry) -> Vec<String> {
         let Some(op) = window.operation(base, &labels) else {
             continue;
         };
-        let mut what = format!(
+        let what = format!(
             "{} {}",
             base.trim_start_matches("dspex_"),
             labels.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(",")
         );
-        if what.len() > 44 {
-            let mut end = 43;
-            while !what.is_char_boundary(end) {
-                end -= 1;
-            }
-            what.truncate(end);
-            what.push('…');
-        }
-        let errors = if op.count == 0 {
+        let error_percent = if op.count == 0 {
             0.0
         } else {
             100.0 * op.error_count as f64 / op.count as f64
         };
-        rows.push(format!(
-            "{what:<44} {:>6} {:>7.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2}",
-            op.count, op.rate_per_sec, errors, op.p50, op.p95, op.p99
-        ));
+        rows.push(OperationRow {
+            what,
+            count: op.count,
+            rate_per_sec: op.rate_per_sec,
+            error_percent,
+            p50_ms: op.p50,
+            p95_ms: op.p95,
+            p99_ms: op.p99,
+        });
     }
-    rows.sort();
     rows
 }
 
@@ -207,49 +388,11 @@ fn gauge(telemetry: &Telemetry, name: &str, label: Option<(&str, &str)>) -> f64 
         .sum()
 }
 
-/// The live view's text.
-fn view(
-    telemetry: &Telemetry,
-    elapsed: Duration,
-    total: Duration,
-    phase: &str,
-    requests: u64,
-) -> String {
-    let mut out = format!(
-        "dspex-telemetry quickstart — {:>3}/{}s — phase: {phase} — {requests} requests — /metrics on http://{}/metrics\n\n",
-        elapsed.as_secs(),
-        total.as_secs(),
-        telemetry
-            .prometheus_addr()
-            .map_or("-".into(), |a| a.to_string()),
-    );
-    out += &format!(
-        "{:<44} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8}\n",
-        "operation (in the window)", "count", "rate/s", "errors", "p50 ms", "p95 ms", "p99 ms"
-    );
-    for row in operation_rows(telemetry) {
-        out += &row;
-        out.push('\n');
-    }
-    out += &format!(
-        "\npool: {} idle, {} busy, {} starting, queue depth {}\n",
-        gauge(telemetry, "dspex_pool_workers", Some(("state", "idle"))),
-        gauge(telemetry, "dspex_pool_workers", Some(("state", "busy"))),
-        gauge(telemetry, "dspex_pool_workers", Some(("state", "starting"))),
-        gauge(telemetry, "dspex_pool_queue_depth", None),
-    );
-    const MIB: f64 = 1024.0 * 1024.0;
-    out += &format!(
-        "memory: {:.1} MiB in the workers, {:.1} MiB in this process\n",
-        gauge(telemetry, "dspex_pool_worker_memory_bytes", None) / MIB,
-        gauge(telemetry, "dspex_process_memory_bytes", None) / MIB,
-    );
-    let active = telemetry.active_alerts();
-    out += &format!("active alerts: {}\n", active.len());
-    for alert in active {
-        out += &format!("  {}\n", alert.message);
-    }
-    out
+/// A Prometheus scrape configuration for the quickstart's `/metrics` at `addr`.
+pub fn scrape_config(addr: &str) -> String {
+    format!(
+        "scrape_configs:\n  - job_name: dspex-quickstart\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{addr}\"]\n"
+    )
 }
 
 /// One simulated user's requests until `until`.
@@ -358,6 +501,14 @@ pub async fn run(
     })
     .await
     .map_err(|e| QuickstartError::Pool(e.to_string()))?;
+    if let Some(addr) = telemetry.prometheus_addr() {
+        let _ = writeln!(
+            out,
+            "/metrics on http://{addr}/metrics; for Prometheus to scrape it:\n\n{}",
+            scrape_config(&addr.to_string())
+        );
+        let _ = out.flush();
+    }
     let sessions = Arc::new(Sessions::new(dispatcher.clone(), Duration::from_secs(300)));
     let signature = Signature::parse("question: str -> answer: str, confidence: float")
         .expect("a valid signature");
@@ -441,11 +592,8 @@ pub async fn run(
             next_print += every;
             let done = requests.load(Ordering::Relaxed);
             if options.live {
-                let _ = write!(
-                    out,
-                    "\x1b[2J\x1b[H{}",
-                    view(&telemetry, elapsed, total, name, done)
-                );
+                let view = LiveView::now(&telemetry, elapsed, total, name, done);
+                let _ = write!(out, "\x1b[2J\x1b[H{}", view.render(terminal_width()));
             } else {
                 let _ = writeln!(
                     out,
@@ -462,13 +610,14 @@ pub async fn run(
     }
     summary.requests = requests.load(Ordering::Relaxed);
     summary.failed_requests = failures.load(Ordering::Relaxed);
-    let last = view(
+    let last = LiveView::now(
         &telemetry,
         started.elapsed(),
         total,
         "done",
         summary.requests,
-    );
+    )
+    .render(if options.live { terminal_width() } else { 100 });
     pool.shutdown().await;
     let _ = writeln!(out, "\n{last}");
     let _ = writeln!(
