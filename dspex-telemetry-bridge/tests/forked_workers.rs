@@ -11,6 +11,20 @@ use dspex_telemetry_bridge::{Pool, PoolConfig};
 use dspex_telemetry_core::{Dispatcher, Event, EventName};
 use serde_json::json;
 
+/// The template folders of this process.
+fn template_folders() -> HashSet<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("dspex-pool-{}-", std::process::id())))
+        .collect()
+}
+
+/// The tests of this file take turns: one checks that its pool leaves no template folder,
+/// and times its start.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `(event name, metadata)` of every pool event.
 type Log = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
 
@@ -96,6 +110,9 @@ async fn until(what: &str, mut ready: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_are_forked_from_one_import_and_start_at_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // (A test before this one may still be removing its own.)
+    let before = template_folders();
     let (d, log) = recording_dispatcher();
     let began = Instant::now();
     let pool = pool(&d, |c| c.size = 4).await;
@@ -131,20 +148,17 @@ async fn workers_are_forked_from_one_import_and_start_at_once() {
     for pid in spawned.iter().chain([&template]) {
         assert!(!alive(*pid), "process {pid} outlived the pool");
     }
-    let folders = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("dspex-pool-{}-", std::process::id()))
-        })
-        .count();
-    assert_eq!(folders, 0, "the template's folder is removed");
+    let left: Vec<_> = template_folders().difference(&before).cloned().collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "the template's folder is removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_worker_reports_its_own_exit_and_signal_and_is_forked_again() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (d, log) = recording_dispatcher();
     let pool = pool(&d, |_| {}).await;
     for (signal, name) in [("-KILL", "SIGKILL"), ("-SEGV", "SIGSEGV")] {
@@ -183,6 +197,7 @@ async fn a_forked_worker_reports_its_own_exit_and_signal_and_is_forked_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recycling_forks_a_fresh_worker_and_a_dead_template_is_replaced() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (d, log) = recording_dispatcher();
     let pool = pool(&d, |c| c.max_worker_requests = Some(2)).await;
     let first = call(&pool, "pid").await;
@@ -213,6 +228,7 @@ async fn recycling_forks_a_fresh_worker_and_a_dead_template_is_replaced() {
 
 #[tokio::test]
 async fn a_preload_that_fails_in_the_template_fails_the_start() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (d, _log) = recording_dispatcher();
     let started = Pool::start(PoolConfig {
         size: 2,

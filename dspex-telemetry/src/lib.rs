@@ -52,7 +52,7 @@ pub mod quickstart;
 mod stack;
 
 pub use config::{Config, ConfigError, Handler, TelemetrySection};
-pub use stack::{StartError, Telemetry};
+pub use stack::{StackRecorder, StartError, Telemetry};
 
 /// The README's and the guide's samples, run as doctests.
 #[cfg(doctest)]

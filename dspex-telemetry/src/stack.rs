@@ -41,7 +41,10 @@ pub enum StartError {
         reason: String,
     },
     /// The process has a global `metrics` recorder already (one per process).
-    #[error("a global metrics recorder is installed already: start the stack once per process")]
+    #[error(
+        "a global metrics recorder is installed already: start the stack once per process, or \
+         compose it with yours (Telemetry::start_composed)"
+    )]
     RecorderInstalled,
     /// A handler with the stack's id is attached to the dispatcher already.
     #[error("cannot attach to the dispatcher: {0}")]
@@ -70,7 +73,48 @@ impl Telemetry {
     /// Starts what `config` describes for the events of `dispatcher`, on the current tokio
     /// runtime: installs the process's global `metrics` recorder (the sliding window, plus the
     /// reporter's backends), attaches the DSPex metric catalog, starts the alert service.
+    ///
+    /// A service that installs its own global recorder uses [`Telemetry::start_composed`].
     pub async fn start(config: &Config, dispatcher: &Dispatcher) -> Result<Telemetry, StartError> {
+        let (telemetry, recorder) = Self::start_inner(config, dispatcher).await?;
+        if metrics::set_global_recorder(recorder).is_err() {
+            telemetry.shutdown().await;
+            return Err(StartError::RecorderInstalled);
+        }
+        Ok(telemetry)
+    }
+
+    /// As [`Telemetry::start`], but the stack's recorder (the window, the reporter's
+    /// backends, behind the cardinality cap) is handed back instead of installed: add it to
+    /// your own fanout (`metrics_util::layers::FanoutBuilder`) beside your recorders, and
+    /// install that. The catalog records through the `metrics` facade, so until the fanout is
+    /// the global recorder the stack sees no metrics; everything the facade records then
+    /// reaches both your recorders and the stack's.
+    ///
+    /// ```no_run
+    /// # async fn run(config: &dspex_telemetry::Config) -> Result<(), Box<dyn std::error::Error>> {
+    /// use dspex_telemetry::Telemetry;
+    /// use dspex_telemetry::core::Dispatcher;
+    /// use metrics_util::layers::FanoutBuilder;
+    ///
+    /// let mine = metrics::NoopRecorder; // your own: metrics-exporter-prometheus's, say
+    /// let (telemetry, ours) = Telemetry::start_composed(config, Dispatcher::global()).await?;
+    /// let fanout = FanoutBuilder::default().add_recorder(mine).add_recorder(ours).build();
+    /// metrics::set_global_recorder(fanout)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_composed(
+        config: &Config,
+        dispatcher: &Dispatcher,
+    ) -> Result<(Telemetry, StackRecorder), StartError> {
+        let (telemetry, recorder) = Self::start_inner(config, dispatcher).await?;
+        Ok((telemetry, StackRecorder(recorder)))
+    }
+
+    async fn start_inner(
+        config: &Config,
+        dispatcher: &Dispatcher,
+    ) -> Result<(Telemetry, Box<dyn metrics::Recorder + Sync>), StartError> {
         let definitions = catalog::dspex_metrics();
         // The catalog's histograms get windows over their own ranges (around their buckets),
         // unless `[metrics.ranges]` sets one.
@@ -83,6 +127,7 @@ impl Telemetry {
         // One cap on label sets and label values for every recorder behind the facade.
         let cap = config.metrics.cardinality_layer();
         let cardinality;
+        let recorder: Box<dyn metrics::Recorder + Sync>;
         let alerts_parts = if config.runs(Handler::Alerts) {
             Some(config.alerts.build().map_err(|e| StartError::Alerts {
                 key: e.key.clone(),
@@ -105,27 +150,30 @@ impl Telemetry {
             })?;
             let capped = cap.layer(fanout);
             cardinality = capped.stats_handle();
-            if metrics::set_global_recorder(capped).is_err() {
-                reporter.shutdown().await;
-                return Err(StartError::RecorderInstalled);
-            }
+            recorder = Box::new(capped);
             Some(reporter)
         } else {
             let capped = cap.layer(window.clone());
             cardinality = capped.stats_handle();
-            metrics::set_global_recorder(capped).map_err(|_| StartError::RecorderInstalled)?;
+            recorder = Box::new(capped);
             None
         };
         let metrics = if config.runs(Handler::Metrics) {
-            Some(Arc::new(
-                MetricsHandler::attach(
-                    dispatcher,
-                    ID,
-                    definitions,
-                    config.metrics.max_series_per_metric,
-                )
-                .map_err(|e| StartError::Attach(e.to_string()))?,
-            ))
+            let attached = MetricsHandler::attach(
+                dispatcher,
+                ID,
+                definitions,
+                config.metrics.max_series_per_metric,
+            );
+            match attached {
+                Ok(handler) => Some(Arc::new(handler)),
+                Err(e) => {
+                    if let Some(reporter) = reporter {
+                        reporter.shutdown().await;
+                    }
+                    return Err(StartError::Attach(e.to_string()));
+                }
+            }
         } else {
             None
         };
@@ -151,7 +199,7 @@ impl Telemetry {
             attach_debug_handler(dispatcher, EventName::from_static(&["dspex"]))
                 .map_err(|e| StartError::Attach(e.to_string()))?;
         }
-        Ok(Telemetry {
+        let telemetry = Telemetry {
             window,
             cardinality,
             metrics,
@@ -160,7 +208,8 @@ impl Telemetry {
             alerts,
             dispatcher: dispatcher.clone(),
             debug: config.telemetry.debug,
-        })
+        };
+        Ok((telemetry, recorder))
     }
 
     /// The sliding window: p50/p95/p99, error rates and rates of every series now.
@@ -218,6 +267,69 @@ impl Telemetry {
         if let Some(reporter) = self.reporter {
             reporter.shutdown().await;
         }
+    }
+}
+
+/// The stack's `metrics` recorder, handed back by [`Telemetry::start_composed`] for your own
+/// fanout.
+pub struct StackRecorder(Box<dyn metrics::Recorder + Sync>);
+
+impl std::fmt::Debug for StackRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StackRecorder")
+    }
+}
+
+impl metrics::Recorder for StackRecorder {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.0.describe_counter(key, unit, description)
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.0.describe_gauge(key, unit, description)
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.0.describe_histogram(key, unit, description)
+    }
+
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        self.0.register_counter(key, metadata)
+    }
+
+    fn register_gauge(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> metrics::Gauge {
+        self.0.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.0.register_histogram(key, metadata)
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use dspex_telemetry::bridge::{Pool, PoolConfig};
 use dspex_telemetry::core::Dispatcher;
-use dspex_telemetry::{Config, Telemetry};
+use dspex_telemetry::exporters::otlp::{OtlpConfig, OtlpTraces};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use serde_json::{Value, json};
@@ -46,14 +46,18 @@ struct Run {
 async fn run(python: PathBuf, function: &str, args: Vec<Value>) -> Run {
     let receiver = OtlpReceiver::start().await;
     let endpoint = format!("http://{}", receiver.addr);
-    let config = Config::from_toml(&format!(
-        "[reporter]\nreporting_interval = 60000\n\
-         [[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"{endpoint}\"\n"
-    ))
-    .expect("config");
-    let telemetry = Telemetry::start(&config, Dispatcher::global())
-        .await
-        .expect("the stack starts");
+    // Our spans, from a dispatcher of this test's own (the tests of this file may share a
+    // process).
+    let dispatcher = Dispatcher::new();
+    let ours = OtlpTraces::start(
+        OtlpConfig {
+            endpoint: Some(endpoint.clone().into()),
+            ..OtlpConfig::default()
+        },
+        &dispatcher,
+        "otlp",
+    )
+    .expect("our exporter starts");
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
@@ -75,7 +79,7 @@ async fn run(python: PathBuf, function: &str, args: Vec<Value>) -> Run {
                 .join("../dspex-telemetry-bridge/tests/python"),
         ],
         preload: vec![module.to_string()],
-        dispatcher: Dispatcher::global().clone(),
+        dispatcher: dispatcher.clone(),
         health_interval: None,
         ..PoolConfig::default()
     })
@@ -89,12 +93,12 @@ async fn run(python: PathBuf, function: &str, args: Vec<Value>) -> Run {
         .map_err(|e| e.to_string());
 
     pool.shutdown().await;
-    telemetry.flush_spans().await;
+    ours.flush().await;
     tokio::task::spawn_blocking(move || provider.force_flush().expect("the service's spans flush"))
         .await
         .unwrap();
     let spans = receiver.spans().await;
-    telemetry.shutdown().await;
+    ours.shutdown().await;
     Run { spans, result }
 }
 
