@@ -21,6 +21,7 @@ mod handler;
 mod http;
 mod prometheus_rules;
 mod rule;
+pub mod scenario;
 mod service;
 pub mod thresholds;
 
