@@ -65,6 +65,15 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A string names an environment variable (`${VAR}`) that is not set, or not valid
+    /// UTF-8.
+    #[error("invalid `{key}`: the environment variable {variable} is not set")]
+    Env {
+        /// The key whose value names it (`reporter.backends[0].headers.x-api-key`, say).
+        key: String,
+        /// The variable.
+        variable: String,
+    },
     /// The TOML is malformed, or a key is unknown or of the wrong type (the message names it).
     /// The offending line is named by its number, never quoted: it may hold a secret.
     #[error("invalid configuration{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
@@ -74,6 +83,69 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// Replaces `${VAR}` in every string under `value` (at `key`) with `env(VAR)`.
+fn expand(
+    key: &str,
+    value: &mut toml::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(text) if text.contains("${") => {
+            *text = expand_text(text, |name| {
+                env(name).ok_or_else(|| ConfigError::Env {
+                    key: key.to_owned(),
+                    variable: dspex_telemetry_http::log_safe(name, 100),
+                })
+            })?;
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand(&format!("{key}[{i}]"), item, env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                expand(&format!("{key}.{k}"), item, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `text` with each `${NAME}` replaced by `lookup(NAME)`, and `$${` by `${`. A `${` without
+/// its `}` stays as it is.
+fn expand_text(
+    text: &str,
+    lookup: impl Fn(&str) -> Result<String, ConfigError>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        if rest[..at].ends_with('$') {
+            // `$${`: a literal `${`.
+            out.push_str(&rest[..at - 1]);
+            out.push_str("${");
+            rest = &rest[at + 2..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        match after.find('}') {
+            Some(end) => {
+                out.push_str(&lookup(&after[..end])?);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[at..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// `error`'s message and line, without the source text the parser quotes.
@@ -86,12 +158,55 @@ pub(crate) fn toml_error(text: &str, error: &toml::de::Error) -> (Option<usize>,
 }
 
 impl Config {
-    /// Reads a configuration from TOML text.
+    /// Reads a configuration from TOML text. In any string value, `${VAR}` is replaced by the
+    /// environment variable `VAR` (a token or password kept out of the file, say), and `$${`
+    /// stands for a literal `${`; a variable that is not set is an error naming the key and
+    /// the variable, never its value.
+    ///
+    /// ```
+    /// use dspex_telemetry::Config;
+    /// // SAFETY: the doctest is single-threaded.
+    /// unsafe { std::env::set_var("DSPEX_DOC_TOKEN", "s3cret") };
+    /// let config = Config::from_toml(r#"
+    ///     [[alerts.alert_handlers]]
+    ///     type = "webhook"
+    ///     url = "https://hooks.example.com/alerts"
+    ///     headers = { authorization = "Bearer ${DSPEX_DOC_TOKEN}" }
+    /// "#).unwrap();
+    /// assert!(!format!("{config:?}").contains("s3cret"), "secrets stay out of Debug");
+    /// let missing = Config::from_toml("[reporter]\nbackends = [{ type = \"statsd\", host = \"${DSPEX_DOC_NOT_SET}\" }]");
+    /// assert_eq!(
+    ///     missing.unwrap_err().to_string(),
+    ///     "invalid `reporter.backends[0].host`: the environment variable DSPEX_DOC_NOT_SET is not set"
+    /// );
+    /// ```
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        Self::from_toml_with_env(text, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::from_toml`], with `${VAR}` looked up by `env` instead of in the process's
+    /// environment.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let toml_error = |e: toml::de::Error| {
             let (line, message) = toml_error(text, &e);
             ConfigError::Toml { line, message }
-        })
+        };
+        if !text.contains("${") {
+            return toml::from_str(text).map_err(toml_error);
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(toml_error)?;
+        for (key, value) in table.iter_mut() {
+            expand(key, value, &env)?;
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                line: None,
+                message: dspex_telemetry_http::log_safe(e.message().trim(), 300),
+            })
     }
 
     /// Reads a configuration file.
