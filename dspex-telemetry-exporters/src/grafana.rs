@@ -455,6 +455,11 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
     }
     requests["transformations"] = json!([{ "id": "merge", "options": {} }]);
     panels.push(requests);
+    let custom = custom_panels(definitions);
+    if !custom.is_empty() {
+        panels.push(row("Your metrics"));
+        panels.extend(custom);
+    }
     json!({
         "title": "DSPex telemetry",
         "uid": "dspex-telemetry",
@@ -481,6 +486,76 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
         },
         "panels": lay_out(panels),
     })
+}
+
+/// A panel for each of `definitions` that is not in the DSPex catalog (a service's own
+/// metrics), by kind: a counter's rate, a sum's or last value's level, a histogram's p50, p95
+/// and p99 from its buckets; per tag.
+fn custom_panels(definitions: &[MetricDefinition]) -> Vec<Value> {
+    let catalog: BTreeSet<String> = dspex_telemetry_metrics::catalog::dspex_metrics()
+        .iter()
+        .map(|d| d.name().to_owned())
+        .collect();
+    definitions
+        .iter()
+        .filter(|d| !catalog.contains(d.name()))
+        .map(|d| {
+            let name = d.name();
+            let tags: Vec<&str> = d.tag_list().iter().map(|t| t.name).collect();
+            let by = tags.join(", ");
+            let legend = match tags.is_empty() {
+                true => name.to_owned(),
+                false => tags
+                    .iter()
+                    .map(|t| format!("{{{{{t}}}}}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            let help = d.help();
+            let unit = match d.reported_unit() {
+                dspex_telemetry_metrics::Unit::Millisecond => "ms",
+                dspex_telemetry_metrics::Unit::Second => "s",
+                dspex_telemetry_metrics::Unit::Microsecond => "µs",
+                dspex_telemetry_metrics::Unit::Nanosecond => "ns",
+                dspex_telemetry_metrics::Unit::Byte => "bytes",
+                dspex_telemetry_metrics::Unit::Count => "short",
+            };
+            match d.kind() {
+                MetricKind::Counter => panel(
+                    "timeseries",
+                    &format!("{name} per second"),
+                    &help,
+                    "short",
+                    vec![(
+                        format!("sum by ({by}) (rate({name}[{RATE_INTERVAL}]))"),
+                        legend,
+                    )],
+                ),
+                MetricKind::Sum | MetricKind::LastValue => panel(
+                    "timeseries",
+                    name,
+                    &help,
+                    unit,
+                    vec![(format!("sum by ({by}) ({name})"), legend)],
+                ),
+                MetricKind::Summary | MetricKind::Distribution { .. } => panel(
+                    "timeseries",
+                    &format!("{name} p50 / p95 / p99"),
+                    &help,
+                    unit,
+                    [0.5, 0.95, 0.99]
+                        .into_iter()
+                        .map(|q| {
+                            (
+                                quantile(q, name, &by),
+                                format!("{legend} p{}", (q * 100.0) as u32),
+                            )
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Every query (PromQL) of a dashboard's panels.

@@ -48,6 +48,7 @@ pub use dspex_telemetry_exporters as exporters;
 pub use dspex_telemetry_metrics as metrics;
 
 mod config;
+pub mod generate;
 pub mod quickstart;
 mod stack;
 

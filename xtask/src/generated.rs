@@ -3,23 +3,18 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dspex_telemetry_alerts::{prometheus_rules, thresholds::Thresholds};
-use dspex_telemetry_exporters::grafana;
-use dspex_telemetry_metrics::{MetricsConfig, catalog};
+use dspex_telemetry::{Config, generate};
 
-/// Writes `telemetry/prometheus_alerts.yml`: the default thresholds over the default window.
+/// Writes `telemetry/prometheus_alerts.yml`: the default thresholds over the default window
+/// (what a service's own configuration gets from `dspex_telemetry::generate`).
 pub fn write_alert_rules(root: &Path) -> Result<PathBuf, String> {
-    let yaml = prometheus_rules(
-        &Thresholds::default().rules(),
-        MetricsConfig::default().window_size_ms,
-        &catalog::dspex_metrics(),
-    );
+    let yaml = generate::alert_rules(&Config::default(), &[]);
     write(root, "prometheus_alerts.yml", &yaml)
 }
 
 /// Writes `telemetry/grafana_dashboard.json` from the metric catalog.
 pub fn write_dashboard(root: &Path) -> Result<PathBuf, String> {
-    let json = grafana::dashboard(&catalog::dspex_metrics());
+    let json = generate::dashboard(&[]);
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
     write(root, "grafana_dashboard.json", &text)
 }

@@ -1,41 +1,55 @@
-//! `dspex-telemetry config [--config FILE]`: prints the configuration the stack would run
-//! with (every default filled in, `${VAR}` expanded from the environment), with tokens,
-//! passwords and URL paths redacted as `Debug` shows them. Without `--config`, the defaults.
+//! `dspex-telemetry`, for a service's operators and its build:
+//!
+//! - `config [--config FILE]`: prints the configuration the stack would run with (every
+//!   default filled in, `${VAR}` expanded from the environment), with tokens, passwords and URL
+//!   paths redacted as `Debug` shows them.
+//! - `dashboard`: prints the Grafana dashboard (JSON) of the DSPex metric catalog.
+//! - `alert-rules [--config FILE]`: prints the Prometheus alert rules (YAML) of the file's
+//!   thresholds over its window.
+//!
+//! Without `--config`, the defaults. A service with metrics of its own generates both from
+//! its own xtask with `dspex_telemetry::generate`.
 
 use std::process::ExitCode;
 
-use dspex_telemetry::Config;
+use dspex_telemetry::{Config, generate};
 
-const USAGE: &str = "usage: dspex-telemetry config [--config FILE]";
+const USAGE: &str =
+    "usage: dspex-telemetry config [--config FILE] | dashboard | alert-rules [--config FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.split_first() {
-        Some((command, rest)) => (command.as_str(), rest),
-        None => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let Some((command, rest)) = args.split_first() else {
+        return usage();
     };
-    match (command, rest) {
-        ("config", []) => print(Ok(Config::default())),
-        ("config", [flag, path]) if flag == "--config" => print(Config::load(path)),
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn print(config: Result<Config, dspex_telemetry::ConfigError>) -> ExitCode {
-    match config {
-        Ok(config) => {
-            println!("{config:#?}");
-            ExitCode::SUCCESS
-        }
+    let config = match rest {
+        [] => Ok(Config::default()),
+        [flag, path] if flag == "--config" && command != "dashboard" => Config::load(path),
+        _ => return usage(),
+    };
+    let config = match config {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("dspex-telemetry: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    match command.as_str() {
+        "config" => println!("{config:#?}"),
+        "dashboard" => match serde_json::to_string_pretty(&generate::dashboard(&[])) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("dspex-telemetry: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        "alert-rules" => print!("{}", generate::alert_rules(&config, &[])),
+        _ => return usage(),
     }
+    ExitCode::SUCCESS
+}
+
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
 }
