@@ -159,35 +159,46 @@ impl<'c> Scenario<'c> {
                     reason,
                 }
             })?;
-        // Every call's time, then its run and its index in the run (for failures).
-        let mut calls: Vec<(u64, usize, u64)> = Vec::new();
-        for (run, c) in self.calls.iter().enumerate() {
-            let mut at = c.during.start;
-            let mut n = 0;
-            while at < c.during.end && at <= until_ms {
-                calls.push((at, run, n));
-                at += c.every_ms;
-                n += 1;
+        // Each run's next call (its time and its index in the run), taken in time order.
+        let mut next: Vec<Option<(u64, u64)>> = self
+            .calls
+            .iter()
+            .map(|c| (c.during.start < c.during.end).then_some((c.during.start, 0)))
+            .collect();
+        let mut take_until = |limit: u64| -> Option<(u64, usize, u64)> {
+            let (run, (at, n)) = next
+                .iter()
+                .enumerate()
+                .filter_map(|(run, call)| call.map(|call| (run, call)))
+                .min_by_key(|(run, (at, _))| (*at, *run))?;
+            if at > limit {
+                return None;
             }
-        }
-        calls.sort();
+            let c = &self.calls[run];
+            next[run] = at
+                .checked_add(c.every_ms)
+                .filter(|t| *t < c.during.end)
+                .map(|t| (t, n + 1));
+            Some((at, run, n))
+        };
         let every = self.config.evaluation_interval().as_millis().max(1) as u64;
         let mut steps = Vec::new();
-        let mut calls = calls.into_iter().peekable();
         let mut evaluate_at = every;
         while evaluate_at <= until_ms {
-            while let Some(&(at, run, n)) = calls.peek().filter(|(at, ..)| *at <= evaluate_at) {
-                calls.next();
+            while let Some((at, run, n)) = take_until(evaluate_at) {
                 clock.set_ms(at);
                 let c = &self.calls[run];
                 let failed = c.fail_one_in > 0 && n % c.fail_one_in == 0;
                 record(&window, c, failed);
             }
             clock.set_ms(evaluate_at);
-            for n in engine.evaluate(&window, START_UNIX_MS + evaluate_at) {
+            for n in engine.evaluate(&window, START_UNIX_MS.saturating_add(evaluate_at)) {
                 steps.push(self.step(evaluate_at, &n));
             }
-            evaluate_at += every;
+            let Some(later) = evaluate_at.checked_add(every) else {
+                break;
+            };
+            evaluate_at = later;
         }
         Ok(steps)
     }

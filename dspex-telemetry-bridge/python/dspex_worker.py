@@ -133,10 +133,18 @@ def current_trace():
 
 
 def _finish_span(name, span_id, parent, start, status, message, attributes):
-    spans = _collected
-    if spans is not None:
-        # Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
-        spans.append([name, span_id, parent, start, time.time_ns(), status, message, attributes])
+    # Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
+    _keep(_collected, [name, span_id, parent, start, time.time_ns(), status, message, attributes])
+
+
+def _keep(spans, wire):
+    """Adds a span to the request's list, up to _SPANS_MAX; past it, counts it as dropped."""
+    if spans is None:
+        return
+    if len(spans) < _SPANS_MAX:
+        spans.append(wire)
+    else:
+        _spans_dropped[0] += 1
 
 
 class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a function
@@ -197,15 +205,18 @@ def _enter_span(span_id):
 def _leave_span(token, parent):
     """Leaves a span entered with `_enter_span` (`parent` current again)."""
     token, otel_token = token
+    try:
+        _span_id.reset(token)
+    except ValueError:
+        # Ended in another context than it started in: OpenTelemetry's token belongs to that
+        # one too (detaching it here would only log an error).
+        _span_id.set(parent)
+        return
     if otel_token is not None:
         try:
             _otel.detach(otel_token)
-        except Exception:  # noqa: BLE001 - ended in another context than it began in
+        except Exception:  # noqa: BLE001 - telemetry never fails a call
             pass
-    try:
-        _span_id.reset(token)
-    except ValueError:  # ended in another context than it started in
-        _span_id.set(parent)
 
 
 # OpenTelemetry's API when the interpreter has it (looked for once, at the first request with
@@ -224,8 +235,8 @@ _LATE_SPANS_MAX = 1024
 # OpenTelemetry span sent back; an attribute past it is cut and ends with "…".
 _SPANS_MAX = 4096
 _ATTRIBUTE_TEXT_MAX = 4096
-# Whether a request is being served (spans that end outside one are late).
-_serving = False
+# Spans left out of the request being served (past _SPANS_MAX, or too large for its reply).
+_spans_dropped = [0]
 
 
 class _OtelApi:
@@ -361,9 +372,10 @@ class SpanProcessor:
             return
         spans = _collected
         if spans is not None:
-            if len(spans) < _SPANS_MAX:
-                spans.append(wire)
-        elif not _serving and len(_late_spans) < _LATE_SPANS_MAX:
+            _keep(spans, wire)
+        elif span.context.trace_id != _otel_trace_id and len(_late_spans) < _LATE_SPANS_MAX:
+            # Not the untimed request's own (nobody listens for those): a span that outlived
+            # its call, sent with the next timed reply.
             _late_spans.append(wire)
 
     def shutdown(self):
@@ -511,10 +523,10 @@ def _encode(message):
         if _nests_deeper_than(body, _MAX_DEPTH):
             why = f"the result nests deeper than {_MAX_DEPTH - 1} levels, the most the pool reads"
             failure = ("RecursionError", f"the reply cannot be sent as JSON: {why}")
-        elif len(body) > MAX_FRAME and message.get("spans"):
+        elif len(body) > MAX_FRAME and message.get("spans") and _fits_without_spans(message):
             # The spans are telemetry: they give way, not the call.
             lighter = {k: v for k, v in message.items() if k != "spans"}
-            lighter["spans_dropped"] = len(message["spans"])
+            lighter["spans_dropped"] = message.get("spans_dropped", 0) + len(message["spans"])
             return _encode(lighter)
         elif len(body) > MAX_FRAME:
             why = f"its frame would be {len(body)} bytes, over max_frame_bytes ({MAX_FRAME} bytes)"
@@ -525,6 +537,8 @@ def _encode(message):
         failure = (type(exc).__name__, f"the reply cannot be sent as JSON: {_text(exc)}")
     kind, why = failure
     reply = {"id": message.get("id"), "ok": False, "error": {"type": kind, "message": why}}
+    if message.get("spans_dropped"):
+        reply["spans_dropped"] = message["spans_dropped"]
     if isinstance(message.get("call_span"), list):
         reply["call_span"] = message["call_span"]
     if isinstance(message.get("lm"), list):
@@ -537,7 +551,17 @@ def _encode(message):
                 return body
         except Exception:  # noqa: BLE001 - the error reply goes without them
             pass
+        reply["spans_dropped"] = reply.get("spans_dropped", 0) + len(message["spans"])
     return json.dumps(reply, default=repr).encode("utf-8")
+
+
+def _fits_without_spans(message):
+    """Whether the reply, without its spans, fits in a frame."""
+    try:
+        lighter = {k: v for k, v in message.items() if k != "spans"}
+        return len(json.dumps(lighter, allow_nan=False, default=_structured).encode("utf-8")) <= MAX_FRAME
+    except Exception:  # noqa: BLE001 - then it does not
+        return False
 
 
 def _write_frame(out, message):
@@ -707,15 +731,16 @@ def _run(request):
 def _serve_one(request, traced):
     # The Rust side names this call's span (its id is in the trace); nested `dspex_span` blocks
     # become its children. Timing the call and collecting spans happen only when asked for.
-    global _collected, _lm_calls, _late_spans, _serving
+    global _collected, _lm_calls, _late_spans
     timed = False
-    _serving = True
+    _spans_dropped[0] = 0
     if traced and request.get("timed"):
         timed = True
         spans = _collected = []
         if _late_spans:
-            spans.extend(_late_spans)
-            _late_spans = []
+            # Swapped first: a thread may be adding to the list meanwhile.
+            late, _late_spans = _late_spans, []
+            spans.extend(late)
         start = time.time_ns()
     lm_calls = _lm_calls = []
     _watch_dspy()
@@ -737,7 +762,6 @@ def _serve_one(request, traced):
     if otel_token is not None:
         _otel_detach(otel_token)
     _lm_calls = None
-    _serving = False
     if lm_calls:
         # Wire form: [model, start_ns, end_ns, error_type, error, prompt, completion, total tokens].
         reply["lm"] = lm_calls
@@ -746,6 +770,8 @@ def _serve_one(request, traced):
         _collected = None
         if spans:
             reply["spans"] = spans
+        if _spans_dropped[0]:
+            reply["spans_dropped"] = _spans_dropped[0]
     if request.get("op") == "ping":
         reply["trace_seen"] = current_trace()
     return reply
@@ -950,7 +976,7 @@ def _stub(path):
 
 
 def main(preload=None):
-    global _proto_in, _proto_out, _proto_fds, _header, _collected, _lm_calls, _serving, MAX_FRAME
+    global _proto_in, _proto_out, _proto_fds, _header, _collected, _lm_calls, MAX_FRAME
     MAX_FRAME = int(os.environ.pop("DSPEX_WORKER_MAX_FRAME_BYTES", MAX_FRAME))
     # Take the real stdin and stdout for frames, on descriptors children do not inherit (dup
     # makes them non-inheritable); fd 0 becomes /dev/null, fd 1 (and so print) goes to stderr.
@@ -996,7 +1022,6 @@ def main(preload=None):
             _header = b""
             _collected = None
             _lm_calls = None
-            _serving = False
 
 
 if __name__ == "__main__":

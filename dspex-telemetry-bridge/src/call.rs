@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use dspex_telemetry_core::{
     Measurements, Metadata, SpanAttributes, SpanEventRecord, SpanId, SpanKind, SpanMetadata,
-    SpanName, SpanRecord, SpanStatus, TraceId, Value as MetaValue, catalog, context, metadata,
+    SpanName, SpanRecord, SpanStatus, TraceFlags, TraceId, TraceState, Value as MetaValue, catalog,
+    context, metadata,
 };
 use serde_json::{Map, Value, json};
 
@@ -166,23 +167,31 @@ impl Pool {
             .resource
             .as_deref()
             .map_or(SpanAttributes::EMPTY, SpanAttributes::new);
+        // A span of another trace (one that outlived an earlier call) keeps none of this
+        // call's trace state.
+        let no_state = TraceState::new();
         let span =
             |trace_id: TraceId,
              name: &str,
              span_id: SpanId,
-             parent: Option<SpanId>,
+             (parent, parent_is_remote): (Option<SpanId>, bool),
              kind: SpanKind,
              (start, end): (i64, i64),
              status: SpanStatus<'_>,
              metadata: &Metadata<'_>,
              (attributes, events): (SpanAttributes<'_>, &[SpanEventRecord<'_>])| {
+                let own = trace_id == ctx.trace_id();
                 dispatcher.export_span(&SpanRecord {
                     trace_id,
                     span_id,
                     parent_span_id: parent,
-                    parent_is_remote: false,
-                    flags: ctx.flags(),
-                    tracestate: ctx.tracestate(),
+                    parent_is_remote,
+                    flags: if own {
+                        ctx.flags()
+                    } else {
+                        TraceFlags::SAMPLED
+                    },
+                    tracestate: if own { ctx.tracestate() } else { &no_state },
                     name: SpanName::Text(name),
                     kind,
                     start_unix_ns: start.max(0) as u64,
@@ -190,11 +199,17 @@ impl Pool {
                     status,
                     metadata: SpanMetadata::one(metadata),
                     attributes,
-                    correlation_id: ctx.explicit_correlation_id(),
+                    correlation_id: ctx.explicit_correlation_id().filter(|_| own),
                     events,
                     resource,
                 });
             };
+        // The worker's side of the call is a child of the current span, or, in a context that
+        // is no span (a call made outside any span), of the span that context stands for.
+        let call_parent = match ctx.is_span() {
+            true => (Some(ctx.span_id()), false),
+            false => (ctx.parent_span_id(), ctx.parent_is_remote()),
+        };
         if let (Some(call), Some(span_id)) = (
             reply.call_span.as_ref().and_then(Value::as_array),
             reply.python_span_id,
@@ -217,7 +232,7 @@ impl Pool {
                     ctx.trace_id(),
                     &name,
                     span_id,
-                    Some(ctx.span_id()),
+                    call_parent,
                     SpanKind::Server,
                     (start, end),
                     status,
@@ -226,12 +241,16 @@ impl Pool {
                 );
             }
             if events {
-                let (span_hex, parent_hex) = (span_id.hex_bytes(), ctx.span_id().hex_bytes());
+                let span_hex = span_id.hex_bytes();
+                let parent_hex = call_parent.0.map(|p| p.hex_bytes());
                 let mut md = Metadata::new()
                     .with("name", name)
                     .with("trace_id", trace_id)
                     .with("span_id", ascii(&span_hex))
-                    .with("parent_span_id", ascii(&parent_hex))
+                    .with(
+                        "parent_span_id",
+                        parent_hex.as_ref().map_or("", |h| ascii(h)),
+                    )
                     .with(
                         "status",
                         call.get(2).and_then(Value::as_str).unwrap_or("ok"),
@@ -283,7 +302,7 @@ impl Pool {
                                 span_trace,
                                 text(0),
                                 span_id,
-                                parent,
+                                (parent, false),
                                 SpanKind::Internal,
                                 (start, end),
                                 status,
@@ -329,7 +348,7 @@ impl Pool {
                                 span_trace,
                                 text(0),
                                 span_id,
-                                parent,
+                                (parent, false),
                                 kind,
                                 (start, end),
                                 status,

@@ -115,6 +115,20 @@ fn expand(
     Ok(())
 }
 
+/// `message` with what it quotes (`"…"`) left out: the value at fault, which may be a secret.
+fn unquoted(message: &str) -> String {
+    let mut parts = message.split('"');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    // Odd parts are inside quotes; a quote left open keeps its text out too.
+    for (i, part) in parts.enumerate() {
+        match i % 2 {
+            0 => out.push_str("\"…\""),
+            _ => out.push_str(part),
+        }
+    }
+    out
+}
+
 /// `text` with each `${NAME}` replaced by `lookup(NAME)`, and `$${` by `${`. A `${` without
 /// its `}` stays as it is.
 fn expand_text(
@@ -205,7 +219,8 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Toml {
                 line: None,
-                message: dspex_telemetry_http::log_safe(e.message().trim(), 300),
+                // A value may now come from the environment (a secret): never quoted.
+                message: dspex_telemetry_http::log_safe(&unquoted(e.message().trim()), 300),
             })
     }
 

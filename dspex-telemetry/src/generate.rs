@@ -1,9 +1,9 @@
 //! The Grafana dashboard and the Prometheus alert rules for a service's own configuration
 //! and metrics: the DSPex catalog's panels and your metrics' (a panel per definition), the
-//! rules of your thresholds over your window. Call these from your own xtask, or run
-//! `dspex-telemetry dashboard --config telemetry.toml` and `dspex-telemetry alert-rules
-//! --config telemetry.toml`; the project's own `cargo xtask dashboard` and `alert-rules` use
-//! them with the default configuration.
+//! rules of your thresholds over your window. Call these from your own xtask (for your own
+//! metrics), or run `dspex-telemetry dashboard` and `dspex-telemetry alert-rules --config
+//! telemetry.toml` (the catalog's); the project's own `cargo xtask dashboard` and
+//! `alert-rules` use them with the default configuration.
 //!
 //! ```
 //! use dspex_telemetry::{Config, generate};

@@ -256,11 +256,12 @@ impl LiveView {
         }
     }
 
-    /// The view as text, no line wider than `width` characters (at least 60): operations
+    /// The view as text, no line wider than `width` characters (at least 69: the figures'
+    /// columns and 16 of the operation's name): operations
     /// sorted by name, durations in the unit that reads best, `—` where a window holds no
     /// calls, long names and alert messages cut with `…`.
     pub fn render(&self, width: usize) -> String {
-        let width = width.max(60);
+        let width = width.max(FIGURES_WIDTH + 16);
         let name_width = width.saturating_sub(FIGURES_WIDTH).clamp(16, 60);
         let metrics = self
             .metrics_addr

@@ -195,10 +195,11 @@ impl Telemetry {
                 config.alerts.evaluation_interval(),
             )
         });
-        if config.telemetry.debug {
-            attach_debug_handler(dispatcher, EventName::from_static(&["dspex"]))
-                .map_err(|e| StartError::Attach(e.to_string()))?;
-        }
+        let debug_attached = match config.telemetry.debug {
+            true => attach_debug_handler(dispatcher, EventName::from_static(&["dspex"]))
+                .map_err(|e| StartError::Attach(e.to_string())),
+            false => Ok(()),
+        };
         let telemetry = Telemetry {
             window,
             cardinality,
@@ -207,7 +208,16 @@ impl Telemetry {
             reporter,
             alerts,
             dispatcher: dispatcher.clone(),
+            debug: false,
+        };
+        if let Err(e) = debug_attached {
+            // Nothing started is left running: the reporter's ports, the alert service.
+            telemetry.shutdown().await;
+            return Err(e);
+        }
+        let telemetry = Telemetry {
             debug: config.telemetry.debug,
+            ..telemetry
         };
         Ok((telemetry, recorder))
     }

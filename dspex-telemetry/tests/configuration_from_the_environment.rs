@@ -55,6 +55,15 @@ fn variables_expand_in_nested_strings_and_a_missing_one_names_its_key() {
         missing.to_string(),
         "invalid `alerts.alert_handlers[0].headers.authorization`: the environment variable HOOK_TOKEN is not set"
     );
+    // A value from the environment that is of the wrong type is never quoted back.
+    let wrong = Config::from_toml_with_env(
+        "[metrics]\nwindow_size_ms = \"${W}\"",
+        env(&[("W", "s3cret-ish")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!wrong.contains("s3cret-ish"), "{wrong}");
+    assert!(wrong.contains("window_size_ms") || wrong.contains("u64"), "{wrong}");
     // After expansion the keys are checked as ever.
     let unknown =
         Config::from_toml_with_env("[metrics]\nwindow = \"${W}\"", env(&[("W", "1")])).unwrap_err();
