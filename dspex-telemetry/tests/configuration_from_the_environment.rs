@@ -63,7 +63,10 @@ fn variables_expand_in_nested_strings_and_a_missing_one_names_its_key() {
     .unwrap_err()
     .to_string();
     assert!(!wrong.contains("s3cret-ish"), "{wrong}");
-    assert!(wrong.contains("window_size_ms") || wrong.contains("u64"), "{wrong}");
+    assert!(
+        wrong.contains("window_size_ms") || wrong.contains("u64"),
+        "{wrong}"
+    );
     // After expansion the keys are checked as ever.
     let unknown =
         Config::from_toml_with_env("[metrics]\nwindow = \"${W}\"", env(&[("W", "1")])).unwrap_err();
