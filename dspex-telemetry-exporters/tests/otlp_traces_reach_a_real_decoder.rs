@@ -269,3 +269,51 @@ async fn spans_travel_over_grpc_too() {
     assert_eq!(traces.stats().exported, 2);
     traces.shutdown().await;
 }
+
+/// Our exporter, configured as the stack configures it, added to a service's own
+/// `SdkTracerProvider` (its batch processor on a thread of its own): the service's spans reach
+/// the decoder with the configured headers and resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_exporter_in_a_services_own_provider_delivers_its_spans() {
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    let receiver = OtlpReceiver::start().await;
+    for protocol in [Protocol::HttpProtobuf, Protocol::Grpc] {
+        let endpoint = match protocol {
+            Protocol::HttpProtobuf => format!("http://{}", receiver.addr),
+            Protocol::Grpc => format!("http://{}", receiver.grpc),
+        };
+        let resolved = OtlpConfig {
+            endpoint: Some(endpoint.into()),
+            protocol: Some(protocol),
+            service_name: Some("their-service".into()),
+            headers: vec![("x-api-key".to_owned(), Secret::new("k-9"))],
+            ..OtlpConfig::default()
+        }
+        .resolve(dspex_telemetry_exporters::otlp::Signal::Traces)
+        .expect("resolves");
+        let exporter =
+            dspex_telemetry_exporters::otlp::span_exporter(&resolved).expect("our exporter");
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resolved.resource())
+            .build();
+        provider
+            .tracer("service")
+            .in_span(format!("their work over {protocol:?}"), |_| ());
+        let flushed = provider.clone();
+        tokio::task::spawn_blocking(move || flushed.force_flush())
+            .await
+            .unwrap()
+            .expect("the service's provider flushes through our exporter");
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    let spans = receiver.spans().await;
+    for protocol in ["HttpProtobuf", "Grpc"] {
+        let span = spans
+            .iter()
+            .find(|s| s["name"] == format!("their work over {protocol}"))
+            .unwrap_or_else(|| panic!("no span over {protocol}: {spans:#?}"));
+        assert_eq!(span["resource"]["service.name"], "their-service");
+        assert_eq!(span["headers"]["x-api-key"], "k-9", "{span:#?}");
+    }
+}

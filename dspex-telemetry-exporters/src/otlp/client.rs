@@ -66,14 +66,41 @@ impl HttpClient for OtlpHttpClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let mut request = reqwest::Request::try_from(request)?;
         *request.timeout_mut() = Some(self.timeout);
-        let response = self.inner.execute(request).await?;
-        let mut answer = Response::builder().status(response.status());
-        if let Some(headers) = answer.headers_mut() {
-            *headers = response.headers().clone();
+        let client = self.inner.clone();
+        let work = async move {
+            let response = client.execute(request).await?;
+            let mut answer = Response::builder().status(response.status());
+            if let Some(headers) = answer.headers_mut() {
+                *headers = response.headers().clone();
+            }
+            let (body, _) = read_capped(response, MAX_RESPONSE_BYTES).await?;
+            Ok::<_, HttpError>(answer.body(body)?)
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return work.await;
         }
-        let (body, _) = read_capped(response, MAX_RESPONSE_BYTES).await?;
-        Ok(answer.body(body)?)
+        // Outside any runtime (the SDK's batch processor exports from a thread of its own,
+        // when a service adds this exporter to its own provider): the request runs on a
+        // runtime of the exporter's.
+        fallback_runtime()?.spawn(work).await?
     }
+}
+
+/// A runtime of one thread for requests made outside any, started at the first.
+fn fallback_runtime() -> Result<&'static tokio::runtime::Runtime, HttpError> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("dspex-otlp-http")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or_else(|| "cannot start a runtime for OTLP requests".into())
 }
 
 /// A lazily connecting tonic channel to `endpoint` (`https://` turns TLS on), with `timeout`
