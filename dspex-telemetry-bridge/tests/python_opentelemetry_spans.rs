@@ -102,10 +102,13 @@ impl Span {
     }
 }
 
-async fn pool(max_frame_bytes: usize) -> (Pool, Spans) {
+/// A worker with the OpenTelemetry SDK; its spans reach the returned sink when `listening`.
+async fn pool(max_frame_bytes: usize, listening: bool) -> (Pool, Spans) {
     let d = Dispatcher::new();
     let spans = Spans::default();
-    d.attach_span_sink("spans", spans.clone()).unwrap();
+    if listening {
+        d.attach_span_sink("spans", spans.clone()).unwrap();
+    }
     let pool = Pool::start(PoolConfig {
         size: 1,
         python: otel_python(),
@@ -130,7 +133,7 @@ fn caller() -> TraceContext {
 
 #[tokio::test]
 async fn python_spans_join_the_call_with_their_kind_events_and_attributes() {
-    let (pool, spans) = pool(16 * 1024 * 1024).await;
+    let (pool, spans) = pool(16 * 1024 * 1024, true).await;
     let ctx = caller();
     let seen = pool
         .call("otel_fixtures", "nested", vec![])
@@ -174,7 +177,7 @@ async fn python_spans_join_the_call_with_their_kind_events_and_attributes() {
 
 #[tokio::test]
 async fn a_span_that_raises_comes_back_failed_with_its_exception() {
-    let (pool, spans) = pool(16 * 1024 * 1024).await;
+    let (pool, spans) = pool(16 * 1024 * 1024, true).await;
     let error = pool
         .call("otel_fixtures", "failing", vec![])
         .with_trace_context(caller())
@@ -191,7 +194,7 @@ async fn a_span_that_raises_comes_back_failed_with_its_exception() {
 
 #[tokio::test]
 async fn a_span_that_ends_after_its_call_comes_with_the_next_reply() {
-    let (pool, spans) = pool(16 * 1024 * 1024).await;
+    let (pool, spans) = pool(16 * 1024 * 1024, true).await;
     let first = caller();
     assert_eq!(
         pool.call("otel_fixtures", "late", vec![json!(0.2)])
@@ -224,7 +227,7 @@ async fn a_span_that_ends_after_its_call_comes_with_the_next_reply() {
 
 #[tokio::test]
 async fn spans_too_large_for_a_frame_are_dropped_and_counted_not_the_call() {
-    let (pool, spans) = pool(256 * 1024).await;
+    let (pool, spans) = pool(256 * 1024, true).await;
     let result = pool
         .call("otel_fixtures", "many_spans", vec![json!(200), json!(4000)])
         .with_trace_context(caller())
@@ -242,18 +245,7 @@ async fn spans_too_large_for_a_frame_are_dropped_and_counted_not_the_call() {
 
 #[tokio::test]
 async fn without_a_listener_python_still_runs_in_the_callers_context() {
-    let d = Dispatcher::new();
-    let pool = Pool::start(PoolConfig {
-        size: 1,
-        python: otel_python(),
-        python_path: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python")],
-        preload: vec!["otel_fixtures".into()],
-        dispatcher: d,
-        health_interval: None,
-        ..PoolConfig::default()
-    })
-    .await
-    .unwrap();
+    let (pool, _) = pool(16 * 1024 * 1024, false).await;
     let seen = pool
         .call("otel_fixtures", "nested", vec![])
         .with_trace_context(caller())

@@ -143,9 +143,29 @@ pub(crate) fn export_context_span(
     if !dispatcher.has_span_sinks() {
         return;
     }
-    let ended = now();
     let empty = Metadata::new();
-    dispatcher.export_span(&SpanRecord {
+    let times = (started, now());
+    dispatcher.export_span(&record_of(
+        ctx,
+        name,
+        kind,
+        times,
+        status,
+        SpanMetadata::one(&empty),
+    ));
+}
+
+/// The record of the span `ctx` is, which ran from `started` to `ended`.
+#[inline]
+fn record_of<'a>(
+    ctx: &'a TraceContext,
+    name: SpanName<'a>,
+    kind: SpanKind,
+    (started, ended): (Instant, Instant),
+    status: SpanStatus<'a>,
+    metadata: SpanMetadata<'a>,
+) -> SpanRecord<'a> {
+    SpanRecord {
         trace_id: ctx.trace_id(),
         span_id: ctx.span_id(),
         parent_span_id: ctx.parent_span_id(),
@@ -157,12 +177,12 @@ pub(crate) fn export_context_span(
         start_unix_ns: unix_ns_at(started),
         end_unix_ns: unix_ns_at(ended),
         status,
-        metadata: SpanMetadata::one(&empty),
+        metadata,
         attributes: ctx.span_attributes(),
         correlation_id: ctx.explicit_correlation_id(),
         events: &[],
         resource: crate::record::SpanAttributes::EMPTY,
-    });
+    }
 }
 
 /// Ends a span: emits `stop`, or `exception` with `kind` and `reason`, to the handlers that
@@ -225,24 +245,8 @@ fn finish_span<'m>(
     };
     context::with_current_ref(|ctx| {
         let Some(ctx) = ctx else { return };
-        dispatcher.export_span(&SpanRecord {
-            trace_id: ctx.trace_id(),
-            span_id: ctx.span_id(),
-            parent_span_id: ctx.parent_span_id(),
-            parent_is_remote: ctx.parent_is_remote(),
-            flags: ctx.flags(),
-            tracestate: ctx.tracestate(),
-            name,
-            kind: prefix.kind,
-            start_unix_ns: unix_ns_at(started),
-            end_unix_ns: unix_ns_at(ended),
-            status,
-            metadata,
-            attributes: ctx.span_attributes(),
-            correlation_id: ctx.explicit_correlation_id(),
-            events: &[],
-            resource: crate::record::SpanAttributes::EMPTY,
-        });
+        let record = record_of(ctx, name, prefix.kind, (started, ended), status, metadata);
+        dispatcher.export_span(&record);
     });
 }
 

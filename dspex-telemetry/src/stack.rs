@@ -108,13 +108,13 @@ impl Telemetry {
         dispatcher: &Dispatcher,
     ) -> Result<(Telemetry, StackRecorder), StartError> {
         let (telemetry, recorder) = Self::start_inner(config, dispatcher).await?;
-        Ok((telemetry, StackRecorder(recorder)))
+        Ok((telemetry, recorder))
     }
 
     async fn start_inner(
         config: &Config,
         dispatcher: &Dispatcher,
-    ) -> Result<(Telemetry, Box<dyn metrics::Recorder + Sync>), StartError> {
+    ) -> Result<(Telemetry, StackRecorder), StartError> {
         let definitions = catalog::dspex_metrics();
         // The catalog's histograms get windows over their own ranges (around their buckets),
         // unless `[metrics.ranges]` sets one.
@@ -127,7 +127,7 @@ impl Telemetry {
         // One cap on label sets and label values for every recorder behind the facade.
         let cap = config.metrics.cardinality_layer();
         let cardinality;
-        let recorder: Box<dyn metrics::Recorder + Sync>;
+        let recorder: StackRecorder;
         let alerts_parts = if config.runs(Handler::Alerts) {
             Some(config.alerts.build().map_err(|e| StartError::Alerts {
                 key: e.key.clone(),
@@ -281,67 +281,8 @@ impl Telemetry {
 }
 
 /// The stack's `metrics` recorder, handed back by [`Telemetry::start_composed`] for your own
-/// fanout.
-pub struct StackRecorder(Box<dyn metrics::Recorder + Sync>);
-
-impl std::fmt::Debug for StackRecorder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StackRecorder")
-    }
-}
-
-impl metrics::Recorder for StackRecorder {
-    fn describe_counter(
-        &self,
-        key: metrics::KeyName,
-        unit: Option<metrics::Unit>,
-        description: metrics::SharedString,
-    ) {
-        self.0.describe_counter(key, unit, description)
-    }
-
-    fn describe_gauge(
-        &self,
-        key: metrics::KeyName,
-        unit: Option<metrics::Unit>,
-        description: metrics::SharedString,
-    ) {
-        self.0.describe_gauge(key, unit, description)
-    }
-
-    fn describe_histogram(
-        &self,
-        key: metrics::KeyName,
-        unit: Option<metrics::Unit>,
-        description: metrics::SharedString,
-    ) {
-        self.0.describe_histogram(key, unit, description)
-    }
-
-    fn register_counter(
-        &self,
-        key: &metrics::Key,
-        metadata: &metrics::Metadata<'_>,
-    ) -> metrics::Counter {
-        self.0.register_counter(key, metadata)
-    }
-
-    fn register_gauge(
-        &self,
-        key: &metrics::Key,
-        metadata: &metrics::Metadata<'_>,
-    ) -> metrics::Gauge {
-        self.0.register_gauge(key, metadata)
-    }
-
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        metadata: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        self.0.register_histogram(key, metadata)
-    }
-}
+/// fanout (a boxed recorder is a `metrics::Recorder`).
+pub type StackRecorder = Box<dyn metrics::Recorder + Sync>;
 
 /// The sweeping task, stopped when the stack is shut down or dropped.
 #[derive(Debug)]

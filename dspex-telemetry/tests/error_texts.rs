@@ -15,6 +15,14 @@ async fn error_texts_are_pinned() {
         texts.push(Config::from_toml(text).unwrap_err().to_string());
     }
     texts.push(
+        Config::from_toml_with_env(
+            "[reporter]\nbackends = [{ type = \"statsd\", host = \"${STATSD_HOST}\" }]",
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string(),
+    );
+    texts.push(
         Config::load("/nonexistent/telemetry.toml")
             .unwrap_err()
             .to_string(),

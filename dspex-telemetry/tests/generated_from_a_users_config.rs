@@ -4,6 +4,9 @@
 //! shows the changed threshold firing where the default stays silent. And the
 //! `dspex-telemetry` binary prints both.
 
+#[path = "../../dspex-telemetry-exporters/tests/support/mod.rs"]
+mod support;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,11 +32,9 @@ fn config() -> Config {
 }
 
 fn promtool() -> PathBuf {
-    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("the `promtool` binary is needed (Debian package `prometheus`; `cargo xtask test` installs it)")
+    support::which("promtool").expect(
+        "the `promtool` binary is needed (Debian package `prometheus`; `cargo xtask test` installs it)",
+    )
 }
 
 fn run(args: &[&str], dir: &std::path::Path) -> (bool, String) {

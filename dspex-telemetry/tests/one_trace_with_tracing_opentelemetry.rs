@@ -4,6 +4,8 @@
 //! and a `tracing` span opened inside a dspex span is that span's child. Every span arrives
 //! at a real OTLP decoder; every parent is one of them.
 
+#[path = "common/service_pipeline.rs"]
+mod service_pipeline;
 #[path = "../../dspex-telemetry-exporters/tests/support/mod.rs"]
 mod support;
 
@@ -13,12 +15,9 @@ use std::path::PathBuf;
 use dspex_telemetry::bridge::{Pool, PoolConfig};
 use dspex_telemetry::core::{Dispatcher, with_span};
 use dspex_telemetry::{Config, Telemetry};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use serde_json::{Value, json};
 use support::OtlpReceiver;
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_services_tracing_spans_and_ours_are_one_trace() {
@@ -33,20 +32,8 @@ async fn the_services_tracing_spans_and_ours_are_one_trace() {
     let telemetry = Telemetry::start(&config, Dispatcher::global())
         .await
         .expect("the stack starts");
-    // The service's own pipeline: tracing → tracing-opentelemetry → the SDK → OTLP (its
-    // batch processor's thread sends with reqwest's blocking client).
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(format!("{endpoint}/v1/traces"))
-        .build()
-        .expect("the service's exporter");
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("service")));
-    let _subscriber = tracing::subscriber::set_default(subscriber);
+    // The service's own pipeline, exporting to the same collector.
+    let (provider, _subscriber) = service_pipeline::start(&endpoint);
 
     let pool = Pool::start(PoolConfig {
         size: 1,

@@ -5,6 +5,8 @@
 //! four threads, and for a module that raises (error status, the exception, its spans kept).
 //! And a worker without OpenTelemetry works as it did.
 
+#[path = "common/service_pipeline.rs"]
+mod service_pipeline;
 #[path = "../../dspex-telemetry-exporters/tests/support/mod.rs"]
 mod support;
 
@@ -14,12 +16,9 @@ use std::path::PathBuf;
 use dspex_telemetry::bridge::{Pool, PoolConfig};
 use dspex_telemetry::core::Dispatcher;
 use dspex_telemetry::exporters::otlp::{OtlpConfig, OtlpTraces};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use serde_json::{Value, json};
 use support::OtlpReceiver;
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
 
 fn python(venv: &str) -> PathBuf {
     let peers = std::env::var_os("DSPEX_TEST_PEERS")
@@ -58,18 +57,8 @@ async fn run(python: PathBuf, function: &str, args: Vec<Value>) -> Run {
         "otlp",
     )
     .expect("our exporter starts");
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(format!("{endpoint}/v1/traces"))
-        .build()
-        .expect("the service's exporter");
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("service")));
-    let _subscriber = tracing::subscriber::set_default(subscriber);
+    // The service's own pipeline, exporting to the same collector.
+    let (provider, _subscriber) = service_pipeline::start(&endpoint);
     let (module, function) = function.split_once('.').unwrap();
     let pool = Pool::start(PoolConfig {
         size: 1,
