@@ -6,13 +6,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dspex_telemetry_http::{CaCertificates, ClientOptions, HttpClient, UrlText};
+use dspex_telemetry_http::UrlText;
+#[cfg(feature = "webhook")]
+use dspex_telemetry_http::{CaCertificates, ClientOptions, HttpClient};
 
 use dspex_telemetry_core::bounds;
 
 use crate::Secret;
 use crate::engine::{AlertEngine, Suppression};
-use crate::handler::{AlertHandler, AlertmanagerHandler, LogHandler, LogLevel, WebhookHandler};
+#[cfg(feature = "alertmanager")]
+use crate::handler::AlertmanagerHandler;
+#[cfg(feature = "webhook")]
+use crate::handler::WebhookHandler;
+use crate::handler::{AlertHandler, LogHandler, LogLevel};
+#[cfg(feature = "webhook")]
 use crate::http::HandlerSetupError;
 use crate::thresholds::Thresholds;
 
@@ -23,6 +30,7 @@ const DAY_MS: u64 = 86_400_000;
 const MAX_OCCURRENCES: u64 = 1_000_000;
 
 /// The most `retries` a webhook accepts.
+#[cfg(feature = "webhook")]
 pub const MAX_RETRIES: u32 = 10;
 
 /// The spec's alerts configuration, loadable from TOML; unknown keys are refused by name.
@@ -111,6 +119,18 @@ pub enum HandlerConfig {
     },
 }
 
+/// The error for a handler whose cargo feature this build left out.
+#[cfg(not(all(feature = "webhook", feature = "alertmanager")))]
+fn not_built(key: String, feature: &str) -> ConfigError {
+    ConfigError {
+        key,
+        reason: format!(
+            "the {feature} handler is not in this build: turn on the `{feature}` feature of \
+             dspex-telemetry (or dspex-telemetry-alerts)"
+        ),
+    }
+}
+
 /// Why the configuration was refused; `key` names the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid `{key}`: {reason}")]
@@ -177,15 +197,19 @@ impl AlertsConfig {
         }
         let mut handlers: Vec<Arc<dyn AlertHandler>> = Vec::new();
         // One client (one pool of connections) for the handlers that trust the same CAs.
+        #[cfg(feature = "webhook")]
         let mut clients: BTreeMap<Option<PathBuf>, HttpClient> = BTreeMap::new();
         for (i, handler) in self.alert_handlers.iter().enumerate() {
             let key = |k: &str| format!("alert_handlers[{i}].{k}");
+            #[cfg(feature = "webhook")]
             let at = |e: HandlerSetupError| error(key(e.key()), e.to_string());
+            #[cfg(feature = "webhook")]
             let timeout = |ms: Option<u64>| {
                 let ms = ms.unwrap_or(5_000);
                 range(key("timeout_ms"), ms, 1, bounds::REQUEST_TIMEOUT_MAX_MS)?;
                 Ok::<_, ConfigError>(Duration::from_millis(ms))
             };
+            #[cfg(feature = "webhook")]
             let mut client_for = |certificate: &Option<PathBuf>| {
                 if let Some(client) = clients.get(certificate) {
                     return Ok(client.clone());
@@ -203,6 +227,7 @@ impl AlertsConfig {
             };
             handlers.push(match handler {
                 HandlerConfig::Log { level } => Arc::new(LogHandler { level: *level }),
+                #[cfg(feature = "webhook")]
                 HandlerConfig::Webhook {
                     url,
                     headers,
@@ -227,6 +252,7 @@ impl AlertsConfig {
                     }
                     Arc::new(hook)
                 }
+                #[cfg(feature = "alertmanager")]
                 HandlerConfig::Alertmanager {
                     url,
                     timeout_ms,
@@ -239,11 +265,36 @@ impl AlertsConfig {
                             .map_err(at)?,
                     )
                 }
+                #[cfg(not(feature = "webhook"))]
+                HandlerConfig::Webhook { .. } => return Err(not_built(key("type"), "webhook")),
+                #[cfg(not(feature = "alertmanager"))]
+                HandlerConfig::Alertmanager { .. } => {
+                    return Err(not_built(key("type"), "alertmanager"));
+                }
             });
         }
         Ok((
             AlertEngine::new(self.thresholds.rules(), self.suppression),
             handlers,
         ))
+    }
+}
+
+/// A build without the HTTP handlers refuses them, naming the key and the feature.
+#[cfg(all(test, not(feature = "webhook")))]
+mod handlers_left_out {
+    use super::*;
+
+    #[test]
+    fn a_handler_whose_feature_is_off_is_refused_naming_the_feature() {
+        for (handler, feature) in [("webhook", "`webhook`"), ("alertmanager", "`alertmanager`")] {
+            let config: AlertsConfig = toml::from_str(&format!(
+                "[[alert_handlers]]\ntype = \"log\"\n[[alert_handlers]]\ntype = \"{handler}\"\nurl = \"http://127.0.0.1:9093\""
+            ))
+            .expect("valid TOML");
+            let e = config.build().err().expect("refused");
+            assert_eq!(e.key, "alert_handlers[1].type", "{e}");
+            assert!(e.reason.contains(feature), "{e}");
+        }
     }
 }

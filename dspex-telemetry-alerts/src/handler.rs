@@ -2,11 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(feature = "webhook")]
 use std::time::Duration;
 
+#[cfg(feature = "webhook")]
 use dspex_telemetry_http::{HttpClient, HttpError, HttpUrl};
 
 use crate::alert::{Notification, Transition};
+#[cfg(feature = "webhook")]
 use crate::http::{HandlerSetupError, Target};
 
 /// What a handler's `handle_alert` returns.
@@ -47,14 +50,22 @@ pub trait AlertHandler: Send + Sync + 'static {
 pub enum HandlerError {
     /// The request failed: no answer, a broken connection or an error status (after every
     /// retry).
+    #[cfg(feature = "webhook")]
     #[error(transparent)]
-    Http(#[from] HttpError),
+    Http(HttpError),
     /// The notification could not be written as JSON.
     #[error("cannot write the payload: {0}")]
     Payload(#[from] serde_json::Error),
     /// Anything else (a custom handler's own failure).
     #[error("{0}")]
     Other(String),
+}
+
+#[cfg(feature = "webhook")]
+impl From<HttpError> for HandlerError {
+    fn from(e: HttpError) -> Self {
+        HandlerError::Http(e)
+    }
 }
 
 /// The level a [`LogHandler`] logs at.
@@ -114,6 +125,7 @@ impl AlertHandler for LogHandler {
     }
 }
 
+#[cfg(feature = "webhook")]
 /// POSTs each notification as JSON (the [`Notification`] serialized) to a URL, with a timeout
 /// and retries with doubling backoff on failures and 5xx answers. Header values (tokens) never
 /// show in `Debug` or logs.
@@ -126,6 +138,7 @@ pub struct WebhookHandler {
     pub backoff: Duration,
 }
 
+#[cfg(feature = "webhook")]
 impl WebhookHandler {
     /// A handler for `url` (`http://` or `https://`, trusting the system's CA certificates),
     /// each attempt limited to `timeout`, sending `headers`; errors name the setting at fault
@@ -190,6 +203,7 @@ impl WebhookHandler {
     }
 }
 
+#[cfg(feature = "webhook")]
 impl AlertHandler for WebhookHandler {
     fn name(&self) -> &str {
         "webhook"
@@ -203,6 +217,7 @@ impl AlertHandler for WebhookHandler {
     }
 }
 
+#[cfg(feature = "alertmanager")]
 /// Sends alerts to a Prometheus Alertmanager (`POST /api/v2/alerts`): labels `alertname`
 /// (the rule), `severity`, `alert_type`, `metric` and the alert's own labels; annotations
 /// `summary` (the message), `value`, `threshold`, `factor`; `startsAt`; a resolved alert with
@@ -212,6 +227,7 @@ pub struct AlertmanagerHandler {
     webhook: WebhookHandler,
 }
 
+#[cfg(feature = "alertmanager")]
 impl AlertmanagerHandler {
     /// A handler for the Alertmanager at `url` (`http://host:9093`, or `https://`, trusting
     /// the system's CA certificates).
@@ -233,36 +249,11 @@ impl AlertmanagerHandler {
 
     /// The JSON body for one notification.
     pub fn payload(n: &Notification) -> serde_json::Value {
-        let a = &n.alert;
-        let mut labels = serde_json::Map::new();
-        labels.insert("alertname".into(), a.rule.clone().into());
-        labels.insert("severity".into(), a.severity.as_str().into());
-        labels.insert("alert_type".into(), a.alert_type.as_str().into());
-        labels.insert("metric".into(), a.metric.clone().into());
-        for (k, v) in &a.labels {
-            labels.insert(k.clone(), v.clone().into());
-        }
-        let mut alert = serde_json::json!({
-            "labels": labels,
-            "annotations": {
-                "summary": a.message,
-                "value": a.value.to_string(),
-                "threshold": a.threshold.to_string(),
-                "factor": format!("{:.2}", a.factor),
-            },
-            "startsAt": rfc3339(a.started_at_ms),
-        });
-        if let Some(end) = a.resolved_at_ms {
-            alert["endsAt"] = rfc3339(end).into();
-        }
-        if !a.exemplars.is_empty() {
-            let ids: Vec<&str> = a.exemplars.iter().map(|e| e.trace_id.as_str()).collect();
-            alert["annotations"]["trace_ids"] = ids.join(",").into();
-        }
-        serde_json::Value::Array(vec![alert])
+        alertmanager_payload(n)
     }
 }
 
+#[cfg(feature = "alertmanager")]
 impl AlertHandler for AlertmanagerHandler {
     fn name(&self) -> &str {
         "alertmanager"
@@ -274,6 +265,37 @@ impl AlertHandler for AlertmanagerHandler {
             self.webhook.post_with_retries(body).await
         })
     }
+}
+
+/// The Alertmanager's JSON body for one notification (what the Alertmanager handler sends).
+pub(crate) fn alertmanager_payload(n: &Notification) -> serde_json::Value {
+    let a = &n.alert;
+    let mut labels = serde_json::Map::new();
+    labels.insert("alertname".into(), a.rule.clone().into());
+    labels.insert("severity".into(), a.severity.as_str().into());
+    labels.insert("alert_type".into(), a.alert_type.as_str().into());
+    labels.insert("metric".into(), a.metric.clone().into());
+    for (k, v) in &a.labels {
+        labels.insert(k.clone(), v.clone().into());
+    }
+    let mut alert = serde_json::json!({
+        "labels": labels,
+        "annotations": {
+            "summary": a.message,
+            "value": a.value.to_string(),
+            "threshold": a.threshold.to_string(),
+            "factor": format!("{:.2}", a.factor),
+        },
+        "startsAt": rfc3339(a.started_at_ms),
+    });
+    if let Some(end) = a.resolved_at_ms {
+        alert["endsAt"] = rfc3339(end).into();
+    }
+    if !a.exemplars.is_empty() {
+        let ids: Vec<&str> = a.exemplars.iter().map(|e| e.trace_id.as_str()).collect();
+        alert["annotations"]["trace_ids"] = ids.join(",").into();
+    }
+    serde_json::Value::Array(vec![alert])
 }
 
 /// Unix milliseconds as RFC 3339 UTC (`2023-11-14T22:13:20.000Z`).

@@ -1,11 +1,13 @@
 //! POSTing JSON to a receiver, through the shared HTTP client.
 
+#[cfg(feature = "webhook")]
 use std::time::Duration;
 
+#[cfg(feature = "webhook")]
 use dspex_telemetry_http::http::{HeaderMap, HeaderValue, Method, header};
-use dspex_telemetry_http::{
-    CertificateError, HeaderError, HttpClient, HttpError, HttpUrl, Secret, UrlError, header_map,
-};
+use dspex_telemetry_http::{CertificateError, HeaderError, UrlError};
+#[cfg(feature = "webhook")]
+use dspex_telemetry_http::{HttpClient, HttpError, HttpUrl, Secret, header_map};
 
 /// Why a handler could not be made; [`HandlerSetupError::key`] names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,7 @@ impl HandlerSetupError {
     }
 }
 
+#[cfg(feature = "webhook")]
 /// A checked receiver URL with its headers, deadline and client. `Debug` shows the URL
 /// redacted and no header value.
 #[derive(Clone)]
@@ -46,6 +49,7 @@ pub(crate) struct Target {
     client: HttpClient,
 }
 
+#[cfg(feature = "webhook")]
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
@@ -56,6 +60,7 @@ impl std::fmt::Debug for Target {
     }
 }
 
+#[cfg(feature = "webhook")]
 impl Target {
     pub(crate) fn new(
         client: &HttpClient,

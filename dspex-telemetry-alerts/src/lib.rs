@@ -7,7 +7,9 @@
 //! - [`AlertEngine`] evaluates them at a time you give it and returns [`Notification`]s.
 //! - [`AlertService`] evaluates on an interval, emits `[:dspex, :alerts, :fired | :resolved]`
 //!   and hands notifications to [`AlertHandler`]s ([`LogHandler`], [`WebhookHandler`],
-//!   [`AlertmanagerHandler`], your own), each on its own queue.
+//!   [`AlertmanagerHandler`], your own), each on its own queue. The webhook and Alertmanager
+//!   handlers are the `webhook` and `alertmanager` features (both on by default); without
+//!   them the crate needs no HTTP client.
 //! - [`AlertsConfig`]: the spec's `thresholds`, `suppression` and `alert_handlers` from TOML.
 //!
 //! [`WindowedRecorder`]: dspex_telemetry_metrics::WindowedRecorder
@@ -27,13 +29,16 @@ pub mod thresholds;
 
 pub use alert::{Alert, Notification, Severity, Transition};
 pub use config::{AlertsConfig, ConfigError, HandlerConfig};
-pub use dspex_telemetry_http::{CaCertificates, HttpClient, HttpError, Secret};
+pub use dspex_telemetry_http::{CaCertificates, Secret};
+#[cfg(feature = "webhook")]
+pub use dspex_telemetry_http::{HttpClient, HttpError};
 pub use engine::{AlertEngine, Suppression};
 pub use exemplar::{Exemplar, Exemplars};
-pub use handler::{
-    AlertHandler, AlertmanagerHandler, HandlerError, HandlerFuture, LogHandler, LogLevel,
-    WebhookHandler,
-};
+#[cfg(feature = "alertmanager")]
+pub use handler::AlertmanagerHandler;
+#[cfg(feature = "webhook")]
+pub use handler::WebhookHandler;
+pub use handler::{AlertHandler, HandlerError, HandlerFuture, LogHandler, LogLevel};
 pub use http::HandlerSetupError;
 pub use prometheus_rules::prometheus_rules;
 pub use rule::{AlertType, Comparison, Rule, Source, Statistic, WindowSummary};

@@ -31,7 +31,7 @@ use dspex_telemetry_metrics::{ManualClock, RecorderConfig, WindowedRecorder};
 
 use crate::alert::{Notification, Severity, Transition};
 use crate::config::{AlertsConfig, ConfigError, HandlerConfig};
-use crate::handler::AlertmanagerHandler;
+use crate::handler::alertmanager_payload;
 
 /// Where the scenario's clock starts, as Unix milliseconds: the alerts' timestamps are this
 /// plus the time into the scenario (2023-11-14T22:13:20Z).
@@ -222,9 +222,7 @@ impl<'c> Scenario<'c> {
                     "webhook",
                     serde_json::to_value(n).unwrap_or(serde_json::Value::Null),
                 ),
-                HandlerConfig::Alertmanager { .. } => {
-                    ("alertmanager", AlertmanagerHandler::payload(n))
-                }
+                HandlerConfig::Alertmanager { .. } => ("alertmanager", alertmanager_payload(n)),
             };
             let count = seen.entry(kind).or_default();
             *count += 1;

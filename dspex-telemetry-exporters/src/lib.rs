@@ -8,13 +8,16 @@
 //! - [`reporter`]: the spec's `backends` and `reporting_interval` in one configuration, one
 //!   recorder to install, and a shutdown that flushes every backend once.
 //! - [`Secret`]: credentials that never show in `Debug` output or logs.
-//!
 //! - [`otlp`]: every span of the core (and the spans Python workers time) as OTLP spans over
 //!   OTLP/HTTP (protobuf) or OTLP/gRPC, batched off the caller's thread, bounded, with a drop
 //!   counter.
 //!
 //!   Metrics too ([`otlp::OtlpMetricsRecorder`]): counters, gauges and explicit-bucket
 //!   histograms, cumulative.
+//!
+//! Each part is a cargo feature, all on by default: `prometheus` (the recorder and
+//! `/metrics`), `push-gateway`, `statsd`, `otlp-http` and `otlp-grpc`. A backend whose feature
+//! is off is refused at start, with an error that names the feature.
 //!
 //! ```
 //! use dspex_telemetry_core::{catalog, metadata, Dispatcher};
@@ -35,14 +38,21 @@
 #![deny(missing_docs)]
 
 pub mod grafana;
+#[cfg(feature = "_otlp")]
 pub mod otlp;
+#[cfg(any(feature = "prometheus", feature = "push-gateway"))]
 pub mod prometheus;
+#[cfg(feature = "push-gateway")]
 pub mod push_gateway;
 pub mod reporter;
+#[cfg(any(feature = "statsd", feature = "_otlp"))]
 mod series_map;
+#[cfg(feature = "statsd")]
 pub mod statsd;
 
-pub use dspex_telemetry_http::{CaCertificates, HttpClient, HttpError, HttpUrl, Secret};
+pub use dspex_telemetry_http::{CaCertificates, HttpUrl, Secret};
+#[cfg(any(feature = "push-gateway", feature = "otlp-http"))]
+pub use dspex_telemetry_http::{HttpClient, HttpError};
 
 /// The guide's samples, run as doctests.
 #[cfg(doctest)]

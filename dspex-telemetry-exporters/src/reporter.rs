@@ -3,27 +3,40 @@
 //! every backend once.
 
 use std::net::SocketAddr;
+#[cfg(feature = "push-gateway")]
 use std::sync::Arc;
+#[cfg(feature = "push-gateway")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dspex_telemetry_core::{Dispatcher, bounds};
 use dspex_telemetry_metrics::{MetricDefinition, WindowedRecorder};
+#[cfg(feature = "push-gateway")]
 use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_util::layers::{Fanout, FanoutBuilder};
 use serde::Deserialize;
+#[cfg(feature = "push-gateway")]
 use tokio::sync::watch;
+#[cfg(feature = "push-gateway")]
 use tokio::task::JoinHandle;
 
 use crate::Secret;
+#[cfg(feature = "_otlp")]
 use crate::otlp::{
     Compression, OtlpConfig, OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder, OtlpTraces,
     Protocol,
 };
-use crate::prometheus::{PrometheusConfig, PrometheusEndpoint, prometheus_recorder};
+#[cfg(any(feature = "prometheus", feature = "push-gateway"))]
+use crate::prometheus::prometheus_recorder;
+#[cfg(feature = "prometheus")]
+use crate::prometheus::{PrometheusConfig, PrometheusEndpoint};
+#[cfg(feature = "push-gateway")]
 use crate::push_gateway::{PushGateway, PushGatewayConfig};
+#[cfg(feature = "statsd")]
 use crate::statsd::{StatsdConfig, StatsdExporter, StatsdRecorder, TagStyle};
-use dspex_telemetry_http::{CaCertificates, UrlText};
+#[cfg(feature = "push-gateway")]
+use dspex_telemetry_http::CaCertificates;
+use dspex_telemetry_http::UrlText;
 
 /// The Reporter's configuration, with the spec's keys.
 ///
@@ -211,6 +224,7 @@ pub struct OpenTelemetryBackend {
     pub shutdown_timeout_ms: Option<u64>,
 }
 
+#[cfg(feature = "_otlp")]
 impl OpenTelemetryBackend {
     /// The exporters' configuration these keys describe; an error is (key, reason).
     pub fn otlp_config(&self) -> Result<OtlpConfig, (&'static str, String)> {
@@ -332,6 +346,7 @@ pub struct ReporterError {
 }
 
 /// The Reporter's key for a [`PushGatewayConfig`] field.
+#[cfg(feature = "push-gateway")]
 fn push_key(field: &str) -> &'static str {
     match field {
         "job" => "job",
@@ -349,19 +364,44 @@ fn error(key: impl Into<String>, reason: impl std::fmt::Display) -> ReporterErro
     }
 }
 
+/// The error for a part whose cargo feature this build left out.
+#[cfg(not(all(
+    feature = "prometheus",
+    feature = "push-gateway",
+    feature = "statsd",
+    feature = "_otlp"
+)))]
+fn not_built(key: String, what: &str, feature: &str) -> ReporterError {
+    error(
+        key,
+        format!(
+            "{what} is not in this build: turn on the `{feature}` feature of dspex-telemetry \
+             (or dspex-telemetry-exporters)"
+        ),
+    )
+}
+
 /// Running backends. Install [`Reporter::start`]'s recorder, attach the metrics handler, and
 /// call [`Reporter::shutdown`] before exit so that every backend is flushed once.
 #[derive(Debug)]
 pub struct Reporter {
+    #[cfg(feature = "_otlp")]
     traces: Option<OtlpTraces>,
+    #[cfg(feature = "_otlp")]
     otlp_metrics: Option<OtlpMetrics>,
+    #[cfg(feature = "prometheus")]
     endpoint: Option<PrometheusEndpoint>,
+    #[cfg(feature = "statsd")]
     statsd: Option<StatsdExporter>,
+    #[cfg(feature = "push-gateway")]
     pusher: Option<Arc<Pusher>>,
+    #[cfg(feature = "push-gateway")]
     stop: watch::Sender<bool>,
+    #[cfg(feature = "push-gateway")]
     task: Option<JoinHandle<()>>,
 }
 
+#[cfg(feature = "push-gateway")]
 #[derive(Debug)]
 struct Pusher {
     gateway: PushGateway,
@@ -369,6 +409,7 @@ struct Pusher {
     failures: AtomicU64,
 }
 
+#[cfg(feature = "push-gateway")]
 impl Pusher {
     async fn push(&self) {
         if let Err(e) = self.gateway.push(&self.handle).await {
@@ -384,6 +425,15 @@ impl Reporter {
     /// of `dispatcher`) on the current tokio runtime. Returns the Reporter and the recorder to
     /// install (every backend's, plus `window` if given: the sliding window for alerts and the
     /// live view). Errors name the key.
+    #[cfg_attr(
+        not(all(
+            feature = "prometheus",
+            feature = "push-gateway",
+            feature = "statsd",
+            feature = "_otlp"
+        )),
+        allow(unused_variables, unused_mut)
+    )]
     pub async fn start(
         config: &ReporterConfig,
         definitions: &[MetricDefinition],
@@ -398,27 +448,49 @@ impl Reporter {
             fanout = fanout.add_recorder(window);
         }
         let mut reporter = Reporter {
+            #[cfg(feature = "_otlp")]
             traces: None,
+            #[cfg(feature = "_otlp")]
             otlp_metrics: None,
+            #[cfg(feature = "prometheus")]
             endpoint: None,
+            #[cfg(feature = "statsd")]
             statsd: None,
+            #[cfg(feature = "push-gateway")]
             pusher: None,
+            #[cfg(feature = "push-gateway")]
             stop: watch::channel(false).0,
+            #[cfg(feature = "push-gateway")]
             task: None,
         };
         let mut prometheus_seen = false;
         let mut statsd_seen = false;
         // With no opentelemetry backend configured, the OpenTelemetry environment turns one on
-        // (its keys from the variables), as an OpenTelemetry SDK would.
-        let from_env = (!config
+        // (its keys from the variables), as an OpenTelemetry SDK would; a build without OTLP
+        // says once that it leaves the variables alone.
+        let wanted_by_env = !config
             .backends
             .iter()
             .any(|b| matches!(b, BackendConfig::Opentelemetry(_)))
-            && otlp_wanted_by_env(|name| std::env::var(name).ok()))
-        .then(|| BackendConfig::Opentelemetry(OpenTelemetryBackend::default()));
+            && otlp_wanted_by_env(|name| std::env::var(name).ok());
+        if wanted_by_env && cfg!(not(feature = "_otlp")) {
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build has no OTLP exporter \
+                 (the `otlp-http` or `otlp-grpc` feature): no spans are exported"
+            );
+        }
+        let from_env = (wanted_by_env && cfg!(feature = "_otlp"))
+            .then(|| BackendConfig::Opentelemetry(OpenTelemetryBackend::default()));
         for (i, backend) in config.backends.iter().chain(from_env.iter()).enumerate() {
             let key = |k: &str| format!("backends[{i}].{k}");
             match backend {
+                #[cfg(not(feature = "_otlp"))]
+                BackendConfig::Opentelemetry(b) => {
+                    if b.enabled {
+                        return Err(not_built(key("type"), "OTLP", "otlp-http` or `otlp-grpc"));
+                    }
+                }
+                #[cfg(feature = "_otlp")]
                 BackendConfig::Opentelemetry(b) => {
                     if !b.enabled {
                         continue;
@@ -453,10 +525,15 @@ impl Reporter {
                     fanout = fanout.add_recorder(metrics_recorder.clone());
                     reporter.otlp_metrics = Some(OtlpMetrics::start(metrics_recorder));
                 }
+                BackendConfig::Statsd(_) if std::mem::replace(&mut statsd_seen, true) => {
+                    return Err(error(key("type"), "only one statsd backend"));
+                }
+                #[cfg(not(feature = "statsd"))]
+                BackendConfig::Statsd(_) => {
+                    return Err(not_built(key("type"), "StatsD", "statsd"));
+                }
+                #[cfg(feature = "statsd")]
                 BackendConfig::Statsd(b) => {
-                    if std::mem::replace(&mut statsd_seen, true) {
-                        return Err(error(key("type"), "only one statsd backend"));
-                    }
                     let recorder = StatsdRecorder::new(StatsdConfig {
                         host: b.host.clone(),
                         port: b.port,
@@ -485,10 +562,32 @@ impl Reporter {
                             "give `listen`, `push_gateway` or both",
                         ));
                     }
+                    #[cfg(not(feature = "prometheus"))]
+                    if b.listen.is_some() {
+                        return Err(not_built(
+                            key("listen"),
+                            "the /metrics endpoint",
+                            "prometheus",
+                        ));
+                    }
+                    #[cfg(not(feature = "push-gateway"))]
+                    if b.push_gateway.is_some() {
+                        return Err(not_built(
+                            key("push_gateway"),
+                            "the push gateway",
+                            "push-gateway",
+                        ));
+                    }
+                    #[cfg(any(feature = "prometheus", feature = "push-gateway"))]
                     let recorder =
                         prometheus_recorder(definitions).map_err(|e| error(key("buckets"), e))?;
+                    #[cfg(any(feature = "prometheus", feature = "push-gateway"))]
                     let handle = recorder.handle();
-                    fanout = fanout.add_recorder(recorder);
+                    #[cfg(any(feature = "prometheus", feature = "push-gateway"))]
+                    {
+                        fanout = fanout.add_recorder(recorder);
+                    }
+                    #[cfg(feature = "prometheus")]
                     if let Some(listen) = &b.listen {
                         let listen: SocketAddr = listen
                             .parse()
@@ -505,6 +604,7 @@ impl Reporter {
                         .map_err(|e| error(key("listen"), e))?;
                         reporter.endpoint = Some(endpoint);
                     }
+                    #[cfg(feature = "push-gateway")]
                     if let Some(url) = &b.push_gateway {
                         let basic_auth = match (&b.push_user, &b.push_password) {
                             (Some(user), Some(password)) => Some((user.clone(), password.clone())),
@@ -555,6 +655,7 @@ impl Reporter {
                 }
             }
         }
+        #[cfg(feature = "push-gateway")]
         if let Some(pusher) = reporter.pusher.clone() {
             let mut stopped = reporter.stop.subscribe();
             reporter.task = Some(tokio::spawn(async move {
@@ -575,25 +676,48 @@ impl Reporter {
     /// Whether a backend keeps metric series of its own (Prometheus, a push gateway,
     /// StatsD, OTLP metrics): what it was given stays there, whatever the window drops.
     pub fn keeps_series(&self) -> bool {
-        self.endpoint.is_some()
-            || self.pusher.is_some()
-            || self.statsd.is_some()
-            || self.otlp_metrics.is_some()
+        #[allow(unused_mut)]
+        let mut keeps = false;
+        #[cfg(feature = "prometheus")]
+        {
+            keeps |= self.endpoint.is_some();
+        }
+        #[cfg(feature = "push-gateway")]
+        {
+            keeps |= self.pusher.is_some();
+        }
+        #[cfg(feature = "statsd")]
+        {
+            keeps |= self.statsd.is_some();
+        }
+        #[cfg(feature = "_otlp")]
+        {
+            keeps |= self.otlp_metrics.is_some();
+        }
+        keeps
     }
 
     /// The `/metrics` endpoint's address, if one runs.
     pub fn prometheus_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.as_ref().map(PrometheusEndpoint::local_addr)
+        #[cfg(feature = "prometheus")]
+        return self.endpoint.as_ref().map(PrometheusEndpoint::local_addr);
+        #[cfg(not(feature = "prometheus"))]
+        None
     }
 
     /// Pushes to the gateway that failed so far.
     pub fn push_failures(&self) -> u64 {
-        self.pusher
+        #[cfg(feature = "push-gateway")]
+        return self
+            .pusher
             .as_ref()
-            .map_or(0, |p| p.failures.load(Ordering::Relaxed))
+            .map_or(0, |p| p.failures.load(Ordering::Relaxed));
+        #[cfg(not(feature = "push-gateway"))]
+        0
     }
 
     /// Spans sent, dropped and failed by the OpenTelemetry backend, if it runs.
+    #[cfg(feature = "_otlp")]
     pub fn otlp_stats(&self) -> Option<crate::otlp::OtlpStats> {
         self.traces.as_ref().map(OtlpTraces::stats)
     }
@@ -601,6 +725,7 @@ impl Reporter {
     /// Sends the spans the OpenTelemetry backend has queued now, and waits until they have
     /// been sent (or have failed); returns at once without that backend.
     pub async fn flush_spans(&self) {
+        #[cfg(feature = "_otlp")]
         if let Some(traces) = &self.traces {
             traces.flush().await;
         }
@@ -608,31 +733,127 @@ impl Reporter {
 
     /// Flushes every backend once (a last push, the StatsD buffer, the queued spans), then
     /// stops them.
-    pub async fn shutdown(mut self) {
-        if let Some(traces) = self.traces.take() {
-            traces.shutdown().await;
+    pub async fn shutdown(#[allow(unused_mut)] mut self) {
+        #[cfg(feature = "_otlp")]
+        {
+            if let Some(traces) = self.traces.take() {
+                traces.shutdown().await;
+            }
+            if let Some(metrics) = self.otlp_metrics.take() {
+                metrics.shutdown().await;
+            }
         }
-        if let Some(metrics) = self.otlp_metrics.take() {
-            metrics.shutdown().await;
+        #[cfg(feature = "push-gateway")]
+        {
+            let _ = self.stop.send(true);
+            if let Some(task) = self.task.take() {
+                let _ = task.await;
+            }
+            if let Some(pusher) = self.pusher.take() {
+                pusher.push().await;
+            }
         }
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        if let Some(pusher) = self.pusher.take() {
-            pusher.push().await;
-        }
+        #[cfg(feature = "statsd")]
         if let Some(statsd) = self.statsd.take() {
             statsd.shutdown().await;
         }
+        #[cfg(feature = "prometheus")]
         if let Some(endpoint) = self.endpoint.take() {
             endpoint.shutdown().await;
         }
     }
 }
 
+#[cfg(feature = "statsd")]
 fn statsd_key(e: &crate::statsd::StatsdError) -> &'static str {
     match e {
         crate::statsd::StatsdError::Invalid { key, .. } => key,
+    }
+}
+
+/// A build without some parts refuses their backends, naming the key and the feature.
+#[cfg(all(
+    test,
+    not(all(
+        feature = "prometheus",
+        feature = "push-gateway",
+        feature = "statsd",
+        feature = "_otlp"
+    ))
+))]
+mod parts_left_out {
+    use super::*;
+
+    fn refusal(backend: &str) -> Option<ReporterError> {
+        let config: ReporterConfig =
+            toml::from_str(&format!("[[backends]]\n{backend}")).expect("valid TOML");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime
+            .block_on(Reporter::start(&config, &[], None, &Dispatcher::new()))
+            .err()
+    }
+
+    #[test]
+    fn a_backend_whose_feature_is_off_is_refused_naming_the_feature() {
+        let cases = [
+            (
+                cfg!(feature = "statsd"),
+                r#"type = "statsd""#,
+                "backends[0].type",
+                "`statsd`",
+            ),
+            (
+                cfg!(feature = "prometheus"),
+                r#"type = "prometheus"
+                   listen = "127.0.0.1:0""#,
+                "backends[0].listen",
+                "`prometheus`",
+            ),
+            (
+                cfg!(feature = "push-gateway"),
+                r#"type = "prometheus"
+                   push_gateway = "http://127.0.0.1:9091""#,
+                "backends[0].push_gateway",
+                "`push-gateway`",
+            ),
+            (
+                cfg!(feature = "_otlp"),
+                r#"type = "opentelemetry"
+                   endpoint = "http://127.0.0.1:4318""#,
+                "backends[0].type",
+                "`otlp-http`",
+            ),
+        ];
+        let mut refused = 0;
+        for (built, backend, key, feature) in cases {
+            if built {
+                continue;
+            }
+            let e = refusal(backend).unwrap_or_else(|| panic!("{backend} started"));
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.reason.contains(feature), "{e}");
+            assert!(e.reason.contains("not in this build"), "{e}");
+            refused += 1;
+        }
+        assert!(refused > 0, "this build has every part");
+    }
+
+    #[cfg(feature = "_otlp")]
+    #[test]
+    fn an_otlp_protocol_whose_feature_is_off_is_refused_naming_the_feature() {
+        let (protocol, feature) = if cfg!(feature = "otlp-http") {
+            ("grpc", "`otlp-grpc`")
+        } else {
+            ("http/protobuf", "`otlp-http`")
+        };
+        let e = refusal(&format!(
+            "type = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:4318\"\nprotocol = \"{protocol}\""
+        ))
+        .expect("refused");
+        assert_eq!(e.key, "backends[0].protocol", "{e}");
+        assert!(e.reason.contains(feature), "{e}");
     }
 }

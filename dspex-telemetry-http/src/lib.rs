@@ -1,6 +1,6 @@
 //! HTTP for dspex-telemetry's exporters and alert handlers: one client, checked URLs, secrets.
 //!
-//! - [`HttpClient`]: reqwest over rustls (the `ring` provider), the system's roots plus a CA
+//! - [`HttpClient`] (the `client` feature, on by default): reqwest over rustls (the `ring` provider), the system's roots plus a CA
 //!   file ([`CaCertificates`]), pooled connections, `HTTPS_PROXY`/`NO_PROXY`, a deadline per
 //!   request, answers read up to a cap, typed [`HttpError`]s.
 //! - [`HttpUrl`]: a URL checked at start (scheme, host, port from 1 to 65535, no credentials)
@@ -17,17 +17,22 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "client")]
 mod client;
+mod headers;
 mod secret;
 mod tls;
 mod url;
 
+#[cfg(feature = "client")]
 pub use client::{
-    ClientOptions, Credentials, DEFAULT_MAX_RESPONSE_BYTES, HeaderError, HttpClient, HttpError,
-    HttpResponse, header_map, log_safe, read_capped,
+    ClientOptions, DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpError, HttpResponse, read_capped,
 };
+pub use headers::{Credentials, HeaderError, header_map, log_safe};
 pub use secret::Secret;
-pub use tls::{CaCertificates, CertificateError, tls_config};
+#[cfg(feature = "client")]
+pub use tls::tls_config;
+pub use tls::{CaCertificates, CertificateError};
 pub use url::{HttpUrl, UrlError, UrlText};
 
 /// Re-exported for the methods and header types [`HttpClient::send`] takes.

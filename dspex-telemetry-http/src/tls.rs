@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 /// Why CA certificates could not be used. The file's contents are never shown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +88,7 @@ impl std::fmt::Debug for CaCertificates {
     }
 }
 
+#[cfg(feature = "client")]
 /// A rustls client configuration on the `ring` provider with the system's roots (which honour
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`) and `extra`.
 pub fn tls_config(extra: &CaCertificates) -> Result<rustls::ClientConfig, CertificateError> {

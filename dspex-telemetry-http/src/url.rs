@@ -39,7 +39,7 @@ pub enum UrlError {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl {
-    url: reqwest::Url,
+    url: url::Url,
 }
 
 impl HttpUrl {
@@ -81,7 +81,7 @@ impl HttpUrl {
         } else if !port.is_empty() {
             return Err(UrlError::Malformed("unexpected text after the host".into()));
         }
-        let url = reqwest::Url::parse(text).map_err(|e| UrlError::Malformed(e.to_string()))?;
+        let url = url::Url::parse(text).map_err(|e| UrlError::Malformed(e.to_string()))?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(UrlError::NoHost);
         }
@@ -134,7 +134,8 @@ impl HttpUrl {
         HttpUrl { url }
     }
 
-    pub(crate) fn as_url(&self) -> &reqwest::Url {
+    #[cfg(feature = "client")]
+    pub(crate) fn as_url(&self) -> &url::Url {
         &self.url
     }
 }

@@ -255,6 +255,7 @@ impl Telemetry {
         }
     }
 
+    #[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
     /// Spans sent, dropped and failed by the OpenTelemetry backend, if it runs.
     pub fn span_stats(&self) -> Option<dspex_telemetry_exporters::otlp::OtlpStats> {
         self.reporter.as_ref().and_then(Reporter::otlp_stats)

@@ -15,6 +15,8 @@
 //!   (apt) makes the TLS tests' CA and certificates.
 //! - `cargo xtask peers`: installs the test peers alone (CI does, before the benches, which
 //!   run DSPy workers too).
+//! - `cargo xtask features`: builds (clippy, warnings denied) every crate that has features
+//!   with none of them, then with each alone.
 //! - `cargo xtask bench-report`: regenerates `docs/benchmarks.md` from criterion's output.
 //! - `cargo xtask alert-rules`: regenerates `telemetry/prometheus_alerts.yml` from the default
 //!   thresholds and window (a test fails when the committed file drifts from the code).
@@ -22,6 +24,7 @@
 //!   catalog (likewise checked by a test).
 
 mod bench_report;
+mod features;
 mod generated;
 
 use std::env;
@@ -40,6 +43,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Some("features") => {
+            if features::run() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some("bench-report") => report(bench_report::run(&workspace_root())),
         Some("alert-rules") => report(generated::write_alert_rules(&workspace_root())),
         Some("dashboard") => report(generated::write_dashboard(&workspace_root())),
@@ -47,6 +57,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask test [ARGS…]   run every test (ARGS go to the test runner)\n\
                  \x20      cargo xtask peers          install the test peers (done by `test` too)\n\
+                 \x20      cargo xtask features       build each crate with no feature and each feature alone\n\
                  \x20      cargo xtask bench-report   regenerate docs/benchmarks.md\n\
                  \x20      cargo xtask alert-rules    regenerate telemetry/prometheus_alerts.yml\n\
                  \x20      cargo xtask dashboard      regenerate telemetry/grafana_dashboard.json"

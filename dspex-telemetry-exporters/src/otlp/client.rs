@@ -4,17 +4,22 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "otlp-http")]
 use bytes::Bytes;
-use dspex_telemetry_http::{
-    CaCertificates, ClientOptions, HttpClient as SharedClient, read_capped,
-};
+use dspex_telemetry_http::CaCertificates;
+#[cfg(feature = "otlp-http")]
+use dspex_telemetry_http::{ClientOptions, HttpClient as SharedClient, read_capped};
+#[cfg(feature = "otlp-http")]
 use http::{Request, Response};
+#[cfg(feature = "otlp-http")]
 use opentelemetry_http::{HttpClient, HttpError};
 
+#[cfg(feature = "otlp-http")]
 /// How much of a collector's answer is read: enough for an OTLP partial-success message or an
 /// error text; a larger body is cut there (and the connection closed), whatever it holds.
 pub(crate) const MAX_RESPONSE_BYTES: usize = dspex_telemetry_http::DEFAULT_MAX_RESPONSE_BYTES;
 
+#[cfg(feature = "otlp-http")]
 /// The OTLP/HTTP client: reqwest over rustls, one pool of connections reused across
 /// requests, `timeout` per request, answers read up to [`MAX_RESPONSE_BYTES`].
 #[derive(Debug, Clone)]
@@ -23,6 +28,7 @@ pub(crate) struct OtlpHttpClient {
     timeout: Duration,
 }
 
+#[cfg(feature = "otlp-http")]
 impl OtlpHttpClient {
     pub(crate) fn new(timeout: Duration, roots: &CaCertificates) -> Result<Self, String> {
         let shared = SharedClient::new(&ClientOptions {
@@ -61,6 +67,7 @@ impl OtlpHttpClient {
     }
 }
 
+#[cfg(feature = "otlp-http")]
 #[async_trait::async_trait]
 impl HttpClient for OtlpHttpClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
@@ -86,6 +93,7 @@ impl HttpClient for OtlpHttpClient {
     }
 }
 
+#[cfg(feature = "otlp-http")]
 /// A runtime of one thread for requests made outside any, started at the first.
 fn fallback_runtime() -> Result<&'static tokio::runtime::Runtime, HttpError> {
     static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
@@ -103,6 +111,7 @@ fn fallback_runtime() -> Result<&'static tokio::runtime::Runtime, HttpError> {
         .ok_or_else(|| "cannot start a runtime for OTLP requests".into())
 }
 
+#[cfg(feature = "otlp-grpc")]
 /// A lazily connecting tonic channel to `endpoint` (`https://` turns TLS on), with `timeout`
 /// per request. Must be called inside a tokio runtime.
 pub(crate) fn grpc_channel(

@@ -1,7 +1,6 @@
 //! The OTLP configuration, and the OpenTelemetry environment variables that fill what it
 //! leaves unset (as the OpenTelemetry specification defines them).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +39,26 @@ pub enum Signal {
     Traces,
     /// Metrics.
     Metrics,
+}
+
+impl Protocol {
+    /// OpenTelemetry's default, http/protobuf, unless this build has only gRPC.
+    fn built_in_default() -> Protocol {
+        if cfg!(feature = "otlp-http") {
+            Protocol::HttpProtobuf
+        } else {
+            Protocol::Grpc
+        }
+    }
+
+    /// The cargo feature this protocol needs, when this build left it out.
+    pub(crate) fn missing_feature(self) -> Option<&'static str> {
+        match self {
+            Protocol::HttpProtobuf if cfg!(not(feature = "otlp-http")) => Some("otlp-http"),
+            Protocol::Grpc if cfg!(not(feature = "otlp-grpc")) => Some("otlp-grpc"),
+            _ => None,
+        }
+    }
 }
 
 impl Signal {
@@ -145,6 +164,7 @@ pub struct ResolvedOtlp {
     protocol: Protocol,
     headers: Vec<(String, Secret)>,
     roots: CaCertificates,
+    #[cfg_attr(not(feature = "otlp-http"), allow(dead_code))]
     certificate_key: &'static str,
     compression: Compression,
     timeout: Duration,
@@ -198,13 +218,15 @@ impl ResolvedOtlp {
     pub(crate) fn endpoint_key(&self) -> &'static str {
         self.endpoint_key
     }
+    #[cfg(feature = "otlp-http")]
     pub(crate) fn certificate_key(&self) -> &'static str {
         self.certificate_key
     }
     pub(crate) fn roots(&self) -> &CaCertificates {
         &self.roots
     }
-    pub(crate) fn header_map(&self) -> HashMap<String, String> {
+    #[cfg(feature = "otlp-http")]
+    pub(crate) fn header_map(&self) -> std::collections::HashMap<String, String> {
         self.headers
             .iter()
             .map(|(k, v)| (k.clone(), v.expose().to_owned()))
@@ -223,6 +245,7 @@ impl ResolvedOtlp {
         }
         map
     }
+    #[cfg(feature = "otlp-grpc")]
     pub(crate) fn grpc_metadata(&self) -> tonic::metadata::MetadataMap {
         tonic::metadata::MetadataMap::from_headers(self.http_headers())
     }
@@ -255,8 +278,8 @@ impl OtlpConfig {
         let traces = signal == Signal::Traces;
         let pick = |t: &'static str, m: &'static str| if traces { t } else { m };
 
-        let protocol = match self.protocol {
-            Some(p) => p,
+        let (protocol, protocol_key) = match self.protocol {
+            Some(p) => (p, "protocol"),
             None => match var(
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
                 pick(
@@ -264,10 +287,10 @@ impl OtlpConfig {
                     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
                 ),
             ) {
-                None => Protocol::HttpProtobuf,
+                None => (Protocol::built_in_default(), "protocol"),
                 Some((key, v)) => match v.trim() {
-                    "http/protobuf" => Protocol::HttpProtobuf,
-                    "grpc" => Protocol::Grpc,
+                    "http/protobuf" => (Protocol::HttpProtobuf, key),
+                    "grpc" => (Protocol::Grpc, key),
                     other => {
                         return Err(invalid(
                             key,
@@ -280,6 +303,19 @@ impl OtlpConfig {
                 },
             },
         };
+        if let Some(feature) = protocol.missing_feature() {
+            return Err(invalid(
+                protocol_key,
+                format!(
+                    "{} is not in this build: turn on the `{feature}` feature of \
+                     dspex-telemetry (or dspex-telemetry-exporters)",
+                    match protocol {
+                        Protocol::HttpProtobuf => "OTLP/HTTP",
+                        Protocol::Grpc => "OTLP/gRPC",
+                    }
+                ),
+            ));
+        }
 
         let own_signal_url = if traces {
             &self.traces_endpoint

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+#[cfg(feature = "otlp-grpc")]
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -22,10 +23,16 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ScopeMetrics, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
+#[cfg(feature = "otlp-http")]
 use prost::Message;
 
-use super::client::{OtlpHttpClient, grpc_channel};
+#[cfg(feature = "otlp-http")]
+use super::client::OtlpHttpClient;
+#[cfg(feature = "otlp-grpc")]
+use super::client::grpc_channel;
 use super::env::{Compression, OtlpConfig, Protocol, ResolvedOtlp, Signal};
+#[cfg(not(all(feature = "otlp-http", feature = "otlp-grpc")))]
+use super::not_built;
 use super::{OtlpError, invalid, log_safe};
 use crate::series_map::{SeriesKind, SeriesMap, update_f64};
 
@@ -382,21 +389,29 @@ impl Drop for OtlpMetrics {
 
 /// How metric exports travel: the OTLP/HTTP client or a gRPC channel.
 enum Transport {
+    #[cfg(feature = "otlp-http")]
     Http {
         client: OtlpHttpClient,
         headers: http::HeaderMap,
     },
+    #[cfg(feature = "otlp-grpc")]
     Grpc(tonic::transport::Channel),
 }
 
 impl Transport {
     fn new(resolved: &ResolvedOtlp) -> Result<Self, OtlpError> {
         Ok(match resolved.protocol() {
+            #[cfg(not(feature = "otlp-http"))]
+            Protocol::HttpProtobuf => return Err(not_built(Protocol::HttpProtobuf)),
+            #[cfg(not(feature = "otlp-grpc"))]
+            Protocol::Grpc => return Err(not_built(Protocol::Grpc)),
+            #[cfg(feature = "otlp-http")]
             Protocol::HttpProtobuf => Transport::Http {
                 client: OtlpHttpClient::new(resolved.timeout(), resolved.roots())
                     .map_err(|e| invalid(resolved.certificate_key(), e))?,
                 headers: resolved.http_headers(),
             },
+            #[cfg(feature = "otlp-grpc")]
             Protocol::Grpc => Transport::Grpc(
                 grpc_channel(resolved.url(), resolved.timeout(), resolved.roots())
                     .map_err(|e| invalid(resolved.endpoint_key(), e))?,
@@ -410,6 +425,7 @@ impl Transport {
         request: ExportMetricsServiceRequest,
     ) -> Result<(), String> {
         match self {
+            #[cfg(feature = "otlp-http")]
             Transport::Http { client, headers } => {
                 let mut body = request.encode_to_vec();
                 let mut headers = headers.clone();
@@ -433,6 +449,7 @@ impl Transport {
                     ))
                 }
             }
+            #[cfg(feature = "otlp-grpc")]
             Transport::Grpc(channel) => {
                 let mut client = MetricsServiceClient::new(channel.clone());
                 if resolved.compression() == Compression::Gzip {
@@ -451,6 +468,7 @@ impl Transport {
     }
 }
 
+#[cfg(feature = "otlp-http")]
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -25,7 +25,11 @@ pub use collector::{OtlpStats, OtlpTraces};
 pub use env::{Compression, OtlpConfig, Protocol, ResolvedOtlp, Signal};
 pub use metrics::{OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder};
 
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::WithExportConfig;
+#[cfg(feature = "otlp-http")]
+use opentelemetry_otlp::WithHttpConfig;
+#[cfg(feature = "otlp-grpc")]
+use opentelemetry_otlp::WithTonicConfig;
 
 /// Why an exporter could not start; each names the configuration key (or environment
 /// variable) at fault.
@@ -42,6 +46,16 @@ pub enum OtlpError {
     /// The dispatcher refused the span sink (its id is taken).
     #[error(transparent)]
     Attach(#[from] dspex_telemetry_core::AttachError),
+}
+
+/// The error for a protocol whose cargo feature this build left out.
+#[cfg(not(all(feature = "otlp-http", feature = "otlp-grpc")))]
+pub(crate) fn not_built(protocol: Protocol) -> OtlpError {
+    let feature = protocol.missing_feature().unwrap_or("otlp-http");
+    invalid(
+        "protocol",
+        format!("not in this build (the `{feature}` feature)"),
+    )
 }
 
 pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> OtlpError {
@@ -71,6 +85,11 @@ pub fn span_exporter(
     resolved: &ResolvedOtlp,
 ) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
     let built = match resolved.protocol() {
+        #[cfg(not(feature = "otlp-http"))]
+        Protocol::HttpProtobuf => return Err(not_built(Protocol::HttpProtobuf)),
+        #[cfg(not(feature = "otlp-grpc"))]
+        Protocol::Grpc => return Err(not_built(Protocol::Grpc)),
+        #[cfg(feature = "otlp-http")]
         Protocol::HttpProtobuf => {
             let client = client::OtlpHttpClient::new(resolved.timeout(), resolved.roots())
                 .map_err(|e| invalid(resolved.certificate_key(), e))?;
@@ -86,6 +105,7 @@ pub fn span_exporter(
             }
             builder.build()
         }
+        #[cfg(feature = "otlp-grpc")]
         Protocol::Grpc => {
             let channel =
                 client::grpc_channel(resolved.url(), resolved.timeout(), resolved.roots())
