@@ -722,6 +722,13 @@ impl Reporter {
         self.traces.as_ref().map(OtlpTraces::stats)
     }
 
+    /// The OpenTelemetry backend as a span processor for your own `SdkTracerProvider`
+    /// (see [`OtlpTraces::span_processor`]), if that backend runs.
+    #[cfg(feature = "_otlp")]
+    pub fn span_processor(&self) -> Option<crate::otlp::OtlpSpanProcessor> {
+        self.traces.as_ref().map(OtlpTraces::span_processor)
+    }
+
     /// Sends the spans the OpenTelemetry backend has queued now, and waits until they have
     /// been sent (or have failed); returns at once without that backend.
     pub async fn flush_spans(&self) {

@@ -317,3 +317,65 @@ async fn our_exporter_in_a_services_own_provider_delivers_its_spans() {
         assert_eq!(span["headers"]["x-api-key"], "k-9", "{span:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_own_tracer_provider_sends_its_spans_with_ours_through_our_processor() {
+    use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
+
+    let receiver = OtlpReceiver::start().await;
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start(config(&receiver), &d, "otlp").unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(traces.span_processor())
+        .build();
+    let tracer = provider.tracer("checkout");
+    let (order_trace, order_span) = tracer.in_span("handle order", |cx| {
+        let mut charge = tracer.start_with_context("charge card", &cx);
+        charge.set_attribute(opentelemetry::KeyValue::new("amount", 42_i64));
+        charge.end();
+        let own = cx.span().span_context().clone();
+        (own.trace_id().to_string(), own.span_id().to_string())
+    });
+    with_span_on(&d, "our work");
+    // The SDK's flush blocks until our collector has sent what it holds.
+    let flushing = provider.clone();
+    tokio::task::spawn_blocking(move || flushing.force_flush())
+        .await
+        .unwrap()
+        .expect("flushed");
+    traces.flush().await;
+    let spans = receiver.spans().await;
+    let order = by_name(&spans, "handle order");
+    let charge = by_name(&spans, "charge card");
+    by_name(&spans, "our work");
+    assert_eq!(order["trace_id"], json!(order_trace));
+    assert_eq!(order["span_id"], json!(order_span));
+    assert_eq!(charge["trace_id"], json!(order_trace));
+    assert_eq!(charge["parent_span_id"], json!(order_span));
+    assert_eq!(charge["attributes"]["amount"], json!(42));
+    assert_eq!(
+        order["resource"]["service.name"],
+        json!("dspex-test"),
+        "the service's spans go out under our exporter's resource"
+    );
+    assert_eq!(order["headers"]["x-api-key"], json!("k-123"));
+    let stats = traces.stats();
+    assert_eq!(stats.exported, 3, "{stats:?}");
+    assert_eq!((stats.dropped, stats.failed_requests), (0, 0));
+
+    // After our shutdown, the provider's flush says the pipeline has stopped, at once, and
+    // its later spans go nowhere.
+    traces.shutdown().await;
+    tracer.in_span("too late", |_| {});
+    let flushed = tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap();
+    assert!(flushed.is_err(), "{flushed:?}");
+    assert!(
+        receiver
+            .spans()
+            .await
+            .iter()
+            .all(|s| s["name"] != "too late")
+    );
+}

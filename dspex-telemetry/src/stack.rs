@@ -256,6 +256,14 @@ impl Telemetry {
     }
 
     #[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
+    /// The OpenTelemetry backend as a span processor for the service's own
+    /// `SdkTracerProvider`: the service's OpenTelemetry spans leave on the same queue and
+    /// connection as ours, under the same bounds and counters. `None` without that backend.
+    pub fn span_processor(&self) -> Option<dspex_telemetry_exporters::otlp::OtlpSpanProcessor> {
+        self.reporter.as_ref().and_then(Reporter::span_processor)
+    }
+
+    #[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
     /// Spans sent, dropped and failed by the OpenTelemetry backend, if it runs.
     pub fn span_stats(&self) -> Option<dspex_telemetry_exporters::otlp::OtlpStats> {
         self.reporter.as_ref().and_then(Reporter::otlp_stats)

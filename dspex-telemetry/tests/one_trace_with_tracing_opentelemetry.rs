@@ -21,6 +21,16 @@ use tracing::Instrument;
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_services_tracing_spans_and_ours_are_one_trace() {
+    the_services_spans_and_ours_are_one_trace(false).await;
+}
+
+/// The service's provider sends through our stack's processor: one queue, one connection.
+#[tokio::test(flavor = "current_thread")]
+async fn through_our_span_processor_the_services_spans_and_ours_are_one_trace() {
+    the_services_spans_and_ours_are_one_trace(true).await;
+}
+
+async fn the_services_spans_and_ours_are_one_trace(through_our_processor: bool) {
     let receiver = OtlpReceiver::start().await;
     let endpoint = format!("http://{}", receiver.addr);
     // Our stack, exporting our spans.
@@ -32,8 +42,13 @@ async fn the_services_tracing_spans_and_ours_are_one_trace() {
     let telemetry = Telemetry::start(&config, Dispatcher::global())
         .await
         .expect("the stack starts");
-    // The service's own pipeline, exporting to the same collector.
-    let (provider, _subscriber) = service_pipeline::start(&endpoint);
+    // The service's own pipeline, exporting to the same collector, or through our processor.
+    let processor = through_our_processor.then(|| {
+        telemetry
+            .span_processor()
+            .expect("the opentelemetry backend runs")
+    });
+    let (provider, _subscriber) = service_pipeline::with_processor(processor, &endpoint);
 
     let pool = Pool::start(PoolConfig {
         size: 1,
@@ -66,8 +81,22 @@ async fn the_services_tracing_spans_and_ours_are_one_trace() {
     tokio::task::spawn_blocking(move || provider.force_flush().expect("the service's spans flush"))
         .await
         .unwrap();
+    telemetry.flush_spans().await;
     let spans = receiver.spans().await;
+    let stats = telemetry
+        .span_stats()
+        .expect("the opentelemetry backend runs");
     telemetry.shutdown().await;
+    if through_our_processor {
+        assert_eq!(
+            stats.exported,
+            spans.len() as u64,
+            "every span, the service's too, left through our exporter: {stats:?}"
+        );
+    } else {
+        assert!(stats.exported < spans.len() as u64, "{stats:?}");
+    }
+    assert_eq!(stats.dropped, 0, "{stats:?}");
 
     let traces: BTreeSet<&str> = spans
         .iter()

@@ -14,7 +14,7 @@ use dspex_telemetry_core::{Dispatcher, SpanRecord, SpanSink};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 use rtrb::{Consumer, Producer, RingBuffer};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -50,6 +50,11 @@ struct Shared {
     /// The writing ends of rings whose threads ended: a new thread takes one before making a
     /// ring (no allocation, no fresh pages, the collector keeps reading it).
     spare: Mutex<Vec<Producer<u8>>>,
+    /// Spans an OpenTelemetry SDK handed in through [`OtlpSpanProcessor`], at most
+    /// `max_queue`.
+    handed_in: Mutex<Vec<SpanData>>,
+    max_queue: usize,
+    max_batch: usize,
     /// Set by a thread whose ring is three quarters full; the collector clears it when it drains.
     nudged: AtomicBool,
     wake: Notify,
@@ -164,6 +169,8 @@ impl SpanSink for RingSink {
 
 enum Command {
     Flush(oneshot::Sender<()>),
+    /// A flush asked for outside any runtime (an SDK's `force_flush`).
+    FlushBlocking(std::sync::mpsc::Sender<()>),
     Shutdown(Instant, oneshot::Sender<()>),
 }
 
@@ -245,6 +252,9 @@ impl OtlpTraces {
             ring_bytes: config.thread_buffer_bytes,
             new_rings: Mutex::new(Vec::new()),
             spare: Mutex::new(Vec::new()),
+            handed_in: Mutex::new(Vec::new()),
+            max_queue: config.max_queue,
+            max_batch: config.max_batch,
             nudged: AtomicBool::new(false),
             wake: Notify::new(),
             counters: Counters::default(),
@@ -286,6 +296,32 @@ impl OtlpTraces {
             shared: Arc::new(SharedHandle(shared)),
             shutdown_timeout: config.shutdown_timeout,
         })
+    }
+
+    /// This exporter as a processor for your own `SdkTracerProvider`: the spans of your
+    /// OpenTelemetry tracers join ours on the same queue, batches and connection, with the
+    /// same bounds and counters ([`OtlpTraces::stats`]). Unsampled spans are left out.
+    ///
+    /// ```
+    /// use dspex_telemetry_core::Dispatcher;
+    /// use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+    /// use opentelemetry::trace::{Tracer, TracerProvider};
+    ///
+    /// let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    /// let traces = OtlpTraces::start_with_exporter(exporter.clone(), OtlpConfig::default(), &Dispatcher::new(), "otlp").unwrap();
+    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+    ///     .with_span_processor(traces.span_processor())
+    ///     .build();
+    /// provider.tracer("checkout").in_span("charge card", |_| {});
+    /// provider.force_flush().unwrap();
+    /// assert_eq!(exporter.get_finished_spans().unwrap()[0].name, "charge card");
+    /// ```
+    pub fn span_processor(&self) -> OtlpSpanProcessor {
+        OtlpSpanProcessor {
+            shared: self.shared.clone(),
+            commands: self.commands.clone(),
+            timeout: self.shutdown_timeout,
+        }
     }
 
     /// What has been exported, dropped and failed so far.
@@ -330,6 +366,68 @@ impl Drop for OtlpTraces {
         let (done, _) = oneshot::channel();
         let deadline = Instant::now() + self.shutdown_timeout;
         let _ = self.commands.send(Command::Shutdown(deadline, done));
+    }
+}
+
+/// [`OtlpTraces`] as an OpenTelemetry SDK span processor: see [`OtlpTraces::span_processor`].
+/// Handing a span in costs a lock and a push; a full queue drops it and counts it. Its
+/// `shutdown` flushes only: the pipeline stops with [`OtlpTraces::shutdown`].
+#[derive(Debug, Clone)]
+pub struct OtlpSpanProcessor {
+    shared: Arc<SharedHandle>,
+    commands: mpsc::UnboundedSender<Command>,
+    timeout: Duration,
+}
+
+impl SpanProcessor for OtlpSpanProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let shared = &self.shared.0;
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.commands.is_closed() {
+            // The pipeline has stopped: nothing would send it.
+            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let waiting = {
+            let mut handed_in = shared.handed_in.lock().unwrap_or_else(|e| e.into_inner());
+            if handed_in.len() >= shared.max_queue {
+                None
+            } else {
+                handed_in.push(span);
+                Some(handed_in.len())
+            }
+        };
+        match waiting {
+            None => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(n) if n >= shared.max_batch && !shared.nudged.swap(true, Ordering::AcqRel) => {
+                shared.wake.notify_one();
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let (done, flushed) = std::sync::mpsc::channel();
+        self.commands
+            .send(Command::FlushBlocking(done))
+            .map_err(|_| opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown)?;
+        flushed
+            .recv_timeout(self.timeout)
+            .map_err(|_| opentelemetry_sdk::error::OTelSdkError::Timeout(self.timeout))
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let (done, flushed) = std::sync::mpsc::channel();
+        if self.commands.send(Command::FlushBlocking(done)).is_ok() {
+            let _ = flushed.recv_timeout(timeout.min(self.timeout));
+        }
+        Ok(())
     }
 }
 
@@ -398,6 +496,25 @@ fn resource_of(
 /// Other processes' resources kept at once (a pool's workers, and their replacements).
 const RESOURCES: usize = 64;
 
+/// Who waits for a flush.
+enum Flushed {
+    Async(oneshot::Sender<()>),
+    Blocking(std::sync::mpsc::Sender<()>),
+}
+
+impl Flushed {
+    fn done(self) {
+        match self {
+            Flushed::Async(done) => {
+                let _ = done.send(());
+            }
+            Flushed::Blocking(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
 /// How long the collector sleeps between looks at the rings when no thread nudges it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// A failure is logged at most this often (with the count since).
@@ -429,16 +546,17 @@ struct Collector<E> {
 impl<E: SpanExporter + 'static> Collector<E> {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut in_flight: Option<ExportFuture> = None;
-        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut flushes: Vec<Flushed> = Vec::new();
         let mut next_export = Instant::now() + self.config.export_interval;
         loop {
             let wait = tokio::time::sleep(DRAIN_INTERVAL);
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Flush(done)) => flushes.push(done),
+                    Some(Command::Flush(done)) => flushes.push(Flushed::Async(done)),
+                    Some(Command::FlushBlocking(done)) => flushes.push(Flushed::Blocking(done)),
                     Some(Command::Shutdown(deadline, done)) => {
                         self.finish(in_flight.take(), deadline).await;
-                        flushes.into_iter().for_each(|f| { let _ = f.send(()); });
+                        flushes.into_iter().for_each(Flushed::done);
                         let _ = done.send(());
                         return;
                     }
@@ -468,9 +586,7 @@ impl<E: SpanExporter + 'static> Collector<E> {
             }
             publish_counters(&self.shared.counters);
             if in_flight.is_none() && self.queue.is_empty() {
-                flushes.drain(..).for_each(|f| {
-                    let _ = f.send(());
-                });
+                flushes.drain(..).for_each(Flushed::done);
                 if due {
                     next_export = Instant::now() + self.config.export_interval;
                 }
@@ -490,6 +606,20 @@ impl<E: SpanExporter + 'static> Collector<E> {
             self.rings.append(&mut new);
         }
         let mut dropped = 0;
+        let handed_in = std::mem::take(
+            &mut *self
+                .shared
+                .handed_in
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for span in handed_in {
+            if self.queue.len() >= self.config.max_queue {
+                dropped += 1;
+            } else {
+                self.queue.push_back((span, None));
+            }
+        }
         let mut bytes = std::mem::take(&mut self.scratch);
         for ring in &mut self.rings {
             while next_record(ring, &mut bytes) {

@@ -21,7 +21,7 @@ mod env;
 mod metrics;
 mod record;
 
-pub use collector::{OtlpStats, OtlpTraces};
+pub use collector::{OtlpSpanProcessor, OtlpStats, OtlpTraces};
 pub use env::{Compression, OtlpConfig, Protocol, ResolvedOtlp, Signal};
 pub use metrics::{OtlpMetrics, OtlpMetricsConfig, OtlpMetricsRecorder};
 
