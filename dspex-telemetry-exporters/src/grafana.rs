@@ -6,7 +6,8 @@
 //! second by kind); error rates by operation; Python worker pool health (workers by state,
 //! queue depth, queue time, restarts, exhaustion); memory and CPU use of each worker and of the
 //! service's own process; sessions (active, lifetime, variable operations); contract validation
-//! and type casting; throughput; alerts; a table of requests by method.
+//! and type casting; throughput; alerts; a table of requests by method. The alert thresholds
+//! are drawn as red lines on the latency and error-rate panels ([`ThresholdLines`]).
 //! `cargo xtask dashboard` writes it to `telemetry/grafana_dashboard.json`.
 //!
 //! ```
@@ -25,6 +26,56 @@ use std::collections::BTreeSet;
 
 use dspex_telemetry_metrics::{MetricDefinition, MetricKind};
 use serde_json::{Value, json};
+
+/// The alert thresholds a dashboard draws as red lines on their panels: the bridge call and
+/// tool latency panels (ms) and the error-rate panels (percent). `Default` is the spec's
+/// values, as the alerts' own defaults; `None` draws no line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdLines {
+    /// On "Bridge calls latency p50 / p95 / p99".
+    pub bridge_call_p99_ms: Option<f64>,
+    /// On "Tool executions latency p50 / p95 / p99".
+    pub tool_execution_p99_ms: Option<f64>,
+    /// On "Error rate by operation" and "Language-model call error rate".
+    pub error_rate_percent: Option<f64>,
+}
+
+impl Default for ThresholdLines {
+    fn default() -> Self {
+        ThresholdLines {
+            bridge_call_p99_ms: Some(1000.0),
+            tool_execution_p99_ms: Some(500.0),
+            error_rate_percent: Some(5.0),
+        }
+    }
+}
+
+impl ThresholdLines {
+    /// No line.
+    pub fn none() -> Self {
+        ThresholdLines {
+            bridge_call_p99_ms: None,
+            tool_execution_p99_ms: None,
+            error_rate_percent: None,
+        }
+    }
+}
+
+/// `panel` with a red line at `at` (Grafana's absolute thresholds, drawn as a line).
+fn with_line(mut panel: Value, at: Option<f64>) -> Value {
+    if let Some(at) = at {
+        let defaults = &mut panel["fieldConfig"]["defaults"];
+        defaults["thresholds"] = json!({
+            "mode": "absolute",
+            "steps": [
+                { "color": "green", "value": null },
+                { "color": "red", "value": at },
+            ],
+        });
+        defaults["custom"] = json!({ "thresholdsStyle": { "mode": "line" } });
+    }
+    panel
+}
 
 /// The range every rate uses: Grafana's, at least four scrape intervals.
 pub const RATE_INTERVAL: &str = "$__rate_interval";
@@ -199,21 +250,33 @@ fn row(title: &str) -> Value {
 /// The dashboard, as Grafana's JSON model (schema version 39), for `definitions` (the metric
 /// catalog): a `datasource` variable picks the Prometheus data source.
 pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
+    dashboard_with(definitions, &ThresholdLines::default())
+}
+
+/// As [`dashboard`], with `lines` drawn (a service's own thresholds).
+pub fn dashboard_with(definitions: &[MetricDefinition], lines: &ThresholdLines) -> Value {
     let has = |name: &str| definitions.iter().any(|d| d.name() == name);
     let [bridge, tools, contract, types] = &FAMILIES;
-    let mut panels = vec![row("Bridge calls"), latency(bridge), throughput(bridge)];
+    let mut panels = vec![
+        row("Bridge calls"),
+        with_line(latency(bridge), lines.bridge_call_p99_ms),
+        throughput(bridge),
+    ];
     panels.push(row("Tools"));
-    panels.push(latency(tools));
+    panels.push(with_line(latency(tools), lines.tool_execution_p99_ms));
     panels.push(throughput(tools));
     panels.push(row("Language-model calls"));
     panels.push(throughput(&LM));
     panels.push(latency(&LM));
-    panels.push(panel(
-        "timeseries",
-        "Language-model call error rate",
-        "Failed / completed language-model calls over the rate interval, in percent, per `model`.",
-        "percent",
-        vec![(error_rate(&LM).0, "{{model}}".into())],
+    panels.push(with_line(
+        panel(
+            "timeseries",
+            "Language-model call error rate",
+            "Failed / completed language-model calls over the rate interval, in percent, per `model`.",
+            "percent",
+            vec![(error_rate(&LM).0, "{{model}}".into())],
+        ),
+        lines.error_rate_percent,
     ));
     panels.push(panel(
         "timeseries",
@@ -226,12 +289,15 @@ pub fn dashboard(definitions: &[MetricDefinition]) -> Value {
         )],
     ));
     panels.push(row("Errors"));
-    panels.push(panel(
-        "timeseries",
-        "Error rate by operation",
-        "Failed / completed over the rate interval, in percent, per operation and label.",
-        "percent",
-        FAMILIES.iter().map(error_rate).collect(),
+    panels.push(with_line(
+        panel(
+            "timeseries",
+            "Error rate by operation",
+            "Failed / completed over the rate interval, in percent, per operation and label.",
+            "percent",
+            FAMILIES.iter().map(error_rate).collect(),
+        ),
+        lines.error_rate_percent,
     ));
     panels.push(panel(
         "timeseries",

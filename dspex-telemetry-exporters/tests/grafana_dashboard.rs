@@ -146,12 +146,21 @@ fn the_dashboard_type_checks_against_grafanas_published_schema() {
         .flat_map(|p| p["targets"].as_array().into_iter().flatten())
         .collect();
     let check = |name: &str, dashboard: &Value| -> (bool, String) {
+        // The schema types a thresholds mode as a TypeScript string enum, which no string
+        // literal is assignable to: the JSON's "absolute" is written as the enum's member,
+        // and a type assertion pins that member's value to "absolute".
+        let json = serde_json::to_string_pretty(dashboard).unwrap().replace(
+            "\"mode\": \"absolute\"",
+            "\"mode\": ThresholdsMode.Absolute",
+        );
         let source = format!(
-            "import type {{ Dashboard, DataQuery }} from \"@grafana/schema\";\n\
+            "import {{ type Dashboard, type DataQuery, ThresholdsMode }} from \"@grafana/schema\";\n\
+             const absolute: `${{ThresholdsMode.Absolute}}` = \"absolute\";\n\
+             export {{ absolute }};\n\
              type PrometheusQuery = DataQuery & {{ expr: string; legendFormat?: string; range?: boolean; instant?: boolean; format?: string }};\n\
              export const dashboard: Dashboard = {};\n\
              export const queries: PrometheusQuery[] = {};\n",
-            serde_json::to_string_pretty(dashboard).unwrap(),
+            json,
             serde_json::to_string_pretty(&targets).unwrap()
         );
         std::fs::write(dir.join(format!("{name}.ts")), source).unwrap();

@@ -1,8 +1,8 @@
 //! The Grafana dashboard and the Prometheus alert rules for a service's own configuration
 //! and metrics: the DSPex catalog's panels and your metrics' (a panel per definition), the
 //! rules of your thresholds over your window. Call these from your own xtask (for your own
-//! metrics), or run `dspex-telemetry dashboard` and `dspex-telemetry alert-rules --config
-//! telemetry.toml` (the catalog's); the project's own `cargo xtask dashboard` and
+//! metrics), or run `dspex-telemetry dashboard --config telemetry.toml` and `dspex-telemetry
+//! alert-rules --config telemetry.toml` (the catalog's); the project's own `cargo xtask dashboard` and
 //! `alert-rules` use them with the default configuration.
 //!
 //! ```
@@ -16,8 +16,9 @@
 //!     [EventName::from_static(&["shop", "checkout", "stop"])],
 //! )
 //! .tags(&["region"])];
-//! let dashboard = generate::dashboard(&mine);
+//! let dashboard = generate::dashboard(&config, &mine);
 //! assert!(dashboard.to_string().contains("rate(checkout_orders_total["));
+//! assert!(dashboard.to_string().contains(r#""color":"red","value":250.0"#));
 //! let rules = generate::alert_rules(&config, &mine);
 //! assert!(rules.contains("> 250"));
 //! ```
@@ -39,9 +40,18 @@ fn with_catalog(extra: &[MetricDefinition]) -> Vec<MetricDefinition> {
 }
 
 /// The Grafana dashboard (JSON model) for the DSPex catalog and `extra`, your own metric
-/// definitions: a row "Your metrics" holds a panel for each.
-pub fn dashboard(extra: &[MetricDefinition]) -> serde_json::Value {
-    grafana::dashboard(&with_catalog(extra))
+/// definitions (a row "Your metrics" holds a panel for each), with `config`'s alert
+/// thresholds drawn as red lines on the latency and error-rate panels.
+pub fn dashboard(config: &Config, extra: &[MetricDefinition]) -> serde_json::Value {
+    let t = &config.alerts.thresholds;
+    grafana::dashboard_with(
+        &with_catalog(extra),
+        &grafana::ThresholdLines {
+            bridge_call_p99_ms: t.bridge_call_p99_ms,
+            tool_execution_p99_ms: t.tool_execution_p99_ms,
+            error_rate_percent: t.error_rate_percent,
+        },
+    )
 }
 
 /// The Prometheus alert rules (YAML) of `config`'s thresholds over its window

@@ -56,9 +56,27 @@ fn run(args: &[&str], dir: &std::path::Path) -> (bool, String) {
 #[test]
 fn a_services_metrics_get_panels_of_their_own() {
     let definitions = mine();
-    let dashboard = generate::dashboard(&definitions);
+    let dashboard = generate::dashboard(&config(), &definitions);
     let text = dashboard.to_string();
     assert!(text.contains("Your metrics"), "a row for them");
+    // The changed threshold is drawn on the bridge call latency panel; the others keep the
+    // spec's.
+    let line = |title: &str| {
+        let panel = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"));
+        assert_eq!(
+            panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"],
+            "line"
+        );
+        panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"].as_f64()
+    };
+    assert_eq!(line("Bridge calls latency p50 / p95 / p99"), Some(250.0));
+    assert_eq!(line("Tool executions latency p50 / p95 / p99"), Some(500.0));
+    assert_eq!(line("Error rate by operation"), Some(5.0));
     assert!(
         text.contains("sum by (region) (rate(checkout_orders_total[$__rate_interval]))"),
         "{text}"
@@ -82,7 +100,7 @@ fn a_services_metrics_get_panels_of_their_own() {
     // Without metrics of its own, the committed dashboard.
     let committed: serde_json::Value =
         serde_json::from_str(include_str!("../../telemetry/grafana_dashboard.json")).unwrap();
-    assert_eq!(generate::dashboard(&[]), committed);
+    assert_eq!(generate::dashboard(&Config::default(), &[]), committed);
 }
 
 /// The bridge call duration's bucket bounds.
@@ -189,19 +207,21 @@ fn the_binary_prints_the_dashboard_and_the_rules_of_a_configuration() {
         String::from_utf8(rules.stdout).unwrap(),
         generate::alert_rules(&config(), &[])
     );
-    let dashboard = Command::new(bin).arg("dashboard").output().unwrap();
-    assert!(dashboard.status.success());
-    let json: serde_json::Value = serde_json::from_slice(&dashboard.stdout).unwrap();
-    assert_eq!(json, generate::dashboard(&[]));
-    let bad = Command::new(bin)
+    let dashboard = Command::new(bin)
         .args(["dashboard", "--config"])
         .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(
-        bad.status.code(),
-        Some(2),
-        "the dashboard takes no configuration"
-    );
+    assert!(dashboard.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&dashboard.stdout).unwrap();
+    assert_eq!(json, generate::dashboard(&config(), &[]));
+    let plain = Command::new(bin).arg("dashboard").output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(json, generate::dashboard(&Config::default(), &[]));
+    let bad = Command::new(bin)
+        .args(["dashboard", "--config"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a flag without its file");
     std::fs::remove_dir_all(&dir).unwrap();
 }

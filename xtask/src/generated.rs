@@ -14,7 +14,7 @@ pub fn write_alert_rules(root: &Path) -> Result<PathBuf, String> {
 
 /// Writes `telemetry/grafana_dashboard.json` from the metric catalog.
 pub fn write_dashboard(root: &Path) -> Result<PathBuf, String> {
-    let json = generate::dashboard(&[]);
+    let json = generate::dashboard(&dspex_telemetry::Config::default(), &[]);
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
     write(root, "grafana_dashboard.json", &text)
 }

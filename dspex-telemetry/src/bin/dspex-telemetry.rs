@@ -3,7 +3,8 @@
 //! - `config [--config FILE]`: prints the configuration the stack would run with (every
 //!   default filled in, `${VAR}` expanded from the environment), with tokens, passwords and URL
 //!   paths redacted as `Debug` shows them.
-//! - `dashboard`: prints the Grafana dashboard (JSON) of the DSPex metric catalog.
+//! - `dashboard [--config FILE]`: prints the Grafana dashboard (JSON) of the DSPex metric
+//!   catalog, with the file's alert thresholds drawn on its panels.
 //! - `alert-rules [--config FILE]`: prints the Prometheus alert rules (YAML) of the file's
 //!   thresholds over its window.
 //!
@@ -14,8 +15,7 @@ use std::process::ExitCode;
 
 use dspex_telemetry::{Config, generate};
 
-const USAGE: &str =
-    "usage: dspex-telemetry config [--config FILE] | dashboard | alert-rules [--config FILE]";
+const USAGE: &str = "usage: dspex-telemetry config|dashboard|alert-rules [--config FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     };
     let config = match rest {
         [] => Ok(Config::default()),
-        [flag, path] if flag == "--config" && command != "dashboard" => Config::load(path),
+        [flag, path] if flag == "--config" => Config::load(path),
         _ => return usage(),
     };
     let config = match config {
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     match command.as_str() {
         "config" => println!("{config:#?}"),
-        "dashboard" => match serde_json::to_string_pretty(&generate::dashboard(&[])) {
+        "dashboard" => match serde_json::to_string_pretty(&generate::dashboard(&config, &[])) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 eprintln!("dspex-telemetry: {e}");
