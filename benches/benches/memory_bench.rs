@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `window_series_bytes` | one sliding-window series after 100 000 samples (heap and struct) |
 //! | `catalog_10000_series_bytes` | 10 000 bridge-call label sets through the metric catalog into the window and Prometheus (fanout), after one event each |
-//! | `prometheus_10000_series_bytes` | the baseline: the same 10 000 label sets into `metrics-exporter-prometheus` alone, with `histogram!` + `counter!` |
+//! | `prometheus_10000_series_bytes` | the baseline: the same 10 000 label sets into `metrics-exporter-prometheus` alone, the same three series (`histogram!`, `counter!`, the error counter registered at 0) |
 //! | `prometheus_render_10000_series_ms` | rendering the Prometheus text of the first case (median of 5) |
 //! | `otlp_span_caller_allocations_per_span` | heap allocations on the caller's thread per bridge-call span exported through `OtlpTraces`, in steady state (10 000 spans after 1 000 to warm up) |
 
@@ -101,7 +101,9 @@ fn main() {
     handler.detach();
     drop(window);
 
-    // 10 000 label sets through the catalog into the window and Prometheus.
+    // 10 000 label sets through the catalog into the window and Prometheus. The label values
+    // are the input, made before counting.
+    let names: Vec<String> = (0..SERIES).map(|i| format!("function_{i}")).collect();
     let prometheus = PrometheusBuilder::new()
         .set_buckets(metric_catalog::DURATION_BUCKETS_MS)
         .expect("buckets")
@@ -118,7 +120,6 @@ fn main() {
         MetricsHandler::attach(&d, "m", metric_catalog::dspex_metrics(), SERIES + 1)
             .expect("attach")
     });
-    let names: Vec<String> = (0..SERIES).map(|i| format!("function_{i}")).collect();
     metrics::with_local_recorder(&fanout, || {
         for name in &names {
             d.execute(
@@ -153,7 +154,10 @@ fn main() {
             let method = format!("app.{name}");
             metrics::histogram!("dspex_bridge_call_method_duration", "method" => method.clone())
                 .record(2.5);
-            metrics::counter!("dspex_bridge_call_method_count", "method" => method).increment(1);
+            metrics::counter!("dspex_bridge_call_method_count", "method" => method.clone())
+                .increment(1);
+            // The catalog exports a method's error counter from its first call (at 0).
+            metrics::counter!("dspex_bridge_call_method_errors", "method" => method).absolute(0);
         }
     });
     baseline_handle.run_upkeep();

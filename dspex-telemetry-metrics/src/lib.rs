@@ -38,6 +38,7 @@ mod config;
 mod counter;
 mod definition;
 mod handler;
+mod paged;
 mod recorder;
 mod ring;
 mod sketch;

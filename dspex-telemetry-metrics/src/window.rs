@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::clock::{Clock, ClockHandle};
+use crate::paged::{Counter, Paged};
 use crate::ring::{Ring, Slot};
 use crate::sketch::LogMapping;
 use crate::writer;
@@ -83,8 +84,10 @@ impl ValueRange {
 /// most bucket counters one series may hold: those of its sub-windows (4 bytes each) and of its
 /// writer shards (2 bytes each), so a series takes at most `4 × max_samples` bytes of counters
 /// plus a fixed few hundred bytes. With the defaults (`relative_accuracy` 0.99 %, values from
-/// 0.001 to 1 000 000, 6 sub-windows, 2 writer shards) a series holds 6 × 1 048 + 2 × 1 048
-/// counters, about 29 KiB, under the default `max_samples` of 10 000. A smaller
+/// 0.001 to 1 000 000, 6 sub-windows, 2 writer shards) a series holds at most 6 × 1 048 +
+/// 2 × 1 048 counters, about 29 KiB, under the default `max_samples` of 10 000. Counters are
+/// made in pages of 64 as values first reach them: a quiet series, or one whose values stay
+/// within a decade or two, holds a few pages (2 to 5 KiB). A smaller
 /// `max_samples` gives fewer writer shards first (slower records from more threads), then
 /// fewer sub-windows (a coarser slide), never less accuracy.
 ///
@@ -229,7 +232,7 @@ struct SubWindow {
     sum: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
-    buckets: Box<[AtomicU32]>,
+    buckets: Paged<AtomicU32>,
 }
 
 const EMPTY_MIN: u64 = f64::INFINITY.to_bits();
@@ -243,7 +246,7 @@ impl SubWindow {
             sum: AtomicU64::new(0f64.to_bits()),
             min: AtomicU64::new(EMPTY_MIN),
             max: AtomicU64::new(EMPTY_MAX),
-            buckets: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+            buckets: Paged::new(buckets),
         }
     }
 }
@@ -258,9 +261,8 @@ impl Slot for SubWindow {
         self.sum.store(0f64.to_bits(), Ordering::Relaxed);
         self.min.store(EMPTY_MIN, Ordering::Relaxed);
         self.max.store(EMPTY_MAX, Ordering::Relaxed);
-        for b in self.buckets.iter() {
-            b.store(0, Ordering::Relaxed);
-        }
+        self.buckets
+            .for_each_page(|_, page| page.iter().for_each(|b| b.store(0, Ordering::Relaxed)));
     }
 }
 
@@ -286,6 +288,34 @@ fn add_count_saturating(cell: &AtomicU32, n: u32) -> u64 {
             Ok(_) => return u64::from(current) + u64::from(n) - u64::from(next),
             Err(seen) => current = seen,
         }
+    }
+}
+
+/// Adds the counters of `buckets`' pages to `counts`.
+fn add_pages<A: Counter + Load>(counts: &mut [u64], buckets: &Paged<A>) {
+    buckets.for_each_page(|first, page| {
+        for (total, bucket) in counts.iter_mut().skip(first).zip(page.iter()) {
+            *total += bucket.load_u64();
+        }
+    });
+}
+
+/// A counter read as a `u64`.
+trait Load {
+    fn load_u64(&self) -> u64;
+}
+
+impl Load for AtomicU32 {
+    #[inline]
+    fn load_u64(&self) -> u64 {
+        u64::from(self.load(Ordering::Relaxed))
+    }
+}
+
+impl Load for AtomicU16 {
+    #[inline]
+    fn load_u64(&self) -> u64 {
+        u64::from(self.load(Ordering::Relaxed))
     }
 }
 
@@ -333,7 +363,7 @@ struct WriterShard {
     sum: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
-    buckets: Box<[AtomicU16]>,
+    buckets: Paged<AtomicU16>,
 }
 
 impl WriterShard {
@@ -345,7 +375,7 @@ impl WriterShard {
             sum: AtomicU64::new(0f64.to_bits()),
             min: AtomicU64::new(EMPTY_MIN),
             max: AtomicU64::new(EMPTY_MAX),
-            buckets: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
+            buckets: Paged::new(buckets),
         }
     }
 }
@@ -567,7 +597,7 @@ impl SeriesWindow {
         if now >= shard.end_ms.load(Ordering::Relaxed) {
             self.open(shard, now);
         }
-        let bucket = &shard.buckets[index];
+        let bucket = shard.buckets.get_or_make(index);
         let n = u64::from(bucket.load(Ordering::Relaxed)) + u64::from(count);
         match u16::try_from(n) {
             Ok(n) if n < u16::MAX => bucket.store(n, Ordering::Relaxed),
@@ -596,7 +626,7 @@ impl SeriesWindow {
     fn record_shared(&self, now: u64, index: usize, value: f64, count: u32) {
         let slot = self.ring.current(now);
         // The count is the buckets' sum, taken when read: one atomic add fewer per sample.
-        let excess = add_count(&slot.buckets[index], count);
+        let excess = add_count(slot.buckets.get_or_make(index), count);
         if excess != 0 {
             self.refuse(excess, "a bucket's counter is full");
         }
@@ -615,9 +645,11 @@ impl SeriesWindow {
         // The shard's sub-window is the current one: its slot is open and stays so.
         let mut excess = 0;
         self.ring.with_slot_of(epoch, |slot| {
-            excess = add_count(&slot.buckets[index], n);
+            excess = add_count(slot.buckets.get_or_make(index), n);
         });
-        shard.buckets[index].store(0, Ordering::Relaxed);
+        if let Some(bucket) = shard.buckets.get(index) {
+            bucket.store(0, Ordering::Relaxed);
+        }
         self.joins_finished.fetch_add(1, Ordering::Release);
         if excess != 0 {
             self.refuse(excess, "a bucket's counter is full");
@@ -639,12 +671,14 @@ impl SeriesWindow {
         if old != 0 {
             shard.epoch.store(0, Ordering::Release);
             self.ring.with_slot_of(old, |slot| {
-                for (to, from) in slot.buckets.iter().zip(shard.buckets.iter()) {
-                    let n = from.load(Ordering::Relaxed);
-                    if n != 0 {
-                        excess += add_count(to, u32::from(n));
+                shard.buckets.for_each_page(|first, page| {
+                    for (i, from) in page.iter().enumerate() {
+                        let n = from.load(Ordering::Relaxed);
+                        if n != 0 {
+                            excess += add_count(slot.buckets.get_or_make(first + i), u32::from(n));
+                        }
                     }
-                }
+                });
                 let errors = shard.errors.load(Ordering::Relaxed);
                 if errors != 0 {
                     slot.errors.fetch_add(errors, Ordering::Relaxed);
@@ -659,9 +693,9 @@ impl SeriesWindow {
                     fold_f64(&slot.max, max, |v, cur| v > cur);
                 }
             });
-            for b in shard.buckets.iter() {
-                b.store(0, Ordering::Relaxed);
-            }
+            shard
+                .buckets
+                .for_each_page(|_, page| page.iter().for_each(|b| b.store(0, Ordering::Relaxed)));
             shard.errors.store(0, Ordering::Relaxed);
             shard.sum.store(0f64.to_bits(), Ordering::Relaxed);
             shard.min.store(EMPTY_MIN, Ordering::Relaxed);
@@ -716,12 +750,12 @@ impl SeriesWindow {
                 .ring
                 .slots()
                 .iter()
-                .map(|s| std::mem::size_of::<SubWindow>() + std::mem::size_of_val(&*s.buckets))
+                .map(|s| std::mem::size_of::<SubWindow>() + s.buckets.heap_bytes())
                 .sum::<usize>()
             + self
                 .shards
                 .iter()
-                .map(|s| std::mem::size_of::<WriterShard>() + std::mem::size_of_val(&*s.buckets))
+                .map(|s| std::mem::size_of::<WriterShard>() + s.buckets.heap_bytes())
                 .sum::<usize>()
     }
 
@@ -756,9 +790,7 @@ impl SeriesWindow {
                     sum += f64::from_bits(slot.sum.load(Ordering::Relaxed));
                     min = min.min(f64::from_bits(slot.min.load(Ordering::Relaxed)));
                     max = max.max(f64::from_bits(slot.max.load(Ordering::Relaxed)));
-                    for (total, bucket) in counts.iter_mut().zip(slot.buckets.iter()) {
-                        *total += u64::from(bucket.load(Ordering::Relaxed));
-                    }
+                    add_pages(&mut counts, &slot.buckets);
                 }
                 for shard in self.shards.iter() {
                     if !live.contains(&shard.epoch.load(Ordering::Acquire)) {
@@ -768,9 +800,7 @@ impl SeriesWindow {
                     sum += f64::from_bits(shard.sum.load(Ordering::Relaxed));
                     min = min.min(f64::from_bits(shard.min.load(Ordering::Relaxed)));
                     max = max.max(f64::from_bits(shard.max.load(Ordering::Relaxed)));
-                    for (total, bucket) in counts.iter_mut().zip(shard.buckets.iter()) {
-                        *total += u64::from(bucket.load(Ordering::Relaxed));
-                    }
+                    add_pages(&mut counts, &shard.buckets);
                 }
                 fence(Ordering::Acquire);
                 if give_up || (settled && self.joins_started.load(Ordering::Relaxed) == started) {

@@ -1,0 +1,76 @@
+//! The caller's side of a bridge-call span through the OTLP span exporter, for a profiler:
+//! `valgrind --tool=callgrind --toggle-collect='*run_spans*' target/release/examples/span_profile`
+//! counts the instructions of `run_spans` alone (chunks of 500 spans, each followed by an
+//! untimed flush, so that no thread buffer fills).
+
+use std::hint::black_box;
+
+use dspex_telemetry_core::{Dispatcher, TraceContext, catalog, metadata};
+use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+/// Takes every batch and keeps nothing.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+#[inline(never)]
+fn run_spans(d: &Dispatcher, n: usize) {
+    for _ in 0..n {
+        d.span(
+            &catalog::BRIDGE_CALL,
+            metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
+            || {
+                (
+                    black_box(()),
+                    metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
+                )
+            },
+        );
+    }
+}
+
+#[inline(never)]
+fn warm_up(d: &Dispatcher) {
+    for _ in 0..500 {
+        d.span(
+            &catalog::BRIDGE_CALL,
+            metadata! { "module" => "dspy" },
+            || ((), metadata! {}),
+        );
+    }
+}
+
+fn main() {
+    let chunks: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start_with_exporter(Discard, OtlpConfig::default(), &d, "otlp")
+        .expect("the exporter starts");
+    TraceContext::new_root().in_scope(|| {
+        // Untimed: the clock's calibration, the thread's buffer.
+        warm_up(&d);
+        runtime.block_on(traces.flush());
+        for _ in 0..chunks {
+            run_spans(&d, 500);
+            runtime.block_on(traces.flush());
+        }
+    });
+    let stats = traces.stats();
+    runtime.block_on(traces.shutdown());
+    assert_eq!(stats.exported, (chunks * 500 + 500) as u64, "{stats:?}");
+    println!("{} spans exported", stats.exported);
+}
