@@ -164,6 +164,66 @@ async fn a_bridge_call_and_its_python_spans_arrive_as_one_trace(protocol: Protoc
     pool.shutdown().await;
 }
 
+/// The spans of the service and of two workers (three resources) interleave in the queue;
+/// they still leave in few requests: one per resource per round, not one per run of spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_resources_are_batched_one_request_per_resource() {
+    let receiver = OtlpReceiver::start().await;
+    let d = Dispatcher::new();
+    let traces = OtlpTraces::start(config(&receiver), &d, "otlp").unwrap();
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../dspex-telemetry-bridge/tests/python");
+    let pool = Pool::start(PoolConfig {
+        size: 2,
+        python_path: vec![fixtures],
+        dispatcher: d.clone(),
+        health_interval: None,
+        ..PoolConfig::default()
+    })
+    .await
+    .expect("python3 must be installed");
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.call("bridge_fixtures", "nested", vec![json!(2)])
+                    .with_trace_context(TraceContext::new_root())
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), json!("done"));
+    }
+    traces.flush().await;
+    let spans = receiver.spans().await;
+    let workers: std::collections::BTreeSet<String> = spans
+        .iter()
+        .filter(|s| s["name"] == "python bridge_fixtures.nested")
+        .map(|s| s["resource"]["process.pid"].to_string())
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers served: {workers:?}");
+    let mut per_trace = std::collections::BTreeMap::<String, usize>::new();
+    for s in &spans {
+        *per_trace.entry(s["trace_id"].to_string()).or_default() += 1;
+    }
+    assert_eq!(per_trace.len(), 100, "every call's trace arrived");
+    assert!(
+        per_trace
+            .values()
+            .all(|&n| n == spans.len() / 100 && n >= 4),
+        "the call span and its Python spans, alike for every call: {per_trace:?}"
+    );
+    let requests = receiver.attempts().await.len();
+    assert!(
+        requests <= 3 * 2,
+        "{requests} requests for {} spans of three resources",
+        spans.len()
+    );
+    traces.shutdown().await;
+    pool.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_costs_counted_drops_and_delivery_resumes() {
     let receiver = OtlpReceiver::start().await;

@@ -548,6 +548,8 @@ impl<E: SpanExporter + 'static> Collector<E> {
         let mut in_flight: Option<ExportFuture> = None;
         let mut flushes: Vec<Flushed> = Vec::new();
         let mut next_export = Instant::now() + self.config.export_interval;
+        // Spans still to send in this interval's round of requests.
+        let mut round = 0usize;
         loop {
             let wait = tokio::time::sleep(DRAIN_INTERVAL);
             tokio::select! {
@@ -574,22 +576,28 @@ impl<E: SpanExporter + 'static> Collector<E> {
                 }
             }
             self.drain();
-            let due = Instant::now() >= next_export || !flushes.is_empty();
+            // Every export interval, what is queued then is sent (a request per resource, each
+            // of at most `max_batch`); spans that arrive meanwhile wait for the next interval,
+            // unless `max_batch` of them are queued. A flush sends everything.
+            let now = Instant::now();
+            if now >= next_export {
+                round = self.queue.len();
+                next_export = now + self.config.export_interval;
+            }
+            if !flushes.is_empty() {
+                round = round.max(self.queue.len());
+            }
             if in_flight.is_none()
                 && !self.queue.is_empty()
-                && (due || self.queue.len() >= self.config.max_batch)
+                && (round > 0 || self.queue.len() >= self.config.max_batch)
             {
+                let queued = self.queue.len();
                 in_flight = Some(self.next_export());
-                if self.queue.is_empty() {
-                    next_export = Instant::now() + self.config.export_interval;
-                }
+                round = round.saturating_sub(queued - self.queue.len());
             }
             publish_counters(&self.shared.counters);
             if in_flight.is_none() && self.queue.is_empty() {
                 flushes.drain(..).for_each(Flushed::done);
-                if due {
-                    next_export = Instant::now() + self.config.export_interval;
-                }
             }
         }
     }
@@ -647,8 +655,9 @@ impl<E: SpanExporter + 'static> Collector<E> {
         }
     }
 
-    /// The next request: the spans at the queue's front that share a resource (at most
-    /// `max_batch`), the exporter set to that resource first.
+    /// The next request: the spans that share the resource of the queue's first (at most
+    /// `max_batch`, wherever they are in the queue: the spans of the service and of its
+    /// workers interleave), the exporter set to that resource first.
     fn next_export(&mut self) -> ExportFuture {
         let first = self.queue.front().and_then(|(_, r)| r.clone());
         let same = |r: &Option<Arc<Resource>>| match (r, &first) {
@@ -656,12 +665,17 @@ impl<E: SpanExporter + 'static> Collector<E> {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        let n = self
-            .queue
-            .iter()
-            .take(self.config.max_batch)
-            .take_while(|(_, r)| same(r))
-            .count();
+        let max_batch = self.config.max_batch;
+        let mut batch: Vec<SpanData> = Vec::with_capacity(self.queue.len().min(max_batch));
+        let mut rest = VecDeque::with_capacity(self.queue.len());
+        for (span, resource) in self.queue.drain(..) {
+            if batch.len() < max_batch && same(&resource) {
+                batch.push(span);
+            } else {
+                rest.push_back((span, resource));
+            }
+        }
+        self.queue = rest;
         let now_as = |r: &Option<Arc<Resource>>| match (r, &self.exporting_as) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -675,8 +689,8 @@ impl<E: SpanExporter + 'static> Collector<E> {
                 self.exporting_as = first;
             }
         }
-        let batch: Vec<SpanData> = self.queue.drain(..n).map(|(span, _)| span).collect();
         let exporter = self.exporter.clone();
+        let n = batch.len();
         // The exporter's own timeout bounds each request and its retries; this bounds an
         // exporter that ignores it.
         let limit = self.timeout + Duration::from_secs(1);
