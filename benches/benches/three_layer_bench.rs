@@ -13,96 +13,14 @@
 //! The two configurations use two pools (four Python processes); the stack's global recorder
 //! can be installed once per process, so it cannot be switched off in place.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
-use dspex_telemetry::bridge::{Pool, PoolConfig, Sessions, Signature, ToolCall};
-use dspex_telemetry::core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
+use dspex_telemetry::core::Dispatcher;
 use dspex_telemetry::{Config, Telemetry};
-use dspex_telemetry_benches::{quartiles, sinks, write_result};
-use serde_json::{Map, json};
-
-struct Stack {
-    pool: Pool,
-    sessions: Arc<Sessions>,
-    session: String,
-}
-
-fn pool(rt: &tokio::runtime::Runtime, dispatcher: &Dispatcher) -> Stack {
-    let pool = rt
-        .block_on(Pool::start(PoolConfig {
-            size: 2,
-            health_interval: Some(Duration::from_secs(1)),
-            python_path: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")],
-            preload: vec!["three_layer".into()],
-            dispatcher: dispatcher.clone(),
-            ..PoolConfig::default()
-        }))
-        .expect("python3 must be installed");
-    let sessions = Arc::new(Sessions::new(dispatcher.clone(), Duration::from_secs(3600)));
-    let session = sessions.create();
-    Stack {
-        pool,
-        sessions,
-        session,
-    }
-}
-
-/// One application request, end to end.
-async fn request(stack: &Stack, signature: &Signature, n: u64) {
-    let id = CorrelationId::parse(&format!("request-{n}")).expect("id");
-    async {
-        let mut inputs = Map::new();
-        inputs.insert("question".into(), json!("what is telemetry?"));
-        let answer = stack
-            .pool
-            .predict(signature, "three_layer", "predict", inputs)
-            .await
-            .expect("predict");
-        stack
-            .pool
-            .execute_tool("lookup", vec![json!("k")], ToolCall::default())
-            .await
-            .expect("tool");
-        stack
-            .sessions
-            .set(&stack.session, "answer", answer["answer"].clone())
-            .expect("set");
-        stack.sessions.get(&stack.session, "answer").expect("get");
-    }
-    .with_trace_context(TraceContext::new_root_with_correlation(id))
-    .await
-}
-
-/// `count` requests over `callers` tasks; the elapsed time.
-fn run(
-    rt: &tokio::runtime::Runtime,
-    stack: &Arc<Stack>,
-    signature: &Signature,
-    callers: u64,
-    count: u64,
-) -> Duration {
-    rt.block_on(async {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let (stack, signature) = (stack.clone(), signature.clone());
-                let share = count / callers + u64::from(c < count % callers);
-                tokio::spawn(async move {
-                    for n in 0..share {
-                        request(&stack, &signature, n).await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("caller");
-        }
-        start.elapsed()
-    })
-}
+use dspex_telemetry_benches::three_layer::{Stack, paired, run, signature};
+use dspex_telemetry_benches::{sinks, write_result};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -128,10 +46,9 @@ fn main() {
     let telemetry = rt
         .block_on(Telemetry::start(&config, &on_dispatcher))
         .expect("the stack starts");
-    let on = Arc::new(pool(&rt, &on_dispatcher));
-    let off = Arc::new(pool(&rt, &Dispatcher::new()));
-    let signature =
-        Signature::parse("question: str -> answer: str, confidence: float").expect("signature");
+    let on: Arc<Stack> = Stack::start(&rt, &on_dispatcher);
+    let off = Stack::start(&rt, &Dispatcher::new());
+    let signature = signature();
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -162,34 +79,12 @@ fn main() {
     }
     c.final_summary();
 
-    // Paired rounds: each "on" round against its neighbour "off" round.
+    // Paired rounds: each "on" round against its neighbour "off" round, with the CPU time of
+    // each side.
     let rounds = if quick { 2 } else { 200 };
     let mut results = Vec::new();
     for callers in [1u64, 8] {
-        let mut ratios = Vec::new();
-        let (mut on_us, mut off_us) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            for k in 0..2 {
-                let is_on = (k + round) % 2 == 1;
-                let stack = if is_on { &on } else { &off };
-                let per = run(&rt, stack, &signature, callers, 200).as_secs_f64() * 1e6 / 200.0;
-                if is_on {
-                    on_us.push(per)
-                } else {
-                    off_us.push(per)
-                }
-            }
-            let (a, b) = (off_us[off_us.len() - 1], on_us[on_us.len() - 1]);
-            ratios.push(b / a);
-        }
-        let ratio = quartiles(ratios).1;
-        let row = json!({
-            "callers": callers,
-            "off_us": quartiles(off_us).1,
-            "on_us": quartiles(on_us).1,
-            "ratio": ratio,
-            "telemetry_share": 1.0 - 1.0 / ratio,
-        });
+        let row = paired(&rt, &off, &on, callers, rounds, 200);
         println!("three_layer/paired/{callers}: {row}");
         results.push(row);
     }
@@ -198,8 +93,8 @@ fn main() {
         .operation("dspex_tools_execute", &[("tool_name", "lookup")])
         .map_or(0, |s| s.count);
     assert!(window > 0, "the instrumented requests were recorded");
-    rt.block_on(on.pool.shutdown());
-    rt.block_on(off.pool.shutdown());
+    on.shutdown(&rt);
+    off.shutdown(&rt);
     rt.block_on(telemetry.shutdown());
     if quick {
         return;

@@ -48,6 +48,26 @@ fn warm_up(d: &Dispatcher) {
     }
 }
 
+/// CPU time of the collector thread (`dspex-otlp-spans`), in nanoseconds.
+fn collector_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "dspex-otlp-span")
+        })
+        .filter_map(|t| {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn main() {
     let chunks: usize = std::env::args()
         .nth(1)
@@ -58,8 +78,22 @@ fn main() {
         .build()
         .expect("a runtime");
     let d = Dispatcher::new();
-    let traces = OtlpTraces::start_with_exporter(Discard, OtlpConfig::default(), &d, "otlp")
-        .expect("the exporter starts");
+    // `span_profile CHUNKS http`: through opentelemetry-otlp over HTTP to a local sink, and the
+    // collector thread's CPU time per span printed.
+    let http = std::env::args().nth(2).is_some_and(|a| a == "http");
+    let traces = if http {
+        let (_, port) = dspex_telemetry_benches::sinks();
+        let config = OtlpConfig {
+            endpoint: Some(format!("http://127.0.0.1:{port}").into()),
+            ..OtlpConfig::default()
+        };
+        let _inside = runtime.enter();
+        OtlpTraces::start(config, &d, "otlp")
+    } else {
+        OtlpTraces::start_with_exporter(Discard, OtlpConfig::default(), &d, "otlp")
+    }
+    .expect("the exporter starts");
+    let collector_before = collector_cpu_ns();
     TraceContext::new_root().in_scope(|| {
         // Untimed: the clock's calibration, the thread's buffer.
         warm_up(&d);
@@ -70,6 +104,10 @@ fn main() {
         }
     });
     let stats = traces.stats();
+    println!(
+        "collector thread: {:.2} µs per span",
+        (collector_cpu_ns() - collector_before) as f64 / stats.exported as f64 / 1e3
+    );
     runtime.block_on(traces.shutdown());
     assert_eq!(stats.exported, (chunks * 500 + 500) as u64, "{stats:?}");
     println!("{} spans exported", stats.exported);

@@ -9,6 +9,8 @@
 
 #![deny(missing_docs)]
 
+pub mod three_layer;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -233,10 +235,10 @@ pub fn paired_rounds_of(
 }
 
 /// Sinks standing in for a StatsD server (a UDP socket that drains) and for a push gateway
-/// and an OTLP/HTTP collector (an HTTP listener that answers 200): the sender's side sees what
-/// a live server gives it. Returns (UDP port, HTTP port).
+/// and an OTLP/HTTP collector (an HTTP/1.1 listener that reads each request whole and answers
+/// 200, keeping the connection open as a collector does): the sender's side sees what a live
+/// server gives it. Returns (UDP port, HTTP port).
 pub fn sinks() -> (u16, u16) {
-    use std::io::{Read, Write};
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
     let udp_port = udp.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -246,13 +248,61 @@ pub fn sinks() -> (u16, u16) {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("http sink");
     let tcp_port = tcp.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        for mut stream in tcp.incoming().flatten() {
-            let mut buf = [0u8; 65_536];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        for stream in tcp.incoming().flatten() {
+            std::thread::spawn(move || serve_http(stream));
         }
     });
     (udp_port, tcp_port)
+}
+
+/// Bytes of request bodies the HTTP sink of [`sinks`] has read.
+pub static SINK_BODY_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Requests the HTTP sink of [`sinks`] has answered.
+pub static SINK_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Answers 200 to each request on `stream` (its body read whole, by `content-length`) until
+/// the client closes it.
+fn serve_http(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let read = std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink());
+        SINK_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SINK_BODY_BYTES.fetch_add(
+            *read.as_ref().unwrap_or(&0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if read.is_err()
+            || writer
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Writes a bench's results beside criterion's, as `<target>/criterion/<name>`, for `cargo
