@@ -15,8 +15,8 @@
 
 use dspex_telemetry::core::Dispatcher;
 use dspex_telemetry::{Config, Telemetry};
-use dspex_telemetry_benches::sinks;
 use dspex_telemetry_benches::three_layer::{Stack, paired};
+use dspex_telemetry_benches::{result_path, sinks};
 
 fn config(part: &str, udp: u16, http: u16) -> String {
     let statsd =
@@ -82,38 +82,39 @@ fn main() {
     // Warm both pools up.
     paired(&rt, &off, &on, callers, 2, 200);
     let threads_before = thread_cpu_ns();
-    let row = paired(&rt, &off, &on, callers, rounds, 200);
-    println!("{part}: {row}");
-    // The stack's background threads' CPU per "on" request, by thread name (the "off"
-    // requests leave them idle).
+    let mut row = paired(&rt, &off, &on, callers, rounds, 200);
+    // The OTLP collector thread's CPU per "on" request (the "off" requests leave it idle).
     let requests = (rounds * 200) as f64;
-    let mut after = thread_cpu_ns();
-    for (name, ns) in &threads_before {
-        if let Some(now) = after.get_mut(name) {
-            *now = now.saturating_sub(*ns);
-        }
+    let collector =
+        |threads: &std::collections::BTreeMap<String, u64>| threads.get("dspex-otlp-span").copied();
+    if let (Some(before), Some(after)) = (collector(&threads_before), collector(&thread_cpu_ns())) {
+        row["collector_us"] = ((after - before) as f64 / requests / 1e3).into();
     }
-    for (name, ns) in after {
-        if !name.starts_with("tokio-rt") && !name.starts_with("three_layer") && ns > 0 {
-            println!(
-                "  thread {name}: {:.2} µs per request",
-                ns as f64 / requests / 1e3
-            );
-        }
-    }
+    row["part"] = part.clone().into();
     rt.block_on(telemetry.flush_spans());
     if let Some(stats) = telemetry.span_stats() {
-        // The warm-up's two rounds and the measured ones: a round of 200 "on" requests each.
-        let on_requests = ((rounds + 2) * 200) as f64;
-        println!(
-            "  spans exported per request: {:.1} ({stats:?}), {:.0} bytes per span, {} requests to the sink",
-            stats.exported as f64 / on_requests,
-            dspex_telemetry_benches::SINK_BODY_BYTES.load(std::sync::atomic::Ordering::Relaxed)
-                as f64
-                / stats.exported.max(1) as f64,
-            dspex_telemetry_benches::SINK_REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
-        );
+        row["spans_per_request"] = (stats.exported as f64 / ((rounds + 2) * 200) as f64).into();
     }
+    println!("{part}: {row}");
+    // Kept with the other parts' rows for `cargo xtask bench-report`, once per part.
+    let path = result_path("three-layer-parts.json");
+    let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    rows.retain(|r| r["part"] != part.as_str());
+    rows.push(row);
+    let order = [
+        "context",
+        "window",
+        "prometheus",
+        "statsd",
+        "otlp",
+        "alerts",
+        "full",
+    ];
+    rows.sort_by_key(|r| order.iter().position(|p| r["part"] == *p));
+    std::fs::write(&path, serde_json::Value::from(rows).to_string()).expect("write");
     on.shutdown(&rt);
     off.shutdown(&rt);
     rt.block_on(telemetry.shutdown());

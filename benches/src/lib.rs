@@ -308,18 +308,23 @@ fn serve_http(stream: std::net::TcpStream) {
 /// Writes a bench's results beside criterion's, as `<target>/criterion/<name>`, for `cargo
 /// xtask bench-report` (a bench binary runs as `<target>/release/deps/<bench>`).
 pub fn write_result(name: &str, json: &Value) {
+    let path = result_path(name);
+    std::fs::write(&path, json.to_string()).expect("write");
+    println!("wrote {}", path.display());
+}
+
+/// Where [`write_result`] writes `name`: `<target>/criterion/<name>` (the folder made).
+pub fn result_path(name: &str) -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             let exe = std::env::current_exe().expect("the bench's path");
             exe.ancestors()
                 .nth(3)
-                .expect("<target>/release/deps/<bench>")
+                .expect("<target>/release/{deps,examples}/<bench>")
                 .to_path_buf()
         });
     let dir = target.join("criterion");
     std::fs::create_dir_all(&dir).expect("criterion's folder");
-    let path = dir.join(name);
-    std::fs::write(&path, json.to_string()).expect("write");
-    println!("wrote {}", path.display());
+    dir.join(name)
 }

@@ -534,22 +534,56 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
              (window, Prometheus, StatsD and OTLP metrics, OTLP spans including Python's, alerts \
              every second) against a pool whose dispatcher has nothing attached; paired rounds of \
              200 requests (`cargo bench -p dspex-telemetry-benches --bench three_layer_bench`).\n\n\
-             | callers | off | on | on/off (median of pairs) | share of the request in telemetry |\n\
-             |---:|---:|---:|---:|---:|\n",
+             Wall time per request, and CPU time per request on each side of the pipe: this \
+             process (callers, pool, and the stack's background threads) and the round's Python \
+             workers.\n\n\
+             | callers | off | on | on/off (median of pairs) | share of the request in telemetry | Rust CPU off / on | workers' CPU off / on |\n\
+             |---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in &rows {
             let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
             let _ = writeln!(
                 doc,
-                "| {} | {:.1} µs | {:.1} µs | {:.3} | {:.1} % |",
+                "| {} | {:.1} µs | {:.1} µs | {:.3} | {:.1} % | {:.1} / {:.1} µs | {:.1} / {:.1} µs |",
                 n("callers"),
                 n("off_us"),
                 n("on_us"),
                 n("ratio"),
-                100.0 * n("telemetry_share")
+                100.0 * n("telemetry_share"),
+                n("rust_cpu_off_us"),
+                n("rust_cpu_on_us"),
+                n("workers_cpu_off_us"),
+                n("workers_cpu_on_us"),
             );
         }
         doc.push('\n');
+        if let Some(parts) = fs::read_to_string(criterion.join("three-layer-parts.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        {
+            doc.push_str(
+                "Where it goes: the same request with one part of the stack on at a time, one \
+                 process each, 1 caller (`cargo run --release -p dspex-telemetry-benches \
+                 --example three_layer_parts -- PART`).\n\n\
+                 | part on | share of the request | Rust CPU added | workers' CPU added | OTLP collector thread |\n\
+                 |---|---:|---:|---:|---:|\n",
+            );
+            for r in &parts {
+                let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    doc,
+                    "| {} | {:.1} % | {:.1} µs | {:.1} µs | {} |",
+                    r["part"].as_str().unwrap_or("?"),
+                    100.0 * n("telemetry_share"),
+                    n("rust_cpu_on_us") - n("rust_cpu_off_us"),
+                    n("workers_cpu_on_us") - n("workers_cpu_off_us"),
+                    r["collector_us"]
+                        .as_f64()
+                        .map_or("—".to_owned(), |us| format!("{us:.1} µs")),
+                );
+            }
+            doc.push('\n');
+        }
     }
     if let Some(memory) = fs::read_to_string(criterion.join("memory.json"))
         .ok()
