@@ -4,7 +4,8 @@
 
 use dspex_telemetry_core::{Dispatcher, catalog, measurements, metadata};
 use dspex_telemetry_metrics::{
-    CardinalityLayer, MetricsHandler, RecorderConfig, WindowedRecorder, catalog as metric_catalog,
+    CardinalityLayer, ManualClock, MetricsHandler, RecorderConfig, WindowedRecorder,
+    catalog as metric_catalog,
 };
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_util::layers::{FanoutBuilder, Layer};
@@ -16,7 +17,13 @@ const CAP: usize = 1_000;
 
 #[test]
 fn a_hundred_thousand_label_values_cost_what_the_cap_costs() {
-    let window = WindowedRecorder::new(RecorderConfig::default()).unwrap();
+    // A clock that stands still: a sub-window that starts mid-test would make its counter
+    // pages for every series then, which is not what this test measures.
+    let window = WindowedRecorder::with_clock(
+        RecorderConfig::default(),
+        std::sync::Arc::new(ManualClock::new(0)),
+    )
+    .unwrap();
     let prometheus = PrometheusBuilder::new().build_recorder();
     // Prometheus buffers histogram samples until its upkeep, which a scrape or its upkeep
     // task runs: run it before each measure.

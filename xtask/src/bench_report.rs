@@ -62,7 +62,10 @@ const TARGETS: &[Target] = &[
         baseline: "window/metrics_util_summary_add",
         max_ratio: 0.5,
         if_missed: "`Summary::add` takes `&mut self` (one writer, no atomics) and reads no clock; the window is \
-                    shared by every recording thread and reads a clock to pick its sub-window.",
+                    shared by every recording thread and reads a clock to pick its sub-window. Its counters are \
+                    made in pages as values reach them, so a quiet series holds 1.6 KiB instead of 29 KiB: \
+                    finding a counter is one load more (the page's address), about 0.7 ns a record (5.2 ns \
+                    with one flat array, measured before the change).",
     },
     Target {
         bench: "bridge/uninstrumented_1",
