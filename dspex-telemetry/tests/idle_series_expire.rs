@@ -39,7 +39,9 @@ async fn series_idle_for_the_timeout_are_gone_with_their_memory() {
         "duration, count and errors per method: {series}"
     );
     let used = counting_allocator::live() - baseline;
-    assert!(used > 100 * 10_000, "{used} bytes for 100 methods");
+    // Three series a method, each with its sub-windows' page tables and the pages its one
+    // value made (about 4.8 KB a method).
+    assert!(used > 100 * 3_000, "{used} bytes for 100 methods");
 
     // Idle: this thread only ticks (an event no handler takes), which lets it see the
     // handlers the sweep replaced, as a service's threads do at their next event.
@@ -58,8 +60,10 @@ async fn series_idle_for_the_timeout_are_gone_with_their_memory() {
         "100 methods: {used} bytes; after expiring in {:?}: {left} bytes",
         started.elapsed()
     );
+    // Each of the 300 series returned its memory (at least 1 KB: its sub-windows, page tables
+    // and pages); what stays is the handler's table of label sets seen (about 1 KB a method).
     assert!(
-        left < used / 10,
+        used - left > 300 * 1_000 && left < used / 3,
         "{left} bytes still held of the {used} the series took"
     );
 
