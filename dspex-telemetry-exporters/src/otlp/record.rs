@@ -6,6 +6,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// A map on foldhash: the collector looks up every span's keys and short values, and
+/// SipHash (the standard map's, made against collision attacks) was a quarter of decoding a
+/// record. The keys come from our own process's spans.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -411,8 +416,8 @@ fn time(unix_ns: u64) -> SystemTime {
 #[derive(Default)]
 pub(crate) struct Interned {
     /// Per origin: metadata keys (as `dspex.<key>`) and the code's own.
-    keys: [HashMap<Box<str>, opentelemetry::Key>; 2],
-    values: HashMap<Box<str>, Arc<str>>,
+    keys: [FastMap<Box<str>, opentelemetry::Key>; 2],
+    values: FastMap<Box<str>, Arc<str>>,
 }
 
 /// Entries per table, at most.
@@ -423,12 +428,12 @@ const INTERNED_VALUE_LEN: usize = 64;
 /// the code); others are allocated per span.
 const STATIC_NAMES: usize = 1024;
 
-static NAMES: Mutex<Option<HashMap<Box<str>, &'static str>>> = Mutex::new(None);
+static NAMES: Mutex<Option<FastMap<Box<str>, &'static str>>> = Mutex::new(None);
 
 /// The span name as `SpanData` holds it: shared when it was seen before.
 fn span_name(name: &str) -> Cow<'static, str> {
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let names = names.get_or_insert_with(HashMap::new);
+    let names = names.get_or_insert_with(FastMap::default);
     if let Some(known) = names.get(name) {
         return Cow::Borrowed(known);
     }
@@ -511,16 +516,17 @@ pub(crate) fn decode(
         true => r.text()?.parse().unwrap_or_default(),
         false => TraceState::default(),
     };
-    let mut attributes = Vec::new();
-    match correlation {
-        Some(id) => attributes.push(KeyValue::new("dspex.correlation_id", interned.value(id))),
-        None => attributes.push(KeyValue::new(
-            "dspex.correlation_id",
-            TraceId::from_bytes(trace_id).to_string(),
-        )),
-    }
+    let correlation = match correlation {
+        Some(id) => interned.value(id),
+        None => {
+            // The trace id in hex, without the formatting machinery.
+            let hex = dspex_telemetry_core::TraceId::from_bytes(trace_id).hex_bytes();
+            opentelemetry::Value::from(std::str::from_utf8(&hex).unwrap_or_default().to_owned())
+        }
+    };
     let count = u16::from_le_bytes(r.array()?);
-    attributes.reserve(usize::from(count) + 2);
+    let mut attributes = Vec::with_capacity(usize::from(count) + 3);
+    attributes.push(KeyValue::new("dspex.correlation_id", correlation));
     for _ in 0..count {
         let origin = r.byte()?;
         let key = r.text()?;
