@@ -297,4 +297,14 @@ mod handlers_left_out {
             assert!(e.reason.contains(feature), "{e}");
         }
     }
+
+    #[test]
+    fn the_refusal_reads_as_a_user_sees_it() {
+        let config: AlertsConfig = toml::from_str(
+            "[[alert_handlers]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"",
+        )
+        .expect("valid TOML");
+        let e = config.build().err().expect("refused");
+        insta::assert_snapshot!(e.to_string(), @"invalid `alert_handlers[0].type`: the webhook handler is not in this build: turn on the `webhook` feature of dspex-telemetry (or dspex-telemetry-alerts)");
+    }
 }

@@ -364,18 +364,19 @@ fn error(key: impl Into<String>, reason: impl std::fmt::Display) -> ReporterErro
     }
 }
 
-/// The error for a part whose cargo feature this build left out.
+/// The error for a part whose cargo feature this build left out; `features` names it
+/// (`` `statsd` ``).
 #[cfg(not(all(
     feature = "prometheus",
     feature = "push-gateway",
     feature = "statsd",
     feature = "_otlp"
 )))]
-fn not_built(key: String, what: &str, feature: &str) -> ReporterError {
+fn not_built(key: String, what: &str, features: &str) -> ReporterError {
     error(
         key,
         format!(
-            "{what} is not in this build: turn on the `{feature}` feature of dspex-telemetry \
+            "{what} is not in this build: turn on {features} of dspex-telemetry \
              (or dspex-telemetry-exporters)"
         ),
     )
@@ -487,7 +488,11 @@ impl Reporter {
                 #[cfg(not(feature = "_otlp"))]
                 BackendConfig::Opentelemetry(b) => {
                     if b.enabled {
-                        return Err(not_built(key("type"), "OTLP", "otlp-http` or `otlp-grpc"));
+                        return Err(not_built(
+                            key("type"),
+                            "OTLP",
+                            "the `otlp-http` or `otlp-grpc` feature",
+                        ));
                     }
                 }
                 #[cfg(feature = "_otlp")]
@@ -530,7 +535,7 @@ impl Reporter {
                 }
                 #[cfg(not(feature = "statsd"))]
                 BackendConfig::Statsd(_) => {
-                    return Err(not_built(key("type"), "StatsD", "statsd"));
+                    return Err(not_built(key("type"), "StatsD", "the `statsd` feature"));
                 }
                 #[cfg(feature = "statsd")]
                 BackendConfig::Statsd(b) => {
@@ -567,7 +572,7 @@ impl Reporter {
                         return Err(not_built(
                             key("listen"),
                             "the /metrics endpoint",
-                            "prometheus",
+                            "the `prometheus` feature",
                         ));
                     }
                     #[cfg(not(feature = "push-gateway"))]
@@ -575,7 +580,7 @@ impl Reporter {
                         return Err(not_built(
                             key("push_gateway"),
                             "the push gateway",
-                            "push-gateway",
+                            "the `push-gateway` feature",
                         ));
                     }
                     #[cfg(any(feature = "prometheus", feature = "push-gateway"))]
@@ -848,6 +853,13 @@ mod parts_left_out {
         assert!(refused > 0, "this build has every part");
     }
 
+    #[cfg(not(feature = "statsd"))]
+    #[test]
+    fn the_refusal_reads_as_a_user_sees_it() {
+        let e = refusal(r#"type = "statsd""#).expect("refused");
+        insta::assert_snapshot!(e.to_string(), @"invalid `backends[0].type`: StatsD is not in this build: turn on the `statsd` feature of dspex-telemetry (or dspex-telemetry-exporters)");
+    }
+
     #[cfg(feature = "_otlp")]
     #[test]
     fn an_otlp_protocol_whose_feature_is_off_is_refused_naming_the_feature() {
@@ -862,5 +874,15 @@ mod parts_left_out {
         .expect("refused");
         assert_eq!(e.key, "backends[0].protocol", "{e}");
         assert!(e.reason.contains(feature), "{e}");
+    }
+
+    #[cfg(all(feature = "otlp-http", not(feature = "otlp-grpc")))]
+    #[test]
+    fn the_protocol_refusal_reads_as_a_user_sees_it() {
+        let e = refusal(
+            "type = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"",
+        )
+        .expect("refused");
+        insta::assert_snapshot!(e.to_string(), @"invalid `backends[0].protocol`: OTLP/gRPC is not in this build: turn on the `otlp-grpc` feature of dspex-telemetry (or dspex-telemetry-exporters)");
     }
 }

@@ -51,13 +51,22 @@ impl Protocol {
         }
     }
 
-    /// The cargo feature this protocol needs, when this build left it out.
-    pub(crate) fn missing_feature(self) -> Option<&'static str> {
-        match self {
-            Protocol::HttpProtobuf if cfg!(not(feature = "otlp-http")) => Some("otlp-http"),
-            Protocol::Grpc if cfg!(not(feature = "otlp-grpc")) => Some("otlp-grpc"),
-            _ => None,
-        }
+    /// Refused under `key` when this build left out the cargo feature the protocol needs.
+    pub(crate) fn check_built(self, key: &'static str) -> Result<(), OtlpError> {
+        let (name, feature) = match self {
+            Protocol::HttpProtobuf if cfg!(not(feature = "otlp-http")) => {
+                ("OTLP/HTTP", "otlp-http")
+            }
+            Protocol::Grpc if cfg!(not(feature = "otlp-grpc")) => ("OTLP/gRPC", "otlp-grpc"),
+            _ => return Ok(()),
+        };
+        Err(invalid(
+            key,
+            format!(
+                "{name} is not in this build: turn on the `{feature}` feature of \
+                 dspex-telemetry (or dspex-telemetry-exporters)"
+            ),
+        ))
     }
 }
 
@@ -303,19 +312,7 @@ impl OtlpConfig {
                 },
             },
         };
-        if let Some(feature) = protocol.missing_feature() {
-            return Err(invalid(
-                protocol_key,
-                format!(
-                    "{} is not in this build: turn on the `{feature}` feature of \
-                     dspex-telemetry (or dspex-telemetry-exporters)",
-                    match protocol {
-                        Protocol::HttpProtobuf => "OTLP/HTTP",
-                        Protocol::Grpc => "OTLP/gRPC",
-                    }
-                ),
-            ));
-        }
+        protocol.check_built(protocol_key)?;
 
         let own_signal_url = if traces {
             &self.traces_endpoint

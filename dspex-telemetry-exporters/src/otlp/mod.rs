@@ -48,14 +48,14 @@ pub enum OtlpError {
     Attach(#[from] dspex_telemetry_core::AttachError),
 }
 
-/// The error for a protocol whose cargo feature this build left out.
+/// The error for a protocol whose cargo feature this build left out (a resolved
+/// configuration never holds one: `resolve` refuses it first).
 #[cfg(not(all(feature = "otlp-http", feature = "otlp-grpc")))]
 pub(crate) fn not_built(protocol: Protocol) -> OtlpError {
-    let feature = protocol.missing_feature().unwrap_or("otlp-http");
-    invalid(
-        "protocol",
-        format!("not in this build (the `{feature}` feature)"),
-    )
+    match protocol.check_built("protocol") {
+        Err(e) => e,
+        Ok(()) => invalid("protocol", "not in this build"),
+    }
 }
 
 pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> OtlpError {
