@@ -481,21 +481,6 @@ fn otlp_span(c: &mut Criterion) {
     assert!(!ran || stats.exported > 0, "{stats:?}");
 }
 
-/// A bridge-call span with six attributes: three at the start, three at the end.
-fn dspex_bridge_call_span(d: &Dispatcher) {
-    use dspex_telemetry_core::{catalog, metadata};
-    d.span(
-        &catalog::BRIDGE_CALL,
-        metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
-        || {
-            (
-                black_box(()),
-                metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
-            )
-        },
-    )
-}
-
 /// One bench per contender, `<name><suffix>`, each run on `threads` threads; within each
 /// sample every contender runs the same calls in turn and only the bench's own are timed, so
 /// drift in the machine's speed falls on all alike. Whether any bench ran (a filter can skip
@@ -656,7 +641,7 @@ fn dspex_contender<'a>(
         }),
         chunk: Box::new(move |count| {
             for _ in 0..count {
-                dspex_bridge_call_span(d)
+                dspex_telemetry_benches::bridge_call_span(d)
             }
         }),
         flush: Box::new(flush),

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
+use dspex_telemetry::Telemetry;
 use dspex_telemetry::core::Dispatcher;
-use dspex_telemetry::{Config, Telemetry};
-use dspex_telemetry_benches::three_layer::{Stack, paired, run, signature};
-use dspex_telemetry_benches::{sinks, write_result};
+use dspex_telemetry_benches::three_layer::{Stack, config, paired, run, signature};
+use dspex_telemetry_benches::{runtime, sinks, write_result};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -28,20 +28,9 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--test");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime(2);
     let (udp, http) = sinks();
-    let config = Config::from_toml(&format!(
-        "[alerts]\nevaluation_interval_ms = 1000\n\
-         [reporter]\nreporting_interval = 1000\n\
-         [[reporter.backends]]\ntype = \"statsd\"\nhost = \"127.0.0.1\"\nport = {udp}\n\
-         [[reporter.backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n\
-         [[reporter.backends]]\ntype = \"opentelemetry\"\nenabled = true\nendpoint = \"http://127.0.0.1:{http}\"\n"
-    ))
-    .expect("config");
+    let config = config("full", udp, http);
     let on_dispatcher = Dispatcher::new();
     let telemetry = rt
         .block_on(Telemetry::start(&config, &on_dispatcher))

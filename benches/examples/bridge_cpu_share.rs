@@ -24,11 +24,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let callers: u64 = args.next().map_or(1, |s| s.parse().expect("callers"));
     let rounds: usize = args.next().map_or(100, |s| s.parse().expect("rounds"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = dspex_telemetry_benches::runtime(2);
     let recorder = WindowedRecorder::new(RecorderConfig::default()).expect("config");
     metrics::set_global_recorder(recorder.clone()).expect("first recorder");
     let dispatcher = Dispatcher::new();

@@ -5,6 +5,7 @@
 
 use std::hint::black_box;
 
+use dspex_telemetry_benches::{bridge_call_span, threads_cpu_ns};
 use dspex_telemetry_core::{Dispatcher, TraceContext, catalog, metadata};
 use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -24,16 +25,7 @@ impl SpanExporter for Discard {
 #[inline(never)]
 fn run_spans(d: &Dispatcher, n: usize) {
     for _ in 0..n {
-        d.span(
-            &catalog::BRIDGE_CALL,
-            metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
-            || {
-                (
-                    black_box(()),
-                    metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
-                )
-            },
-        );
+        bridge_call_span(d);
     }
 }
 
@@ -50,22 +42,10 @@ fn warm_up(d: &Dispatcher) {
 
 /// CPU time of the collector thread (`dspex-otlp-spans`), in nanoseconds.
 fn collector_cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "dspex-otlp-span")
-        })
-        .filter_map(|t| {
-            std::fs::read_to_string(t.path().join("schedstat"))
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    threads_cpu_ns()
+        .get("dspex-otlp-span")
+        .copied()
+        .unwrap_or(0)
 }
 
 fn main() {

@@ -13,66 +13,19 @@
 //! - `alerts`: the window and the alerts evaluating every second;
 //! - `full`: all of it (`three_layer_bench`'s configuration).
 
+use dspex_telemetry::Telemetry;
 use dspex_telemetry::core::Dispatcher;
-use dspex_telemetry::{Config, Telemetry};
-use dspex_telemetry_benches::three_layer::{Stack, paired};
-use dspex_telemetry_benches::{result_path, sinks};
-
-fn config(part: &str, udp: u16, http: u16) -> String {
-    let statsd =
-        format!("[[reporter.backends]]\ntype = \"statsd\"\nhost = \"127.0.0.1\"\nport = {udp}\n");
-    let prometheus = "[[reporter.backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n";
-    let otlp = format!(
-        "[[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:{http}\"\n"
-    );
-    let reporter = "[reporter]\nreporting_interval = 1000\n";
-    match part {
-        "context" => "[telemetry]\nhandlers = []\n".into(),
-        "window" => "[telemetry]\nhandlers = [\"metrics\"]\n".into(),
-        "prometheus" => {
-            format!("[telemetry]\nhandlers = [\"metrics\", \"reporter\"]\n{reporter}{prometheus}")
-        }
-        "statsd" => {
-            format!("[telemetry]\nhandlers = [\"metrics\", \"reporter\"]\n{reporter}{statsd}")
-        }
-        "otlp" => format!("[telemetry]\nhandlers = [\"metrics\", \"reporter\"]\n{reporter}{otlp}"),
-        "alerts" => "[telemetry]\nhandlers = [\"metrics\", \"alerts\"]\n\
-                     [alerts]\nevaluation_interval_ms = 1000\n"
-            .into(),
-        "full" => {
-            format!("[alerts]\nevaluation_interval_ms = 1000\n{reporter}{statsd}{prometheus}{otlp}")
-        }
-        other => panic!("unknown part {other:?}: see the example's documentation"),
-    }
-}
-
-/// CPU time of this process's threads, summed by thread name, in nanoseconds.
-fn thread_cpu_ns() -> std::collections::BTreeMap<String, u64> {
-    let mut by_name = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
-        let dir = task.expect("task").path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let ns = std::fs::read_to_string(dir.join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        *by_name.entry(name.trim().to_owned()).or_insert(0) += ns;
-    }
-    by_name
-}
+use dspex_telemetry_benches::three_layer::{Stack, config, paired};
+use dspex_telemetry_benches::{result_path, runtime, sinks, threads_cpu_ns};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let part = args.next().unwrap_or_else(|| "full".into());
     let callers: u64 = args.next().map_or(1, |s| s.parse().expect("callers"));
     let rounds: usize = args.next().map_or(100, |s| s.parse().expect("rounds"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime(2);
     let (udp, http) = sinks();
-    let config = Config::from_toml(&config(&part, udp, http)).expect("config");
+    let config = config(&part, udp, http);
     let on_dispatcher = Dispatcher::new();
     let telemetry = rt
         .block_on(Telemetry::start(&config, &on_dispatcher))
@@ -81,13 +34,14 @@ fn main() {
     let off = Stack::start(&rt, &Dispatcher::new());
     // Warm both pools up.
     paired(&rt, &off, &on, callers, 2, 200);
-    let threads_before = thread_cpu_ns();
+    let threads_before = threads_cpu_ns();
     let mut row = paired(&rt, &off, &on, callers, rounds, 200);
     // The OTLP collector thread's CPU per "on" request (the "off" requests leave it idle).
     let requests = (rounds * 200) as f64;
     let collector =
         |threads: &std::collections::BTreeMap<String, u64>| threads.get("dspex-otlp-span").copied();
-    if let (Some(before), Some(after)) = (collector(&threads_before), collector(&thread_cpu_ns())) {
+    if let (Some(before), Some(after)) = (collector(&threads_before), collector(&threads_cpu_ns()))
+    {
         row["collector_us"] = ((after - before) as f64 / requests / 1e3).into();
     }
     row["part"] = part.clone().into();

@@ -60,18 +60,59 @@ pub fn children() -> BTreeSet<u32> {
     out
 }
 
+/// The run time `/proc/.../schedstat` at `path` gives (its first field), in nanoseconds.
+fn schedstat_ns(path: impl AsRef<std::path::Path>) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU time the processes have run, in nanoseconds.
 pub fn cpu_ns_of(pids: &BTreeSet<u32>) -> u64 {
     pids.iter()
-        .map(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-                .expect("schedstat")
-                .split_whitespace()
-                .next()
-                .and_then(|ns| ns.parse::<u64>().ok())
-                .expect("run time in ns")
-        })
+        .map(|pid| schedstat_ns(format!("/proc/{pid}/schedstat")).expect("run time in ns"))
         .sum()
+}
+
+/// CPU time of this process's threads alive now, summed by thread name, in nanoseconds
+/// (`dspex-otlp-span` for the OTLP collector, say).
+pub fn threads_cpu_ns() -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = task.expect("task").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let ns = schedstat_ns(dir.join("schedstat")).unwrap_or(0);
+        *by_name.entry(name.trim().to_owned()).or_insert(0) += ns;
+    }
+    by_name
+}
+
+/// A runtime with `workers` worker threads, every driver on.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A bridge-call span with six attributes, three at the start and three at the end: the span
+/// the `otlp_span` and `whole_stack` benches and `span_profile` time.
+pub fn bridge_call_span(d: &dspex_telemetry_core::Dispatcher) {
+    use dspex_telemetry_core::{catalog, metadata};
+    d.span(
+        &catalog::BRIDGE_CALL,
+        metadata! { "module" => "dspy", "function" => "Predict", "args" => "[\"question\"]" },
+        || {
+            (
+                std::hint::black_box(()),
+                metadata! { "success" => true, "result_type" => "dict", "worker_id" => 1 },
+            )
+        },
+    )
 }
 
 /// This process's CPU time (all its threads, exited ones too), in nanoseconds.
@@ -235,9 +276,9 @@ pub fn paired_rounds_of(
 }
 
 /// Sinks standing in for a StatsD server (a UDP socket that drains) and for a push gateway
-/// and an OTLP/HTTP collector (an HTTP/1.1 listener that reads each request whole and answers
-/// 200, keeping the connection open as a collector does): the sender's side sees what a live
-/// server gives it. Returns (UDP port, HTTP port).
+/// and an OTLP/HTTP collector (a hyper HTTP/1.1 server, on a thread of its own, that reads
+/// each request's body whole and answers 200, keeping the connection open as a collector
+/// does): the sender's side sees what a live server gives it. Returns (UDP port, HTTP port).
 pub fn sinks() -> (u16, u16) {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
     let udp_port = udp.local_addr().expect("addr").port();
@@ -247,61 +288,43 @@ pub fn sinks() -> (u16, u16) {
     });
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("http sink");
     let tcp_port = tcp.local_addr().expect("addr").port();
+    tcp.set_nonblocking(true).expect("a non-blocking listener");
     std::thread::spawn(move || {
-        for stream in tcp.incoming().flatten() {
-            std::thread::spawn(move || serve_http(stream));
-        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the sink's runtime");
+        rt.block_on(serve_http(tcp));
     });
     (udp_port, tcp_port)
 }
 
-/// Bytes of request bodies the HTTP sink of [`sinks`] has read.
-pub static SINK_BODY_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// Requests the HTTP sink of [`sinks`] has answered.
 pub static SINK_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Answers 200 to each request on `stream` (its body read whole, by `content-length`) until
-/// the client closes it.
-fn serve_http(stream: std::net::TcpStream) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let read = std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink());
-        SINK_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        SINK_BODY_BYTES.fetch_add(
-            *read.as_ref().unwrap_or(&0),
-            std::sync::atomic::Ordering::Relaxed,
+/// Bytes of request bodies the HTTP sink of [`sinks`] has read.
+pub static SINK_BODY_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Answers 200 to every request on `listener`, counting the requests and their body bytes.
+async fn serve_http(listener: std::net::TcpListener) {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+    while let Ok((stream, _)) = listener.accept().await {
+        let service = hyper::service::service_fn(
+            |request: hyper::Request<hyper::body::Incoming>| async move {
+                let body = request.into_body().collect().await?.to_bytes();
+                SINK_REQUESTS.fetch_add(1, Ordering::Relaxed);
+                SINK_BODY_BYTES.fetch_add(body.len() as u64, Ordering::Relaxed);
+                Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Empty::<
+                    hyper::body::Bytes,
+                >::new()))
+            },
         );
-        if read.is_err()
-            || writer
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                .is_err()
-        {
-            return;
-        }
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+        );
     }
 }
 

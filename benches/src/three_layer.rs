@@ -7,11 +7,40 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dspex_telemetry::Config;
 use dspex_telemetry_bridge::{Pool, PoolConfig, Sessions, Signature, ToolCall};
 use dspex_telemetry_core::{CorrelationId, Dispatcher, TraceContext, WithTraceContext};
 use serde_json::{Map, Value, json};
 
 use crate::{children, cpu_ns_of, own_cpu_ns, quartiles};
+
+/// The stack's configuration with `part` on (see the `three_layer_parts` example): `full` is
+/// `three_layer_bench`'s; the backends send to the sinks at `udp` (StatsD) and `http` (OTLP).
+pub fn config(part: &str, udp: u16, http: u16) -> Config {
+    let statsd =
+        format!("[[reporter.backends]]\ntype = \"statsd\"\nhost = \"127.0.0.1\"\nport = {udp}\n");
+    let prometheus = "[[reporter.backends]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n";
+    let otlp = format!(
+        "[[reporter.backends]]\ntype = \"opentelemetry\"\nendpoint = \"http://127.0.0.1:{http}\"\n"
+    );
+    let reporter = "[reporter]\nreporting_interval = 1000\n";
+    let handlers = "[telemetry]\nhandlers = [\"metrics\", \"reporter\"]\n";
+    let toml = match part {
+        "context" => "[telemetry]\nhandlers = []\n".into(),
+        "window" => "[telemetry]\nhandlers = [\"metrics\"]\n".into(),
+        "prometheus" => format!("{handlers}{reporter}{prometheus}"),
+        "statsd" => format!("{handlers}{reporter}{statsd}"),
+        "otlp" => format!("{handlers}{reporter}{otlp}"),
+        "alerts" => "[telemetry]\nhandlers = [\"metrics\", \"alerts\"]\n\
+                     [alerts]\nevaluation_interval_ms = 1000\n"
+            .into(),
+        "full" => {
+            format!("[alerts]\nevaluation_interval_ms = 1000\n{reporter}{statsd}{prometheus}{otlp}")
+        }
+        other => panic!("unknown part {other:?}: see the three_layer_parts example"),
+    };
+    Config::from_toml(&toml).expect("config")
+}
 
 /// A pool of two workers that preload the bench's Python module, and a session.
 pub struct Stack {
