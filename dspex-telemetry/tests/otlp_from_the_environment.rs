@@ -58,15 +58,15 @@ async fn the_quickstarts_spans_reach_an_https_collector_configured_by_the_enviro
         assert_eq!(span["resource"]["service.name"], "checkout-from-env");
         assert_eq!(span["resource"]["deployment.environment"], "test");
     }
-    // Python's side of each call came back too, as a child of the call.
-    let python = spans
-        .iter()
-        .find(|s| s["kind"] == 2)
-        .unwrap_or_else(|| panic!("no server span among {spans:#?}"));
+    // Python's side of the calls came back too, as children of the calls. (Python's side of a
+    // tool runs under its tool span instead; spans of several resources leave in requests of
+    // their own, so the first server span received may be either.)
+    let servers: Vec<_> = spans.iter().filter(|s| s["kind"] == 2).collect();
+    assert!(!servers.is_empty(), "no server span among {spans:#?}");
     assert!(
-        calls
+        servers
             .iter()
-            .any(|c| c["span_id"] == python["parent_span_id"]),
-        "{python:#?}"
+            .any(|p| calls.iter().any(|c| c["span_id"] == p["parent_span_id"])),
+        "no server span is a bridge call's child: {servers:#?}"
     );
 }
