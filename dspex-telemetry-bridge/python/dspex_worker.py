@@ -62,7 +62,8 @@ _MAX_DEPTH = 127
 # call> <correlation id> <baggage>". The worker serves one request at a time, so a global
 # holds it; it is cleared when the request ends.
 _header = b""
-# The innermost `dspex_span` open, if any (else the call's own span id, from the trace).
+# The id (an int) of the innermost `dspex_span` open, if any (else the call's own span, whose id
+# is in the trace).
 _span_id = contextvars.ContextVar("dspex_span_id", default=None)
 # The spans timed during the request being served, when the Rust side asked for them (None
 # otherwise); like the header, it lives for the length of the request.
@@ -76,17 +77,24 @@ _lm_calls = None
 _CALL_SPAN_ID = slice(56, 72)
 
 
-def _current_span_id():
+def _parent_id():
+    """The id (an int) of the innermost span open in this worker, the parent of a span starting
+    now; None when it is the call's own span (the Rust side knows its id)."""
     if _otel_trace_id:
         # OpenTelemetry's current span, when it is in the request's trace: it is the innermost
         # (the worker's spans are current there too while they are open).
         context = _otel.get_current_span().get_span_context()
         if context.trace_id == _otel_trace_id:
-            return "%016x" % context.span_id
-    span_id = _span_id.get()
+            return context.span_id
+    return _span_id.get()
+
+
+def _current_span_id():
+    """The innermost open span's id in hex (the call's own when no other is open)."""
+    span_id = _parent_id()
     if span_id is None:
         return _header[_CALL_SPAN_ID].decode("ascii") if _header else None
-    return span_id
+    return "%016x" % span_id
 
 
 TOOLS = {}
@@ -133,8 +141,9 @@ def current_trace():
 
 
 def _finish_span(name, span_id, parent, start, status, message, attributes):
-    # Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes].
-    _keep(_collected, [name, span_id, parent, start, time.time_ns(), status, message, attributes])
+    # Wire form: [name, span_id, parent_span_id, start_ns, end_ns, status, message, attributes]:
+    # the ids as ints, the parent None for the call's own span, the attributes None when empty.
+    _keep(_collected, [name, span_id, parent, start, _time_ns(), status, message, attributes or None])
 
 
 def _keep(spans, wire):
@@ -166,9 +175,9 @@ class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a functio
 
     def __enter__(self):
         if _collected is not None:
-            parent = _current_span_id()
-            span_id = _new_span_id()
-            self._open = (span_id, parent, _enter_span(span_id), time.time_ns())
+            parent = _parent_id()
+            span_id = _getrandbits(64) or 1
+            self._open = (span_id, parent, _enter_span(span_id), _time_ns())
         return self._attributes
 
     def __exit__(self, kind, exc, _traceback):
@@ -177,10 +186,14 @@ class dspex_span(contextlib.ContextDecorator):  # noqa: N801 - used as a functio
         span_id, parent, token, start = self._open
         self._open = None
         _leave_span(token, parent)
-        status, message = ("ok", None) if kind is None else ("error", f"{kind.__name__}: {_text(exc)}")
+        attributes = self._attributes
+        if kind is None:
+            status, message = "ok", None
+        else:
+            status, message = "error", f"{kind.__name__}: {_text(exc)}"
         _finish_span(
             self._name, span_id, parent, start, status, message,
-            {k: _jsonable(v) for k, v in self._attributes.items()},
+            {k: _jsonable(v) for k, v in attributes.items()} if attributes else None,
         )
         return False
 
@@ -194,7 +207,7 @@ def _enter_span(span_id):
     try:
         api = _otel
         context = api.SpanContext(
-            _otel_trace_id, int(span_id, 16), is_remote=False, trace_flags=_otel_flags,
+            _otel_trace_id, span_id, is_remote=False, trace_flags=_otel_flags,
             trace_state=_otel_state,
         )
         return token, api.attach(api.set_span_in_context(api.NonRecordingSpan(context)))
@@ -424,7 +437,11 @@ def copy_context_into_threads():
 
 def _new_span_id():
     # Unique, not secret: a seeded generator is enough and costs no system call.
-    return "%016x" % (random.getrandbits(64) or 1)
+    return _getrandbits(64) or 1
+
+
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
 
 
 def _jsonable(value):
@@ -643,7 +660,7 @@ def _make_dspy_callback():
         def _start(self, call_id, name, attributes, lm):
             span = None
             if _collected is not None:
-                parent = _current_span_id()
+                parent = _parent_id()
                 span_id = _new_span_id()
                 span = (span_id, parent, _enter_span(span_id))
             self._open[call_id] = (name, attributes, lm, span, time.time_ns())

@@ -275,18 +275,29 @@ impl Pool {
                 tracing::debug!(%span, "ignored a malformed span from a worker");
                 continue;
             };
+            let otel = fields.get(8).and_then(Value::as_object);
             let num = |i: usize| fields[i].as_i64().unwrap_or(0);
             let text = |i: usize| fields[i].as_str().unwrap_or("");
             let (start, end) = (num(3), num(4));
+            // Ids as ints (the worker's own spans) or hex (OpenTelemetry's); a parent of the
+            // worker's own spans that is null is the call's span.
+            let id = |i: usize| match &fields[i] {
+                Value::Number(n) => n.as_u64().map(|n| SpanId::from_bytes(n.to_be_bytes())),
+                Value::String(hex) => SpanId::from_hex(hex).ok(),
+                _ => None,
+            };
+            let span_id = id(1).filter(SpanId::is_valid);
+            let parent = match (&fields[2], otel) {
+                (Value::Null, None) => reply.python_span_id,
+                _ => id(2).filter(SpanId::is_valid),
+            };
             let attributes = json_metadata(fields[7].as_object());
-            let otel = fields.get(8).and_then(Value::as_object);
             let span_trace = otel
                 .and_then(|o| o.get("trace_id")?.as_str())
                 .and_then(|t| TraceId::from_hex(t).ok())
                 .unwrap_or(ctx.trace_id());
             if records {
-                if let Ok(span_id) = SpanId::from_hex(text(1)) {
-                    let parent = SpanId::from_hex(text(2)).ok();
+                if let Some(span_id) = span_id {
                     let status = match text(5) {
                         "error" => SpanStatus::Error {
                             kind: "error",
@@ -365,11 +376,16 @@ impl Pool {
                     .with("end_time", end)
                     .with("duration", end.saturating_sub(start));
                 let span_trace_hex = span_trace.hex_bytes();
+                let span_hex = span_id.map(|s| s.hex_bytes());
+                let parent_hex = parent.map(|p| p.hex_bytes());
                 let mut md = Metadata::new()
                     .with("name", text(0))
                     .with("trace_id", ascii(&span_trace_hex))
-                    .with("span_id", text(1))
-                    .with("parent_span_id", text(2))
+                    .with("span_id", span_hex.as_ref().map_or("", |h| ascii(h)))
+                    .with(
+                        "parent_span_id",
+                        parent_hex.as_ref().map_or("", |h| ascii(h)),
+                    )
                     .with("status", text(5))
                     .with("worker_id", reply.worker_id);
                 if let Some(message) = fields[6].as_str() {

@@ -88,8 +88,9 @@ thread_local! {
 }
 
 /// Bytes of a ring's free space a record is first written into in place (a bridge call's
-/// record is about 200 bytes; larger ones are measured first).
-const IN_PLACE: usize = 256;
+/// record is about 200 bytes, a Python worker's span with its process's resource about 350;
+/// larger ones are measured first). The ring zeroes them first, so not much more.
+const IN_PLACE: usize = 512;
 
 /// After a record went into `ring`: when the ring is three quarters full, the collector is
 /// asked to come before its next round. Always `true` (the record was written).
