@@ -296,6 +296,7 @@ fn event_path(c: &mut Criterion) {
         macros_handle.run_upkeep();
         spent
     };
+    let started = std::time::SystemTime::now();
     // Each bench times its own batches, interleaved with untimed batches of the other two:
     // all three see the same machine conditions, so drift does not fall on one of them.
     const BATCH: u64 = 16_384;
@@ -336,6 +337,51 @@ fn event_path(c: &mut Criterion) {
         });
     }
     g.finish();
+    keep_event_path_run(started);
+}
+
+/// Adds this run's `event_path` medians to `<target>/criterion/event-path-runs.json` (the
+/// last ten runs; `cargo xtask bench-report` shows the last three), when criterion measured
+/// them in this run (not under `--test`, not filtered out).
+fn keep_event_path_run(started: std::time::SystemTime) {
+    let median = |bench: &str| -> Option<f64> {
+        let path = dspex_telemetry_benches::result_path("event_path")
+            .join(bench)
+            .join("new/estimates.json");
+        if std::fs::metadata(&path).ok()?.modified().ok()? < started {
+            return None;
+        }
+        let estimates: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+        estimates["median"]["point_estimate"].as_f64()
+    };
+    let (Some(ours), Some(histogram), Some(both)) = (
+        median("dspex_event_to_window_and_prometheus"),
+        median("histogram_macro_to_prometheus"),
+        median("histogram_and_counter_macros_to_prometheus"),
+    ) else {
+        return;
+    };
+    let path = dspex_telemetry_benches::result_path("event-path-runs.json");
+    let mut runs: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let at = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    runs.push(serde_json::json!({
+        "unix_time": at,
+        "ours_ns": ours,
+        "histogram_ns": histogram,
+        "histogram_and_counter_ns": both,
+    }));
+    let first = runs.len().saturating_sub(10);
+    std::fs::write(
+        &path,
+        serde_json::Value::from(runs.split_off(first)).to_string(),
+    )
+    .expect("write");
 }
 
 fn config() -> Criterion {

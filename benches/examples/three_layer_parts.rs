@@ -8,6 +8,10 @@
 //!
 //! - `context`: no handler; the requests still carry their trace into Python;
 //! - `window`: the metric catalog into the sliding window;
+//! - `spans_recorded`: the window, and a span sink that keeps nothing: the span records are
+//!   made, the workers time their spans and send them back, the pool reads them;
+//! - `spans_collected`: the window, and the OTLP span pipeline (the threads' rings, the
+//!   collector turning records into `SpanData`) with an exporter that discards its batches;
 //! - `prometheus`, `statsd`: the window and that backend;
 //! - `otlp`: the window, and spans and metrics over OTLP/HTTP;
 //! - `alerts`: the window and the alerts evaluating every second;
@@ -17,6 +21,29 @@ use dspex_telemetry::Telemetry;
 use dspex_telemetry::core::Dispatcher;
 use dspex_telemetry_benches::three_layer::{Stack, config, paired};
 use dspex_telemetry_benches::{result_path, runtime, sinks, threads_cpu_ns};
+use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+/// A span sink that keeps nothing.
+struct KeepsNothing;
+
+impl dspex_telemetry::core::SpanSink for KeepsNothing {
+    fn on_end(&self, span: &dspex_telemetry::core::SpanRecord<'_>) {
+        std::hint::black_box(span.end_unix_ns);
+    }
+}
+
+/// A span exporter that discards its batches.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        drop(std::hint::black_box(batch));
+        Ok(())
+    }
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -30,6 +57,24 @@ fn main() {
     let telemetry = rt
         .block_on(Telemetry::start(&config, &on_dispatcher))
         .expect("the stack starts");
+    let _collected = match part.as_str() {
+        "spans_recorded" => {
+            on_dispatcher
+                .attach_span_sink("keeps-nothing", KeepsNothing)
+                .expect("a sink");
+            None
+        }
+        "spans_collected" => Some(
+            OtlpTraces::start_with_exporter(
+                Discard,
+                OtlpConfig::default(),
+                &on_dispatcher,
+                "discard",
+            )
+            .expect("the collector starts"),
+        ),
+        _ => None,
+    };
     let on = Stack::start(&rt, &on_dispatcher);
     let off = Stack::start(&rt, &Dispatcher::new());
     // Warm both pools up.
@@ -61,6 +106,8 @@ fn main() {
     let order = [
         "context",
         "window",
+        "spans_recorded",
+        "spans_collected",
         "prometheus",
         "statsd",
         "otlp",

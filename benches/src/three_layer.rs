@@ -27,7 +27,10 @@ pub fn config(part: &str, udp: u16, http: u16) -> Config {
     let handlers = "[telemetry]\nhandlers = [\"metrics\", \"reporter\"]\n";
     let toml = match part {
         "context" => "[telemetry]\nhandlers = []\n".into(),
-        "window" => "[telemetry]\nhandlers = [\"metrics\"]\n".into(),
+        // The last two have their span sink attached by the `three_layer_parts` example.
+        "window" | "spans_recorded" | "spans_collected" => {
+            "[telemetry]\nhandlers = [\"metrics\"]\n".into()
+        }
         "prometheus" => format!("{handlers}{reporter}{prometheus}"),
         "statsd" => format!("{handlers}{reporter}{statsd}"),
         "otlp" => format!("{handlers}{reporter}{otlp}"),

@@ -365,6 +365,50 @@ struct PairedRow {
 }
 
 /// The paired rounds the bridge bench wrote, if it ran.
+/// The `event_path` target over separate runs of the bench: each of the last three at most this.
+const EVENT_PATH_RUNS_MAX: f64 = 0.9;
+
+/// The last three runs of the `event_path` benches (`event-path-runs.json`, which
+/// `telemetry_bench` adds to at each run) as a table; their ratios, oldest first.
+fn event_path_runs(doc: &mut String, criterion: &Path) -> Vec<f64> {
+    let Some(runs) = fs::read_to_string(criterion.join("event-path-runs.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+    else {
+        return Vec::new();
+    };
+    let last = &runs[runs.len().saturating_sub(3)..];
+    doc.push_str(
+        "## telemetry_bench: event_path, the last three runs\n\n\
+         Each a separate `cargo bench -p dspex-telemetry-benches --bench telemetry_bench -- \
+         event_path`; criterion's medians.\n\n\
+         | run | ours (window and Prometheus) | `histogram!` into Prometheus | ratio | \
+         `histogram!` and `counter!` | ratio |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut ratios = Vec::new();
+    for (i, run) in last.iter().enumerate() {
+        let n = |k: &str| run[k].as_f64().unwrap_or(f64::NAN);
+        let (ours, one, both) = (
+            n("ours_ns"),
+            n("histogram_ns"),
+            n("histogram_and_counter_ns"),
+        );
+        let _ = writeln!(
+            doc,
+            "| {} | {} | {} | {:.2}× | {} | {:.2}× |",
+            i + 1,
+            format_ns(ours),
+            format_ns(one),
+            ours / one,
+            format_ns(both),
+            ours / both
+        );
+        ratios.push(ours / one);
+    }
+    doc.push('\n');
+    ratios
+}
+
 fn paired_rounds(criterion: &Path) -> Option<Vec<PairedRow>> {
     paired_rows(criterion, "bridge-paired.json")
         .map(|rows| rows.into_iter().map(|(_, row)| row).collect())
@@ -567,7 +611,15 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
             doc.push_str(
                 "Where it goes: the same request with one part of the stack on at a time, one \
                  process each, 1 caller (`cargo run --release -p dspex-telemetry-benches \
-                 --example three_layer_parts -- PART`).\n\n\
+                 --example three_layer_parts -- PART`). `context`: no handler, the trace still \
+                 carried into Python; `window`: the metric catalog into the window; \
+                 `spans_recorded`: the window and a span sink that keeps nothing (span records \
+                 made, the workers timing their spans and sending them back, the pool reading \
+                 them); `spans_collected`: the window and the OTLP span pipeline with an exporter \
+                 that discards its batches (the threads' rings, the collector making `SpanData`); \
+                 `prometheus`, `statsd`: the window and that backend; `otlp`: the window, and \
+                 spans and metrics to an OTLP/HTTP collector; `alerts`: the window and the alerts \
+                 evaluating every second; `full`: everything.\n\n\
                  | part on | share of the request | Rust CPU added | workers' CPU added | OTLP collector thread |\n\
                  |---|---:|---:|---:|---:|\n",
             );
@@ -636,10 +688,33 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         );
     }
 
+    let event_runs = event_path_runs(&mut doc, &criterion);
     let mut missed = Vec::new();
     doc.push_str(
         "## Targets\n\n| bench | baseline | ratio | target | met |\n|---|---|---:|---:|---|\n",
     );
+    for (i, ratio) in event_runs.iter().enumerate() {
+        let met = if *ratio <= EVENT_PATH_RUNS_MAX {
+            "yes"
+        } else {
+            "**no**"
+        };
+        let _ = writeln!(
+            doc,
+            "| `event_path/dspex_event_to_window_and_prometheus`, run {} of the last {} | \
+             `event_path/histogram_macro_to_prometheus` | {ratio:.2}× | ≤ {EVENT_PATH_RUNS_MAX}× | {met} |",
+            i + 1,
+            event_runs.len(),
+        );
+    }
+    if event_runs.len() < 3 {
+        let _ = writeln!(
+            doc,
+            "| `event_path/dspex_event_to_window_and_prometheus`, three runs | \
+             `event_path/histogram_macro_to_prometheus` | {} of 3 measured | ≤ {EVENT_PATH_RUNS_MAX}× | **no** |",
+            event_runs.len()
+        );
+    }
     for callers in [1, 2, 8] {
         let row = paired
             .as_ref()
