@@ -210,15 +210,12 @@ impl Pool {
             true => (Some(ctx.span_id()), false),
             false => (ctx.parent_span_id(), ctx.parent_is_remote()),
         };
-        if let (Some(call), Some(span_id)) = (
-            reply.call_span.as_ref().and_then(Value::as_array),
-            reply.python_span_id,
-        ) {
-            let num = |i: usize| call.get(i).and_then(Value::as_i64).unwrap_or(0);
-            let (start, end) = (num(0), num(1));
+        if let (Some(call), Some(span_id)) = (reply.call_span.as_ref(), reply.python_span_id) {
+            let (start, end) = (call.0, call.1);
             let name = name();
-            let failed = call.get(2).and_then(Value::as_str) == Some("error");
-            let message = call.get(3).and_then(Value::as_str);
+            let status = call.2.as_deref();
+            let failed = status == Some("error");
+            let message = call.3.as_deref();
             if records {
                 let status = match failed {
                     true => SpanStatus::Error {
@@ -251,10 +248,7 @@ impl Pool {
                         "parent_span_id",
                         parent_hex.as_ref().map_or("", |h| ascii(h)),
                     )
-                    .with(
-                        "status",
-                        call.get(2).and_then(Value::as_str).unwrap_or("ok"),
-                    )
+                    .with("status", status.unwrap_or("ok"))
                     .with("worker_id", reply.worker_id);
                 if let Some(message) = message {
                     md.insert("message", message);

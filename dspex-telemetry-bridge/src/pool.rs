@@ -110,8 +110,8 @@ pub(crate) struct Reply {
     pub(crate) worker_id: usize,
     /// Which incarnation of the worker slot served it.
     pub(crate) generation: u64,
-    /// The worker's side of the call, timed by the worker: `[start_ns, end_ns]`.
-    pub(crate) call_span: Option<Value>,
+    /// The worker's side of the call, timed by the worker.
+    pub(crate) call_span: Option<CallSpan>,
     /// The id the caller gave the worker's side of the call.
     pub(crate) python_span_id: Option<SpanId>,
     /// The language-model calls the worker saw during the call (DSPy's), in their wire form.
@@ -710,7 +710,7 @@ async fn start_python(
     }));
     let ready = tokio::time::timeout(
         config.startup_timeout,
-        read_frame(&mut stdout, config.max_frame_bytes),
+        read_frame::<Value, _>(&mut stdout, config.max_frame_bytes),
     )
     .await;
     match ready {
@@ -1077,7 +1077,7 @@ async fn serve(
             let written = write_request(stdin, &mut frame, header.as_bytes(), &message, max).await;
             if let Err(FrameError::RequestTooLarge { .. }) = written {
                 // Nothing was sent: the worker never had the request.
-                return written.map(|()| Value::Null);
+                return written.map(|()| WireReply::default());
             }
             // Emitted once the worker has the request, so that handlers run while it works.
             // In the caller's trace: the queue wait belongs to the request.
@@ -1096,7 +1096,7 @@ async fn serve(
                 );
             }
             written?;
-            read_frame(&mut worker.stdout, max).await
+            read_frame::<WireReply, _>(&mut worker.stdout, max).await
         };
         let result = tokio::time::timeout_at(job.deadline, exchange).await;
         inner.busy.fetch_sub(1, Ordering::Relaxed);
@@ -1118,7 +1118,7 @@ async fn serve(
                 Some("protocol_error"),
             ),
             // Not this call's reply: the worker cannot be trusted with the next one.
-            Ok(Ok(frame)) if frame.get("id") != id.as_ref() => (
+            Ok(Ok(frame)) if frame.id.as_ref() != id.as_ref() => (
                 Err(BridgeError::Protocol(mismatch(&frame, id.as_ref()))),
                 Some("protocol_error"),
             ),
@@ -1152,13 +1152,11 @@ async fn serve(
 
 /// Why a reply that is not the awaited one failed the call: a refusal the worker could not
 /// tie to a request (it reports why), or a reply to another request.
-fn mismatch(frame: &Value, expected: Option<&Value>) -> String {
+fn mismatch(frame: &WireReply, expected: Option<&Value>) -> String {
     let expected = expected.map_or_else(|| "?".to_owned(), Value::to_string);
-    let error = frame
-        .get("error")
-        .filter(|_| frame.get("ok") == Some(&Value::Bool(false)));
-    match (frame.get("id"), error) {
-        (None | Some(Value::Null), Some(error)) => {
+    let error = Some(&frame.error).filter(|e| !frame.ok && !e.is_null());
+    match (frame.id.as_ref(), error) {
+        (None, Some(error)) => {
             let text = |k: &str| error.get(k).and_then(Value::as_str).unwrap_or("");
             format!(
                 "the worker refused request {expected}: {}: {}",
@@ -1287,21 +1285,48 @@ async fn stop(worker: &mut Worker, graceful: bool) -> Exit {
     }
 }
 
+/// A worker's reply frame, read straight into its parts (other keys are skipped): no map of
+/// the whole reply is built.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct WireReply {
+    /// The request's id; `None` when absent or null (a refusal the worker could not tie to a
+    /// request).
+    id: Option<Value>,
+    ok: bool,
+    result: Value,
+    error: Value,
+    /// Wire form of each: see [`Pool::emit_python_spans`].
+    spans: Vec<Value>,
+    call_span: Option<CallSpan>,
+    lm: Vec<Value>,
+    trace_seen: Value,
+    spans_dropped: u64,
+}
+
+/// The worker's side of a call, as it timed it: `[start_ns, end_ns]`, and `"error"` and the
+/// exception's text when it raised one.
+#[derive(serde::Deserialize, Debug, Clone)]
+pub(crate) struct CallSpan(
+    pub(crate) i64,
+    pub(crate) i64,
+    #[serde(default)] pub(crate) Option<String>,
+    #[serde(default)] pub(crate) Option<String>,
+);
+
 /// A worker's reply to the awaited request: its result or the exception it raised, with the
 /// spans and LM calls it collected either way.
-fn parse_reply(mut frame: Value, worker_id: usize, generation: u64) -> Result<Reply, BridgeError> {
-    let ok = frame.get("ok").and_then(Value::as_bool).unwrap_or(false);
-    // The reply's parts are moved out, not copied.
-    let mut take = |key: &str| frame.as_object_mut().and_then(|o| o.remove(key));
-    let list = |value: Option<Value>| match value {
-        Some(Value::Array(items)) => items,
-        _ => Vec::new(),
-    };
-    let error = if ok {
+fn parse_reply(frame: WireReply, worker_id: usize, generation: u64) -> Result<Reply, BridgeError> {
+    let error = if frame.ok {
         None
     } else {
-        let error = take("error").unwrap_or(Value::Null);
-        let text = |k: &str| error.get(k).and_then(Value::as_str).map(str::to_owned);
+        let text = |k: &str| {
+            frame
+                .error
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         Some(BridgeError::Python {
             kind: text("type").unwrap_or_else(|| "Error".into()),
             message: text("message").unwrap_or_default(),
@@ -1309,16 +1334,16 @@ fn parse_reply(mut frame: Value, worker_id: usize, generation: u64) -> Result<Re
         })
     };
     Ok(Reply {
-        result: take("result").unwrap_or(Value::Null),
-        spans: list(take("spans")),
-        trace_seen: take("trace_seen").unwrap_or(Value::Null),
+        result: frame.result,
+        spans: frame.spans,
+        trace_seen: frame.trace_seen,
         worker_id,
         generation,
-        call_span: take("call_span"),
+        call_span: frame.call_span,
         python_span_id: None,
-        lm: list(take("lm")),
+        lm: frame.lm,
         error,
-        spans_dropped: take("spans_dropped").and_then(|n| n.as_u64()).unwrap_or(0),
+        spans_dropped: frame.spans_dropped,
         resource: None,
     })
 }
@@ -1385,4 +1410,63 @@ fn worker_usage(inner: &Inner) -> Vec<Option<(u32, ResourceUsage)>> {
                 .map(|usage| (pid, usage))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> WireReply {
+        serde_json::from_str(text).expect("a reply")
+    }
+
+    #[test]
+    fn a_reply_is_read_into_its_parts_and_other_keys_are_skipped() {
+        let reply = read(
+            r#"{"id": 7, "ok": true, "result": {"answer": "x"}, "call_span": [10, 20],
+                "spans": [["generate", 5, null, 11, 12, "ok", null, null]], "future": [1]}"#,
+        );
+        assert_eq!((reply.id, reply.ok), (Some(json!(7)), true));
+        assert_eq!(reply.result, json!({"answer": "x"}));
+        let call = reply.call_span.expect("the call's span");
+        assert_eq!((call.0, call.1, call.2, call.3), (10, 20, None, None));
+        assert_eq!(reply.spans.len(), 1);
+        assert!(reply.lm.is_empty() && reply.spans_dropped == 0);
+
+        let failed = read(
+            r#"{"id": 8, "ok": false, "error": {"type": "ValueError", "message": "no"},
+                "call_span": [1, 2, "error", "ValueError: no"], "spans_dropped": 3}"#,
+        );
+        let call = failed.call_span.clone().expect("the call's span");
+        assert_eq!(call.2.as_deref(), Some("error"));
+        assert_eq!(call.3.as_deref(), Some("ValueError: no"));
+        match parse_reply(failed, 0, 1) {
+            Ok(Reply {
+                error: Some(BridgeError::Python { kind, message, .. }),
+                spans_dropped: 3,
+                ..
+            }) => assert_eq!((kind.as_str(), message.as_str()), ("ValueError", "no")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_without_a_request_id_names_the_workers_reason() {
+        let refusal = read(
+            r#"{"id": null, "ok": false, "error": {"type": "ProtocolError", "message": "too large"}}"#,
+        );
+        assert_eq!(refusal.id, None);
+        assert_eq!(
+            mismatch(&refusal, Some(&json!(4))),
+            "the worker refused request 4: ProtocolError: too large"
+        );
+        assert_eq!(
+            mismatch(&read(r#"{"id": 5, "ok": true}"#), Some(&json!(4))),
+            "the worker replied to request 5 while 4 was awaited"
+        );
+        assert_eq!(
+            mismatch(&read(r#"{"ok": true}"#), Some(&json!(4))),
+            "the worker replied without a request id while 4 was awaited"
+        );
+    }
 }

@@ -82,10 +82,10 @@ pub(crate) async fn write_request<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin>(
     input: &mut R,
     max: usize,
-) -> Result<Value, FrameError> {
+) -> Result<T, FrameError> {
     let mut header = [0u8; 4];
     match input.read_exact(&mut header).await {
         Ok(_) => {}
@@ -164,11 +164,11 @@ mod tests {
             .await
             .unwrap();
         a.write_all(&reply).await.unwrap();
-        assert_eq!(read_frame(&mut b, 1024).await.unwrap(), msg);
+        assert_eq!(read_frame::<Value, _>(&mut b, 1024).await.unwrap(), msg);
 
         a.write_all(&100_000u32.to_be_bytes()).await.unwrap();
         assert!(matches!(
-            read_frame(&mut b, 1024).await,
+            read_frame::<Value, _>(&mut b, 1024).await,
             Err(FrameError::TooLarge { len: 100_000, .. })
         ));
 
@@ -176,14 +176,14 @@ mod tests {
         a.write_all(&3u32.to_be_bytes()).await.unwrap();
         a.write_all(b"{x}").await.unwrap();
         assert!(matches!(
-            read_frame(&mut b, 1024).await,
+            read_frame::<Value, _>(&mut b, 1024).await,
             Err(FrameError::Malformed(_))
         ));
 
         let (a, mut b) = tokio::io::duplex(1024);
         drop(a);
         assert!(matches!(
-            read_frame(&mut b, 1024).await,
+            read_frame::<Value, _>(&mut b, 1024).await,
             Err(FrameError::Closed)
         ));
     }
@@ -199,7 +199,7 @@ mod tests {
                 .await
                 .unwrap();
             a.write_all(body.as_bytes()).await.unwrap();
-            let read = read_frame(&mut b, 1024).await;
+            let read = read_frame::<Value, _>(&mut b, 1024).await;
             assert_eq!(read.is_ok(), readable, "{depth}: {read:?}");
         }
     }
