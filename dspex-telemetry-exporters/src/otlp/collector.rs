@@ -270,7 +270,7 @@ impl OtlpTraces {
             rings: Vec::new(),
             queue: VecDeque::new(),
             resource,
-            resources: HashMap::new(),
+            resources: Resources::default(),
             exporting_as: None,
             scratch: Vec::new(),
             interned: record::Interned::default(),
@@ -459,40 +459,49 @@ impl Drop for OwnRuntime {
     }
 }
 
-/// The resource a span from another process is exported with: the service's merged with
-/// `facts` (none for this process's spans). With an exporter whose resource the user set,
-/// the facts become the span's attributes instead.
+/// The resource a span from another process is exported with: the service's merged with the
+/// facts of its resource `section` (none for this process's spans). With an exporter whose
+/// resource the user set, the facts become the span's attributes instead. A section seen
+/// before is found by its bytes, and not read again.
 fn resource_of(
     service: &Option<Resource>,
-    resources: &mut HashMap<Vec<KeyValue>, Arc<Resource>>,
+    resources: &mut Resources,
+    interned: &mut record::Interned,
     span: &mut SpanData,
-    facts: Vec<KeyValue>,
+    section: &[u8],
 ) -> Option<Arc<Resource>> {
-    if facts.is_empty() {
+    if section.is_empty() {
         return None;
     }
-    let Some(base) = service else {
-        span.attributes.extend(facts);
-        return None;
-    };
-    if let Some(known) = resources.get(&facts) {
-        return Some(known.clone());
-    }
-    if resources.len() >= RESOURCES {
-        resources.clear();
-    }
-    let merged = Arc::new(
-        Resource::builder_empty()
-            .with_attributes(
-                base.iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                    .chain(facts.iter().cloned()),
+    if !resources.contains_key(section) {
+        let facts = record::decode_resource(section, interned)?;
+        let merged = service.as_ref().map(|base| {
+            Arc::new(
+                Resource::builder_empty()
+                    .with_attributes(
+                        base.iter()
+                            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                            .chain(facts.iter().cloned()),
+                    )
+                    .build(),
             )
-            .build(),
-    );
-    resources.insert(facts, merged.clone());
-    Some(merged)
+        });
+        if resources.len() >= RESOURCES {
+            resources.clear();
+        }
+        resources.insert(section.into(), (facts, merged));
+    }
+    let (facts, merged) = resources.get(section)?;
+    if merged.is_none() {
+        span.attributes.extend(facts.iter().cloned());
+    }
+    merged.clone()
 }
+
+/// Other processes' resources, by the bytes of their section in a record: their facts, and
+/// the service's resource merged with them (when the collector made the exporter).
+type Resources =
+    HashMap<Box<[u8]>, (Vec<KeyValue>, Option<Arc<Resource>>), foldhash::fast::RandomState>;
 
 /// Other processes' resources kept at once (a pool's workers, and their replacements).
 const RESOURCES: usize = 64;
@@ -533,9 +542,8 @@ struct Collector<E> {
     /// The service's resource, when the collector made the exporter (else the user set it,
     /// and other processes' facts go on their spans as attributes).
     resource: Option<Resource>,
-    /// Other processes' resources (the service's merged with their facts), by their facts;
-    /// at most [`RESOURCES`], emptied when full.
-    resources: HashMap<Vec<KeyValue>, Arc<Resource>>,
+    /// Other processes' resources, at most [`RESOURCES`], emptied when full.
+    resources: Resources,
     /// The resource the exporter has now: `None` for the service's.
     exporting_as: Option<Arc<Resource>>,
     scratch: Vec<u8>,
@@ -636,11 +644,16 @@ impl<E: SpanExporter + 'static> Collector<E> {
                     dropped += 1;
                     continue;
                 }
-                if let Some((mut span, facts)) =
+                if let Some((mut span, section)) =
                     record::decode(&bytes, &self.scope, &mut self.interned)
                 {
-                    let resource =
-                        resource_of(&self.resource, &mut self.resources, &mut span, facts);
+                    let resource = resource_of(
+                        &self.resource,
+                        &mut self.resources,
+                        &mut self.interned,
+                        &mut span,
+                        section,
+                    );
                     self.queue.push_back((span, resource));
                 }
             }

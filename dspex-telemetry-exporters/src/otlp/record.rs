@@ -264,7 +264,7 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
         len += 1 + 4 + cut(key, 256).len() + value_len(value)
     });
     if !span.resource.is_empty() {
-        len += 2;
+        len += 4 + 2;
         for (key, value) in span.resource.iter().take(MAX_RESOURCE) {
             len += 1 + 4 + cut(key, 256).len() + value_len(value);
         }
@@ -338,9 +338,17 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     out.array(count.to_le_bytes());
     for_each_kept(span, |origin, key, value| out.attribute(origin, key, value));
     if !span.resource.is_empty() {
+        // Its length first: the collector looks the section up whole among the resources it
+        // knows (a worker sends the same one with every span) and reads it only when new.
+        let at = out.at;
+        out.array([0; 4]);
         out.array((span.resource.len().min(MAX_RESOURCE) as u16).to_le_bytes());
         for (key, value) in span.resource.iter().take(MAX_RESOURCE) {
             out.attribute(FROM_CODE, key, value);
+        }
+        let len = (out.at - at - 4) as u32;
+        if let Some(to) = out.buf.get_mut(at..at + 4) {
+            to.copy_from_slice(&len.to_le_bytes());
         }
     }
     if !span.events.is_empty() {
@@ -477,14 +485,14 @@ impl Interned {
     }
 }
 
-/// The `SpanData` of one encoded record, with the resource attributes of the process it ran
-/// in when that is not this one (else empty); `None` if the bytes are not one (never
-/// expected).
-pub(crate) fn decode(
-    bytes: &[u8],
+/// The `SpanData` of one encoded record, with the resource section of the process it ran in
+/// when that is not this one (else empty: read it with [`decode_resource`]); `None` if the
+/// bytes are not one (never expected).
+pub(crate) fn decode<'a>(
+    bytes: &'a [u8],
     scope: &InstrumentationScope,
     interned: &mut Interned,
-) -> Option<(SpanData, Vec<KeyValue>)> {
+) -> Option<(SpanData, &'a [u8])> {
     let mut r = Reader(bytes);
     let trace_id: [u8; 16] = r.array()?;
     let span_id: [u8; 8] = r.array()?;
@@ -545,15 +553,13 @@ pub(crate) fn decode(
         }
         attributes.push(KeyValue::new(interned.key(origin, key), value));
     }
-    let mut resource = Vec::new();
-    if flags & FLAG_RESOURCE != 0 {
-        let count = u16::from_le_bytes(r.array()?);
-        for _ in 0..count {
-            let origin = r.byte()?;
-            let key = r.text()?;
-            resource.push(KeyValue::new(interned.key(origin, key), r.value(interned)?));
+    let resource = match flags & FLAG_RESOURCE != 0 {
+        true => {
+            let len = u32::from_le_bytes(r.array()?) as usize;
+            r.take(len)?
         }
-    }
+        false => &[],
+    };
     let mut events = SpanEvents::default();
     if flags & FLAG_EVENTS != 0 {
         let count = u16::from_le_bytes(r.array()?);
@@ -622,6 +628,19 @@ pub(crate) fn decode(
         instrumentation_scope: scope.clone(),
     };
     Some((span, resource))
+}
+
+/// The attributes of a resource section that [`decode`] returned.
+pub(crate) fn decode_resource(section: &[u8], interned: &mut Interned) -> Option<Vec<KeyValue>> {
+    let mut r = Reader(section);
+    let count = u16::from_le_bytes(r.array()?);
+    let mut resource = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let origin = r.byte()?;
+        let key = r.text()?;
+        resource.push(KeyValue::new(interned.key(origin, key), r.value(interned)?));
+    }
+    Some(resource)
 }
 
 #[cfg(test)]
@@ -807,7 +826,8 @@ mod tests {
             MAX_EVENTS + 1,
             "kept events and the exception"
         );
-        let (_, resource) = decode(&bytes, &scope, &mut interned).unwrap();
+        let (_, section) = decode(&bytes, &scope, &mut interned).unwrap();
+        let resource = decode_resource(section, &mut interned).unwrap();
         assert_eq!(
             resource,
             [KeyValue::new("process.pid", 4242i64)],
