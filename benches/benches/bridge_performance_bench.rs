@@ -405,10 +405,6 @@ fn pool_start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 /// and the worker's CPU time (user and system, from the OS) over rounds of calls. Written to
 /// `<target>/criterion/python-otel.json` for `cargo xtask bench-report`.
 fn python_otel(rt: &tokio::runtime::Runtime, quick: bool) {
-    struct Discard;
-    impl dspex_telemetry_core::SpanSink for Discard {
-        fn on_end(&self, _: &dspex_telemetry_core::SpanRecord<'_>) {}
-    }
     let otel_python = dspy_python()
         .parent()
         .and_then(|bin| bin.parent())
@@ -433,7 +429,9 @@ fn python_otel(rt: &tokio::runtime::Runtime, quick: bool) {
     let mut rows = Vec::new();
     for (variant, python, function) in variants {
         let dispatcher = Dispatcher::new();
-        dispatcher.attach_span_sink("discard", Discard).unwrap();
+        dispatcher
+            .attach_span_sink("discard", dspex_telemetry_benches::KeepsNothing)
+            .unwrap();
         let pool = rt
             .block_on(Pool::start(PoolConfig {
                 size: 1,

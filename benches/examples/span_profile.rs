@@ -3,24 +3,9 @@
 //! counts the instructions of `run_spans` alone (chunks of 500 spans, each followed by an
 //! untimed flush, so that no thread buffer fills).
 
-use std::hint::black_box;
-
-use dspex_telemetry_benches::{bridge_call_span, threads_cpu_ns};
+use dspex_telemetry_benches::{Discard, bridge_call_span, threads_cpu_ns};
 use dspex_telemetry_core::{Dispatcher, TraceContext, catalog, metadata};
 use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-
-/// Takes every batch and keeps nothing.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        black_box(batch);
-        Ok(())
-    }
-}
 
 #[inline(never)]
 fn run_spans(d: &Dispatcher, n: usize) {

@@ -20,30 +20,8 @@
 use dspex_telemetry::Telemetry;
 use dspex_telemetry::core::Dispatcher;
 use dspex_telemetry_benches::three_layer::{Stack, config, paired};
-use dspex_telemetry_benches::{result_path, runtime, sinks, threads_cpu_ns};
+use dspex_telemetry_benches::{Discard, KeepsNothing, result_path, runtime, sinks, threads_cpu_ns};
 use dspex_telemetry_exporters::otlp::{OtlpConfig, OtlpTraces};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-
-/// A span sink that keeps nothing.
-struct KeepsNothing;
-
-impl dspex_telemetry::core::SpanSink for KeepsNothing {
-    fn on_end(&self, span: &dspex_telemetry::core::SpanRecord<'_>) {
-        std::hint::black_box(span.end_unix_ns);
-    }
-}
-
-/// A span exporter that discards its batches.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        drop(std::hint::black_box(batch));
-        Ok(())
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);

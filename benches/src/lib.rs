@@ -11,6 +11,29 @@
 
 pub mod three_layer;
 
+/// A span sink that keeps nothing: span records are made, and dropped.
+pub struct KeepsNothing;
+
+impl dspex_telemetry_core::SpanSink for KeepsNothing {
+    fn on_end(&self, span: &dspex_telemetry_core::SpanRecord<'_>) {
+        std::hint::black_box(span.end_unix_ns);
+    }
+}
+
+/// A span exporter that takes every batch and keeps nothing.
+#[derive(Debug)]
+pub struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(std::hint::black_box(batch));
+        Ok(())
+    }
+}
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
