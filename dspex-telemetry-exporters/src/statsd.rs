@@ -258,17 +258,23 @@ impl StatsdRecorder {
 
     /// The lines due now (counter deltas since the last call, gauges that changed, timing
     /// samples), taken from the cells.
-    fn drain_lines(&self) -> Vec<String> {
-        let series = self.shared.series.entries();
-        let mut lines = Vec::new();
-        for (key, series) in series {
+    /// Takes every pending value and writes it as a line into datagrams of at most `max`
+    /// bytes (a line longer than that goes alone): each line is written once, in place, with
+    /// no text of its own.
+    fn drain_packets(&self, max: usize) -> Vec<String> {
+        let mut packer = Packer {
+            packets: Vec::new(),
+            current: String::new(),
+            max,
+        };
+        for (key, series) in self.shared.series.entries() {
             let (name, tags) = self.name_and_tags(&key);
-            let line = |value: &str, kind: &str| format!("{name}:{value}|{kind}{tags}");
+            let mut line = |value: Number, kind: &str| packer.line(&name, value, kind, &tags);
             match &*series {
                 Series::Counter(c) => {
                     let delta = c.delta.swap(0, Ordering::Relaxed);
                     if delta > 0 {
-                        lines.push(line(&delta.to_string(), "c"));
+                        line(Number::Count(delta), "c");
                     }
                 }
                 Series::Gauge(g) => {
@@ -276,9 +282,9 @@ impl StatsdRecorder {
                         let value = f64::from_bits(g.bits.load(Ordering::Relaxed));
                         if value < 0.0 {
                             // A leading sign means "change by"; set 0 first to mean "is".
-                            lines.push(line("0", "g"));
+                            line(Number::Int(0), "g");
                         }
-                        lines.push(line(&format_value(value), "g"));
+                        line(Number::of(value), "g");
                     }
                 }
                 Series::Timer(t) => {
@@ -287,12 +293,14 @@ impl StatsdRecorder {
                             .budget
                             .buffered
                             .fetch_sub(samples.len(), Ordering::Relaxed);
-                        lines.extend(samples.iter().map(|v| line(&format_value(*v), "ms")));
+                        for v in samples {
+                            line(Number::of(*v), "ms");
+                        }
                     });
                 }
             }
         }
-        lines
+        packer.finish()
     }
 
     fn name_and_tags(&self, key: &Key) -> (String, String) {
@@ -341,31 +349,65 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+/// A value as a line shows it: whole numbers without a fraction.
+#[derive(Clone, Copy)]
+enum Number {
+    Count(u64),
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    fn of(v: f64) -> Number {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            Number::Int(v as i64)
+        } else {
+            Number::Float(v)
+        }
     }
 }
 
-/// Packs lines into datagrams of at most `max` bytes (a line longer than that goes alone).
-fn pack(lines: &[String], max: usize) -> Vec<String> {
-    let mut packets = Vec::new();
-    let mut current = String::new();
-    for line in lines {
-        if !current.is_empty() && current.len() + 1 + line.len() > max {
-            packets.push(std::mem::take(&mut current));
+/// Datagrams being filled, line by line.
+struct Packer {
+    packets: Vec<String>,
+    current: String,
+    max: usize,
+}
+
+impl Packer {
+    /// Adds `name:value|kind<tags>` to the current datagram, or to a new one when it would
+    /// pass `max`.
+    fn line(&mut self, name: &str, value: Number, kind: &str, tags: &str) {
+        let start = self.current.len();
+        if start > 0 {
+            self.current.push('\n');
         }
-        if !current.is_empty() {
-            current.push('\n');
+        let at = self.current.len();
+        self.current.push_str(name);
+        self.current.push(':');
+        let _ = match value {
+            Number::Count(v) => write!(self.current, "{v}"),
+            Number::Int(v) => write!(self.current, "{v}"),
+            Number::Float(v) => write!(self.current, "{v}"),
+        };
+        self.current.push('|');
+        self.current.push_str(kind);
+        self.current.push_str(tags);
+        if start > 0 && self.current.len() > self.max {
+            // Too long with what is there already: the datagram goes, the line starts the next.
+            let line = self.current[at..].to_owned();
+            self.current.truncate(start);
+            self.packets
+                .push(std::mem::replace(&mut self.current, line));
         }
-        current.push_str(line);
     }
-    if !current.is_empty() {
-        packets.push(current);
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.packets.push(self.current);
+        }
+        self.packets
     }
-    packets
 }
 
 impl Recorder for StatsdRecorder {
@@ -485,9 +527,8 @@ impl Drop for StatsdExporter {
 
 impl StatsdRecorder {
     async fn send(&self, socket: &UdpSocket, target: SocketAddr) {
-        let lines = self.drain_lines();
         let counters = &self.shared.counters;
-        for packet in pack(&lines, self.shared.config.max_packet_bytes) {
+        for packet in self.drain_packets(self.shared.config.max_packet_bytes) {
             match socket.send_to(packet.as_bytes(), target).await {
                 Ok(_) => counters.packets_sent.fetch_add(1, Ordering::Relaxed),
                 Err(e) => {
@@ -507,9 +548,32 @@ mod tests {
 
     #[test]
     fn packets_stay_within_the_limit_and_keep_every_line() {
-        let lines: Vec<String> = (0..500).map(|i| format!("metric_{i}:{i}|c")).collect();
-        let packets = pack(&lines, 200);
-        assert!(packets.iter().all(|p| p.len() <= 200));
+        let mut packer = Packer {
+            packets: Vec::new(),
+            current: String::new(),
+            max: 200,
+        };
+        let mut lines = Vec::new();
+        for i in 0..500 {
+            let name = format!("metric_{i}");
+            let value = if i % 2 == 0 {
+                i as f64
+            } else {
+                i as f64 + 0.25
+            };
+            packer.line(&name, Number::of(value), "c", "");
+            lines.push(format!("{name}:{value}|c"));
+        }
+        let long = "x".repeat(300);
+        packer.line(&long, Number::of(1.0), "ms", "|#k:v");
+        lines.push(format!("{long}:1|ms|#k:v"));
+        let packets = packer.finish();
+        assert!(packets[..packets.len() - 1].iter().all(|p| p.len() <= 200));
+        assert_eq!(
+            packets.last(),
+            lines.last(),
+            "a line longer than a datagram goes alone"
+        );
         let back: Vec<&str> = packets.iter().flat_map(|p| p.split('\n')).collect();
         assert_eq!(back, lines.iter().map(String::as_str).collect::<Vec<_>>());
     }
@@ -537,7 +601,8 @@ mod tests {
         recorder.register_counter(&key, &META).increment(3);
         recorder.register_histogram(&key, &META).record(2.5);
         recorder.register_gauge(&key, &META).set(7.0);
-        let mut lines = recorder.drain_lines();
+        let packets = recorder.drain_packets(1432);
+        let mut lines: Vec<&str> = packets.iter().flat_map(|p| p.split('\n')).collect();
         lines.sort();
         assert_eq!(lines, ["dual:2.5|ms", "dual:3|c", "dual:7|g"]);
     }
