@@ -27,15 +27,31 @@ const BRIDGE_SHARE: &str = "on this 2-vCPU VM a round trip's cost is set mostly 
                     <rounds>` runs the same paired rounds and splits the difference between the Rust process's \
                     and the workers' CPU time.";
 
+/// Telemetry's share of the three-layer request, at most.
+const THREE_LAYER_MAX_SHARE: f64 = 0.05;
+
+/// Where the three-layer request's telemetry goes, as profiled (shown when its target is missed).
+const THREE_LAYER_MISSED: &str = "the parts table under `three_layer_bench` splits it. At 1 caller the request runs on \
+    one core at a time (the caller, then the worker), so what telemetry adds on that path shows whole: the span \
+    records and the workers' timing of their own spans (`spans_recorded`; counted with callgrind, the pool reads the \
+    spans in the replies in about 7 000 instructions a request and turns them into records in about 7 500), and each \
+    event of the metric catalog into the window and every backend. The OTLP collector works beside it, on its own thread: \
+    per span about 3 300 instructions to turn a record into `SpanData`, then about 12 700 in `opentelemetry-otlp` \
+    to turn `SpanData` into a request body (its conversion to the protobuf types allocates each attribute's key and \
+    value again; prost's encoding measures each nested message once per level of nesting). With 8 spans a request \
+    that is the collector thread's 15 to 17 µs of CPU a request, and at 8 callers, where the two cores are \
+    saturated, CPU time anywhere is wall time.";
+
 /// The instrumentation target, checked on the paired rounds (`bridge-paired.json`).
 const BRIDGE_MAX_RATIO: f64 = 1.05;
 
 /// Why our span path is behind fastrace's, as profiled (shown under the missed targets).
 const SPAN_PATH_MISSED: &str = "the caller's side of a span makes no lock and no allocation, but it does more work than \
-    fastrace's: counted with callgrind in one loop of this span, about 2 500 instructions a span on the caller's thread \
-    against fastrace's 1 100. Every key and value is copied into the thread's ring (about 100 instructions for each of \
-    the six attributes), where fastrace keeps pointers to static strings; the core's span path (the context swapped in \
-    and out, three routing-table probes, the metadata) is about 1 100 more.";
+    fastrace's: counted with callgrind in one loop of this span (`span_profile`), about 2 230 instructions a span on \
+    the caller's thread against fastrace's 1 100. Encoding the record into the thread's ring is 1 040 of them: every \
+    key and value is copied (about 85 instructions for each of the six attributes), where fastrace keeps pointers to \
+    static strings; the core's span path (the context swapped in and out, routing-table probes, the metadata) is \
+    most of the rest.";
 
 const STACK_MISSED: &str = "besides the span path (see `otlp_span`), each bridge call's `stop` records its duration and count \
     into four recorders (the window, Prometheus, StatsD and OTLP metrics) through `metrics-util`'s fanout, where the \
@@ -738,6 +754,40 @@ pub fn run(root: &Path) -> Result<PathBuf, String> {
         doc.push('\n');
         if line.ends_with("**no** |") {
             missed.push(format!("- `{name}`: {BRIDGE_SHARE}"));
+        }
+    }
+    let three_layer = fs::read_to_string(criterion.join("three-layer.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        .unwrap_or_default();
+    for callers in [1, 8] {
+        let share = three_layer
+            .iter()
+            .find(|r| r["callers"].as_u64() == Some(callers))
+            .and_then(|r| r["telemetry_share"].as_f64());
+        let name = format!("three_layer/paired_{callers}: telemetry's share of a request");
+        let line = match share {
+            Some(share) => format!(
+                "| `{name}` | the same rounds, nothing attached | {:.1} % | ≤ {:.0} % | {} |",
+                100.0 * share,
+                100.0 * THREE_LAYER_MAX_SHARE,
+                if share <= THREE_LAYER_MAX_SHARE {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            ),
+            None => format!(
+                "| `{name}` | the same rounds, nothing attached | not measured | ≤ {:.0} % | **no** |",
+                100.0 * THREE_LAYER_MAX_SHARE
+            ),
+        };
+        doc.push_str(&line);
+        doc.push('\n');
+        if line.ends_with("**no** |") && !missed.iter().any(|m| m.contains(THREE_LAYER_MISSED)) {
+            missed.push(format!(
+                "- `three_layer/paired_{{1,8}}: telemetry's share of a request`: {THREE_LAYER_MISSED}"
+            ));
         }
     }
     for t in TARGETS {
