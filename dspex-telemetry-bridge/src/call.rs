@@ -211,11 +211,11 @@ impl Pool {
             false => (ctx.parent_span_id(), ctx.parent_is_remote()),
         };
         if let (Some(call), Some(span_id)) = (reply.call_span.as_ref(), reply.python_span_id) {
-            let (start, end) = (call.0, call.1);
+            let (start, end) = (call.start_ns, call.end_ns);
             let name = name();
-            let status = call.2.as_deref();
+            let status = call.status.as_deref();
             let failed = status == Some("error");
-            let message = call.3.as_deref();
+            let message = call.message.as_deref();
             if records {
                 let status = match failed {
                     true => SpanStatus::Error {

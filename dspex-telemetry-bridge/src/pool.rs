@@ -1304,15 +1304,17 @@ struct WireReply {
     spans_dropped: u64,
 }
 
-/// The worker's side of a call, as it timed it: `[start_ns, end_ns]`, and `"error"` and the
-/// exception's text when it raised one.
+/// The worker's side of a call, as it timed it; on the wire `[start_ns, end_ns]`, then
+/// `"error"` and the exception's text when it raised one.
 #[derive(serde::Deserialize, Debug, Clone)]
-pub(crate) struct CallSpan(
-    pub(crate) i64,
-    pub(crate) i64,
-    #[serde(default)] pub(crate) Option<String>,
-    #[serde(default)] pub(crate) Option<String>,
-);
+pub(crate) struct CallSpan {
+    pub(crate) start_ns: i64,
+    pub(crate) end_ns: i64,
+    #[serde(default)]
+    pub(crate) status: Option<String>,
+    #[serde(default)]
+    pub(crate) message: Option<String>,
+}
 
 /// A worker's reply to the awaited request: its result or the exception it raised, with the
 /// spans and LM calls it collected either way.
@@ -1429,7 +1431,10 @@ mod tests {
         assert_eq!((reply.id, reply.ok), (Some(json!(7)), true));
         assert_eq!(reply.result, json!({"answer": "x"}));
         let call = reply.call_span.expect("the call's span");
-        assert_eq!((call.0, call.1, call.2, call.3), (10, 20, None, None));
+        assert_eq!(
+            (call.start_ns, call.end_ns, call.status, call.message),
+            (10, 20, None, None)
+        );
         assert_eq!(reply.spans.len(), 1);
         assert!(reply.lm.is_empty() && reply.spans_dropped == 0);
 
@@ -1438,8 +1443,8 @@ mod tests {
                 "call_span": [1, 2, "error", "ValueError: no"], "spans_dropped": 3}"#,
         );
         let call = failed.call_span.clone().expect("the call's span");
-        assert_eq!(call.2.as_deref(), Some("error"));
-        assert_eq!(call.3.as_deref(), Some("ValueError: no"));
+        assert_eq!(call.status.as_deref(), Some("error"));
+        assert_eq!(call.message.as_deref(), Some("ValueError: no"));
         match parse_reply(failed, 0, 1) {
             Ok(Reply {
                 error: Some(BridgeError::Python { kind, message, .. }),

@@ -473,29 +473,35 @@ fn resource_of(
     if section.is_empty() {
         return None;
     }
-    if !resources.contains_key(section) {
-        let facts = record::decode_resource(section, interned)?;
-        let merged = service.as_ref().map(|base| {
-            Arc::new(
-                Resource::builder_empty()
-                    .with_attributes(
-                        base.iter()
-                            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                            .chain(facts.iter().cloned()),
-                    )
-                    .build(),
-            )
-        });
-        if resources.len() >= RESOURCES {
-            resources.clear();
+    // With an exporter whose resource the user set (no merged one), the facts go on the span.
+    let apply = |span: &mut SpanData, (facts, merged): &(Vec<KeyValue>, Option<Arc<Resource>>)| {
+        if merged.is_none() {
+            span.attributes.extend(facts.iter().cloned());
         }
-        resources.insert(section.into(), (facts, merged));
+        merged.clone()
+    };
+    if let Some(known) = resources.get(section) {
+        return apply(span, known);
     }
-    let (facts, merged) = resources.get(section)?;
-    if merged.is_none() {
-        span.attributes.extend(facts.iter().cloned());
+    let facts = record::decode_resource(section, interned)?;
+    let merged = service.as_ref().map(|base| {
+        Arc::new(
+            Resource::builder_empty()
+                .with_attributes(
+                    base.iter()
+                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                        .chain(facts.iter().cloned()),
+                )
+                .build(),
+        )
+    });
+    if resources.len() >= RESOURCES {
+        resources.clear();
     }
-    merged.clone()
+    let known = (facts, merged);
+    let resource = apply(span, &known);
+    resources.insert(section.into(), known);
+    resource
 }
 
 /// Other processes' resources, by the bytes of their section in a record: their facts, and

@@ -403,6 +403,20 @@ impl<'a> Reader<'a> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         std::str::from_utf8(self.take(len)?).ok()
     }
+    /// A count (`u16`) and that many attributes, as the code set them.
+    fn attributes(&mut self, interned: &mut Interned) -> Option<Vec<KeyValue>> {
+        let count = u16::from_le_bytes(self.array()?);
+        let mut attributes = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let origin = self.byte()?;
+            let key = self.text()?;
+            attributes.push(KeyValue::new(
+                interned.key(origin, key),
+                self.value(interned)?,
+            ));
+        }
+        Some(attributes)
+    }
     fn value(&mut self, interned: &mut Interned) -> Option<opentelemetry::Value> {
         Some(match self.byte()? {
             STR => interned.value(self.text()?),
@@ -566,13 +580,7 @@ pub(crate) fn decode<'a>(
         for _ in 0..count {
             let name = r.text()?.to_owned();
             let at = r.u64()?;
-            let n = u16::from_le_bytes(r.array()?);
-            let mut attributes = Vec::with_capacity(usize::from(n));
-            for _ in 0..n {
-                let origin = r.byte()?;
-                let key = r.text()?;
-                attributes.push(KeyValue::new(interned.key(origin, key), r.value(interned)?));
-            }
+            let attributes = r.attributes(interned)?;
             events
                 .events
                 .push(Event::new(name, time(at), attributes, 0));
@@ -632,15 +640,7 @@ pub(crate) fn decode<'a>(
 
 /// The attributes of a resource section that [`decode`] returned.
 pub(crate) fn decode_resource(section: &[u8], interned: &mut Interned) -> Option<Vec<KeyValue>> {
-    let mut r = Reader(section);
-    let count = u16::from_le_bytes(r.array()?);
-    let mut resource = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let origin = r.byte()?;
-        let key = r.text()?;
-        resource.push(KeyValue::new(interned.key(origin, key), r.value(interned)?));
-    }
-    Some(resource)
+    Reader(section).attributes(interned)
 }
 
 #[cfg(test)]
