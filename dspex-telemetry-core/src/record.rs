@@ -161,23 +161,18 @@ impl<'a> SpanAttributes<'a> {
 
 /// A span's metadata: what it started with and what its work added at the end, which wins
 /// where both have a key. Kept in two parts so that a span no event handler sees is not
-/// merged just to be exported.
+/// merged just to be exported; which keys the end replaces is worked out only when asked.
 #[derive(Debug, Clone, Copy)]
 pub struct SpanMetadata<'a> {
     start: &'a Metadata<'a>,
     end: &'a Metadata<'a>,
-    /// Bit `i`: the start's entry `i` is replaced by one of the end's (for the first 64).
-    replaced: u64,
 }
 
 impl<'a> SpanMetadata<'a> {
     /// The metadata of a span that started with `start` and whose work added `end`.
+    #[inline]
     pub fn new(start: &'a Metadata<'a>, end: &'a Metadata<'a>) -> Self {
-        SpanMetadata {
-            start,
-            end,
-            replaced: start.replaced_by(end),
-        }
+        SpanMetadata { start, end }
     }
 
     /// Metadata in one part.
@@ -186,14 +181,19 @@ impl<'a> SpanMetadata<'a> {
         SpanMetadata {
             start: metadata,
             end: &EMPTY,
-            replaced: 0,
         }
     }
 
+    /// Bit `i`: the start's entry `i` is replaced by one of the end's (for the first 64).
     #[inline(always)]
-    fn is_replaced(&self, i: usize, key: &str) -> bool {
+    fn replaced(&self) -> u64 {
+        self.start.replaced_by(self.end)
+    }
+
+    #[inline(always)]
+    fn is_replaced(&self, replaced: u64, i: usize, key: &str) -> bool {
         match i {
-            0..64 => self.replaced >> i & 1 != 0,
+            0..64 => replaced >> i & 1 != 0,
             _ => self.end.get(key).is_some(),
         }
     }
@@ -201,9 +201,10 @@ impl<'a> SpanMetadata<'a> {
     /// Each entry once: the start's (those the end does not replace), then the end's.
     #[inline(always)]
     pub fn for_each(&self, mut f: impl FnMut(&'a str, &'a Value<'a>)) {
+        let replaced = self.replaced();
         let mut i = 0;
         self.start.iter().for_each(|(k, v)| {
-            if !self.is_replaced(i, k) {
+            if !self.is_replaced(replaced, i, k) {
                 f(k, v);
             }
             i += 1;
@@ -211,13 +212,41 @@ impl<'a> SpanMetadata<'a> {
         self.end.iter().for_each(|(k, v)| f(k, v));
     }
 
+    /// Every entry of both parts as they are, the start's then the end's, without comparing
+    /// keys: a key in both comes twice, and the later one is the span's. For a sink that
+    /// copies the entries now and can merge them later, off the span's thread.
+    #[inline(always)]
+    pub fn for_each_unmerged(&self, mut f: impl FnMut(&'a str, &'a Value<'a>)) {
+        for part in [self.start, self.end] {
+            for entries in part.parts() {
+                for (k, v) in entries {
+                    f(k, v);
+                }
+            }
+        }
+    }
+
+    /// How many entries [`SpanMetadata::for_each_unmerged`] visits.
+    #[inline]
+    pub fn unmerged_len(&self) -> usize {
+        self.start.len() + self.end.len()
+    }
+
+    /// Whether [`SpanMetadata::for_each_unmerged`] may visit a key twice (both parts have
+    /// entries).
+    #[inline]
+    pub fn may_repeat(&self) -> bool {
+        !self.start.is_empty() && !self.end.is_empty()
+    }
+
     /// Each entry once, as [`SpanMetadata::for_each`] visits them.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Value<'a>)> + 'a {
         let this = *self;
+        let replaced = self.replaced();
         self.start
             .iter()
             .enumerate()
-            .filter(move |(i, (k, _))| !this.is_replaced(*i, k))
+            .filter(move |(i, (k, _))| !this.is_replaced(replaced, *i, k))
             .map(|(_, entry)| entry)
             .chain(self.end.iter())
     }
@@ -239,7 +268,7 @@ impl<'a> SpanMetadata<'a> {
                 .filter(|(k, _)| self.end.get(k).is_some())
                 .count(),
         };
-        self.start.len() - self.replaced.count_ones() as usize - beyond + self.end.len()
+        self.start.len() - self.replaced().count_ones() as usize - beyond + self.end.len()
     }
 
     /// Whether there are none.

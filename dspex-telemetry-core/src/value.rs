@@ -370,6 +370,12 @@ impl<'a> Metadata<'a> {
         self.entries.push((Cow::Borrowed(key), value.into()));
     }
 
+    /// The entries in insertion order, as the inline ones and the rest.
+    #[inline(always)]
+    pub(crate) fn parts(&self) -> [&[(Cow<'a, str>, Value<'a>)]; 2] {
+        [&self.entries.head[..], &self.entries.tail[..]]
+    }
+
     /// Bit `i` set: entry `i` (of the first 64) has its key in `other` too.
     #[inline]
     pub(crate) fn replaced_by(&self, other: &Metadata<'_>) -> u64 {

@@ -95,7 +95,11 @@ const IN_PLACE: usize = 512;
 /// After a record went into `ring`: when the ring is three quarters full, the collector is
 /// asked to come before its next round. Always `true` (the record was written).
 fn nudge(shared: &Shared, ring: &Producer<u8>) -> bool {
-    if ring.slots() < shared.ring_bytes / 4 && !shared.nudged.swap(true, Ordering::AcqRel) {
+    // The cached count can only be short of the true one: the true one is read only then.
+    if ring.cached_slots() < shared.ring_bytes / 4
+        && ring.slots() < shared.ring_bytes / 4
+        && !shared.nudged.swap(true, Ordering::AcqRel)
+    {
         shared.wake.notify_one();
     }
     true
@@ -132,13 +136,21 @@ impl SpanSink for RingSink {
             };
             // Length-prefixed, written in place into the ring's free space when it fits in
             // the first `IN_PLACE` bytes of it in one piece; else measured, written into
-            // `scratch`, and copied (around the ring's end if need be).
-            let room = ring.slots().min(IN_PLACE);
-            let in_place = ring.write_chunk(room).ok().and_then(|mut chunk| {
+            // `scratch`, and copied (around the ring's end if need be). The free space is
+            // written without being cleared first.
+            let room = match ring.cached_slots() {
+                known if known >= IN_PLACE => IN_PLACE,
+                _ => ring.slots().min(IN_PLACE),
+            };
+            let in_place = ring.write_chunk_uninit(room).ok().and_then(|mut chunk| {
                 let (first, _) = chunk.as_mut_slices();
                 let len = record::encode_into(span, first.get_mut(4..)?)?;
-                first[..4].copy_from_slice(&(len as u32).to_le_bytes());
-                chunk.commit(4 + len);
+                for (to, from) in first.iter_mut().zip((len as u32).to_le_bytes()) {
+                    to.write(from);
+                }
+                // SAFETY: the first `4 + len` bytes of the chunk's first slice are written:
+                // the length just now, the record by `encode_into` (it returned `len`).
+                unsafe { chunk.commit(4 + len) };
                 Some(())
             });
             if in_place.is_some() {
@@ -149,12 +161,14 @@ impl SpanSink for RingSink {
                 return false;
             };
             scratch.clear();
-            scratch.resize(4 + len, 0);
-            scratch[..4].copy_from_slice(&(len as u32).to_le_bytes());
-            if record::encode_into(span, &mut scratch[4..]) != Some(len) {
+            scratch.extend_from_slice(&(len as u32).to_le_bytes());
+            scratch.reserve(len);
+            if record::encode_into(span, &mut scratch.spare_capacity_mut()[..len]) != Some(len) {
                 // Never expected (`encoded_len` is exact): a drop, not a torn record.
                 return false;
             }
+            // SAFETY: `encode_into` wrote the `len` bytes after the length.
+            unsafe { scratch.set_len(4 + len) };
             let (first, second) = chunk.as_mut_slices();
             let split = first.len();
             first.copy_from_slice(&scratch[..split]);

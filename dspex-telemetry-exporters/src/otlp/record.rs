@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 /// A map on foldhash: the collector looks up every span's keys and short values, and
 /// SipHash (the standard map's, made against collision attacks) was a quarter of decoding a
@@ -32,6 +33,10 @@ const FLAG_CORRELATION: u8 = 8;
 const FLAG_TRACESTATE: u8 = 16;
 const FLAG_EVENTS: u8 = 32;
 const FLAG_RESOURCE: u8 = 64;
+/// The metadata's attributes may name a key twice (the span's start and its end both had
+/// some): the later one is the span's. The span's thread copies them as they are; the
+/// collector drops what a later one replaces.
+const FLAG_REPEATS: u8 = 128;
 
 /// Most resource attributes kept of a span from another process.
 const MAX_RESOURCE: usize = 32;
@@ -61,17 +66,19 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Writes into a slice: each write is a bounds check and a copy. A write that does not fit
-/// is skipped and marks the cursor `overflowed` (the record is then written again through a
-/// buffer of its exact size).
+/// Writes into memory that may be uninitialised (a ring's free space): each item is one
+/// bounds check, then plain stores. A write that does not fit is skipped and marks the cursor
+/// `overflowed` (the record is then written again through a buffer of its exact size).
+///
+/// Invariant: `at <= buf.len()`, and every byte before `at` has been written.
 struct Cursor<'a> {
-    buf: &'a mut [u8],
+    buf: &'a mut [MaybeUninit<u8>],
     at: usize,
     overflowed: bool,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
+    fn new(buf: &'a mut [MaybeUninit<u8>]) -> Self {
         Cursor {
             buf,
             at: 0,
@@ -79,102 +86,132 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The next `n` bytes, which the caller must write, all of them.
     #[inline(always)]
-    fn take(&mut self, n: usize) -> Option<&mut [u8]> {
-        match self.buf.get_mut(self.at..self.at + n) {
-            Some(to) => {
-                self.at += n;
-                Some(to)
-            }
-            None => {
-                self.overflowed = true;
-                None
-            }
+    fn take(&mut self, n: usize) -> Option<Out> {
+        if n > self.buf.len() - self.at {
+            self.overflowed = true;
+            return None;
         }
+        // SAFETY: `at + n <= buf.len()`, so the `n` bytes from `at` are inside `buf`.
+        let to = unsafe { self.buf.as_mut_ptr().add(self.at) }.cast::<u8>();
+        self.at += n;
+        Some(Out(to, n))
     }
 
+    // SAFETY (each `put` below): the offsets and lengths written add up to what was taken.
     #[inline(always)]
     fn array<const N: usize>(&mut self, bytes: [u8; N]) {
         if let Some(to) = self.take(N) {
-            to.copy_from_slice(&bytes);
+            unsafe { to.put(0, &bytes) };
         }
     }
 
     #[inline(always)]
     fn bytes(&mut self, bytes: &[u8]) {
         if let Some(to) = self.take(bytes.len()) {
-            copy_short(to, bytes);
+            unsafe { to.put(0, bytes) };
         }
     }
 
     #[inline(always)]
     fn text(&mut self, text: &str) {
-        self.array((text.len() as u32).to_le_bytes());
-        self.bytes(text.as_bytes());
+        let text = text.as_bytes();
+        if let Some(to) = self.take(4 + text.len()) {
+            unsafe {
+                to.put(0, &(text.len() as u32).to_le_bytes());
+                to.put(4, text);
+            }
+        }
     }
 
-    /// One attribute, with one bounds check for all its parts.
+    /// One attribute, with one bounds check for all its parts: its origin, the key's length
+    /// and bytes, the value's tag, then the value (a text's length and bytes).
     #[inline(always)]
     fn attribute(&mut self, origin: u8, key: &str, value: &Value<'_>) {
         let key = cut(key, 256).as_bytes();
         let k = key.len();
+        let head = |to: Out, tag: u8| unsafe {
+            to.put(0, &[origin]);
+            to.put(1, &(k as u32).to_le_bytes());
+            to.put(5, key);
+            to.put(5 + k, &[tag]);
+        };
         match value {
             Value::Str(text) => {
                 let text = cut(text, MAX_TEXT).as_bytes();
                 let Some(to) = self.take(10 + k + text.len()) else {
                     return;
                 };
-                attribute_head(to, origin, key, STR);
-                to[6 + k..10 + k].copy_from_slice(&(text.len() as u32).to_le_bytes());
-                copy_short(&mut to[10 + k..], text);
+                head(to, STR);
+                unsafe {
+                    to.put(6 + k, &(text.len() as u32).to_le_bytes());
+                    to.put(10 + k, text);
+                }
             }
             Value::Int(i) => {
                 let Some(to) = self.take(14 + k) else { return };
-                attribute_head(to, origin, key, INT);
-                to[6 + k..].copy_from_slice(&i.to_le_bytes());
+                head(to, INT);
+                unsafe { to.put(6 + k, &i.to_le_bytes()) };
             }
             Value::Float(f) => {
                 let Some(to) = self.take(14 + k) else { return };
-                attribute_head(to, origin, key, FLOAT);
-                to[6 + k..].copy_from_slice(&f.to_le_bytes());
+                head(to, FLOAT);
+                unsafe { to.put(6 + k, &f.to_le_bytes()) };
             }
             Value::Bool(b) => {
                 let Some(to) = self.take(7 + k) else { return };
-                attribute_head(to, origin, key, BOOL);
-                to[6 + k] = u8::from(*b);
+                head(to, BOOL);
+                unsafe { to.put(6 + k, &[u8::from(*b)]) };
+            }
+        }
+    }
+
+    /// Writes `bytes` over what was written at `at` (a length filled in afterwards).
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(to) = self.buf.get_mut(at..at + bytes.len()) {
+            for (to, from) in to.iter_mut().zip(bytes) {
+                to.write(*from);
             }
         }
     }
 }
 
-/// An attribute's origin, key and value tag, at the start of `to`.
-#[inline(always)]
-fn attribute_head(to: &mut [u8], origin: u8, key: &[u8], tag: u8) {
-    let k = key.len();
-    to[0] = origin;
-    to[1..5].copy_from_slice(&(k as u32).to_le_bytes());
-    copy_short(&mut to[5..5 + k], key);
-    to[5 + k] = tag;
-}
+/// `n` bytes the cursor handed out at a pointer, to be written with [`Out::put`].
+#[derive(Clone, Copy)]
+struct Out(*mut u8, usize);
 
-/// Copies `from` into `to`, of the same length. Most texts of a span (keys, module and
-/// function names, name segments) are a few bytes long: those are copied with two
-/// overlapping fixed-size moves instead of a call to `memcpy`, which costs more than the copy
-/// itself at that size.
-#[inline(always)]
-fn copy_short(to: &mut [u8], from: &[u8]) {
-    let n = from.len();
-    if n > 16 {
-        to.copy_from_slice(from);
-    } else if n >= 8 {
-        to[..8].copy_from_slice(&from[..8]);
-        to[n - 8..].copy_from_slice(&from[n - 8..]);
-    } else if n >= 4 {
-        to[..4].copy_from_slice(&from[..4]);
-        to[n - 4..].copy_from_slice(&from[n - 4..]);
-    } else {
-        for (to, from) in to.iter_mut().zip(from) {
-            *to = *from;
+impl Out {
+    /// Copies `from` to `at`. Most texts of a span (keys, module and function names, name
+    /// segments) are a few bytes long: those are copied with two overlapping fixed-size moves
+    /// instead of a call to `memcpy`, which costs more than the copy itself at that size.
+    ///
+    /// # Safety
+    ///
+    /// `at + from.len()` is at most the length handed out.
+    #[inline(always)]
+    unsafe fn put(self, at: usize, from: &[u8]) {
+        let n = from.len();
+        debug_assert!(at + n <= self.1, "a write outside what was taken");
+        let (to, from) = (self.0.wrapping_add(at), from.as_ptr());
+        // SAFETY: `to` is valid for `n` bytes (the caller's promise, and `take` handed out
+        // bytes inside the cursor's buffer); `from` is valid for `n` bytes and cannot overlap
+        // `to` (a shared borrow against the cursor's exclusive one); each copy below stays
+        // within the first `n` bytes of both.
+        unsafe {
+            if n > 16 {
+                std::ptr::copy_nonoverlapping(from, to, n);
+            } else if n >= 8 {
+                std::ptr::copy_nonoverlapping(from, to, 8);
+                std::ptr::copy_nonoverlapping(from.add(n - 8), to.add(n - 8), 8);
+            } else if n >= 4 {
+                std::ptr::copy_nonoverlapping(from, to, 4);
+                std::ptr::copy_nonoverlapping(from.add(n - 4), to.add(n - 4), 4);
+            } else {
+                for i in 0..n {
+                    *to.add(i) = *from.add(i);
+                }
+            }
         }
     }
 }
@@ -199,12 +236,12 @@ fn kind_byte(kind: SpanKind) -> u8 {
     }
 }
 
-/// The attributes a record keeps, at most [`MAX_ATTRIBUTES`]: the metadata, then what the
-/// code set.
+/// The attributes a record keeps, at most [`MAX_ATTRIBUTES`]: the metadata's two parts as
+/// they are (the collector merges them: see [`FLAG_REPEATS`]), then what the code set.
 #[inline(always)]
 fn for_each_kept<'s>(span: &'s SpanRecord<'_>, mut f: impl FnMut(u8, &'s str, &'s Value<'s>)) {
     let mut left = MAX_ATTRIBUTES;
-    span.metadata.for_each(|k, v| {
+    span.metadata.for_each_unmerged(|k, v| {
         if left > 0 {
             left -= 1;
             f(FROM_METADATA, k, v)
@@ -279,9 +316,10 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
     len
 }
 
-/// Writes `span` at the start of `buf`: the bytes written, or `None` if `buf` is too short
-/// (see [`encoded_len`]).
-pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize> {
+/// Writes `span` at the start of `buf`, which may be uninitialised: the bytes written (each
+/// of them, from the first, initialised), or `None` if `buf` is too short (see
+/// [`encoded_len`]).
+pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [MaybeUninit<u8>]) -> Option<usize> {
     let mut flags = 0;
     if span.parent_span_id.is_some() {
         flags |= FLAG_PARENT;
@@ -304,16 +342,38 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
     if !span.resource.is_empty() {
         flags |= FLAG_RESOURCE;
     }
+    if span.metadata.may_repeat() {
+        flags |= FLAG_REPEATS;
+    }
     let mut out = Cursor::new(buf);
-    out.array(span.trace_id.to_bytes());
-    out.array(span.span_id.to_bytes());
-    out.array(span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
-    out.array([flags, span.flags.bits(), kind_byte(span.kind)]);
-    out.array(span.start_unix_ns.to_le_bytes());
-    out.array(span.end_unix_ns.to_le_bytes());
-    // The name, in parts (`dspex` `.` `bridge` …), as one length-prefixed text.
-    out.array((span.name.len() as u32).to_le_bytes());
-    span.name.for_each_part(|part| out.bytes(part.as_bytes()));
+    // The header, then the name in parts (`dspex` `.` `bridge` …) as one length-prefixed
+    // text, each with one bounds check.
+    let name_len = span.name.len();
+    if let Some(to) = out.take(HEADER + 4) {
+        // SAFETY: the offsets and lengths add up to `HEADER + 4`.
+        unsafe {
+            to.put(0, &span.trace_id.to_bytes());
+            to.put(16, &span.span_id.to_bytes());
+            to.put(24, &span.parent_span_id.map_or([0; 8], |p| p.to_bytes()));
+            to.put(32, &[flags, span.flags.bits(), kind_byte(span.kind)]);
+            to.put(35, &span.start_unix_ns.to_le_bytes());
+            to.put(43, &span.end_unix_ns.to_le_bytes());
+            to.put(HEADER, &(name_len as u32).to_le_bytes());
+        }
+    }
+    if let Some(to) = out.take(name_len) {
+        let mut at = 0;
+        span.name.for_each_part(|part| {
+            let part = part.as_bytes();
+            if at + part.len() <= name_len {
+                // SAFETY: checked just now.
+                unsafe { to.put(at, part) };
+                at += part.len();
+            }
+        });
+        // Every byte taken is written, or the record is not used.
+        out.overflowed |= at != name_len;
+    }
     if let SpanStatus::Error { kind, message } = span.status {
         out.text(cut(kind, 256));
         out.text(cut(message, MAX_TEXT));
@@ -334,9 +394,19 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
             out.bytes(value.as_bytes());
         }
     }
-    let count = (span.metadata.len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
+    let count = (span.metadata.unmerged_len() + span.attributes.len()).min(MAX_ATTRIBUTES) as u16;
     out.array(count.to_le_bytes());
-    for_each_kept(span, |origin, key, value| out.attribute(origin, key, value));
+    // As `for_each_kept`, with one closure fewer between the loop and the write.
+    let mut left = usize::from(count);
+    span.metadata.for_each_unmerged(|key, value| {
+        if left > 0 {
+            left -= 1;
+            out.attribute(FROM_METADATA, key, value);
+        }
+    });
+    for (key, value) in span.attributes.iter().take(left) {
+        out.attribute(FROM_CODE, key, value);
+    }
     if !span.resource.is_empty() {
         // Its length first: the collector looks the section up whole among the resources it
         // knows (a worker sends the same one with every span) and reads it only when new.
@@ -347,9 +417,7 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
             out.attribute(FROM_CODE, key, value);
         }
         let len = (out.at - at - 4) as u32;
-        if let Some(to) = out.buf.get_mut(at..at + 4) {
-            to.copy_from_slice(&len.to_le_bytes());
-        }
+        out.patch(at, &len.to_le_bytes());
     }
     if !span.events.is_empty() {
         out.array((span.events.len().min(MAX_EVENTS) as u16).to_le_bytes());
@@ -368,14 +436,15 @@ pub(crate) fn encode_into(span: &SpanRecord<'_>, buf: &mut [u8]) -> Option<usize
 /// Appends `span` to `out`.
 #[cfg(test)]
 pub(crate) fn encode(span: &SpanRecord<'_>, out: &mut Vec<u8>) {
-    let at = out.len();
     let len = encoded_len(span);
-    out.resize(at + len, 0);
+    out.reserve(len);
     assert_eq!(
-        encode_into(span, &mut out[at..]),
+        encode_into(span, &mut out.spare_capacity_mut()[..len]),
         Some(len),
         "encoded_len is exact"
     );
+    // SAFETY: `encode_into` wrote all `len` bytes (it returned `Some(len)`).
+    unsafe { out.set_len(out.len() + len) };
 }
 
 /// Reads what [`encode`] wrote.
@@ -499,6 +568,28 @@ impl Interned {
     }
 }
 
+/// Adds one attribute of a record: what the code set under its own name; the metadata as
+/// `dspex.<key>`, and under OpenTelemetry's semantic conventions where one applies (the
+/// Python function a bridge call runs, and the error's type).
+fn keep_attribute(
+    attributes: &mut Vec<KeyValue>,
+    interned: &mut Interned,
+    failed: bool,
+    origin: u8,
+    key: &str,
+    value: opentelemetry::Value,
+) {
+    if origin == FROM_METADATA {
+        match key {
+            "module" => attributes.push(KeyValue::new("code.namespace", value.clone())),
+            "function" => attributes.push(KeyValue::new("code.function", value.clone())),
+            "kind" if failed => attributes.push(KeyValue::new("error.type", value.clone())),
+            _ => {}
+        }
+    }
+    attributes.push(KeyValue::new(interned.key(origin, key), value));
+}
+
 /// The `SpanData` of one encoded record, with the resource section of the process it ran in
 /// when that is not this one (else empty: read it with [`decode_resource`]); `None` if the
 /// bytes are not one (never expected).
@@ -549,23 +640,33 @@ pub(crate) fn decode<'a>(
     let count = u16::from_le_bytes(r.array()?);
     let mut attributes = Vec::with_capacity(usize::from(count) + 3);
     attributes.push(KeyValue::new("dspex.correlation_id", correlation));
-    for _ in 0..count {
-        let origin = r.byte()?;
-        let key = r.text()?;
-        let value = r.value(interned)?;
-        if origin == FROM_CODE {
-            attributes.push(KeyValue::new(interned.key(origin, key), value));
-            continue;
+    if flags & FLAG_REPEATS == 0 {
+        for _ in 0..count {
+            let (origin, key) = (r.byte()?, r.text()?);
+            let value = r.value(interned)?;
+            keep_attribute(&mut attributes, interned, failed, origin, key, value);
         }
-        // OpenTelemetry's semantic conventions where one applies: the Python function a
-        // bridge call runs, and the error's type.
-        match key {
-            "module" => attributes.push(KeyValue::new("code.namespace", value.clone())),
-            "function" => attributes.push(KeyValue::new("code.function", value.clone())),
-            "kind" if failed => attributes.push(KeyValue::new("error.type", value.clone())),
-            _ => {}
+    } else {
+        // A metadata key that comes again later is the span's end replacing its start's:
+        // only the last is kept.
+        let mut read = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            read.push((r.byte()?, r.text()?, r.value(interned)?));
         }
-        attributes.push(KeyValue::new(interned.key(origin, key), value));
+        let replaced: Vec<bool> = (0..read.len())
+            .map(|i| {
+                let (origin, key, _) = &read[i];
+                *origin == FROM_METADATA
+                    && read[i + 1..]
+                        .iter()
+                        .any(|(o, k, _)| *o == FROM_METADATA && k == key)
+            })
+            .collect();
+        for ((origin, key, value), replaced) in read.into_iter().zip(replaced) {
+            if !replaced {
+                keep_attribute(&mut attributes, interned, failed, origin, key, value);
+            }
+        }
     }
     let resource = match flags & FLAG_RESOURCE != 0 {
         true => {
@@ -726,6 +827,63 @@ mod tests {
         };
         assert!(description.len() <= MAX_TEXT && description.starts_with('é'));
         assert_eq!(span.events.events[0].name, "exception");
+    }
+
+    #[test]
+    fn a_key_the_end_sets_again_replaces_the_start_s_once_decoded() {
+        let start = Metadata::new()
+            .with("module", "dspy")
+            .with("function", "Predict")
+            .with("kind", "first");
+        let end = Metadata::new()
+            .with("function", "ChainOfThought")
+            .with("worker_id", 1);
+        let tracestate = dspex_telemetry_core::TraceState::new();
+        let name = dspex_telemetry_core::catalog::BRIDGE_CALL.prefix().clone();
+        let code = [("kind".to_string(), Value::from("code"))];
+        let record = SpanRecord {
+            trace_id: dspex_telemetry_core::TraceId::random(),
+            span_id: dspex_telemetry_core::SpanId::random(),
+            parent_span_id: None,
+            parent_is_remote: false,
+            flags: TraceFlags::SAMPLED,
+            tracestate: &tracestate,
+            name: SpanName::Prefix(&name),
+            kind: SpanKind::Client,
+            start_unix_ns: 1_000,
+            end_unix_ns: 3_000,
+            status: SpanStatus::Unset,
+            metadata: SpanMetadata::new(&start, &end),
+            attributes: SpanAttributes::new(&code),
+            correlation_id: None,
+            events: &[],
+            resource: SpanAttributes::EMPTY,
+        };
+        let mut bytes = Vec::new();
+        encode(&record, &mut bytes);
+        let scope = InstrumentationScope::builder("t").build();
+        let span = decode(&bytes, &scope, &mut Interned::default()).unwrap().0;
+        let got: Vec<String> = span
+            .attributes
+            .iter()
+            .filter(|kv| kv.key.as_str() != "dspex.correlation_id")
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "code.namespace=dspy",
+                "dspex.module=dspy",
+                "dspex.kind=first",
+                "code.function=ChainOfThought",
+                "dspex.function=ChainOfThought",
+                "dspex.worker_id=1",
+                "kind=code",
+            ],
+            "the end's value, once; what the code set keeps its own name"
+        );
+        let merged: Vec<&str> = record.metadata.iter().map(|(k, _)| k).collect();
+        assert_eq!(merged, ["module", "kind", "function", "worker_id"]);
     }
 
     #[test]
