@@ -23,6 +23,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 /// Longest text kept of one attribute value or error message; longer ones are cut (on a
 /// character boundary) so one span cannot fill a buffer.
 const MAX_TEXT: usize = 4096;
+/// Longest attribute key kept (its length is one byte).
+const MAX_KEY: usize = 255;
 /// Most attributes kept of one span.
 const MAX_ATTRIBUTES: usize = 128;
 
@@ -125,44 +127,43 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// One attribute, with one bounds check for all its parts: its origin, the key's length
-    /// and bytes, the value's tag, then the value (a text's length and bytes).
+    /// One attribute, with one bounds check for all its parts: a byte for its origin and
+    /// the value's tag, the key's length (a byte) and bytes, then the value (a text's length,
+    /// two bytes, and bytes).
     #[inline(always)]
     fn attribute(&mut self, origin: u8, key: &str, value: &Value<'_>) {
-        let key = cut(key, 256).as_bytes();
+        let key = cut(key, MAX_KEY).as_bytes();
         let k = key.len();
         let head = |to: Out, tag: u8| unsafe {
-            to.put(0, &[origin]);
-            to.put(1, &(k as u32).to_le_bytes());
-            to.put(5, key);
-            to.put(5 + k, &[tag]);
+            to.put(0, &[origin << 4 | tag, k as u8]);
+            to.put(2, key);
         };
         match value {
             Value::Str(text) => {
                 let text = cut(text, MAX_TEXT).as_bytes();
-                let Some(to) = self.take(10 + k + text.len()) else {
+                let Some(to) = self.take(4 + k + text.len()) else {
                     return;
                 };
                 head(to, STR);
                 unsafe {
-                    to.put(6 + k, &(text.len() as u32).to_le_bytes());
-                    to.put(10 + k, text);
+                    to.put(2 + k, &(text.len() as u16).to_le_bytes());
+                    to.put(4 + k, text);
                 }
             }
             Value::Int(i) => {
-                let Some(to) = self.take(14 + k) else { return };
+                let Some(to) = self.take(10 + k) else { return };
                 head(to, INT);
-                unsafe { to.put(6 + k, &i.to_le_bytes()) };
+                unsafe { to.put(2 + k, &i.to_le_bytes()) };
             }
             Value::Float(f) => {
-                let Some(to) = self.take(14 + k) else { return };
+                let Some(to) = self.take(10 + k) else { return };
                 head(to, FLOAT);
-                unsafe { to.put(6 + k, &f.to_le_bytes()) };
+                unsafe { to.put(2 + k, &f.to_le_bytes()) };
             }
             Value::Bool(b) => {
-                let Some(to) = self.take(7 + k) else { return };
+                let Some(to) = self.take(3 + k) else { return };
                 head(to, BOOL);
-                unsafe { to.put(6 + k, &[u8::from(*b)]) };
+                unsafe { to.put(2 + k, &[u8::from(*b)]) };
             }
         }
     }
@@ -216,14 +217,15 @@ impl Out {
     }
 }
 
-/// The bytes [`Cursor::attribute`] writes for `value` after the key.
+/// The bytes [`Cursor::attribute`] writes.
 #[inline(always)]
-fn value_len(value: &Value<'_>) -> usize {
-    1 + match value {
-        Value::Str(s) => 4 + cut(s, MAX_TEXT).len(),
-        Value::Int(_) | Value::Float(_) => 8,
-        Value::Bool(_) => 1,
-    }
+fn attribute_len(key: &str, value: &Value<'_>) -> usize {
+    2 + cut(key, MAX_KEY).len()
+        + match value {
+            Value::Str(s) => 2 + cut(s, MAX_TEXT).len(),
+            Value::Int(_) | Value::Float(_) => 8,
+            Value::Bool(_) => 1,
+        }
 }
 
 fn kind_byte(kind: SpanKind) -> u8 {
@@ -297,20 +299,18 @@ pub(crate) fn encoded_len(span: &SpanRecord<'_>) -> usize {
     if !span.tracestate.is_empty() {
         len += 4 + tracestate_len(span.tracestate);
     }
-    for_each_kept(span, |_, key, value| {
-        len += 1 + 4 + cut(key, 256).len() + value_len(value)
-    });
+    for_each_kept(span, |_, key, value| len += attribute_len(key, value));
     if !span.resource.is_empty() {
         len += 4 + 2;
         for (key, value) in span.resource.iter().take(MAX_RESOURCE) {
-            len += 1 + 4 + cut(key, 256).len() + value_len(value);
+            len += attribute_len(key, value);
         }
     }
     if !span.events.is_empty() {
         len += 2;
         for_each_event(span, |name, _, attributes| {
             len += 4 + name.len() + 8 + 2;
-            attributes(&mut |key, value| len += 1 + 4 + cut(key, 256).len() + value_len(value));
+            attributes(&mut |key, value| len += attribute_len(key, value));
         });
     }
     len
@@ -477,23 +477,29 @@ impl<'a> Reader<'a> {
         let count = u16::from_le_bytes(self.array()?);
         let mut attributes = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
-            let origin = self.byte()?;
-            let key = self.text()?;
-            attributes.push(KeyValue::new(
-                interned.key(origin, key),
-                self.value(interned)?,
-            ));
+            let (origin, key, value) = self.attribute(interned)?;
+            attributes.push(KeyValue::new(interned.key(origin, key), value));
         }
         Some(attributes)
     }
-    fn value(&mut self, interned: &mut Interned) -> Option<opentelemetry::Value> {
-        Some(match self.byte()? {
-            STR => interned.value(self.text()?),
+    /// What [`Cursor::attribute`] wrote: its origin, key and value.
+    fn attribute(
+        &mut self,
+        interned: &mut Interned,
+    ) -> Option<(u8, &'a str, opentelemetry::Value)> {
+        let [head, k] = self.array()?;
+        let key = std::str::from_utf8(self.take(usize::from(k))?).ok()?;
+        let value = match head & 15 {
+            STR => {
+                let len = u16::from_le_bytes(self.array()?);
+                interned.value(std::str::from_utf8(self.take(usize::from(len))?).ok()?)
+            }
             INT => opentelemetry::Value::I64(i64::from_le_bytes(self.array()?)),
             FLOAT => opentelemetry::Value::F64(f64::from_le_bytes(self.array()?)),
             BOOL => opentelemetry::Value::Bool(self.byte()? != 0),
             _ => return None,
-        })
+        };
+        Some((head >> 4, key, value))
     }
 }
 
@@ -642,8 +648,7 @@ pub(crate) fn decode<'a>(
     attributes.push(KeyValue::new("dspex.correlation_id", correlation));
     if flags & FLAG_REPEATS == 0 {
         for _ in 0..count {
-            let (origin, key) = (r.byte()?, r.text()?);
-            let value = r.value(interned)?;
+            let (origin, key, value) = r.attribute(interned)?;
             keep_attribute(&mut attributes, interned, failed, origin, key, value);
         }
     } else {
@@ -651,7 +656,7 @@ pub(crate) fn decode<'a>(
         // only the last is kept.
         let mut read = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
-            read.push((r.byte()?, r.text()?, r.value(interned)?));
+            read.push(r.attribute(interned)?);
         }
         let replaced: Vec<bool> = (0..read.len())
             .map(|i| {
