@@ -480,9 +480,25 @@ pub struct ContextGuard {
     _not_send: PhantomData<*const ()>,
 }
 
+impl ContextGuard {
+    /// Ends the context this guard made current: `f` gets it (with no context current, as
+    /// span sinks are called), then the previous one is current again. One access to the
+    /// slot fewer than reading the context and then dropping the guard.
+    #[inline]
+    pub(crate) fn end<R>(self, f: impl FnOnce(Option<&TraceContext>) -> R) -> R {
+        let ended = CURRENT.try_with(Cell::take).ok().flatten();
+        let result = f(ended.as_ref());
+        drop(self);
+        result
+    }
+}
+
 impl Drop for ContextGuard {
+    #[inline]
     fn drop(&mut self) {
-        replace_current(self.previous.take());
+        let previous = self.previous.take();
+        // What was current (the context this guard made, or what replaced it) is dropped.
+        let _ = CURRENT.try_with(|c| c.replace(previous));
     }
 }
 

@@ -189,6 +189,8 @@ fn record_of<'a>(
 /// listen, then hands its record to the span sinks (`handled` says which of them there are).
 /// `extra` is what the work added to `metadata`; the two are merged only for an event (a
 /// record takes them apart). `name` is the span's own name, where it is not its prefix's.
+/// `scope`, when given, is the guard that made the span's context current: it ends with the
+/// span (else the span's context is the current one, and stays so).
 #[allow(clippy::too_many_arguments)]
 fn finish_span<'m>(
     dispatcher: &Dispatcher,
@@ -199,6 +201,7 @@ fn finish_span<'m>(
     failure: Option<(&'static str, String)>,
     handled: u8,
     name: Option<&str>,
+    scope: Option<context::ContextGuard>,
 ) {
     let ended = now();
     let failed = failure.is_some();
@@ -243,11 +246,15 @@ fn finish_span<'m>(
         Some(text) => SpanName::Text(text),
         None => SpanName::Prefix(&prefix.prefix),
     };
-    context::with_current_ref(|ctx| {
+    let export = |ctx: Option<&TraceContext>| {
         let Some(ctx) = ctx else { return };
         let record = record_of(ctx, name, prefix.kind, (started, ended), status, metadata);
         dispatcher.export_span(&record);
-    });
+    };
+    match scope {
+        Some(scope) => scope.end(export),
+        None => context::with_current_ref(export).unwrap_or(()),
+    }
 }
 
 impl Dispatcher {
@@ -321,7 +328,7 @@ impl Dispatcher {
                 ContextPolicy::Always => span_context().in_scope(f).0,
             };
         }
-        let _scope = context::enter_child();
+        let scope = context::enter_child();
         let started = now();
         if handled & START != 0 {
             self.execute(&prefix.start, &start_measurements(started), &metadata);
@@ -338,6 +345,7 @@ impl Dispatcher {
                     failure,
                     handled,
                     name,
+                    Some(scope),
                 );
                 result
             }
@@ -352,6 +360,7 @@ impl Dispatcher {
                     Some(("panic", reason)),
                     handled,
                     name,
+                    Some(scope),
                 );
                 resume_unwind(payload)
             }
@@ -447,7 +456,7 @@ pin_project_lite::pin_project! {
             if let SpanState::Running { started, ctx, handled } = std::mem::replace(this.state, SpanState::Done) {
                 let mut metadata = this.metadata.take().unwrap_or_default();
                 let reason = String::from("the future was dropped before it completed");
-                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, &mut Metadata::new(), Some(("cancelled", reason)), handled, None));
+                ctx.in_scope(|| finish_span(this.dispatcher, this.prefix, started, &mut metadata, &mut Metadata::new(), Some(("cancelled", reason)), handled, None, None));
             }
         }
     }
@@ -550,6 +559,7 @@ where
                     &mut Metadata::new(),
                     failure,
                     handled,
+                    None,
                     None,
                 )
             });
