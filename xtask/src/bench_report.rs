@@ -47,11 +47,12 @@ const BRIDGE_MAX_RATIO: f64 = 1.05;
 
 /// Why our span path is behind fastrace's, as profiled (shown under the missed targets).
 const SPAN_PATH_MISSED: &str = "the caller's side of a span makes no lock and no allocation, but it does more work than \
-    fastrace's: counted with callgrind in one loop of this span (`span_profile`), about 2 230 instructions a span on \
-    the caller's thread against fastrace's 1 100. Encoding the record into the thread's ring is 1 040 of them: every \
-    key and value is copied (about 85 instructions for each of the six attributes), where fastrace keeps pointers to \
-    static strings; the core's span path (the context swapped in and out, routing-table probes, the metadata) is \
-    most of the rest.";
+    fastrace's: counted with callgrind in one loop of this span (`span_profile`), about 1 690 instructions a span on \
+    the caller's thread against fastrace's 1 100. Encoding the record into the thread's ring is about 740 of them: \
+    every key and value is copied (60 to 70 instructions for each of the six attributes), where fastrace keeps \
+    pointers to static strings; the core's span path (the context swapped in and out, routing-table probes, the \
+    clock read twice) is most of the rest. The two are within this machine's run-to-run spread of each other: \
+    0.95× to 1.01× in four runs of `cargo bench … -- otlp_span`.";
 
 const STACK_MISSED: &str = "besides the span path (see `otlp_span`), each bridge call's `stop` records its duration and count \
     into four recorders (the window, Prometheus, StatsD and OTLP metrics) through `metrics-util`'s fanout, where the \

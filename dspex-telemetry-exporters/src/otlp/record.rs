@@ -487,8 +487,7 @@ impl<'a> Reader<'a> {
         &mut self,
         interned: &mut Interned,
     ) -> Option<(u8, &'a str, opentelemetry::Value)> {
-        let [head, k] = self.array()?;
-        let key = std::str::from_utf8(self.take(usize::from(k))?).ok()?;
+        let (head, key) = self.attribute_key()?;
         let value = match head & 15 {
             STR => {
                 let len = u16::from_le_bytes(self.array()?);
@@ -500,6 +499,23 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         Some((head >> 4, key, value))
+    }
+    /// An attribute's head byte and key.
+    fn attribute_key(&mut self) -> Option<(u8, &'a str)> {
+        let [head, k] = self.array()?;
+        Some((head, std::str::from_utf8(self.take(usize::from(k))?).ok()?))
+    }
+    /// An attribute's origin and key, its value skipped.
+    fn attribute_skipped(&mut self) -> Option<(u8, &'a str)> {
+        let (head, key) = self.attribute_key()?;
+        let len = match head & 15 {
+            STR => usize::from(u16::from_le_bytes(self.array()?)),
+            INT | FLOAT => 8,
+            BOOL => 1,
+            _ => return None,
+        };
+        self.take(len)?;
+        Some((head >> 4, key))
     }
 }
 
@@ -646,31 +662,28 @@ pub(crate) fn decode<'a>(
     let count = u16::from_le_bytes(r.array()?);
     let mut attributes = Vec::with_capacity(usize::from(count) + 3);
     attributes.push(KeyValue::new("dspex.correlation_id", correlation));
-    if flags & FLAG_REPEATS == 0 {
-        for _ in 0..count {
-            let (origin, key, value) = r.attribute(interned)?;
-            keep_attribute(&mut attributes, interned, failed, origin, key, value);
-        }
-    } else {
-        // A metadata key that comes again later is the span's end replacing its start's:
-        // only the last is kept.
-        let mut read = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
-            read.push(r.attribute(interned)?);
-        }
-        let replaced: Vec<bool> = (0..read.len())
-            .map(|i| {
-                let (origin, key, _) = &read[i];
-                *origin == FROM_METADATA
-                    && read[i + 1..]
-                        .iter()
-                        .any(|(o, k, _)| *o == FROM_METADATA && k == key)
-            })
-            .collect();
-        for ((origin, key, value), replaced) in read.into_iter().zip(replaced) {
-            if !replaced {
-                keep_attribute(&mut attributes, interned, failed, origin, key, value);
+    // A metadata key that comes again later is the span's end replacing its start's: only the
+    // last is kept. The keys are compared first, on a copy of the reader (at most
+    // `MAX_ATTRIBUTES`, one bit each).
+    let mut replaced = 0u128;
+    if flags & FLAG_REPEATS != 0 {
+        let (mut ahead, mut keys) = (Reader(r.0), [None; MAX_ATTRIBUTES]);
+        for j in 0..usize::from(count).min(MAX_ATTRIBUTES) {
+            let (origin, key) = ahead.attribute_skipped()?;
+            if origin == FROM_METADATA {
+                for (i, earlier) in keys[..j].iter().enumerate() {
+                    if *earlier == Some(key) {
+                        replaced |= 1 << i;
+                    }
+                }
+                keys[j] = Some(key);
             }
+        }
+    }
+    for i in 0..usize::from(count) {
+        let (origin, key, value) = r.attribute(interned)?;
+        if i >= MAX_ATTRIBUTES || replaced >> i & 1 == 0 {
+            keep_attribute(&mut attributes, interned, failed, origin, key, value);
         }
     }
     let resource = match flags & FLAG_RESOURCE != 0 {
