@@ -39,7 +39,7 @@ const THREE_LAYER_MISSED: &str = "the parts table under `three_layer_bench` spli
     per span about 3 300 instructions to turn a record into `SpanData`, then about 12 700 in `opentelemetry-otlp` \
     to turn `SpanData` into a request body (its conversion to the protobuf types allocates each attribute's key and \
     value again; prost's encoding measures each nested message once per level of nesting). With 8 spans a request \
-    that is the collector thread's 15 to 17 µs of CPU a request, and at 8 callers, where the two cores are \
+    that is the collector thread's 16 to 18 µs of CPU a request, and at 8 callers, where the two cores are \
     saturated, CPU time anywhere is wall time.";
 
 /// The instrumentation target, checked on the paired rounds (`bridge-paired.json`).
