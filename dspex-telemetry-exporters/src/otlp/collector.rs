@@ -89,7 +89,7 @@ thread_local! {
 
 /// Bytes of a ring's free space a record is first written into in place (a bridge call's
 /// record is about 200 bytes, a Python worker's span with its process's resource about 350;
-/// larger ones are measured first). The ring zeroes them first, so not much more.
+/// larger ones are measured first).
 const IN_PLACE: usize = 512;
 
 /// After a record went into `ring`: when the ring is three quarters full, the collector is
@@ -146,8 +146,8 @@ impl SpanSink for RingSink {
                 let (first, _) = chunk.as_mut_slices();
                 // The collector read these bytes last, on another core: asking for the lines
                 // the next records will be written to, for writing, now, overlaps their trip
-                // back with this record's writes (about 8 % of a bridge-call span's time
-                // measured on the caller's thread).
+                // back with this record's writes (about 6 % of a bridge-call span's time on
+                // the caller's thread, in a loop of them: 131 against 123 ns).
                 #[cfg(target_arch = "x86_64")]
                 {
                     use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
