@@ -770,6 +770,33 @@ mod tests {
         TraceFlags,
     };
 
+    static NO_METADATA: Metadata<'static> = Metadata::new();
+    static NO_TRACESTATE: dspex_telemetry_core::TraceState =
+        dspex_telemetry_core::TraceState::new();
+
+    /// A trace's root span named `name`, from 1 µs to 3 µs after the epoch, with nothing else
+    /// set: each test sets what it checks.
+    fn span(name: SpanName<'_>) -> SpanRecord<'_> {
+        SpanRecord {
+            trace_id: dspex_telemetry_core::TraceId::random(),
+            span_id: dspex_telemetry_core::SpanId::random(),
+            parent_span_id: None,
+            parent_is_remote: false,
+            flags: TraceFlags::SAMPLED,
+            tracestate: &NO_TRACESTATE,
+            name,
+            kind: SpanKind::Internal,
+            start_unix_ns: 1_000,
+            end_unix_ns: 3_000,
+            status: SpanStatus::Unset,
+            metadata: SpanMetadata::one(&NO_METADATA),
+            attributes: SpanAttributes::EMPTY,
+            correlation_id: None,
+            events: &[],
+            resource: SpanAttributes::EMPTY,
+        }
+    }
+
     #[test]
     fn a_record_comes_back_as_the_span_it_was() {
         let metadata = Metadata::new()
@@ -784,25 +811,17 @@ mod tests {
             dspex_telemetry_core::TraceState::parse(["congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"])
                 .unwrap();
         let record = SpanRecord {
-            trace_id: dspex_telemetry_core::TraceId::random(),
-            span_id: dspex_telemetry_core::SpanId::random(),
             parent_span_id: Some(dspex_telemetry_core::SpanId::random()),
             parent_is_remote: true,
-            flags: TraceFlags::SAMPLED,
             tracestate: &tracestate,
-            name: SpanName::Prefix(&name),
             kind: SpanKind::Client,
-            start_unix_ns: 1_000,
-            end_unix_ns: 3_000,
             status: SpanStatus::Error {
                 kind: "timeout",
                 message: "é".repeat(3_000).leak(),
             },
             metadata: SpanMetadata::one(&metadata),
-            attributes: SpanAttributes::EMPTY,
             correlation_id: Some(&correlation),
-            events: &[],
-            resource: SpanAttributes::EMPTY,
+            ..span(SpanName::Prefix(&name))
         };
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
@@ -856,26 +875,13 @@ mod tests {
         let end = Metadata::new()
             .with("function", "ChainOfThought")
             .with("worker_id", 1);
-        let tracestate = dspex_telemetry_core::TraceState::new();
         let name = dspex_telemetry_core::catalog::BRIDGE_CALL.prefix().clone();
         let code = [("kind".to_string(), Value::from("code"))];
         let record = SpanRecord {
-            trace_id: dspex_telemetry_core::TraceId::random(),
-            span_id: dspex_telemetry_core::SpanId::random(),
-            parent_span_id: None,
-            parent_is_remote: false,
-            flags: TraceFlags::SAMPLED,
-            tracestate: &tracestate,
-            name: SpanName::Prefix(&name),
             kind: SpanKind::Client,
-            start_unix_ns: 1_000,
-            end_unix_ns: 3_000,
-            status: SpanStatus::Unset,
             metadata: SpanMetadata::new(&start, &end),
             attributes: SpanAttributes::new(&code),
-            correlation_id: None,
-            events: &[],
-            resource: SpanAttributes::EMPTY,
+            ..span(SpanName::Prefix(&name))
         };
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
@@ -930,29 +936,16 @@ mod tests {
             })
             .collect();
         let named = [("llm.model_name".to_string(), Value::from("gpt"))];
-        let no_metadata = Metadata::new();
         let resource = [("process.pid".to_string(), Value::from(4242i64))];
-        let tracestate = dspex_telemetry_core::TraceState::new();
         let mut record = SpanRecord {
-            trace_id: dspex_telemetry_core::TraceId::random(),
-            span_id: dspex_telemetry_core::SpanId::random(),
-            parent_span_id: None,
-            parent_is_remote: false,
-            flags: TraceFlags::SAMPLED,
-            tracestate: &tracestate,
-            name: SpanName::Text("Lookup.forward"),
-            kind: SpanKind::Internal,
-            start_unix_ns: 1_000,
-            end_unix_ns: 3_000,
             status: SpanStatus::Error {
                 kind: "error",
                 message: "ValueError: no record",
             },
-            metadata: SpanMetadata::one(&no_metadata),
             attributes: SpanAttributes::new(&named),
-            correlation_id: None,
             events: &events,
             resource: SpanAttributes::new(&resource),
+            ..span(SpanName::Text("Lookup.forward"))
         };
         let scope = InstrumentationScope::builder("t").build();
         let mut interned = Interned::default();
