@@ -804,7 +804,8 @@ mod tests {
             .with("attempt", 2)
             .with("score", 0.5)
             .with("ok", false)
-            .with("reason", "x".repeat(10_000));
+            .with("reason", "x".repeat(10_000))
+            .with("k".repeat(300), 1);
         let name = dspex_telemetry_core::catalog::BRIDGE_CALL.prefix().clone();
         let correlation = CorrelationId::parse("order-7").unwrap();
         let tracestate =
@@ -859,6 +860,12 @@ mod tests {
         assert_eq!(attr("dspex.attempt"), Some(opentelemetry::Value::I64(2)));
         assert_eq!(attr("dspex.ok"), Some(opentelemetry::Value::Bool(false)));
         assert_eq!(attr("dspex.reason").unwrap().as_str().len(), MAX_TEXT);
+        let long_key = format!("dspex.{}", "k".repeat(MAX_KEY));
+        assert_eq!(
+            attr(&long_key),
+            Some(opentelemetry::Value::I64(1)),
+            "a key is cut at 255 bytes"
+        );
         let Status::Error { description } = &span.status else {
             panic!("{:?}", span.status)
         };
